@@ -1,0 +1,125 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// cache.h: the registration cache, dmareg's front door.
+//
+// `RegistrationCache` sits in front of one `Domain` and answers "give me a
+// device mapping for [addr, addr + len) with these rights". The first request
+// registers through the domain (tens of microseconds to milliseconds in the
+// kernel); later requests inside an already registered span are hits that
+// take no lock and cost nanoseconds.
+//
+//   std::shared_ptr<dmareg::Domain> domain = ...;   // e.g. VerbsDomain::Open
+//   auto cache = dmareg::RegistrationCache::Create(domain, {.max_regions = 4096});
+//   if (!cache.ok()) return cache.status();
+//
+//   absl::StatusOr<dmareg::Registration> reg = (*cache)->Acquire(
+//       dmareg::HostMemory{buf, len}, dmareg::Access::kLocalWrite);
+//   ...post work requests with reg->lkey() / reg->rkey() / reg->IovaFor(buf)...
+//   // the handle's destructor drops the reference.
+//
+//   // Memory at [p, p + n) was unmapped or replaced:
+//   (*cache)->Invalidate(p, n);
+//
+// Guarantees
+// - Every returned handle covers the request (spans are rounded out to pages)
+//   with at least the asked access (see `AccessSatisfies`).
+// - From the moment `Invalidate(addr, len)` returns, no `Acquire` (one that
+//   starts after it returned) hands out a mapping overlapping that range; the
+//   old mappings are deregistered when their last handle goes away, never
+//   under a holder's feet. A registration that was in flight while the range
+//   was invalidated is discarded and redone.
+// - Asking for more access than a cached span has registers the union (span
+//   and rights) and retires the old mapping once unreferenced.
+// - Limits (`max_regions`, `max_bytes`) are kept by evicting unreferenced
+//   mappings, least recently used first (CLOCK: a hit marks a mapping used, so
+//   a mapping is evicted only after a full sweep found it unused). Referenced
+//   mappings are never evicted; when nothing can be evicted the request fails
+//   with ResourceExhausted and nothing is lost.
+// - dma-buf memory is registered per request and not cached (an fd number is
+//   not an identity); the handle deregisters it when dropped.
+//
+// Thread safety: every method may be called from any thread. Hits take no
+// lock (one compare-and-swap on the mapping's reference count); misses take
+// a mutex that no hit needs, and never hold it across a device call.
+
+#ifndef DMAREG_CACHE_H_
+#define DMAREG_CACHE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dmareg/access.h"
+#include "dmareg/domain.h"
+#include "dmareg/memory.h"
+#include "dmareg/registration.h"
+
+namespace dmareg {
+
+struct CacheOptions {
+  size_t max_regions = 0;  // 0: no limit
+  size_t max_bytes = 0;    // 0: no limit
+};
+
+struct CacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;                 // requests that registered
+  uint64_t evictions = 0;              // mappings evicted to keep the limits
+  uint64_t invalidations = 0;          // Invalidate() calls
+  uint64_t invalidated_regions = 0;    // mappings those calls retired
+  uint64_t registration_failures = 0;  // domain refused a registration
+  uint64_t retried_registrations = 0;  // raced with Invalidate, redone
+  uint64_t dmabuf_registrations = 0;   // uncached dma-buf registrations
+  uint64_t live_regions = 0;           // mappings held on the device now
+  uint64_t registered_bytes = 0;       // bytes those cover
+  uint64_t referenced_regions = 0;     // of them, with a handle out
+};
+
+namespace internal {
+class CacheCore;
+}
+
+class RegistrationCache {
+ public:
+  // InvalidArgument if `domain` is null.
+  static absl::StatusOr<std::unique_ptr<RegistrationCache>> Create(
+      std::shared_ptr<Domain> domain, CacheOptions options = {});
+
+  // Drops every unreferenced mapping now; referenced ones go with their
+  // last handle.
+  ~RegistrationCache();
+  RegistrationCache(const RegistrationCache&) = delete;
+  RegistrationCache& operator=(const RegistrationCache&) = delete;
+
+  absl::StatusOr<Registration> Acquire(const HostMemory& memory, AccessFlags access);
+  absl::StatusOr<Registration> Acquire(const void* addr, size_t length,
+                                       AccessFlags access) {
+    return Acquire(HostMemory{addr, length}, access);
+  }
+  absl::StatusOr<Registration> Acquire(const DmaBufMemory& memory, AccessFlags access);
+
+  // Retires every cached mapping overlapping [addr, addr + length).
+  absl::Status Invalidate(const void* addr, size_t length);
+
+  // New limits; evicts unreferenced mappings until inside them. Returns
+  // ResourceExhausted (with the limits applied) if referenced mappings alone
+  // exceed them.
+  absl::Status SetLimits(CacheOptions options);
+  CacheOptions limits() const;
+
+  // Evicts every unreferenced mapping.
+  void Flush();
+
+  CacheStats stats() const;
+  Domain& domain() const;
+
+ private:
+  explicit RegistrationCache(internal::CacheCore* core);
+  internal::CacheCore* core_;  // owned jointly with outstanding mappings
+};
+
+}  // namespace dmareg
+
+#endif  // DMAREG_CACHE_H_

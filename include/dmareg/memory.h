@@ -1,0 +1,47 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// memory.h: what can be turned into a device mapping.
+//
+// `HostMemory` is any range of the process's virtual address space
+// ("external memory" in DPDK's sense: the library never allocated it).
+// `DmaBufMemory` is a slice of a dma-buf: an fd exported by a GPU driver
+// (CUDA, ROCm) or a DRM device (libdrm's PRIME export), an offset and a length.
+//
+//   dmareg::HostMemory host{buf, 1 << 20};
+//   dmareg::DmaBufMemory gpu{.fd = dmabuf_fd, .offset = 0, .length = size};
+//
+// Validation (zero length, wrap-around, null with a length, negative fd) is
+// done by `ValidateHostMemory()`/`ValidateDmaBufMemory()`; every entry point of
+// the library calls them, so callers need not.
+
+#ifndef DMAREG_MEMORY_H_
+#define DMAREG_MEMORY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/status.h"
+
+namespace dmareg {
+
+struct HostMemory {
+  const void* addr = nullptr;
+  size_t length = 0;
+};
+
+struct DmaBufMemory {
+  int fd = -1;           // a dma-buf fd; the caller keeps ownership
+  uint64_t offset = 0;   // byte offset into the dma-buf
+  size_t length = 0;
+  // The IOVA the device should use for the first byte; defaults to `offset`
+  // (what ibv_reg_dmabuf_mr does when asked for no particular address).
+  std::optional<uint64_t> iova;
+};
+
+absl::Status ValidateHostMemory(const HostMemory& m);
+absl::Status ValidateDmaBufMemory(const DmaBufMemory& m);
+
+}  // namespace dmareg
+
+#endif  // DMAREG_MEMORY_H_

@@ -1,0 +1,76 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// RegistrationCache: validate once at the front door, then dispatch to the
+// core.
+#include "dmareg/cache.h"
+
+#include <cstdint>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "core/cache_core.h"
+
+namespace dmareg {
+
+absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
+    std::shared_ptr<Domain> domain, CacheOptions options) {
+  if (domain == nullptr) return absl::InvalidArgumentError("RegistrationCache needs a domain");
+  return std::unique_ptr<RegistrationCache>(
+      new RegistrationCache(new internal::CacheCore(std::move(domain), options)));
+}
+
+RegistrationCache::RegistrationCache(internal::CacheCore* core) : core_(core) {}
+
+RegistrationCache::~RegistrationCache() { core_->Close(); }
+
+absl::StatusOr<Registration> RegistrationCache::Acquire(const HostMemory& memory,
+                                                        AccessFlags access) {
+  if (absl::Status s = ValidateHostMemory(memory); !s.ok()) return s;
+  if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
+  const uintptr_t page = core_->page_size();
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(memory.addr);
+  const uintptr_t last = addr + memory.length - 1;  // validated: no wrap
+  if (last > std::numeric_limits<uintptr_t>::max() - (page - 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("host range [%#x, +%#x) ends in the last page of the address space",
+                        addr, memory.length));
+  }
+  const uintptr_t a = addr & ~(page - 1);
+  const uintptr_t b = (last + page) & ~(page - 1);
+  absl::StatusOr<internal::Region*> r = core_->AcquireHost(a, b, NormalizeAccess(access));
+  if (!r.ok()) return r.status();
+  return Registration(*r);
+}
+
+absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memory,
+                                                        AccessFlags access) {
+  if (absl::Status s = ValidateDmaBufMemory(memory); !s.ok()) return s;
+  if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
+  absl::StatusOr<internal::Region*> r = core_->AcquireDmaBuf(memory, NormalizeAccess(access));
+  if (!r.ok()) return r.status();
+  return Registration(*r);
+}
+
+absl::Status RegistrationCache::Invalidate(const void* addr, size_t length) {
+  if (absl::Status s = ValidateHostMemory(HostMemory{addr, length}); !s.ok()) return s;
+  // Whole pages: a mapping covers the pages of the bytes it was asked for.
+  const uintptr_t page = core_->page_size();
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr) & ~(page - 1);
+  const uintptr_t last = reinterpret_cast<uintptr_t>(addr) + length - 1;
+  const uintptr_t b = last > std::numeric_limits<uintptr_t>::max() - (page - 1)
+                          ? std::numeric_limits<uintptr_t>::max()
+                          : (last + page) & ~(page - 1);
+  core_->Invalidate(a, b);
+  return absl::OkStatus();
+}
+
+absl::Status RegistrationCache::SetLimits(CacheOptions options) {
+  return core_->SetLimits(options);
+}
+CacheOptions RegistrationCache::limits() const { return core_->limits(); }
+void RegistrationCache::Flush() { core_->Flush(); }
+CacheStats RegistrationCache::stats() const { return core_->stats(); }
+Domain& RegistrationCache::domain() const { return core_->domain(); }
+
+}  // namespace dmareg

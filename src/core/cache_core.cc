@@ -1,0 +1,404 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "core/cache_core.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+
+namespace dmareg::internal {
+
+namespace {
+// Misses register without the lock and check afterwards that no Invalidate
+// overlapped them; after this many collisions the miss holds the lock across
+// the registration, so it cannot starve.
+constexpr int kOptimisticAttempts = 3;
+}  // namespace
+
+CacheCore::CacheCore(std::shared_ptr<Domain> domain, CacheOptions options)
+    : domain_(std::move(domain)),
+      page_size_(static_cast<size_t>(sysconf(_SC_PAGESIZE))),
+      options_(options) {}
+
+CacheCore::~CacheCore() = default;
+
+// The hit path: no lock. A candidate is referenced first and validated after,
+// because its fields are stable only while we hold a reference.
+Region* CacheCore::FastHit(uintptr_t a, uintptr_t b, AccessFlags want) {
+  return index_.Probe(a, [&](Region* r) {
+    if (!r->TryRef()) return false;
+    if (r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) return true;
+    Release(r);
+    return false;
+  });
+}
+
+absl::StatusOr<Region*> CacheCore::AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want) {
+  if (Region* r = FastHit(a, b, want)) {
+    hits_.Add();
+    return r;
+  }
+  return Miss(a, b, want);
+}
+
+// Locks and unlocks by hand: whether the lock is held across the device call
+// depends on the attempt, which the thread-safety analysis cannot follow.
+absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags want)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  const uint64_t max_mr = domain_->capabilities().max_mr_size;
+  for (int attempt = 0;; ++attempt) {
+    const bool locked_registration = attempt >= kOptimisticAttempts;
+    RegionList to_free;
+    uintptr_t start = a, end = b;
+    AccessFlags access = want;
+    uint64_t epoch;
+    mu_.Lock();
+    // Someone may have registered it since the lock-free probe.
+    if (Region* r = index_.FindCovering(a, b, [&](Region* c) {
+          return AccessSatisfies(c->access, want) && c->TryRef();
+        })) {
+      mu_.Unlock();
+      hits_.Add();
+      return r;
+    }
+    // Merge with every mapping the request overlaps (span and rights), as a
+    // request for more rights than a cached span has must; the merged ones
+    // are retired once the new mapping is in. Fewer, larger mappings also
+    // keep the index small. Too large a union: register just the request.
+    bool merged = false;
+    index_.ForEachOverlapping(a, b, [&](Region* c) {
+      start = std::min(start, c->addr);
+      end = std::max(end, c->end());
+      access = AccessUnion(access, c->access);
+      merged = true;
+    });
+    if (merged && end - start > max_mr) {
+      start = a;
+      end = b;
+      access = want;
+      merged = false;
+    }
+    const size_t length = end - start;
+    if (length > max_mr) {
+      ++counters_.registration_failures;
+      mu_.Unlock();
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "span of %u bytes exceeds the largest mapping %s allows (%u bytes)", length,
+          domain_->name(), max_mr));
+    }
+    if (absl::Status room = MakeRoom(1, length, &to_free); !room.ok()) {
+      ++counters_.registration_failures;
+      mu_.Unlock();
+      FreeRegions(to_free);
+      return room;
+    }
+    ++reserved_regions_;
+    reserved_bytes_ += length;
+    epoch = inv_epoch_;
+    if (!locked_registration) mu_.Unlock();
+    // Evicted mappings go before the new one is made, to stay inside limits.
+    if (!locked_registration) FreeRegions(to_free);
+
+    absl::StatusOr<DeviceMapping> m =
+        domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
+
+    if (!locked_registration) mu_.Lock();
+    --reserved_regions_;
+    reserved_bytes_ -= length;
+    if (!m.ok()) {
+      ++counters_.registration_failures;
+      mu_.Unlock();
+      if (locked_registration) FreeRegions(to_free);
+      return m.status();
+    }
+    if (!locked_registration && InvalidatedSince(epoch, start, end)) {
+      // The pages may have changed under the registration: redo it.
+      ++counters_.retried_registrations;
+      mu_.Unlock();
+      if (absl::Status s = domain_->Deregister(*m); !s.ok()) {
+        // The mapping is gone from our books either way; nothing to retry.
+      }
+      continue;
+    }
+    // Not marked accessed: CLOCK then ranks it by its hits, like LRU would.
+    Region* r = NewRegion(start, length, access, *m, 1);
+    index_.Insert(r);
+    RingInsert(r);
+    ++counters_.misses;
+    if (merged) {
+      // Retire what the new mapping supersedes (what it merged, unless an
+      // Invalidate already did, and anything else it now covers).
+      RegionList superseded;
+      index_.ForEachOverlapping(start, end, [&](Region* c) {
+        if (c != r && c->addr >= start && c->end() <= end && AccessSatisfies(access, c->access)) {
+          superseded.push_back(c);
+        }
+      });
+      for (Region* c : superseded) Retire(c, &to_free);
+    }
+    mu_.Unlock();
+    FreeRegions(to_free);
+    return r;
+  }
+}
+
+absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, AccessFlags want) {
+  RegionList to_free;
+  mu_.Lock();
+  absl::Status room = MakeRoom(1, mem.length, &to_free);
+  if (room.ok()) {
+    ++reserved_regions_;
+    reserved_bytes_ += mem.length;
+  } else {
+    ++counters_.registration_failures;
+  }
+  mu_.Unlock();
+  FreeRegions(to_free);
+  if (!room.ok()) return room;
+
+  absl::StatusOr<DeviceMapping> m = domain_->RegisterDmaBuf(mem, want);
+  MutexLock lock(&mu_);
+  --reserved_regions_;
+  reserved_bytes_ -= mem.length;
+  if (!m.ok()) {
+    ++counters_.registration_failures;
+    return m.status();
+  }
+  // Never indexed: born dead with the caller's reference, freed on release.
+  Region* r = NewRegion(mem.offset, mem.length, want, *m, 1 | kDead);
+  r->dmabuf = true;
+  ++dead_referenced_;
+  ++counters_.dmabuf_registrations;
+  return r;
+}
+
+Region* CacheCore::NewRegion(uintptr_t addr, size_t length, AccessFlags access,
+                             const DeviceMapping& m, uint64_t state) {
+  Region* r = pool_.Allocate();
+  r->addr = addr;
+  r->length = length;
+  r->iova = m.iova;
+  r->lkey = m.lkey;
+  r->rkey = m.rkey;
+  r->access = access;
+  r->dmabuf = false;
+  r->cache = this;
+  r->mapping = m;
+  refs_.fetch_add(1, std::memory_order_relaxed);
+  ++live_regions_;
+  live_bytes_ += length;
+  // Publishes the fields above to any thread whose TryRef reads this state.
+  r->state.store(state, std::memory_order_release);
+  return r;
+}
+
+void CacheCore::Invalidate(uintptr_t a, uintptr_t b) {
+  RegionList to_free;
+  {
+    MutexLock lock(&mu_);
+    RegionList hit;
+    index_.ForEachOverlapping(a, b, [&](Region* r) { hit.push_back(r); });
+    for (Region* r : hit) Retire(r, &to_free);
+    ++counters_.invalidations;
+    counters_.invalidated_regions += hit.size();
+    ++inv_epoch_;
+    inv_log_[inv_epoch_ % inv_log_.size()] = {inv_epoch_, a, b};
+  }
+  FreeRegions(to_free);
+}
+
+bool CacheCore::InvalidatedSince(uint64_t epoch, uintptr_t a, uintptr_t b) const {
+  if (inv_epoch_ == epoch) return false;
+  if (inv_epoch_ - epoch >= inv_log_.size()) return true;  // log overrun: assume so
+  for (uint64_t e = epoch + 1; e <= inv_epoch_; ++e) {
+    const InvalidationRecord& rec = inv_log_[e % inv_log_.size()];
+    if (rec.a < b && a < rec.b) return true;
+  }
+  return false;
+}
+
+void CacheCore::Retire(Region* r, RegionList* to_free) {
+  if (r->indexed) {
+    index_.Remove(r);
+    RingRemove(r);
+  }
+  if (r->MarkDead()) {
+    Forget(r);
+    to_free->push_back(r);
+  } else {
+    ++dead_referenced_;
+  }
+}
+
+void CacheCore::Forget(Region* r) {
+  --live_regions_;
+  live_bytes_ -= r->length;
+}
+
+bool CacheCore::OverLimits(size_t regions, size_t bytes) const {
+  if (options_.max_regions != 0 &&
+      live_regions_ + reserved_regions_ + regions > options_.max_regions) {
+    return true;
+  }
+  return options_.max_bytes != 0 && live_bytes_ + reserved_bytes_ + bytes > options_.max_bytes;
+}
+
+// CLOCK over the ring of indexed regions: a region used since the hand last
+// passed gets a second chance; referenced regions are skipped. Two full turns
+// without a victim mean everything left is referenced.
+absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_free) {
+  if (options_.max_bytes != 0 && bytes > options_.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "a mapping of %u bytes exceeds the cache's max_bytes (%u)", bytes, options_.max_bytes));
+  }
+  size_t budget = 2 * index_.size() + 1;
+  while (OverLimits(regions, bytes)) {
+    Region* victim = nullptr;
+    while (clock_hand_ != nullptr && budget-- > 0) {
+      Region* r = clock_hand_;
+      clock_hand_ = r->lru_next;
+      if (r->TryEvict()) {
+        victim = r;
+        break;
+      }
+    }
+    if (victim == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "registration cache full on %s: %u mappings (%u bytes) held, limits %u mappings / "
+          "%u bytes, nothing unreferenced to evict",
+          domain_->name(), live_regions_, live_bytes_, options_.max_regions,
+          options_.max_bytes));
+    }
+    index_.Remove(victim);
+    RingRemove(victim);
+    Forget(victim);
+    ++counters_.evictions;
+    to_free->push_back(victim);
+  }
+  return absl::OkStatus();
+}
+
+void CacheCore::RingInsert(Region* r) {
+  if (clock_hand_ == nullptr) {
+    r->lru_prev = r->lru_next = r;
+    clock_hand_ = r;
+  } else {
+    // Just behind the hand: the newest region is the last the hand reaches.
+    r->lru_next = clock_hand_;
+    r->lru_prev = clock_hand_->lru_prev;
+    r->lru_prev->lru_next = r;
+    clock_hand_->lru_prev = r;
+  }
+  r->indexed = true;
+}
+
+void CacheCore::RingRemove(Region* r) {
+  if (r->lru_next == r) {
+    clock_hand_ = nullptr;
+  } else {
+    r->lru_prev->lru_next = r->lru_next;
+    r->lru_next->lru_prev = r->lru_prev;
+    if (clock_hand_ == r) clock_hand_ = r->lru_next;
+  }
+  r->lru_prev = r->lru_next = nullptr;
+  r->indexed = false;
+}
+
+void CacheCore::FreeDead(Region* r) {
+  {
+    MutexLock lock(&mu_);
+    --dead_referenced_;
+    Forget(r);
+  }
+  RegionList one{r};
+  FreeRegions(one);
+}
+
+void CacheCore::FreeRegions(RegionList& regions) {
+  if (regions.empty()) return;
+  for (Region* r : regions) {
+    // A failed deregistration (device gone) still ends the mapping for us:
+    // the kernel drops it with the device. Counted, not retried.
+    (void)domain_->Deregister(r->mapping);
+  }
+  {
+    MutexLock lock(&mu_);
+    for (Region* r : regions) pool_.Free(r);
+  }
+  const size_t n = regions.size();
+  regions.clear();
+  for (size_t i = 0; i < n; ++i) DropRef();
+}
+
+void CacheCore::DropRef() {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+void CacheCore::Close() {
+  RegionList to_free;
+  {
+    MutexLock lock(&mu_);
+    RegionList all;
+    index_.ForEach([&](Region* r) { all.push_back(r); });
+    for (Region* r : all) Retire(r, &to_free);
+  }
+  FreeRegions(to_free);
+  DropRef();
+}
+
+void CacheCore::Flush() {
+  RegionList to_free;
+  {
+    MutexLock lock(&mu_);
+    RegionList idle;
+    index_.ForEach([&](Region* r) {
+      if (r->refs() == 0) idle.push_back(r);
+    });
+    for (Region* r : idle) {
+      // Re-checked atomically: a hit may have referenced it meanwhile. Flush
+      // ignores recent use: the first TryEvict may only clear kAccessed.
+      if (r->TryEvict() || r->TryEvict()) {
+        index_.Remove(r);
+        RingRemove(r);
+        Forget(r);
+        ++counters_.evictions;
+        to_free.push_back(r);
+      }
+    }
+  }
+  FreeRegions(to_free);
+}
+
+absl::Status CacheCore::SetLimits(CacheOptions options) {
+  RegionList to_free;
+  absl::Status status;
+  {
+    MutexLock lock(&mu_);
+    options_ = options;
+    status = MakeRoom(0, 0, &to_free);
+  }
+  FreeRegions(to_free);
+  return status;
+}
+
+CacheOptions CacheCore::limits() const {
+  MutexLock lock(&mu_);
+  return options_;
+}
+
+CacheStats CacheCore::stats() const {
+  MutexLock lock(&mu_);
+  CacheStats s = counters_;
+  s.hits = hits_.Sum();
+  s.live_regions = live_regions_;
+  s.registered_bytes = live_bytes_;
+  s.referenced_regions = dead_referenced_;
+  index_.ForEach([&](Region* r) {
+    if (r->refs() != 0) ++s.referenced_regions;
+  });
+  return s;
+}
+
+}  // namespace dmareg::internal

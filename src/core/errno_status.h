@@ -1,0 +1,30 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// errno → absl::Status at the edge where a system call failed, naming the
+// call and the device so the message alone says what went wrong:
+//   "ibv_reg_mr_iova2 on rxe0: Bad address (EFAULT)".
+
+#ifndef DMAREG_SRC_CORE_ERRNO_STATUS_H_
+#define DMAREG_SRC_CORE_ERRNO_STATUS_H_
+
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+
+namespace dmareg::internal {
+
+// The status code that best describes `err` (ENOMEM → ResourceExhausted,
+// EOPNOTSUPP → Unimplemented, EINVAL/EFAULT/EBADF → InvalidArgument, ...).
+absl::StatusCode ErrnoToCode(int err);
+
+// "<call> on <device>: <strerror> (<ENAME>)[: <detail>]"; never OK (err 0 is
+// reported as an Unknown error from a call that gave no reason).
+absl::Status ErrnoStatus(int err, absl::string_view call, absl::string_view device,
+                         absl::string_view detail = {});
+
+// "EFAULT", "EOPNOTSUPP", ... or "errno N".
+absl::string_view ErrnoName(int err);
+
+}  // namespace dmareg::internal
+
+#endif  // DMAREG_SRC_CORE_ERRNO_STATUS_H_

@@ -1,0 +1,177 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// RangeIndex: finds the cached regions that cover an address.
+//
+// Two views of the same set of regions:
+//
+// - A hash table readable without a lock (the hit path). A region of length
+//   L is filed at the smallest level whose buckets (2^(12+4*level) bytes) are
+//   at least L/8, under every bucket it touches: at most 9 entries, however
+//   large the region. A lookup probes, for each level that has regions, the
+//   one bucket holding the address. Slots are atomics; a reader may see a
+//   slot mid-update and get a wrong Region, or miss one. Both are harmless:
+//   the reader validates a candidate on the Region itself (reference CAS,
+//   then coverage), and a miss falls back to the locked path. Tables only
+//   grow; an outgrown table is kept until the index dies (type-stable, like
+//   the Regions), so a reader never touches freed memory.
+//
+// - Per-level B-trees keyed by start address (writers, under the cache's
+//   mutex): exact covering/overlap queries for misses and Invalidate. A level
+//   bounds its regions' length, which bounds how far back a query scans.
+//
+// Writers (Insert/Remove and the B-tree queries) must be serialised by the
+// caller; Probe may run concurrently with them.
+
+#ifndef DMAREG_SRC_CORE_RANGE_INDEX_H_
+#define DMAREG_SRC_CORE_RANGE_INDEX_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "core/region.h"
+
+namespace dmareg::internal {
+
+class RangeIndex {
+ public:
+  static constexpr int kLevels = 9;
+  static constexpr int Shift(int level) { return 12 + 4 * level; }
+  // Longest region filed at `level` (the last level takes everything).
+  static constexpr uint64_t MaxLength(int level) {
+    return level == kLevels - 1 ? UINT64_MAX : uint64_t{8} << Shift(level);
+  }
+  static int LevelFor(uint64_t length);
+
+  RangeIndex();
+  ~RangeIndex();
+  RangeIndex(const RangeIndex&) = delete;
+  RangeIndex& operator=(const RangeIndex&) = delete;
+
+  // --- writers (externally serialised) ---
+  void Insert(Region* r);  // sets r->level
+  void Remove(Region* r);
+
+  // Calls f(Region*) for each region overlapping [a, b).
+  template <typename F>
+  void ForEachOverlapping(uintptr_t a, uintptr_t b, F&& f) const;
+  // The first region with start <= a, end >= b for which pred(r) holds.
+  template <typename Pred>
+  Region* FindCovering(uintptr_t a, uintptr_t b, Pred&& pred) const;
+  // Every indexed region, in address order per level.
+  template <typename F>
+  void ForEach(F&& f) const;
+
+  size_t size() const { return size_; }
+  size_t hash_entries() const { return entries_; }
+  // Bytes of index memory (hash tables including outgrown ones, B-tree nodes
+  // estimated).
+  size_t MemoryBytes() const;
+
+  // --- readers (any thread, no lock) ---
+  // Calls take(r) for candidates filed under the bucket of `a` at each level
+  // in use, until one returns true; returns that region or nullptr.
+  template <typename Take>
+  Region* Probe(uintptr_t a, Take&& take) const;
+
+ private:
+  struct Slot {
+    std::atomic<uint64_t> key{0};  // 0: empty
+    std::atomic<Region*> region{nullptr};
+  };
+  struct Table {
+    explicit Table(int bits);
+    ~Table();
+    int bits;
+    size_t mask;
+    Slot* slots;
+  };
+
+  static uint64_t Key(int level, uintptr_t a) {
+    return (uint64_t{static_cast<uint32_t>(level) + 1} << 56) | (a >> Shift(level));
+  }
+  static size_t Home(const Table& t, uint64_t key) {
+    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> (64 - t.bits));
+  }
+  void HashInsert(Table& t, uint64_t key, Region* r);
+  void HashErase(Table& t, uint64_t key, Region* r);
+  void GrowIfNeeded(size_t more);
+  template <typename F>
+  static void ForEachKey(const Region* r, F&& f);
+
+  using Tree = absl::btree_set<std::pair<uintptr_t, Region*>>;
+  Tree trees_[kLevels];
+  size_t level_count_[kLevels] = {};
+  size_t size_ = 0;
+  size_t entries_ = 0;
+  std::atomic<uint32_t> level_mask_{0};
+  std::atomic<Table*> table_{nullptr};
+  std::vector<std::unique_ptr<Table>> tables_;  // current one last
+};
+
+// ---- inline implementation -------------------------------------------------
+
+template <typename Take>
+inline Region* RangeIndex::Probe(uintptr_t a, Take&& take) const {
+  uint32_t mask = level_mask_.load(std::memory_order_acquire);
+  if (mask == 0) return nullptr;
+  const Table* t = table_.load(std::memory_order_acquire);
+  while (mask != 0) {
+    const int level = __builtin_ctz(mask);
+    mask &= mask - 1;
+    const uint64_t key = Key(level, a);
+    size_t i = Home(*t, key);
+    for (size_t n = 0; n <= t->mask; ++n, i = (i + 1) & t->mask) {
+      const uint64_t k = t->slots[i].key.load(std::memory_order_acquire);
+      if (k == 0) break;
+      if (k != key) continue;
+      Region* r = t->slots[i].region.load(std::memory_order_relaxed);
+      if (r != nullptr && take(r)) return r;
+    }
+  }
+  return nullptr;
+}
+
+template <typename F>
+void RangeIndex::ForEachOverlapping(uintptr_t a, uintptr_t b, F&& f) const {
+  for (int level = 0; level < kLevels; ++level) {
+    if (level_count_[level] == 0) continue;
+    const uint64_t max = MaxLength(level);
+    const uintptr_t from = a > max ? a - max : 0;
+    for (auto it = trees_[level].lower_bound({from, nullptr});
+         it != trees_[level].end() && it->first < b; ++it) {
+      Region* r = it->second;
+      if (r->end() > a) f(r);
+    }
+  }
+}
+
+template <typename Pred>
+Region* RangeIndex::FindCovering(uintptr_t a, uintptr_t b, Pred&& pred) const {
+  for (int level = 0; level < kLevels; ++level) {
+    if (level_count_[level] == 0) continue;
+    const uint64_t max = MaxLength(level);
+    const uintptr_t from = b > max ? b - max : 0;
+    for (auto it = trees_[level].lower_bound({from, nullptr});
+         it != trees_[level].end() && it->first <= a; ++it) {
+      Region* r = it->second;
+      if (r->end() >= b && pred(r)) return r;
+    }
+  }
+  return nullptr;
+}
+
+template <typename F>
+void RangeIndex::ForEach(F&& f) const {
+  for (const Tree& tree : trees_) {
+    for (const auto& [start, r] : tree) f(r);
+  }
+}
+
+}  // namespace dmareg::internal
+
+#endif  // DMAREG_SRC_CORE_RANGE_INDEX_H_

@@ -1,0 +1,98 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/testing/fake_domain.h"
+
+#include <utility>
+
+#include "absl/strings/str_format.h"
+
+namespace dmareg::testing {
+
+FakeDomain::FakeDomain(std::string name) : name_(std::move(name)) {
+  caps_.device_name = name_;
+  caps_.dmabuf_mr = true;
+}
+
+absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
+  std::function<void(uintptr_t, size_t)> hook;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    hook = hook_;
+  }
+  if (hook && !m.dmabuf) hook(m.addr, m.length);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fail_next_ > 0) {
+    --fail_next_;
+    return fail_status_;
+  }
+  const uint32_t key = next_key_++;
+  live_.emplace(key, m);
+  total_.fetch_add(1);
+  // IOVA = VA for host memory (as verbs does); offset for dma-bufs.
+  return DeviceMapping{key, key ^ 0x80000000u, m.addr, key};
+}
+
+absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const void* addr, size_t length,
+                                                       AccessFlags access) {
+  return Add(LiveMapping{reinterpret_cast<uintptr_t>(addr), length, access, false, -1});
+}
+
+absl::StatusOr<DeviceMapping> FakeDomain::RegisterDmaBuf(const DmaBufMemory& memory,
+                                                         AccessFlags access) {
+  if (!caps_.dmabuf_mr) return Domain::RegisterDmaBuf(memory, access);
+  absl::StatusOr<DeviceMapping> m =
+      Add(LiveMapping{memory.offset, memory.length, access, true, memory.fd});
+  if (m.ok() && memory.iova) m->iova = *memory.iova;
+  return m;
+}
+
+absl::Status FakeDomain::Deregister(const DeviceMapping& mapping) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (live_.erase(mapping.lkey) != 1) {
+    return absl::NotFoundError(
+        absl::StrFormat("fake deregister of unknown lkey %u on %s", mapping.lkey, name_));
+  }
+  total_dereg_.fetch_add(1);
+  if (!dereg_status_.ok()) {
+    dereg_errors_.fetch_add(1);
+    return dereg_status_;
+  }
+  return absl::OkStatus();
+}
+
+void FakeDomain::FailNextRegistrations(int n, absl::Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fail_next_ = n;
+  fail_status_ = std::move(status);
+}
+
+void FakeDomain::FailDeregistrations(absl::Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  dereg_status_ = std::move(status);
+}
+
+void FakeDomain::SetRegisterHook(std::function<void(uintptr_t, size_t)> hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  hook_ = std::move(hook);
+}
+
+int64_t FakeDomain::live_registrations() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(live_.size());
+}
+
+std::vector<FakeDomain::LiveMapping> FakeDomain::live_mappings() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<LiveMapping> out;
+  for (const auto& [key, m] : live_) out.push_back(m);
+  return out;
+}
+
+bool FakeDomain::Lookup(uint32_t lkey, LiveMapping* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = live_.find(lkey);
+  if (it == live_.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+}  // namespace dmareg::testing

@@ -1,0 +1,290 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/cache.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <memory>
+#include <vector>
+
+#include "dmareg/testing/fake_domain.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dmareg {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::FakeDomain;
+
+const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+
+class CacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_ = std::make_shared<FakeDomain>();
+    cache_ = RegistrationCache::Create(fake_).value();
+    // Address space we never touch: the fake registers nothing real.
+    base_ = static_cast<char*>(
+        mmap(nullptr, 1024 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(base_, MAP_FAILED);
+  }
+  void TearDown() override {
+    cache_.reset();
+    EXPECT_EQ(fake_->live_registrations(), 0) << "registrations leaked";
+    munmap(base_, 1024 * kPage);
+  }
+  char* page(size_t i) { return base_ + i * kPage; }
+
+  std::shared_ptr<FakeDomain> fake_;
+  std::unique_ptr<RegistrationCache> cache_;
+  char* base_ = nullptr;
+};
+
+TEST_F(CacheTest, MissThenHitsInsideTheSpan) {
+  auto r1 = cache_->Acquire(page(10), 4 * kPage, Access::kLocalWrite);
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  EXPECT_EQ(r1->addr(), page(10));
+  EXPECT_EQ(r1->length(), 4 * kPage);
+  EXPECT_EQ(r1->IovaFor(page(11)), reinterpret_cast<uint64_t>(page(11)));
+  auto r2 = cache_->Acquire(page(11) + 100, 2 * kPage, Access::kLocalWrite);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_TRUE(r2->SameMapping(*r1));
+  EXPECT_EQ(r2->lkey(), r1->lkey());
+  EXPECT_EQ(r2->rkey(), r1->rkey());
+  const CacheStats s = cache_->stats();
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.live_regions, 1u);
+  EXPECT_EQ(s.registered_bytes, 4 * kPage);
+  EXPECT_EQ(s.referenced_regions, 1u);
+  EXPECT_EQ(fake_->total_registrations(), 1);
+}
+
+TEST_F(CacheTest, SpansAreRoundedToPages) {
+  auto r = cache_->Acquire(page(3) + 7, 10, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->addr(), page(3));
+  EXPECT_EQ(r->length(), kPage);
+  auto live = fake_->live_mappings();
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_EQ(live[0].addr, reinterpret_cast<uintptr_t>(page(3)));
+  EXPECT_EQ(live[0].length, kPage);
+}
+
+TEST_F(CacheTest, BadInputIsInvalidArgumentAndRegistersNothing) {
+  EXPECT_EQ(cache_->Acquire(page(1), 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->Acquire(nullptr, 10, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->Acquire(reinterpret_cast<void*>(UINTPTR_MAX - 100), 1000, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->Acquire(reinterpret_cast<void*>(UINTPTR_MAX - 100), 10, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto unknown = cache_->Acquire(page(1), 10, AccessFlags::FromBits(1u << 9));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("unknown access bits"));
+  EXPECT_EQ(cache_->Invalidate(page(1), 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->Acquire(DmaBufMemory{.fd = -1, .length = 10}, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fake_->total_registrations(), 0);
+}
+
+TEST_F(CacheTest, MoreAccessRegistersTheUnionAndRetiresTheOld) {
+  auto ro = cache_->Acquire(page(20), 4 * kPage, Access::kRemoteRead);
+  ASSERT_TRUE(ro.ok());
+  auto rw = cache_->Acquire(page(22), 4 * kPage, Access::kRemoteWrite);
+  ASSERT_TRUE(rw.ok());
+  EXPECT_FALSE(rw->SameMapping(*ro));
+  // Union of spans and rights; remote write brought local write with it.
+  EXPECT_EQ(rw->addr(), page(20));
+  EXPECT_EQ(rw->length(), 6 * kPage);
+  EXPECT_TRUE(rw->access().Has(Access::kRemoteRead | Access::kRemoteWrite));
+  EXPECT_TRUE(rw->access().Has(Access::kLocalWrite));
+  // The old mapping stays valid for its holder but is no longer handed out.
+  EXPECT_EQ(fake_->live_registrations(), 2);
+  auto again = cache_->Acquire(page(20), kPage, Access::kRemoteRead);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->SameMapping(*rw));
+  ro->Reset();
+  EXPECT_EQ(fake_->live_registrations(), 1);
+}
+
+TEST_F(CacheTest, InvalidateRetiresAtOnceAndDeregistersWithTheLastHandle) {
+  auto held = cache_->Acquire(page(40), 2 * kPage, Access::kLocalWrite);
+  ASSERT_TRUE(held.ok());
+  const uint32_t old_lkey = held->lkey();
+  ASSERT_TRUE(cache_->Invalidate(page(41), 1).ok());
+  EXPECT_EQ(fake_->live_registrations(), 1) << "deregistered under the holder's feet";
+  auto fresh = cache_->Acquire(page(40), 2 * kPage, Access::kLocalWrite);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_NE(fresh->lkey(), old_lkey);
+  EXPECT_EQ(held->lkey(), old_lkey);  // the holder's view is unchanged
+  held->Reset();
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  const CacheStats s = cache_->stats();
+  EXPECT_EQ(s.invalidations, 1u);
+  EXPECT_EQ(s.invalidated_regions, 1u);
+}
+
+TEST_F(CacheTest, InvalidateOfUnreferencedDeregistersNowAndOfUnknownRangeIsANoop) {
+  { ASSERT_TRUE(cache_->Acquire(page(50), kPage, {}).ok()); }
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  ASSERT_TRUE(cache_->Invalidate(page(50), kPage).ok());
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  ASSERT_TRUE(cache_->Invalidate(page(500), 100 * kPage).ok());
+  EXPECT_EQ(cache_->stats().invalidated_regions, 1u);
+}
+
+TEST_F(CacheTest, InvalidateDuringARegistrationRedoesIt) {
+  int calls = 0;
+  fake_->SetRegisterHook([&](uintptr_t, size_t) {
+    if (calls++ == 0) {
+      ASSERT_TRUE(cache_->Invalidate(page(60), kPage).ok());
+    }
+  });
+  auto r = cache_->Acquire(page(60), kPage, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(cache_->stats().retried_registrations, 1u);
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  fake_->SetRegisterHook(nullptr);
+}
+
+TEST_F(CacheTest, EndlessInvalidationsStillMakeProgress) {
+  // Every optimistic attempt is raced by an Invalidate; the final attempt
+  // holds the cache lock across the registration and so cannot be.
+  int calls = 0;
+  fake_->SetRegisterHook([&](uintptr_t, size_t) {
+    if (++calls <= 3) {
+      ASSERT_TRUE(cache_->Invalidate(page(70), kPage).ok());
+    }
+  });
+  auto r = cache_->Acquire(page(70), kPage, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  fake_->SetRegisterHook(nullptr);
+}
+
+TEST_F(CacheTest, RegistrationFailureIsReportedAndLosesNothing) {
+  fake_->FailNextRegistrations(1, absl::ResourceExhaustedError("ibv_reg_mr on fake: ENOMEM"));
+  auto r = cache_->Acquire(page(80), kPage, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(r.status().message(), HasSubstr("ENOMEM"));
+  EXPECT_EQ(cache_->stats().registration_failures, 1u);
+  EXPECT_EQ(cache_->stats().live_regions, 0u);
+  EXPECT_TRUE(cache_->Acquire(page(80), kPage, {}).ok());
+}
+
+TEST_F(CacheTest, MaxMrSizeIsAClearError) {
+  fake_->mutable_capabilities().max_mr_size = 8 * kPage;
+  auto r = cache_->Acquire(page(0), 9 * kPage, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("largest mapping"));
+}
+
+TEST_F(CacheTest, EvictsLeastRecentlyUsedUnreferencedToKeepLimits) {
+  ASSERT_TRUE(cache_->SetLimits({.max_regions = 3}).ok());
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cache_->Acquire(page(100 + 2 * i), kPage, {}).ok());
+  // Touch the first two: the third is the least recently used.
+  ASSERT_TRUE(cache_->Acquire(page(100), kPage, {}).ok());
+  ASSERT_TRUE(cache_->Acquire(page(102), kPage, {}).ok());
+  ASSERT_TRUE(cache_->Acquire(page(110), kPage, {}).ok());
+  EXPECT_EQ(fake_->live_registrations(), 3);
+  EXPECT_EQ(cache_->stats().evictions, 1u);
+  for (const auto& m : fake_->live_mappings()) {
+    EXPECT_NE(m.addr, reinterpret_cast<uintptr_t>(page(104))) << "evicted the wrong one";
+  }
+}
+
+TEST_F(CacheTest, ReferencedRegionsAreNeverEvicted) {
+  ASSERT_TRUE(cache_->SetLimits({.max_regions = 2}).ok());
+  auto a = cache_->Acquire(page(200), kPage, {});
+  auto b = cache_->Acquire(page(202), kPage, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto c = cache_->Acquire(page(204), kPage, {});
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(c.status().message(), HasSubstr("nothing unreferenced to evict"));
+  EXPECT_EQ(fake_->live_registrations(), 2);
+  b->Reset();
+  EXPECT_TRUE(cache_->Acquire(page(204), kPage, {}).ok());
+  EXPECT_TRUE(a->valid());
+  EXPECT_EQ(fake_->live_registrations(), 2);
+}
+
+TEST_F(CacheTest, ByteLimitAndShrinkingLimits) {
+  ASSERT_TRUE(cache_->SetLimits({.max_bytes = 8 * kPage}).ok());
+  for (size_t i = 0; i < 4; ++i) ASSERT_TRUE(cache_->Acquire(page(300 + 4 * i), 2 * kPage, {}).ok());
+  EXPECT_EQ(cache_->stats().registered_bytes, 8 * kPage);
+  EXPECT_EQ(cache_->Acquire(page(400), 9 * kPage, {}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  auto held = cache_->Acquire(page(300), kPage, {});
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE(cache_->SetLimits({.max_regions = 1}).ok());
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  EXPECT_EQ(cache_->SetLimits({.max_bytes = kPage}).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(CacheTest, FlushDropsOnlyUnreferenced) {
+  auto held = cache_->Acquire(page(500), kPage, {});
+  { ASSERT_TRUE(cache_->Acquire(page(502), kPage, {}).ok()); }
+  cache_->Flush();
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  EXPECT_TRUE(cache_->Acquire(page(500), kPage, {})->SameMapping(*held));
+}
+
+TEST_F(CacheTest, DmaBufIsRegisteredPerRequestAndReleasedWithTheHandle) {
+  auto a = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(a->SameMapping(*b));  // fd numbers are not identities
+  EXPECT_TRUE(a->is_dmabuf());
+  EXPECT_EQ(a->IovaForOffset(4096 + 100), 4096u + 100);
+  EXPECT_EQ(fake_->live_registrations(), 2);
+  a->Reset();
+  b->Reset();
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  EXPECT_EQ(cache_->stats().dmabuf_registrations, 2u);
+}
+
+TEST_F(CacheTest, DmaBufUnsupportedIsAClearStatus) {
+  fake_->mutable_capabilities().dmabuf_mr = false;
+  auto a = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 0, .length = 8192}, {});
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(a.status().message(), HasSubstr("fake"));
+}
+
+TEST_F(CacheTest, HandlesMayOutliveTheCache) {
+  auto held = cache_->Acquire(page(600), kPage, Access::kLocalWrite);
+  { ASSERT_TRUE(cache_->Acquire(page(602), kPage, {}).ok()); }
+  cache_.reset();
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  EXPECT_EQ(held->addr(), page(600));
+  held->Reset();
+  EXPECT_EQ(fake_->live_registrations(), 0);
+}
+
+TEST_F(CacheTest, DeregistrationFailureStillForgetsTheMapping) {
+  fake_->FailDeregistrations(absl::UnavailableError("device gone"));
+  { ASSERT_TRUE(cache_->Acquire(page(700), kPage, {}).ok()); }
+  ASSERT_TRUE(cache_->Invalidate(page(700), kPage).ok());
+  EXPECT_EQ(fake_->deregistration_errors(), 1);
+  EXPECT_EQ(cache_->stats().live_regions, 0u);
+}
+
+TEST_F(CacheTest, MovedHandlesReleaseOnce) {
+  auto r = cache_->Acquire(page(800), kPage, {});
+  ASSERT_TRUE(r.ok());
+  Registration moved = std::move(*r);
+  EXPECT_FALSE(r->valid());
+  Registration other;
+  other = std::move(moved);
+  EXPECT_TRUE(other.valid());
+  ASSERT_TRUE(cache_->Invalidate(page(800), kPage).ok());
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  other = Registration();
+  EXPECT_EQ(fake_->live_registrations(), 0);
+}
+
+}  // namespace
+}  // namespace dmareg

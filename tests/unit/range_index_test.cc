@@ -1,0 +1,115 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "core/range_index.h"
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "core/region_pool.h"
+#include "gtest/gtest.h"
+
+namespace dmareg::internal {
+namespace {
+
+class RangeIndexTest : public ::testing::Test {
+ protected:
+  Region* Make(uintptr_t addr, size_t length) {
+    Region* r = pool_.Allocate();
+    r->addr = addr;
+    r->length = length;
+    r->state.store(0, std::memory_order_release);
+    return r;
+  }
+  // The candidates Probe offers for `a` that contain it. (Probe offers
+  // every region filed under a's bucket; the caller validates.)
+  std::set<Region*> Candidates(uintptr_t a) {
+    std::set<Region*> out;
+    index_.Probe(a, [&](Region* r) {
+      const int s = RangeIndex::Shift(r->level);
+      EXPECT_TRUE((r->addr >> s) <= (a >> s) && (a >> s) <= ((r->end() - 1) >> s))
+          << "offered a region not filed under a's bucket";
+      if (r->addr <= a && a < r->end()) out.insert(r);
+      return false;
+    });
+    return out;
+  }
+  RegionPool pool_;
+  RangeIndex index_;
+};
+
+TEST_F(RangeIndexTest, LevelsBoundEntriesPerRegion) {
+  EXPECT_EQ(RangeIndex::LevelFor(4096), 0);
+  EXPECT_EQ(RangeIndex::LevelFor(32 << 10), 0);
+  EXPECT_EQ(RangeIndex::LevelFor((32 << 10) + 4096), 1);
+  EXPECT_EQ(RangeIndex::LevelFor(uint64_t{1} << 30), 4);
+  EXPECT_EQ(RangeIndex::LevelFor(UINT64_MAX), RangeIndex::kLevels - 1);
+  // A 1 GiB region costs a handful of hash entries, not 262144.
+  Region* big = Make(uintptr_t{1} << 40, uintptr_t{1} << 30);
+  index_.Insert(big);
+  EXPECT_LE(index_.hash_entries(), 9u);
+  EXPECT_EQ(Candidates((uintptr_t{1} << 40) + 12345), std::set<Region*>{big});
+  EXPECT_TRUE(Candidates((uintptr_t{1} << 40) - 1).empty());
+}
+
+TEST_F(RangeIndexTest, ProbeFindsEveryRegionContainingTheAddress) {
+  Region* a = Make(0x100000, 0x2000);
+  Region* b = Make(0x101000, 0x100000);  // overlaps a, other level
+  index_.Insert(a);
+  index_.Insert(b);
+  EXPECT_EQ(Candidates(0x101800), (std::set<Region*>{a, b}));
+  EXPECT_EQ(Candidates(0x100000), std::set<Region*>{a});
+  index_.Remove(a);
+  EXPECT_EQ(Candidates(0x101800), std::set<Region*>{b});
+  index_.Remove(b);
+  EXPECT_TRUE(Candidates(0x101800).empty());
+  EXPECT_EQ(index_.size(), 0u);
+  EXPECT_EQ(index_.hash_entries(), 0u);
+}
+
+// Randomised against brute force: inserts, removes, and every query kind.
+TEST_F(RangeIndexTest, MatchesBruteForce) {
+  std::mt19937_64 rng(42);
+  std::vector<Region*> live;
+  auto rand_len = [&] {
+    static const size_t kLens[] = {4096, 8192, 65536, 1 << 20, 3 << 20, 1 << 26};
+    return kLens[rng() % 6] + (rng() % 4) * 4096;
+  };
+  for (int step = 0; step < 20000; ++step) {
+    if (live.empty() || rng() % 3 != 0) {
+      Region* r = Make((rng() % (1 << 16)) * 4096, rand_len());
+      index_.Insert(r);
+      live.push_back(r);
+    } else {
+      const size_t i = rng() % live.size();
+      index_.Remove(live[i]);
+      pool_.Free(live[i]);
+      live[i] = live.back();
+      live.pop_back();
+    }
+    if (step % 16 != 0) continue;
+    const uintptr_t a = (rng() % (1 << 16)) * 4096 + rng() % 4096;
+    const uintptr_t b = a + 1 + rng() % (1 << 22);
+    std::set<Region*> want_probe, want_overlap, got_overlap;
+    for (Region* r : live) {
+      if (r->addr <= a && a < r->end()) want_probe.insert(r);
+      if (r->addr < b && a < r->end()) want_overlap.insert(r);
+    }
+    ASSERT_EQ(Candidates(a), want_probe) << "step " << step;
+    index_.ForEachOverlapping(a, b, [&](Region* r) { got_overlap.insert(r); });
+    ASSERT_EQ(got_overlap, want_overlap) << "step " << step;
+    Region* cover = index_.FindCovering(a, b, [](Region*) { return true; });
+    const bool any = std::any_of(live.begin(), live.end(),
+                                 [&](Region* r) { return r->addr <= a && r->end() >= b; });
+    ASSERT_EQ(cover != nullptr, any) << "step " << step;
+    if (cover) {
+      ASSERT_TRUE(cover->addr <= a && cover->end() >= b);
+    }
+  }
+  EXPECT_EQ(index_.size(), live.size());
+  for (Region* r : live) index_.Remove(r);
+  EXPECT_EQ(index_.hash_entries(), 0u);
+}
+
+}  // namespace
+}  // namespace dmareg::internal
