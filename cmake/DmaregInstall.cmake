@@ -16,5 +16,7 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/dmaregConfigVersion
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/dmaregConfig.cmake
   ${CMAKE_CURRENT_BINARY_DIR}/dmaregConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/dmareg)
+file(RELATIVE_PATH DMAREG_PC_INCLUDE_REL
+  ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_FULL_INCLUDEDIR})
 configure_file(cmake/dmareg.pc.in ${CMAKE_CURRENT_BINARY_DIR}/dmareg.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/dmareg.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,5 +1,6 @@
 # Warnings every target of ours gets (not third-party code).
 add_library(dmareg_warnings INTERFACE)
-target_compile_options(dmareg_warnings INTERFACE -Wall -Wextra -Wshadow=local -Wno-missing-field-initializers
+target_compile_options(dmareg_warnings INTERFACE -Wall -Wextra -Wno-missing-field-initializers
   $<$<BOOL:${DMAREG_WERROR}>:-Werror>
+  $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local>
   $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety -Wthread-safety-beta>)
