@@ -1,0 +1,152 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// verbs_domain.h: a Domain over one RDMA device (libibverbs) and a protection
+// domain on it.
+//
+// `VerbsDomain` opens the device, allocates a PD and probes what the device
+// can do (dma-buf MRs, on-demand paging, MR limits, fork protection) into
+// `capabilities()`. Host memory is registered with `ibv_reg_mr_iova2` (IOVA =
+// virtual address), dma-buf slices with `ibv_reg_dmabuf_mr`. Put a
+// `RegistrationCache` in front of it and create QPs/CQs on the same PD:
+//
+//   auto domain = dmareg::VerbsDomain::Open("rxe0");   // "" = first device
+//   if (!domain.ok()) return domain.status();
+//   auto cache = dmareg::RegistrationCache::Create(*domain).value();
+//   ibv_cq* cq = ibv_create_cq((*domain)->context(), 64, nullptr, nullptr, 0);
+//   ... ibv_create_qp((*domain)->pd(), &init_attr) ...
+//   auto reg = cache->Acquire(buf, len, dmareg::Access::kRemoteWrite);
+//   // reg->lkey(), reg->rkey(), reg->IovaFor(buf)
+//
+// Every failure is a status naming the verbs call, the device and the errno,
+// e.g. "ibv_reg_mr_iova2 on rxe0: Bad address (EFAULT)". A capability the
+// device lacks (dma-buf MRs on rxe) is answered with Unimplemented without
+// calling the driver.
+//
+// Thread safety: every method may be called from several threads at once
+// (libibverbs' registration calls are thread-safe; the counters are atomic).
+
+#ifndef DMAREG_VERBS_DOMAIN_H_
+#define DMAREG_VERBS_DOMAIN_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dmareg/access.h"
+#include "dmareg/domain.h"
+#include "dmareg/memory.h"
+
+struct ibv_context;
+struct ibv_pd;
+
+namespace dmareg {
+
+namespace internal {
+class VerbsOps;  // the seam over libibverbs (src/verbs/verbs_ops.h)
+}
+
+struct VerbsDomainOptions {
+  // Register host memory with IBV_ACCESS_ON_DEMAND (no pinning; the device
+  // faults pages in). The call is made even when the probe found no ODP
+  // support, so the driver's own answer reaches the caller.
+  bool on_demand = false;
+};
+
+// Verbs-specific facts probed at open, beyond `DomainCapabilities`.
+struct VerbsDeviceInfo {
+  enum class ForkStatus { kDisabled, kEnabled, kUnneeded };
+
+  std::string fw_ver;
+  uint32_t vendor_id = 0;
+  uint32_t vendor_part_id = 0;
+  uint64_t node_guid = 0;  // network byte order, as the device reports it
+  uint32_t phys_port_cnt = 0;
+  uint32_t max_mr = 0;          // MRs the device can hold
+  uint64_t odp_general_caps = 0;  // IBV_ODP_SUPPORT* bits
+  uint32_t odp_rc_caps = 0;       // IBV_ODP_SUPPORT_* bits for RC, as reported
+  uint32_t odp_ud_caps = 0;
+  // errno of the dma-buf probe (ibv_reg_dmabuf_mr with fd -1): EBADF when
+  // the driver implements dma-buf MRs, EOPNOTSUPP when it does not.
+  int dmabuf_probe_errno = 0;
+  ForkStatus fork_status = ForkStatus::kDisabled;
+};
+
+// The IBV_ACCESS_* bits for `access` (normalized: remote write/atomic add
+// local write), plus IBV_ACCESS_ON_DEMAND when `on_demand`.
+unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand = false);
+
+class VerbsDomain final : public Domain {
+ public:
+  // Names of the RDMA devices present; empty (not an error) when there are
+  // none or the kernel has no RDMA support.
+  static absl::StatusOr<std::vector<std::string>> ListDevices();
+  static absl::StatusOr<std::vector<std::string>> ListDevices(
+      std::shared_ptr<internal::VerbsOps> ops);
+
+  // Opens `device_name` ("" = the first device). NotFound when there is no
+  // such device (the message lists those present).
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(
+      std::string_view device_name = "", VerbsDomainOptions options = {});
+  // The same over another implementation of the verbs calls (tests).
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(
+      std::shared_ptr<internal::VerbsOps> ops, std::string_view device_name = "",
+      VerbsDomainOptions options = {});
+
+  // Deallocates the PD and closes the device. Every mapping must have been
+  // deregistered (a RegistrationCache holds the domain until its last
+  // mapping is gone).
+  ~VerbsDomain() override;
+  VerbsDomain(const VerbsDomain&) = delete;
+  VerbsDomain& operator=(const VerbsDomain&) = delete;
+
+  const std::string& name() const override { return name_; }
+  const DomainCapabilities& capabilities() const override { return caps_; }
+  const VerbsDeviceInfo& device_info() const { return info_; }
+  const VerbsDomainOptions& options() const { return options_; }
+
+  // `DeviceMapping::handle` is the `ibv_mr*`.
+  absl::StatusOr<DeviceMapping> RegisterHost(const void* addr, size_t length,
+                                             AccessFlags access) override;
+  absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
+                                               AccessFlags access) override;
+  absl::Status Deregister(const DeviceMapping& mapping) override;
+
+  // For creating QPs, CQs, AHs on the same device and PD. Owned by the domain.
+  ibv_context* context() const { return context_; }
+  ibv_pd* pd() const { return pd_; }
+
+  // MRs registered through this domain and not yet deregistered.
+  int64_t live_mrs() const { return live_.load(std::memory_order_relaxed); }
+  int64_t total_registrations() const { return total_reg_.load(std::memory_order_relaxed); }
+  int64_t total_deregistrations() const {
+    return total_dereg_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string name,
+              VerbsDomainOptions options, ibv_context* context, ibv_pd* pd);
+  absl::Status Probe();  // fills caps_ and info_; called once by Open
+  absl::Status CheckLength(const char* call, size_t length) const;
+
+  const std::shared_ptr<internal::VerbsOps> ops_;
+  const std::string name_;
+  const VerbsDomainOptions options_;
+  ibv_context* const context_;
+  ibv_pd* const pd_;
+  // Written by Probe() before the domain is published, read-only after.
+  DomainCapabilities caps_;
+  VerbsDeviceInfo info_;
+  std::atomic<int64_t> live_{0};
+  std::atomic<int64_t> total_reg_{0};
+  std::atomic<int64_t> total_dereg_{0};
+};
+
+}  // namespace dmareg
+
+#endif  // DMAREG_VERBS_DOMAIN_H_

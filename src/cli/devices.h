@@ -1,0 +1,70 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// `dmareg devices`: what DMA-capable devices this machine has and what dmareg
+// probed on them. Collection and rendering are separate so tests can render
+// a made-up report and scan a made-up sysfs tree.
+//
+//   DevicesReport report;
+//   report.rdma = CollectRdmaDevices();
+//   report.vfio = ScanVfioDevices("/sys", "/dev");
+//   std::cout << (json ? RenderJson(report) : RenderText(report));
+
+#ifndef DMAREG_SRC_CLI_DEVICES_H_
+#define DMAREG_SRC_CLI_DEVICES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dmareg/domain.h"
+#include "dmareg/verbs_domain.h"
+#include "verbs/rc_qp.h"
+
+namespace dmareg::cli {
+
+struct PortReport {
+  int port = 0;
+  std::string state;       // "PORT_ACTIVE", ...
+  std::string link_layer;  // "Ethernet", "InfiniBand"
+  int active_mtu = 0;      // bytes
+  uint16_t lid = 0;
+  std::vector<rc::GidEntry> gids;
+  std::string error;  // why the port could not be queried, if it could not
+};
+
+struct RdmaDeviceReport {
+  std::string name;
+  std::string error;  // why VerbsDomain::Open failed; empty when it worked
+  DomainCapabilities caps;
+  VerbsDeviceInfo info;
+  std::vector<PortReport> ports;
+};
+
+struct VfioDeviceReport {
+  std::string pci_address;  // "0000:00:03.0"
+  std::string vendor;       // "0x1234"
+  std::string device;       // "0x11e8"
+  std::string iommu_group;  // "3"; empty when the device has none
+  bool group_node = false;  // /dev/vfio/<group> exists
+};
+
+struct DevicesReport {
+  std::vector<RdmaDeviceReport> rdma;
+  std::vector<VfioDeviceReport> vfio;
+  std::string rdma_error;  // listing the RDMA devices itself failed
+};
+
+// Opens every RDMA device once (VerbsDomain::Open) and queries its ports.
+std::vector<RdmaDeviceReport> CollectRdmaDevices(std::string* error);
+
+// Devices bound to vfio-pci under `sysfs_root`/bus/pci/drivers/vfio-pci, in
+// PCI address order; group nodes looked up under `dev_root`/vfio.
+std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
+                                              const std::string& dev_root);
+
+std::string RenderText(const DevicesReport& report);
+std::string RenderJson(const DevicesReport& report);
+
+}  // namespace dmareg::cli
+
+#endif  // DMAREG_SRC_CLI_DEVICES_H_

@@ -1,0 +1,296 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/verbs_domain.h"
+
+#include <infiniband/verbs.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/errno_status.h"
+#include "verbs/verbs_ops.h"
+
+namespace dmareg {
+namespace {
+
+// The dma-buf probe registers one page of a non-existent fd.
+constexpr size_t kProbeLength = 4096;
+
+// Owns a device list from VerbsOps::GetDeviceList.
+class DeviceList {
+ public:
+  explicit DeviceList(internal::VerbsOps& ops) : ops_(ops) {
+    errno = 0;
+    list_ = ops_.GetDeviceList(&count_);
+    err_ = errno;
+    if (list_ == nullptr) count_ = 0;
+  }
+  ~DeviceList() {
+    if (list_ != nullptr) ops_.FreeDeviceList(list_);
+  }
+  DeviceList(const DeviceList&) = delete;
+  DeviceList& operator=(const DeviceList&) = delete;
+
+  bool ok() const { return list_ != nullptr; }
+  int error() const { return err_; }
+  int size() const { return count_; }
+  ibv_device* at(int i) const { return list_[i]; }
+  std::string name(int i) const {
+    const char* n = ops_.GetDeviceName(list_[i]);
+    return n == nullptr ? std::string() : std::string(n);
+  }
+
+ private:
+  internal::VerbsOps& ops_;
+  ibv_device** list_ = nullptr;
+  int count_ = 0;
+  int err_ = 0;
+};
+
+// ibv_get_device_list fails (instead of returning an empty list) when the
+// kernel has no RDMA support at all; for a caller that is "no devices".
+bool MeansNoDevices(int err) {
+  return err == 0 || err == ENOSYS || err == ENOENT || err == ENODEV || err == ENXIO;
+}
+
+}  // namespace
+
+unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand) {
+  access = NormalizeAccess(access);
+  unsigned int flags = 0;
+  if (access.Has(Access::kLocalWrite)) flags |= IBV_ACCESS_LOCAL_WRITE;
+  if (access.Has(Access::kRemoteRead)) flags |= IBV_ACCESS_REMOTE_READ;
+  if (access.Has(Access::kRemoteWrite)) flags |= IBV_ACCESS_REMOTE_WRITE;
+  if (access.Has(Access::kRemoteAtomic)) flags |= IBV_ACCESS_REMOTE_ATOMIC;
+  // An optional flag in rdma-core: kernels that do not know it drop it
+  // instead of failing the registration.
+  if (access.Has(Access::kRelaxedOrdering)) flags |= IBV_ACCESS_RELAXED_ORDERING;
+  if (on_demand) flags |= IBV_ACCESS_ON_DEMAND;
+  return flags;
+}
+
+absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices() {
+  return ListDevices(internal::MakeRealVerbsOps());
+}
+
+absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices(
+    std::shared_ptr<internal::VerbsOps> ops) {
+  if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
+  DeviceList list(*ops);
+  std::vector<std::string> names;
+  if (!list.ok()) {
+    if (MeansNoDevices(list.error())) return names;
+    return internal::ErrnoStatus(list.error(), "ibv_get_device_list", "(all devices)");
+  }
+  for (int i = 0; i < list.size(); ++i) names.push_back(list.name(i));
+  return names;
+}
+
+absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Open(std::string_view device_name,
+                                                               VerbsDomainOptions options) {
+  return Open(internal::MakeRealVerbsOps(), device_name, options);
+}
+
+absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Open(
+    std::shared_ptr<internal::VerbsOps> ops, std::string_view device_name,
+    VerbsDomainOptions options) {
+  if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
+  const std::string wanted = device_name.empty() ? "(first device)" : std::string(device_name);
+
+  DeviceList list(*ops);
+  if (!list.ok() && !MeansNoDevices(list.error())) {
+    return internal::ErrnoStatus(list.error(), "ibv_get_device_list", wanted);
+  }
+  if (list.size() == 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "no RDMA device found", device_name.empty() ? "" : absl::StrCat(" (wanted ", wanted, ")"),
+        ": load a driver or add a soft-RoCE link (rdma link add rxe0 type rxe netdev IFACE)"));
+  }
+  int index = -1;
+  std::vector<std::string> present;
+  for (int i = 0; i < list.size(); ++i) {
+    present.push_back(list.name(i));
+    if (index < 0 && (device_name.empty() || present.back() == device_name)) index = i;
+  }
+  if (index < 0) {
+    return absl::NotFoundError(absl::StrCat("no RDMA device named ", std::string(device_name),
+                                            "; present: ", absl::StrJoin(present, ", ")));
+  }
+  std::string name = present[index];
+
+  errno = 0;
+  ibv_context* context = ops->OpenDevice(list.at(index));
+  if (context == nullptr) return internal::ErrnoStatus(errno, "ibv_open_device", name);
+  errno = 0;
+  ibv_pd* pd = ops->AllocPd(context);
+  if (pd == nullptr) {
+    const int err = errno;
+    ops->CloseDevice(context);
+    return internal::ErrnoStatus(err, "ibv_alloc_pd", name);
+  }
+
+  // From here on the domain owns the context and the PD.
+  std::shared_ptr<VerbsDomain> domain(
+      new VerbsDomain(std::move(ops), std::move(name), options, context, pd));
+  if (absl::Status probed = domain->Probe(); !probed.ok()) return probed;
+  return domain;
+}
+
+VerbsDomain::VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string name,
+                         VerbsDomainOptions options, ibv_context* context, ibv_pd* pd)
+    : ops_(std::move(ops)),
+      name_(std::move(name)),
+      options_(options),
+      context_(context),
+      pd_(pd) {
+  caps_.device_name = name_;
+}
+
+absl::Status VerbsDomain::Probe() {
+  ibv_device_attr_ex attr;
+  std::memset(&attr, 0, sizeof(attr));
+  if (const int err = ops_->QueryDeviceEx(context_, &attr); err != 0) {
+    return internal::ErrnoStatus(err, "ibv_query_device_ex", name_);
+  }
+  const ibv_device_attr& a = attr.orig_attr;
+  info_.fw_ver = std::string(a.fw_ver, strnlen(a.fw_ver, sizeof(a.fw_ver)));
+  info_.vendor_id = a.vendor_id;
+  info_.vendor_part_id = a.vendor_part_id;
+  info_.node_guid = a.node_guid;
+  info_.phys_port_cnt = a.phys_port_cnt;
+  info_.max_mr = static_cast<uint32_t>(a.max_mr);
+  info_.odp_general_caps = attr.odp_caps.general_caps;
+  info_.odp_rc_caps = attr.odp_caps.per_transport_caps.rc_odp_caps;
+  info_.odp_ud_caps = attr.odp_caps.per_transport_caps.ud_odp_caps;
+
+  caps_.max_mr_size = a.max_mr_size;
+  caps_.page_size_cap = a.page_size_cap;
+  caps_.max_mappings = static_cast<uint64_t>(a.max_mr);
+  // Per-transport bits mean nothing unless the device supports ODP at all.
+  const bool odp_general = (info_.odp_general_caps & IBV_ODP_SUPPORT) != 0;
+  constexpr uint32_t kRcDataCaps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV |
+                                   IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
+  caps_.odp_rc_caps = odp_general ? info_.odp_rc_caps : 0;
+  caps_.odp = (caps_.odp_rc_caps & kRcDataCaps) != 0;
+
+  // A driver that implements dma-buf MRs looks the fd up first and answers
+  // EBADF for -1; the library's default op answers EOPNOTSUPP.
+  errno = 0;
+  ibv_mr* mr = ops_->RegDmaBufMr(pd_, 0, kProbeLength, 0, -1, IBV_ACCESS_LOCAL_WRITE);
+  if (mr != nullptr) {  // no driver should accept fd -1; do not keep it
+    ops_->DeregMr(mr);
+    info_.dmabuf_probe_errno = 0;
+    caps_.dmabuf_mr = true;
+  } else {
+    info_.dmabuf_probe_errno = errno;
+    caps_.dmabuf_mr = errno == EBADF;
+  }
+
+  switch (ops_->IsForkInitialized()) {
+    case IBV_FORK_ENABLED:
+      info_.fork_status = VerbsDeviceInfo::ForkStatus::kEnabled;
+      break;
+    case IBV_FORK_UNNEEDED:
+      info_.fork_status = VerbsDeviceInfo::ForkStatus::kUnneeded;
+      break;
+    default:
+      info_.fork_status = VerbsDeviceInfo::ForkStatus::kDisabled;
+      break;
+  }
+  // Unneeded: the kernel keeps pinned pages in the parent across fork.
+  caps_.fork_protected = info_.fork_status != VerbsDeviceInfo::ForkStatus::kDisabled;
+  return absl::OkStatus();
+}
+
+absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
+  if (length > caps_.max_mr_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s on %s: length %#x exceeds the device's max_mr_size %#x", call,
+                        name_, length, caps_.max_mr_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const void* addr, size_t length,
+                                                        AccessFlags access) {
+  static constexpr const char* kCall = "ibv_reg_mr_iova2";
+  if (absl::Status s = CheckLength(kCall, length); !s.ok()) return s;
+  const uint64_t iova = reinterpret_cast<uintptr_t>(addr);
+  const unsigned int flags = ToIbvAccessFlags(access, options_.on_demand);
+  errno = 0;
+  ibv_mr* mr = ops_->RegMrIova2(pd_, const_cast<void*>(addr), length, iova, flags);
+  if (mr == nullptr) {
+    const int err = errno;
+    std::string detail = absl::StrFormat("[%p, +%#x) access %s", addr, length,
+                                         AccessToString(NormalizeAccess(access)));
+    if (options_.on_demand) {
+      absl::StrAppend(&detail, " with IBV_ACCESS_ON_DEMAND",
+                      caps_.odp ? "" : " (the device reports no ODP support for RC)");
+    }
+    return internal::ErrnoStatus(err, kCall, name_, detail);
+  }
+  live_.fetch_add(1, std::memory_order_relaxed);
+  total_reg_.fetch_add(1, std::memory_order_relaxed);
+  return DeviceMapping{mr->lkey, mr->rkey, iova, reinterpret_cast<uintptr_t>(mr)};
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& memory,
+                                                          AccessFlags access) {
+  static constexpr const char* kCall = "ibv_reg_dmabuf_mr";
+  if (!caps_.dmabuf_mr) {
+    // Known from the probe: answer without asking the driver again.
+    const int err = info_.dmabuf_probe_errno != 0 ? info_.dmabuf_probe_errno : EOPNOTSUPP;
+    absl::Status s = internal::ErrnoStatus(
+        err, kCall, name_,
+        "the driver does not implement dma-buf MRs (probed when the domain opened); "
+        "nothing was registered");
+    return absl::UnimplementedError(s.message());
+  }
+  if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
+  const uint64_t iova = memory.iova.value_or(memory.offset);
+  const int flags = static_cast<int>(ToIbvAccessFlags(access));
+  errno = 0;
+  ibv_mr* mr = ops_->RegDmaBufMr(pd_, memory.offset, memory.length, iova, memory.fd, flags);
+  if (mr == nullptr) {
+    const int err = errno;
+    return internal::ErrnoStatus(
+        err, kCall, name_,
+        absl::StrFormat("fd %d offset %#x length %#x access %s", memory.fd, memory.offset,
+                        memory.length, AccessToString(NormalizeAccess(access))));
+  }
+  live_.fetch_add(1, std::memory_order_relaxed);
+  total_reg_.fetch_add(1, std::memory_order_relaxed);
+  return DeviceMapping{mr->lkey, mr->rkey, iova, reinterpret_cast<uintptr_t>(mr)};
+}
+
+absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
+  auto* mr = reinterpret_cast<ibv_mr*>(static_cast<uintptr_t>(mapping.handle));
+  if (mr == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ibv_dereg_mr on ", name_, ": mapping has no ibv_mr handle"));
+  }
+  if (const int err = ops_->DeregMr(mr); err != 0) {
+    // The MR is still registered; it stays counted as live.
+    return internal::ErrnoStatus(err, "ibv_dereg_mr", name_,
+                                 absl::StrFormat("lkey %#x", mapping.lkey));
+  }
+  live_.fetch_sub(1, std::memory_order_relaxed);
+  total_dereg_.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+VerbsDomain::~VerbsDomain() {
+  // Failures here have no caller to go to; closing the device releases
+  // whatever the kernel still holds for this context.
+  ops_->DeallocPd(pd_);
+  ops_->CloseDevice(context_);
+}
+
+}  // namespace dmareg

@@ -1,0 +1,43 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "verbs/verbs_ops.h"
+
+#include <infiniband/verbs.h>
+
+#include <memory>
+
+namespace dmareg::internal {
+namespace {
+
+class RealVerbsOps final : public VerbsOps {
+ public:
+  ibv_device** GetDeviceList(int* num_devices) override {
+    return ibv_get_device_list(num_devices);
+  }
+  void FreeDeviceList(ibv_device** list) override { ibv_free_device_list(list); }
+  const char* GetDeviceName(ibv_device* device) override {
+    return ibv_get_device_name(device);
+  }
+  ibv_context* OpenDevice(ibv_device* device) override { return ibv_open_device(device); }
+  int CloseDevice(ibv_context* context) override { return ibv_close_device(context); }
+  ibv_pd* AllocPd(ibv_context* context) override { return ibv_alloc_pd(context); }
+  int DeallocPd(ibv_pd* pd) override { return ibv_dealloc_pd(pd); }
+  int QueryDeviceEx(ibv_context* context, ibv_device_attr_ex* attr) override {
+    return ibv_query_device_ex(context, nullptr, attr);
+  }
+  ibv_mr* RegMrIova2(ibv_pd* pd, void* addr, size_t length, uint64_t iova,
+                     unsigned int access) override {
+    return ibv_reg_mr_iova2(pd, addr, length, iova, access);
+  }
+  ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova,
+                      int fd, int access) override {
+    return ibv_reg_dmabuf_mr(pd, offset, length, iova, fd, access);
+  }
+  int DeregMr(ibv_mr* mr) override { return ibv_dereg_mr(mr); }
+  ibv_fork_status IsForkInitialized() override { return ibv_is_fork_initialized(); }
+};
+
+}  // namespace
+
+std::shared_ptr<VerbsOps> MakeRealVerbsOps() { return std::make_shared<RealVerbsOps>(); }
+
+}  // namespace dmareg::internal

@@ -1,0 +1,84 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// What the verbs device tests share: reading the harness's environment
+// (skip outside the VM when there is no device, fail inside it), a fixture
+// that opens the device with a cache in front, page-aligned mappings and
+// byte patterns that can be checked everywhere.
+//
+//   class MyTest : public dmareg::device_test::RdmaTest {};
+//   TEST_F(MyTest, Works) {
+//     Mapping buf(64 * 1024);
+//     auto reg = cache_->Acquire(buf.data(), buf.size(), Access::kRemoteRead);
+//   }
+
+#ifndef DMAREG_TESTS_DEVICE_VERBS_DEVICE_ENV_H_
+#define DMAREG_TESTS_DEVICE_VERBS_DEVICE_ENV_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "dmareg/cache.h"
+#include "dmareg/verbs_domain.h"
+#include "gtest/gtest.h"
+
+namespace dmareg::device_test {
+
+inline constexpr char kNoDeviceReason[] =
+    "no RDMA device; run scripts/vm/run -- ctest -L device";
+
+// DMAREG_IN_VM=1: set by the VM harness, where every device must be present.
+bool InVm();
+// DMAREG_RXE_DEV, or "" for the first device.
+std::string WantedRdmaDevice();
+// The value of environment variable `name`, or "".
+std::string Env(const char* name);
+
+// An anonymous private mapping of whole pages, unmapped on destruction.
+class Mapping {
+ public:
+  explicit Mapping(size_t length, int prot = 3 /* PROT_READ | PROT_WRITE */);
+  ~Mapping();
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  char* data() const { return data_; }
+  size_t size() const { return length_; }
+  bool ok() const { return data_ != nullptr; }
+  // Forget the range without unmapping it (a test took it over).
+  void Release() { data_ = nullptr; }
+
+ private:
+  char* data_ = nullptr;
+  size_t length_ = 0;
+};
+
+// Byte `i` of pattern `seed`: differs between seeds and is not periodic in
+// any small power of two, so a misplaced page shows.
+inline uint8_t PatternByte(uint32_t seed, size_t i) {
+  uint64_t x = (static_cast<uint64_t>(seed) << 32) ^ (i * 0x9E3779B97F4A7C15ull);
+  x ^= x >> 29;
+  return static_cast<uint8_t>(x ^ (x >> 17) ^ seed);
+}
+void FillPattern(void* p, size_t n, uint32_t seed, size_t first_index = 0);
+// Offset of the first byte that differs from the pattern, or -1.
+ptrdiff_t FindMismatch(const void* p, size_t n, uint32_t seed, size_t first_index = 0);
+
+// Opens the wanted RDMA device with a cache in front; skips (outside the VM)
+// or fails (inside it) when there is none.
+class RdmaTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  // Opens another domain on the same device with `options` (FAILs on error).
+  std::shared_ptr<VerbsDomain> OpenDomain(VerbsDomainOptions options);
+
+  std::string device_;
+  std::shared_ptr<VerbsDomain> domain_;
+  std::unique_ptr<RegistrationCache> cache_;
+};
+
+}  // namespace dmareg::device_test
+
+#endif  // DMAREG_TESTS_DEVICE_VERBS_DEVICE_ENV_H_

@@ -1,0 +1,133 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// `dmareg devices` without devices: scanning a made-up sysfs tree for
+// vfio-pci devices, and rendering a made-up report as text and JSON.
+
+#include "cli/devices.h"
+
+#include <infiniband/verbs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dmareg::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class FakeSysfs {
+ public:
+  FakeSysfs() {
+    char tmpl[] = "/tmp/dmareg-sysfs-XXXXXX";
+    root_ = mkdtemp(tmpl);
+    fs::create_directories(root_ / "sys/bus/pci/drivers/vfio-pci");
+    fs::create_directories(root_ / "sys/kernel/iommu_groups/4");
+    fs::create_directories(root_ / "dev/vfio");
+  }
+  ~FakeSysfs() { fs::remove_all(root_); }
+
+  // A PCI device bound to vfio-pci, optionally in an IOMMU group.
+  void AddDevice(const std::string& addr, const std::string& vendor, const std::string& device,
+                 const std::string& group) {
+    const fs::path dev = root_ / "sys/devices/pci0000:00" / addr;
+    fs::create_directories(dev);
+    std::ofstream(dev / "vendor") << vendor << "\n";
+    std::ofstream(dev / "device") << device << "\n";
+    if (!group.empty()) {
+      fs::create_directories(root_ / "sys/kernel/iommu_groups" / group);
+      fs::create_directory_symlink("../../../kernel/iommu_groups/" + group, dev / "iommu_group");
+    }
+    fs::create_directory_symlink(dev, root_ / "sys/bus/pci/drivers/vfio-pci" / addr);
+  }
+  void AddGroupNode(const std::string& group) { std::ofstream(root_ / "dev/vfio" / group); }
+  std::string sys() const { return (root_ / "sys").string(); }
+  std::string dev() const { return (root_ / "dev").string(); }
+  const fs::path& root() const { return root_; }
+
+ private:
+  fs::path root_;
+};
+
+TEST(ScanVfioDevicesTest, FindsBoundDevicesAndTheirGroups) {
+  FakeSysfs fake;
+  fake.AddDevice("0000:00:04.0", "0x1234", "0x11e8", "4");
+  fake.AddDevice("0000:00:03.0", "0x8086", "0x10d3", "");
+  fake.AddGroupNode("4");
+  // Driver control files are not devices.
+  std::ofstream(fake.root() / "sys/bus/pci/drivers/vfio-pci/new_id");
+  std::ofstream(fake.root() / "sys/bus/pci/drivers/vfio-pci/bind");
+
+  const std::vector<VfioDeviceReport> found = ScanVfioDevices(fake.sys(), fake.dev());
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0].pci_address, "0000:00:03.0");
+  EXPECT_EQ(found[0].iommu_group, "");
+  EXPECT_FALSE(found[0].group_node);
+  EXPECT_EQ(found[1].pci_address, "0000:00:04.0");
+  EXPECT_EQ(found[1].vendor, "0x1234");
+  EXPECT_EQ(found[1].device, "0x11e8");
+  EXPECT_EQ(found[1].iommu_group, "4");
+  EXPECT_TRUE(found[1].group_node);
+}
+
+TEST(ScanVfioDevicesTest, NoDriverDirectoryMeansNoDevices) {
+  EXPECT_TRUE(ScanVfioDevices("/nonexistent-sysfs", "/nonexistent-dev").empty());
+}
+
+DevicesReport SampleReport() {
+  DevicesReport r;
+  RdmaDeviceReport d;
+  d.name = "rxe0";
+  d.caps.device_name = "rxe0";
+  d.caps.page_size_cap = 0xfffff000;
+  d.info.max_mr = 524287;
+  d.info.dmabuf_probe_errno = EOPNOTSUPP;
+  d.info.phys_port_cnt = 1;
+  PortReport p;
+  p.port = 1;
+  p.state = "PORT_ACTIVE";
+  p.link_layer = "Ethernet";
+  p.active_mtu = 1024;
+  rc::GidEntry g;
+  g.index = 1;
+  g.gid = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1};
+  g.type = IBV_GID_TYPE_ROCE_V2;
+  p.gids.push_back(g);
+  d.ports.push_back(p);
+  r.rdma.push_back(d);
+  RdmaDeviceReport broken;
+  broken.name = "mlx5_\"0\"";
+  broken.error = "ibv_open_device on mlx5_0: Permission denied (EACCES)";
+  r.rdma.push_back(broken);
+  r.vfio.push_back(VfioDeviceReport{"0000:00:04.0", "0x1234", "0x11e8", "4", true});
+  return r;
+}
+
+TEST(RenderTest, TextNamesCapabilitiesPortsAndGroups) {
+  const std::string text = RenderText(SampleReport());
+  EXPECT_THAT(text, HasSubstr("RDMA devices: 2"));
+  EXPECT_THAT(text, HasSubstr("dma-buf MR: no (probe: EOPNOTSUPP)"));
+  EXPECT_THAT(text, HasSubstr("gid[1] ::ffff:10.0.0.1 (RoCE v2)"));
+  EXPECT_THAT(text, HasSubstr("cannot open: ibv_open_device on mlx5_0"));
+  EXPECT_THAT(text, HasSubstr("0000:00:04.0  vendor 0x1234 device 0x11e8  iommu group 4"));
+}
+
+TEST(RenderTest, JsonIsEscapedAndComplete) {
+  const std::string json = RenderJson(SampleReport());
+  EXPECT_THAT(json, HasSubstr("\"name\":\"rxe0\""));
+  EXPECT_THAT(json, HasSubstr("\"dmabuf_mr\":false"));
+  EXPECT_THAT(json, HasSubstr("\"dmabuf_probe\":\"EOPNOTSUPP\""));
+  EXPECT_THAT(json, HasSubstr("\"gid\":\"::ffff:10.0.0.1\",\"type\":\"RoCE v2\""));
+  EXPECT_THAT(json, HasSubstr("\"name\":\"mlx5_\\\"0\\\"\""));
+  EXPECT_THAT(json, HasSubstr("\"iommu_group\":\"4\",\"group_node\":true"));
+  EXPECT_EQ(RenderJson(DevicesReport{}), "{\"rdma\":[],\"vfio\":[]}\n");
+}
+
+}  // namespace
+}  // namespace dmareg::cli
