@@ -40,14 +40,6 @@ constexpr size_t kPage = 4096;
 
 bool IsRxe(const std::string& device) { return absl::StartsWith(device, "rxe"); }
 
-DmaBufMemory DmaBuf(int fd, size_t length) {
-  DmaBufMemory m;
-  m.fd = fd;
-  m.offset = 0;
-  m.length = length;
-  return m;
-}
-
 // A dumb buffer on a DRM device (vgem in the VM) exported as a dma-buf.
 class VgemBuffer {
  public:
@@ -120,7 +112,7 @@ TEST_F(VerbsErrorsTest, DmaBufOnADeviceWithoutSupportIsUnimplemented) {
     fd = *memfd;
   }
 
-  auto reg = cache_->Acquire(DmaBuf(fd, len), Access::kLocalWrite);
+  auto reg = cache_->Acquire(DmaBufMemory{.fd = fd, .offset = 0, .length = len}, Access::kLocalWrite);
   ASSERT_FALSE(reg.ok());
   Show(reg.status());
   EXPECT_EQ(reg.status().code(), absl::StatusCode::kUnimplemented);

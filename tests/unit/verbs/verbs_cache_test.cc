@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cstddef>
 #include <memory>
-#include <optional>
 
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
@@ -25,17 +24,6 @@ using ::dmareg::testing::FakeVerbsOps;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
-
-// (Designated initializers would leave `iova` out, which GCC warns about.)
-DmaBufMemory DmaBuf(int fd, uint64_t offset, size_t length,
-                    std::optional<uint64_t> iova = std::nullopt) {
-  DmaBufMemory m;
-  m.fd = fd;
-  m.offset = offset;
-  m.length = length;
-  m.iova = iova;
-  return m;
-}
 
 constexpr size_t kLen = 64 * 1024;
 
@@ -125,7 +113,7 @@ TEST_F(VerbsCacheTest, InvalidateRetiresTheMrOnceUnreferenced) {
 }
 
 TEST_F(VerbsCacheTest, DmaBufOnRxeIsUnimplementedAndLeavesNothing) {
-  auto reg = cache_->Acquire(DmaBuf(5, 0, 4096),
+  auto reg = cache_->Acquire(DmaBufMemory{.fd = 5, .offset = 0, .length = 4096},
                              Access::kLocalWrite);
   ASSERT_FALSE(reg.ok());
   EXPECT_EQ(reg.status().code(), absl::StatusCode::kUnimplemented);

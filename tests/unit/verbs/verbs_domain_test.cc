@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,17 +27,6 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
-
-// (Designated initializers would leave `iova` out, which GCC warns about.)
-DmaBufMemory DmaBuf(int fd, uint64_t offset, size_t length,
-                    std::optional<uint64_t> iova = std::nullopt) {
-  DmaBufMemory m;
-  m.fd = fd;
-  m.offset = offset;
-  m.length = length;
-  m.iova = iova;
-  return m;
-}
 
 // A page-aligned span the fake never touches (it only records the address).
 void* const kAddr = reinterpret_cast<void*>(uintptr_t{0x7f0000200000});
@@ -323,7 +311,7 @@ TEST_F(VerbsDomainTest, DmaBufOnDeviceWithoutSupportIsUnimplementedWithoutACall)
   auto d = OpenOk();
   ASSERT_NE(d, nullptr);
   const int probe_calls = ops_->calls(Call::kRegDmaBufMr);
-  auto m = d->RegisterDmaBuf(DmaBuf(7, 0, 4096),
+  auto m = d->RegisterDmaBuf(DmaBufMemory{.fd = 7, .offset = 0, .length = 4096},
                              Access::kLocalWrite);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
@@ -339,7 +327,7 @@ TEST_F(VerbsDomainTest, DmaBufRegistrationPassesOffsetIovaAndFd) {
   {
     auto d = OpenOk("mlx5_0");
     ASSERT_NE(d, nullptr);
-    auto m = d->RegisterDmaBuf(DmaBuf(9, 0x2000, 0x3000),
+    auto m = d->RegisterDmaBuf(DmaBufMemory{.fd = 9, .offset = 0x2000, .length = 0x3000},
                                Access::kRemoteRead);
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ(ops_->last_reg().fd, 9);
@@ -350,14 +338,14 @@ TEST_F(VerbsDomainTest, DmaBufRegistrationPassesOffsetIovaAndFd) {
     ASSERT_TRUE(d->Deregister(*m).ok());
 
     m = d->RegisterDmaBuf(
-        DmaBuf(9, 0x2000, 0x1000, 0x10000000),
+        DmaBufMemory{.fd = 9, .offset = 0x2000, .length = 0x1000, .iova = 0x10000000},
         Access::kLocalWrite);
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ(ops_->last_reg().iova, 0x10000000u);
     ASSERT_TRUE(d->Deregister(*m).ok());
 
     ops_->FailNext(Call::kRegDmaBufMr, EBADF);
-    m = d->RegisterDmaBuf(DmaBuf(99, 0, 4096),
+    m = d->RegisterDmaBuf(DmaBufMemory{.fd = 99, .offset = 0, .length = 4096},
                           Access::kLocalWrite);
     ASSERT_FALSE(m.ok());
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
