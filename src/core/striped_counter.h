@@ -1,11 +1,11 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // A counter that many threads bump without sharing a cache line and without
-// a locked instruction: the first kStripes threads of the process each own a
-// stripe outright (ids are never reused), so a relaxed load and store is an
-// exact increment; later threads share an overflow stripe with fetch_add.
-// Readers sum the stripes. Used for the hit count, which a single atomic
-// would turn into the one contended line of the hit path.
+// a locked instruction: a thread with a slot (thread_slot.h) owns that
+// stripe outright, so a relaxed load and store is an exact increment; threads
+// without one share an overflow stripe with fetch_add. Readers sum the
+// stripes. Used for hit counts, which a single atomic would turn into the
+// one contended line of the hit path.
 
 #ifndef DMAREG_SRC_CORE_STRIPED_COUNTER_H_
 #define DMAREG_SRC_CORE_STRIPED_COUNTER_H_
@@ -14,25 +14,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/thread_slot.h"
+
 namespace dmareg::internal {
-
-// Zero until the thread first counts; then its stripe number plus one.
-// initial-exec: a hit reads it with one TLS load, no __tls_get_addr call.
-extern thread_local size_t tls_stripe __attribute__((tls_model("initial-exec")));
-size_t AssignThreadStripe();
-
-// This thread's stripe number (stable for the thread's life).
-inline size_t ThreadStripe() {
-  const size_t s = tls_stripe;
-  return s != 0 ? s - 1 : AssignThreadStripe();
-}
 
 class StripedCounter {
  public:
-  static constexpr size_t kStripes = 32;
+  static constexpr size_t kStripes = kThreadSlots;
 
   void Add(uint64_t n = 1) {
-    const size_t id = ThreadStripe();
+    const size_t id = ThreadSlot();
     if (id < kStripes) {
       std::atomic<uint64_t>& v = stripes_[id].v;  // only this thread writes it
       v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
