@@ -39,7 +39,8 @@
 //   not an identity); the handle deregisters it when dropped.
 //
 // Thread safety: every method may be called from any thread. Hits take no
-// lock (one compare-and-swap on the mapping's reference count); misses take
+// lock and, on Linux with membarrier(2), no atomic read-modify-write either
+// (a per-thread reference count; elsewhere one compare-and-swap); misses take
 // a mutex that no hit needs, and never hold it across a device call.
 
 #ifndef DMAREG_CACHE_H_

@@ -17,29 +17,62 @@ namespace {
 constexpr int kOptimisticAttempts = 3;
 }  // namespace
 
-CacheCore::CacheCore(std::shared_ptr<Domain> domain, CacheOptions options)
+CacheCore::CacheCore(std::shared_ptr<Domain> domain, CacheOptions options, bool thread_refs)
     : domain_(std::move(domain)),
       page_size_(static_cast<size_t>(sysconf(_SC_PAGESIZE))),
-      options_(options) {}
+      options_(options),
+      thread_refs_(thread_refs && HeavyFenceAvailable()) {}
 
 CacheCore::~CacheCore() = default;
 
-// The hit path: no lock. A candidate is referenced first and validated after,
-// because its fields are stable only while we hold a reference.
+// The hit path: no lock, no locked instruction. A candidate is referenced
+// first and validated after, because its fields are stable only while we
+// hold a reference (see the handshake in cache_core.h).
 Region* CacheCore::FastHit(uintptr_t a, uintptr_t b, AccessFlags want) {
+  ThreadRefs* t = thread_refs_.Mine();
+  if (t == nullptr) [[unlikely]] return FastHitShared(a, b, want);
   return index_.Probe(a, [&](Region* r) {
-    if (!r->TryRef()) return false;
-    if (r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) return true;
+    if (r->index >= ThreadRefs::kMaxIndex) [[unlikely]] return false;  // the locked path
+    ThreadRefs::Add(t->Counter(r->index), 1);
+    LightFence();
+    const uint64_t s = r->state.load(std::memory_order_acquire);
+    if (!(s & kFlags) && r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) {
+      r->Touch();
+      t->CountHit();
+      return true;
+    }
+    // A full release: if the region died meanwhile, ours may be its last
+    // reference.
     Release(r);
     return false;
   });
 }
 
-absl::StatusOr<Region*> CacheCore::AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want) {
-  if (Region* r = FastHit(a, b, want)) {
-    hits_.Add();
-    return r;
+// Threads without a table: references on the shared count.
+Region* CacheCore::FastHitShared(uintptr_t a, uintptr_t b, AccessFlags want) {
+  if (thread_refs_.enabled() && ThreadSlot() < kThreadSlots) {
+    ThreadRefs* t;
+    {
+      MutexLock lock(&mu_);
+      t = thread_refs_.CreateMine();
+    }
+    if (t != nullptr) return FastHit(a, b, want);
   }
+  Region* hit = index_.Probe(a, [&](Region* r) {
+    if (!r->TryRefShared()) return false;
+    if (r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) {
+      r->Touch();
+      return true;
+    }
+    Release(r);
+    return false;
+  });
+  if (hit != nullptr) hits_.Add();
+  return hit;
+}
+
+absl::StatusOr<Region*> CacheCore::AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want) {
+  if (Region* r = FastHit(a, b, want)) return r;  // counted as a hit there
   return Miss(a, b, want);
 }
 
@@ -57,7 +90,7 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
     mu_.Lock();
     // Someone may have registered it since the lock-free probe.
     if (Region* r = index_.FindCovering(a, b, [&](Region* c) {
-          return AccessSatisfies(c->access, want) && c->TryRef();
+          return AccessSatisfies(c->access, want) && TryRefLocked(c);
         })) {
       mu_.Unlock();
       hits_.Add();
@@ -123,7 +156,7 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
       continue;
     }
     // Not marked accessed: CLOCK then ranks it by its hits, like LRU would.
-    Region* r = NewRegion(start, length, access, *m, 1);
+    Region* r = NewRegion(start, length, access, *m, 0);
     index_.Insert(r);
     RingInsert(r);
     ++counters_.misses;
@@ -136,7 +169,7 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
           superseded.push_back(c);
         }
       });
-      for (Region* c : superseded) Retire(c, &to_free);
+      RetireAll(superseded, &to_free);
     }
     mu_.Unlock();
     FreeRegions(to_free);
@@ -167,7 +200,7 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, Access
     return m.status();
   }
   // Never indexed: born dead with the caller's reference, freed on release.
-  Region* r = NewRegion(mem.offset, mem.length, want, *m, 1 | kDead);
+  Region* r = NewRegion(mem.offset, mem.length, want, *m, kDead);
   r->dmabuf = true;
   ++dead_referenced_;
   ++counters_.dmabuf_registrations;
@@ -175,7 +208,7 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, Access
 }
 
 Region* CacheCore::NewRegion(uintptr_t addr, size_t length, AccessFlags access,
-                             const DeviceMapping& m, uint64_t state) {
+                             const DeviceMapping& m, uint64_t flags) {
   Region* r = pool_.Allocate();
   r->addr = addr;
   r->length = length;
@@ -185,13 +218,33 @@ Region* CacheCore::NewRegion(uintptr_t addr, size_t length, AccessFlags access,
   r->access = access;
   r->dmabuf = false;
   r->cache = this;
-  r->mapping = m;
+  pool_.links(r).handle = m.handle;
   refs_.fetch_add(1, std::memory_order_relaxed);
   ++live_regions_;
   live_bytes_ += length;
-  // Publishes the fields above to any thread whose TryRef reads this state.
-  r->state.store(state, std::memory_order_release);
+  // Publishes the fields above to any thread that reads this state (acquire).
+  r->SetFlags(flags, std::memory_order_release);
+  AddRefLocked(r);
   return r;
+}
+
+bool CacheCore::TryRefLocked(Region* r) {
+  if (r->state.load(std::memory_order_relaxed) & kFlags) return false;
+  AddRefLocked(r);
+  return true;
+}
+
+void CacheCore::AddRefLocked(Region* r) {
+  ThreadRefs* t = thread_refs_.CreateMine();
+  if (t != nullptr && r->index < ThreadRefs::kMaxIndex) {
+    ThreadRefs::Add(t->Counter(r->index), 1);
+  } else {
+    r->state.fetch_add(kOneRef, std::memory_order_relaxed);
+  }
+}
+
+void CacheCore::FenceForSum() const {
+  if (thread_refs_.OthersMayHold()) HeavyFence();
 }
 
 void CacheCore::Invalidate(uintptr_t a, uintptr_t b) {
@@ -200,7 +253,7 @@ void CacheCore::Invalidate(uintptr_t a, uintptr_t b) {
     MutexLock lock(&mu_);
     RegionList hit;
     index_.ForEachOverlapping(a, b, [&](Region* r) { hit.push_back(r); });
-    for (Region* r : hit) Retire(r, &to_free);
+    RetireAll(hit, &to_free);
     ++counters_.invalidations;
     counters_.invalidated_regions += hit.size();
     ++inv_epoch_;
@@ -219,16 +272,53 @@ bool CacheCore::InvalidatedSince(uint64_t epoch, uintptr_t a, uintptr_t b) const
   return false;
 }
 
-void CacheCore::Retire(Region* r, RegionList* to_free) {
-  if (r->indexed) {
+void CacheCore::RetireAll(const RegionList& victims, RegionList* to_free) {
+  if (victims.empty()) return;
+  for (Region* r : victims) {
+    if (r->indexed) {
+      index_.Remove(r);
+      RingRemove(r);
+    }
+    r->SetFlags(kDead, std::memory_order_seq_cst);
+  }
+  FenceForSum();
+  for (Region* r : victims) {
+    if (RefSum(r) == 0) {
+      r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
+      Forget(r);
+      to_free->push_back(r);
+    } else {
+      ++dead_referenced_;
+    }
+  }
+}
+
+bool CacheCore::SettleDead(Region* r) {
+  // Live again (an eviction candidate revived), or claimed by someone else:
+  // possibly already recycled, in which case its new life is judged alike.
+  if ((r->state.load(std::memory_order_acquire) & kFlags) != kDead) return false;
+  FenceForSum();
+  if (RefSum(r) != 0) return false;
+  r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
+  --dead_referenced_;
+  Forget(r);
+  return true;
+}
+
+void CacheCore::EvictOrRevive(const RegionList& candidates, RegionList* to_free) {
+  if (candidates.empty()) return;
+  FenceForSum();
+  for (Region* r : candidates) {
+    if (RefSum(r) != 0) {
+      r->SetFlags(0, std::memory_order_release);  // a hit got in first
+      continue;
+    }
+    r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
     index_.Remove(r);
     RingRemove(r);
-  }
-  if (r->MarkDead()) {
     Forget(r);
+    ++counters_.evictions;
     to_free->push_back(r);
-  } else {
-    ++dead_referenced_;
   }
 }
 
@@ -247,7 +337,8 @@ bool CacheCore::OverLimits(size_t regions, size_t bytes) const {
 
 // CLOCK over the ring of indexed regions: a region used since the hand last
 // passed gets a second chance; referenced regions are skipped. Two full turns
-// without a victim mean everything left is referenced.
+// without a victim mean everything left is referenced. Victims are taken in
+// batches (as many as the limits need) that share one fence.
 absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_free) {
   if (options_.max_bytes != 0 && bytes > options_.max_bytes) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -255,85 +346,121 @@ absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_fr
   }
   size_t budget = 2 * index_.size() + 1;
   while (OverLimits(regions, bytes)) {
-    Region* victim = nullptr;
-    while (clock_hand_ != nullptr && budget-- > 0) {
+    // Over the limits even if `batch` (n regions, nb bytes) goes.
+    size_t n = 0, nb = 0;
+    auto still_over = [&] {
+      return (options_.max_regions != 0 &&
+              live_regions_ + reserved_regions_ + regions > options_.max_regions + n) ||
+             (options_.max_bytes != 0 &&
+              live_bytes_ + reserved_bytes_ + bytes > options_.max_bytes + nb);
+    };
+    RegionList batch;
+    while (still_over() && clock_hand_ != nullptr && budget > 0) {
+      --budget;
       Region* r = clock_hand_;
-      clock_hand_ = r->lru_next;
-      if (r->TryEvict()) {
-        victim = r;
-        break;
+      clock_hand_ = pool_.links(r).next;
+      if (r->state.load(std::memory_order_relaxed) & kDead) continue;  // in this batch
+      if (RefSum(r) != 0) continue;  // a hint; settled after the fence
+      if (r->accessed.load(std::memory_order_relaxed) != 0) {
+        r->accessed.store(0, std::memory_order_relaxed);
+        continue;
       }
+      r->SetFlags(kDead, std::memory_order_seq_cst);
+      batch.push_back(r);
+      ++n;
+      nb += r->length;
     }
-    if (victim == nullptr) {
+    EvictOrRevive(batch, to_free);
+    if (batch.empty()) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "registration cache full on %s: %u mappings (%u bytes) held, limits %u mappings / "
           "%u bytes, nothing unreferenced to evict",
           domain_->name(), live_regions_, live_bytes_, options_.max_regions,
           options_.max_bytes));
     }
-    index_.Remove(victim);
-    RingRemove(victim);
-    Forget(victim);
-    ++counters_.evictions;
-    to_free->push_back(victim);
   }
   return absl::OkStatus();
 }
 
 void CacheCore::RingInsert(Region* r) {
+  RegionPool::Links& l = pool_.links(r);
   if (clock_hand_ == nullptr) {
-    r->lru_prev = r->lru_next = r;
+    l.prev = l.next = r;
     clock_hand_ = r;
   } else {
     // Just behind the hand: the newest region is the last the hand reaches.
-    r->lru_next = clock_hand_;
-    r->lru_prev = clock_hand_->lru_prev;
-    r->lru_prev->lru_next = r;
-    clock_hand_->lru_prev = r;
+    RegionPool::Links& hand = pool_.links(clock_hand_);
+    l.next = clock_hand_;
+    l.prev = hand.prev;
+    pool_.links(l.prev).next = r;
+    hand.prev = r;
   }
   r->indexed = true;
 }
 
 void CacheCore::RingRemove(Region* r) {
-  if (r->lru_next == r) {
+  RegionPool::Links& l = pool_.links(r);
+  if (l.next == r) {
     clock_hand_ = nullptr;
   } else {
-    r->lru_prev->lru_next = r->lru_next;
-    r->lru_next->lru_prev = r->lru_prev;
-    if (clock_hand_ == r) clock_hand_ = r->lru_next;
+    pool_.links(l.prev).next = l.next;
+    pool_.links(l.next).prev = l.prev;
+    if (clock_hand_ == r) clock_hand_ = l.next;
   }
-  r->lru_prev = r->lru_next = nullptr;
+  l.prev = l.next = nullptr;
   r->indexed = false;
 }
 
-void CacheCore::FreeDead(Region* r) {
+void CacheCore::ReleaseDead(Region* r, ThreadRefs* t) {
+  bool claimed;
   {
     MutexLock lock(&mu_);
-    --dead_referenced_;
-    Forget(r);
+    claimed = SettleDead(r);
   }
-  RegionList one{r};
-  FreeRegions(one);
+  // Before FreeRegions, which may delete this (and `t`) when its last share
+  // goes; a region claimed above keeps the cache alive until then.
+  t->busy.store(0, std::memory_order_release);
+  if (claimed) FreeRegions({&r, 1});
+}
+
+void CacheCore::ReleaseDeadShared(Region* r) {
+  bool claimed;
+  {
+    // The reference is dropped under mu_, so no one can free the region (or
+    // the cache) under us before we have looked.
+    MutexLock lock(&mu_);
+    r->state.fetch_sub(kOneRef, std::memory_order_release);
+    claimed = SettleDead(r);
+  }
+  if (claimed) FreeRegions({&r, 1});
 }
 
 void CacheCore::FreeRegions(RegionList& regions) {
+  FreeRegions(absl::Span<Region* const>(regions));
+  regions.clear();
+}
+
+void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
   if (regions.empty()) return;
   for (Region* r : regions) {
     // A failed deregistration (device gone) still ends the mapping for us:
     // the kernel drops it with the device. Counted, not retried.
-    (void)domain_->Deregister(r->mapping);
+    const DeviceMapping m{.lkey = r->lkey, .rkey = r->rkey, .iova = r->iova,
+                          .handle = pool_.links(r).handle};
+    (void)domain_->Deregister(m);
   }
   {
     MutexLock lock(&mu_);
     for (Region* r : regions) pool_.Free(r);
   }
-  const size_t n = regions.size();
-  regions.clear();
-  for (size_t i = 0; i < n; ++i) DropRef();
+  for (size_t i = 0; i < regions.size(); ++i) DropRef();
 }
 
 void CacheCore::DropRef() {
-  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    thread_refs_.AwaitReleases();
+    delete this;
+  }
 }
 
 void CacheCore::Close() {
@@ -342,7 +469,7 @@ void CacheCore::Close() {
     MutexLock lock(&mu_);
     RegionList all;
     index_.ForEach([&](Region* r) { all.push_back(r); });
-    for (Region* r : all) Retire(r, &to_free);
+    RetireAll(all, &to_free);
   }
   FreeRegions(to_free);
   DropRef();
@@ -352,21 +479,14 @@ void CacheCore::Flush() {
   RegionList to_free;
   {
     MutexLock lock(&mu_);
+    // Flush ignores recent use. Candidates are re-checked after the fence:
+    // a hit may have referenced one meanwhile.
     RegionList idle;
     index_.ForEach([&](Region* r) {
-      if (r->refs() == 0) idle.push_back(r);
+      if (RefSum(r) == 0) idle.push_back(r);
     });
-    for (Region* r : idle) {
-      // Re-checked atomically: a hit may have referenced it meanwhile. Flush
-      // ignores recent use: the first TryEvict may only clear kAccessed.
-      if (r->TryEvict() || r->TryEvict()) {
-        index_.Remove(r);
-        RingRemove(r);
-        Forget(r);
-        ++counters_.evictions;
-        to_free.push_back(r);
-      }
-    }
+    for (Region* r : idle) r->SetFlags(kDead, std::memory_order_seq_cst);
+    EvictOrRevive(idle, &to_free);
   }
   FreeRegions(to_free);
 }
@@ -391,12 +511,12 @@ CacheOptions CacheCore::limits() const {
 CacheStats CacheCore::stats() const {
   MutexLock lock(&mu_);
   CacheStats s = counters_;
-  s.hits = hits_.Sum();
+  s.hits = hits_.Sum() + thread_refs_.Hits();
   s.live_regions = live_regions_;
   s.registered_bytes = live_bytes_;
   s.referenced_regions = dead_referenced_;
   index_.ForEach([&](Region* r) {
-    if (r->refs() != 0) ++s.referenced_regions;
+    if (RefSum(r) != 0) ++s.referenced_regions;
   });
   return s;
 }

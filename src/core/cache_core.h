@@ -6,6 +6,31 @@
 // Lifetime: a CacheCore is owned jointly by its RegistrationCache and by
 // every Region it has allocated and not yet freed (`refs_`), so a handle that
 // outlives the cache can still release its mapping. The last owner deletes it.
+//
+// References (the hit path). A region's reference count is spread over
+// per-thread tables (thread_refs.h) plus a shared count in its state word
+// (region.h). A hit bumps its own thread's entry with a plain store, then
+// LightFence(), then reads the region's state; a retirer (always under mu_)
+// marks the region dead, then HeavyFence(), then sums every entry. That is
+// Dekker's handshake with an asymmetric barrier (asymmetric_fence.h): either
+// the hit sees kDead and backs out, or the retirer's sum includes the hit.
+// So a region whose sum is 0 after it was marked dead has no handle and can
+// get none: it is claimed (kFree) and freed, by whoever sees that first
+// under mu_, which makes the freeing exactly-once. A release is the same
+// handshake in reverse: decrement, LightFence(), read the state; if dead, the
+// releaser settles the region under mu_ (HeavyFence, sum, free at 0).
+// Eviction marks a batch of candidates dead, fences once, frees those with a
+// zero sum and revives the rest; a hit or release that saw the passing kDead
+// backs out or settles under mu_, where it then finds the region live again.
+// Between a release's decrement and its look at the state, another thread
+// may free the region and with it the last share of the cache: the releaser
+// sets its table's `busy` flag around that window and the cache waits for it
+// before it is deleted.
+// Where no heavy fence exists (old kernels, ThreadSanitizer), or a thread has
+// no table, references go on the shared count by compare-and-swap instead,
+// which needs no fence: the CAS fails once kDead is set.
+// The fence is skipped when no other thread has a table for this cache (the
+// sums then read only this thread's own writes); tables are created under mu_.
 
 #ifndef DMAREG_SRC_CORE_CACHE_CORE_H_
 #define DMAREG_SRC_CORE_CACHE_CORE_H_
@@ -20,17 +45,23 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "dmareg/cache.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/types/span.h"
+#include "core/asymmetric_fence.h"
 #include "core/mutex.h"
 #include "core/range_index.h"
 #include "core/region.h"
 #include "core/region_pool.h"
 #include "core/striped_counter.h"
+#include "core/thread_refs.h"
 
 namespace dmareg::internal {
 
 class CacheCore {
  public:
-  CacheCore(std::shared_ptr<Domain> domain, CacheOptions options);
+  // `thread_refs`: use per-thread reference tables when the heavy fence is
+  // available (false: the shared count only; tests run both).
+  CacheCore(std::shared_ptr<Domain> domain, CacheOptions options, bool thread_refs = true);
 
   // [a, b) page-aligned, non-empty; `want` normalised and valid.
   absl::StatusOr<Region*> AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want);
@@ -45,7 +76,20 @@ class CacheCore {
 
   // A handle let go of `r`.
   void Release(Region* r) {
-    if (r->Unref()) FreeDead(r);
+    ThreadRefs* t = thread_refs_.Mine();
+    if (t != nullptr && r->index < ThreadRefs::kMaxIndex) [[likely]] {
+      t->busy.store(1, std::memory_order_relaxed);
+      ThreadRefs::Add(t->Counter(r->index), -1);
+      LightFence();
+      if (r->state.load(std::memory_order_relaxed) & kDead) [[unlikely]] {
+        ReleaseDead(r, t);
+        return;
+      }
+      // Nothing of the cache is touched after this.
+      t->busy.store(0, std::memory_order_release);
+    } else if (!r->TryUnrefShared()) {
+      ReleaseDeadShared(r);
+    }
   }
   // The owning RegistrationCache is gone: retire everything, drop its share.
   void Close();
@@ -55,15 +99,35 @@ class CacheCore {
     uint64_t epoch = 0;
     uintptr_t a = 0, b = 0;
   };
-  using RegionList = std::vector<Region*>;
+  using RegionList = absl::InlinedVector<Region*, 8>;
 
   ~CacheCore();
   Region* FastHit(uintptr_t a, uintptr_t b, AccessFlags want);
   absl::StatusOr<Region*> Miss(uintptr_t a, uintptr_t b, AccessFlags want);
 
-  // Removes `r` from the index and the CLOCK ring and marks it dead; if no
-  // handle is out it is appended to `to_free` (and leaves the accounting).
-  void Retire(Region* r, RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes `victims` from the index and the CLOCK ring and marks them dead;
+  // those with no handle out are appended to `to_free` (and leave the
+  // accounting), the others are freed by their last handle.
+  void RetireAll(const RegionList& victims, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Claims `r` for freeing (true; the caller frees it) if it is dead, not
+  // yet claimed, and has no reference left.
+  bool SettleDead(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts those of `candidates` (marked dead, unindexed not yet) that have no
+  // reference; revives the others.
+  void EvictOrRevive(const RegionList& candidates, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes the per-thread counts of regions marked dead before it exact.
+  void FenceForSum() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t RefSum(const Region* r) const {
+    return Region::SharedRefs(r->state.load(std::memory_order_acquire)) +
+           thread_refs_.Sum(r->index);
+  }
+  // Takes a reference for this thread under mu_ (no handshake needed: only
+  // mu_'s holders mark regions dead). False if `r` is dead or free.
+  bool TryRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Region* FastHitShared(uintptr_t a, uintptr_t b, AccessFlags want);
   // Evicts until `regions` more mappings of `bytes` fit the limits.
   absl::Status MakeRoom(size_t regions, size_t bytes, RegionList* to_free)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -71,23 +135,30 @@ class CacheCore {
   // True if an Invalidate overlapping [a, b) ran after `epoch`.
   bool InvalidatedSince(uint64_t epoch, uintptr_t a, uintptr_t b) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A region holding one reference for the calling thread, with `flags`.
   Region* NewRegion(uintptr_t addr, size_t length, AccessFlags access,
-                    const DeviceMapping& m, uint64_t state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                    const DeviceMapping& m, uint64_t flags) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingInsert(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingRemove(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // leave accounting
 
   // Deregisters and recycles regions that are dead with no handle (call
   // without mu_; may delete `this` when the last share goes).
-  void FreeRegions(RegionList& regions) ABSL_LOCKS_EXCLUDED(mu_);
-  void FreeDead(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
+  void FreeRegions(RegionList& regions) ABSL_LOCKS_EXCLUDED(mu_);  // and clears it
+  void FreeRegions(absl::Span<Region* const> regions) ABSL_LOCKS_EXCLUDED(mu_);
+  // Release found `r` dead after its decrement (t->busy set; cleared here).
+  void ReleaseDead(Region* r, ThreadRefs* t) ABSL_LOCKS_EXCLUDED(mu_);
+  // Release of a shared reference on a dead region.
+  void ReleaseDeadShared(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
   void DropRef();
 
   const std::shared_ptr<Domain> domain_;
   const size_t page_size_;
 
   // Lock order: mu_ is the only lock of the cache; it is never held across a
-  // Domain call, and the hit path never takes it.
+  // Domain call, and the hit path never takes it (but for a thread's first
+  // hit, which creates its reference table). Taken before the process-wide
+  // thread-slot lock (thread_slot.cc), which a first ThreadSlot() call takes.
   mutable Mutex mu_;
   CacheOptions options_ ABSL_GUARDED_BY(mu_);
   RangeIndex index_;  // writers hold mu_; Probe runs without it
@@ -102,7 +173,9 @@ class CacheCore {
   std::array<InvalidationRecord, 64> inv_log_ ABSL_GUARDED_BY(mu_);
 
   CacheStats counters_ ABSL_GUARDED_BY(mu_);  // all but hits and the gauges
-  StripedCounter hits_;
+  StripedCounter hits_;  // hits not counted in a thread's table
+  // Created under mu_ (see the lifetime note above); read without it.
+  ThreadRefTables thread_refs_;
   std::atomic<int64_t> refs_{1};  // the owner + allocated regions
 };
 

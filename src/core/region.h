@@ -1,22 +1,26 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// Region: one cached device mapping, and the lock-free protocol on its state.
+// Region: one cached device mapping, as the hit path sees it: one cache line.
 //
 // Regions live in type-stable memory (RegionPool): a Region object is never
 // returned to the allocator while its cache lives, only recycled. That is
 // what lets the hit path read a Region pointer out of the lock-free index and
 // touch it without a lock: a stale pointer still points at a Region, and the
-// state word says whether it may be referenced.
+// state word says whether it may be referenced. Each Region has a fixed dense
+// `index` (its position in the pool) that keys per-region side data: the
+// per-thread reference counts (thread_refs.h) and the pool's writer-only
+// fields (CLOCK ring links, the backend's mapping handle).
 //
 // State word (64 bits):
-//   bits  0..31  reference count (handles out)
-//   bit  32      kAccessed: a hit since the last CLOCK sweep
-//   bit  33      kDead: retired (invalidated, evicted, replaced, or a dma-buf
+//   bit  0       kDead: retired (invalidated, evicted, replaced, or a dma-buf
 //                pass-through); no new reference may be taken
-//   bit  34      kFree: the object is in the pool's free list
-// A reference is taken only by CAS from a state with neither kDead nor kFree.
-// Whoever observes "kDead and count 0" first (the retirer, if no handle was
-// out; else the last releaser) frees the mapping: exactly one party does.
+//   bit  1       kFree: in the pool's free list, or claimed for freeing
+//   bits 32..63  shared reference count, two's complement: references taken
+//                by compare-and-swap (threads without a reference table, and
+//                every thread when the cache uses no tables)
+// Flags change only under the cache's mutex. A region's references are the
+// shared count plus its entries in every thread's table; neither part alone
+// means anything. CacheCore documents the protocol.
 
 #ifndef DMAREG_SRC_CORE_REGION_H_
 #define DMAREG_SRC_CORE_REGION_H_
@@ -31,71 +35,64 @@ namespace dmareg::internal {
 
 class CacheCore;
 
-inline constexpr uint64_t kCountMask = 0xffffffffull;
-inline constexpr uint64_t kAccessed = 1ull << 32;
-inline constexpr uint64_t kDead = 1ull << 33;
-inline constexpr uint64_t kFree = 1ull << 34;
+inline constexpr uint64_t kDead = 1;
+inline constexpr uint64_t kFree = 2;
+inline constexpr uint64_t kFlags = kDead | kFree;
+inline constexpr uint64_t kOneRef = uint64_t{1} << 32;
 
 struct alignas(64) Region : RegistrationInfo {
   std::atomic<uint64_t> state{kFree};
   CacheCore* cache = nullptr;
-  DeviceMapping mapping;  // what the domain returned; handed back on free
-
-  // Below: owned by the cache's mutex (writers only; the hit path never
-  // reads them).
-  Region* lru_prev = nullptr;  // CLOCK ring of indexed regions
-  Region* lru_next = nullptr;
-  Region* free_next = nullptr;  // pool free list
-  uint8_t level = 0;            // RangeIndex level
-  bool indexed = false;         // in the RangeIndex and the CLOCK ring
+  uint32_t index = 0;              // fixed when the pool carves the Region
+  std::atomic<uint8_t> accessed{0};  // CLOCK: a hit since the hand passed
+  // Owned by the cache's mutex (writers only).
+  uint8_t level = 0;     // RangeIndex level
+  bool indexed = false;  // in the RangeIndex and the CLOCK ring
 
   uintptr_t end() const { return addr + length; }
 
-  // Hit path: take a reference unless retired. Marks the region accessed.
-  bool TryRef() {
+  // Marks the region used, without dirtying its line when it already is.
+  void Touch() {
+    if (accessed.load(std::memory_order_relaxed) == 0) {
+      accessed.store(1, std::memory_order_relaxed);
+    }
+  }
+
+  // Shared count (signed) from a state word.
+  static int64_t SharedRefs(uint64_t s) { return static_cast<int32_t>(s >> 32); }
+
+  // Takes a reference on the shared count unless retired or free.
+  bool TryRefShared() {
     uint64_t s = state.load(std::memory_order_relaxed);
     do {
-      if (s & (kDead | kFree)) return false;
-    } while (!state.compare_exchange_weak(s, (s + 1) | kAccessed,
-                                          std::memory_order_acquire,
+      if (s & kFlags) return false;
+    } while (!state.compare_exchange_weak(s, s + kOneRef, std::memory_order_acquire,
                                           std::memory_order_relaxed));
     return true;
   }
 
-  // Drops a reference; true if the caller must free the region (it was the
-  // last reference of a dead region).
-  bool Unref() {
-    const uint64_t old = state.fetch_sub(1, std::memory_order_acq_rel);
-    return (old & kCountMask) == 1 && (old & kDead);
-  }
-
-  // Retires the region (no new references); true if the caller must free it
-  // (no reference was out). Idempotent: false if already dead.
-  bool MarkDead() {
-    const uint64_t old = state.fetch_or(kDead, std::memory_order_acq_rel);
-    return !(old & kDead) && (old & kCountMask) == 0;
-  }
-
-  // Eviction: retire only if unreferenced and not used since the last sweep;
-  // clears kAccessed otherwise (second chance). True if retired.
-  bool TryEvict() {
+  // Drops a shared reference unless the region is dead; false if it was dead
+  // (the caller must then release under the cache's mutex).
+  bool TryUnrefShared() {
     uint64_t s = state.load(std::memory_order_relaxed);
-    for (;;) {
-      if ((s & kCountMask) != 0 || (s & (kDead | kFree))) return false;
-      const uint64_t next = (s & kAccessed) ? (s & ~kAccessed) : (s | kDead);
-      if (state.compare_exchange_weak(s, next, std::memory_order_acq_rel,
-                                      std::memory_order_relaxed)) {
-        return (next & kDead) != 0;
-      }
-    }
+    do {
+      if (s & kDead) return false;
+    } while (!state.compare_exchange_weak(s, s - kOneRef, std::memory_order_release,
+                                          std::memory_order_relaxed));
+    return true;
   }
 
-  uint32_t refs() const {
-    return static_cast<uint32_t>(state.load(std::memory_order_relaxed) & kCountMask);
+  // Replaces the flags, keeping the shared count (whose net value carries
+  // over across incarnations, like the per-thread counts).
+  void SetFlags(uint64_t flags, std::memory_order order) {
+    uint64_t s = state.load(std::memory_order_relaxed);
+    while (!state.compare_exchange_weak(s, (s & ~kFlags) | flags, order,
+                                        std::memory_order_relaxed)) {
+    }
   }
 };
 
-static_assert(sizeof(Region) <= 128, "a Region should stay within two cache lines");
+static_assert(sizeof(Region) == 64, "a Region is one cache line");
 
 }  // namespace dmareg::internal
 

@@ -23,34 +23,43 @@ Region* RegionPool::Allocate() {
   if (free_ == nullptr) {
     size_t count = slabs_.empty() ? kFirstSlab : slabs_.back().count * 2;
     if (count * sizeof(Region) > kSlabBytesMax) count = kSlabBytesMax / sizeof(Region);
+    if (capacity_ + count > kLinkChunks * kLinkChunk) throw std::bad_alloc();
     const size_t bytes = count * sizeof(Region);
     const bool huge = bytes >= kHugePage;
     void* mem = ::operator new(bytes, std::align_val_t{huge ? kHugePage : alignof(Region)});
     // Large caches touch regions at random: huge pages spare the TLB.
     if (huge) madvise(mem, bytes, MADV_HUGEPAGE);
     Region* slab = static_cast<Region*>(mem);
-    for (size_t i = 0; i < count; ++i) new (&slab[i]) Region();
+    for (size_t i = 0; i < count; ++i) {
+      new (&slab[i]) Region();
+      slab[i].index = static_cast<uint32_t>(capacity_ + i);
+    }
     slabs_.push_back(Slab{slab, count});
+    for (size_t c = capacity_ >> kLinkChunkBits; c <= (capacity_ + count - 1) >> kLinkChunkBits;
+         ++c) {
+      if (link_chunks_[c] == nullptr) link_chunks_[c] = std::make_unique<Links[]>(kLinkChunk);
+    }
     capacity_ += count;
     for (size_t i = count; i-- > 0;) {
-      slab[i].free_next = free_;
+      links(&slab[i]).next = free_;
       free_ = &slab[i];
     }
   }
   Region* r = free_;
-  free_ = r->free_next;
-  r->free_next = nullptr;
+  free_ = links(r).next;
+  links(r) = Links{};
   ++allocated_;
   return r;
 }
 
 void RegionPool::Free(Region* r) {
   // Plain fields are rewritten only here and in the caller's fill, both while
-  // the state says kFree: no reader dereferences them then (TryRef fails).
-  r->state.store(kFree, std::memory_order_release);
-  r->lru_prev = r->lru_next = nullptr;
+  // kFree is set: no reader relies on them then (a hit backs out on kFree).
+  r->SetFlags(kFree, std::memory_order_release);
+  r->accessed.store(0, std::memory_order_relaxed);
   r->indexed = false;
-  r->free_next = free_;
+  links(r) = Links{};
+  links(r).next = free_;
   free_ = r;
   --allocated_;
 }

@@ -2,13 +2,16 @@
 //
 // RegionPool: type-stable storage for Regions (see region.h for why).
 // Regions are carved from slabs that are freed only with the pool; freed
-// Regions go to a free list and are reused. Not thread-safe: the cache's
-// mutex serialises Allocate/Free.
+// Regions go to a free list and are reused. Each Region gets a dense index
+// at carving, which keys the side data kept here for the cache's writers
+// (CLOCK ring links, the backend's handle) so the Region itself stays one
+// cache line. Not thread-safe: the cache's mutex serialises every call.
 
 #ifndef DMAREG_SRC_CORE_REGION_POOL_H_
 #define DMAREG_SRC_CORE_REGION_POOL_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -18,20 +21,32 @@ namespace dmareg::internal {
 
 class RegionPool {
  public:
+  struct Links {
+    Region* prev = nullptr;  // CLOCK ring; `next` also links the free list
+    Region* next = nullptr;
+    uint64_t handle = 0;  // DeviceMapping::handle
+  };
+
   RegionPool() = default;
   RegionPool(const RegionPool&) = delete;
   RegionPool& operator=(const RegionPool&) = delete;
   ~RegionPool();
 
-  // A Region in state kFree with its fields reset; the caller fills it and
-  // publishes it with a release store of `state`.
+  // A Region with kFree set; the caller fills it and publishes it by setting
+  // its flags (release).
   Region* Allocate();
-  // `r` must be unreachable for new references (kDead, count 0).
+  // `r` must be unreachable for new references (kDead, no references).
   void Free(Region* r);
+
+  // Stable storage (chunks never move), so a thread may read the handle of
+  // a region it claimed under the mutex after letting go of the mutex.
+  Links& links(const Region* r) {
+    return link_chunks_[r->index >> kLinkChunkBits][r->index & (kLinkChunk - 1)];
+  }
 
   size_t allocated() const { return allocated_; }
   size_t capacity() const { return capacity_; }
-  size_t bytes() const { return capacity_ * sizeof(Region); }
+  size_t bytes() const { return capacity_ * (sizeof(Region) + sizeof(Links)); }
 
  private:
   // Slabs double from 64 Regions up to 2 MiB, so a small cache stays small
@@ -42,7 +57,13 @@ class RegionPool {
     Region* regions;
     size_t count;
   };
+  static constexpr int kLinkChunkBits = 12;
+  static constexpr size_t kLinkChunk = size_t{1} << kLinkChunkBits;
+  // 2^24 regions, as many mappings as the largest RDMA devices hold; past
+  // that Allocate throws std::bad_alloc, like running out of memory.
+  static constexpr size_t kLinkChunks = 4096;
   std::vector<Slab> slabs_;
+  std::unique_ptr<Links[]> link_chunks_[kLinkChunks];  // by Region::index
   size_t capacity_ = 0;
   Region* free_ = nullptr;
   size_t allocated_ = 0;
