@@ -90,6 +90,7 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
     mu_.Lock();
     // Someone may have registered it since the lock-free probe.
     if (Region* r = index_.FindCovering(a, b, [&](Region* c) {
+          mu_.AssertHeld();
           return AccessSatisfies(c->access, want) && TryRefLocked(c);
         })) {
       mu_.Unlock();
@@ -349,6 +350,7 @@ absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_fr
     // Over the limits even if `batch` (n regions, nb bytes) goes.
     size_t n = 0, nb = 0;
     auto still_over = [&] {
+      mu_.AssertHeld();
       return (options_.max_regions != 0 &&
               live_regions_ + reserved_regions_ + regions > options_.max_regions + n) ||
              (options_.max_bytes != 0 &&
@@ -446,7 +448,7 @@ void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
     // A failed deregistration (device gone) still ends the mapping for us:
     // the kernel drops it with the device. Counted, not retried.
     const DeviceMapping m{.lkey = r->lkey, .rkey = r->rkey, .iova = r->iova,
-                          .handle = pool_.links(r).handle};
+                          .handle = HandleOf(r)};
     (void)domain_->Deregister(m);
   }
   {
@@ -454,6 +456,12 @@ void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
     for (Region* r : regions) pool_.Free(r);
   }
   for (size_t i = 0; i < regions.size(); ++i) DropRef();
+}
+
+// Without mu_: `r` was claimed under mu_ (which ordered the handle's write
+// before us), and the pool's side arrays never move.
+uint64_t CacheCore::HandleOf(const Region* r) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  return pool_.links(r).handle;
 }
 
 void CacheCore::DropRef() {

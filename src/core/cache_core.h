@@ -151,6 +151,7 @@ class CacheCore {
   // Release of a shared reference on a dead region.
   void ReleaseDeadShared(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
   void DropRef();
+  uint64_t HandleOf(const Region* r) const;  // of a claimed region, without mu_
 
   const std::shared_ptr<Domain> domain_;
   const size_t page_size_;

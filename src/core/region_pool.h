@@ -43,6 +43,9 @@ class RegionPool {
   Links& links(const Region* r) {
     return link_chunks_[r->index >> kLinkChunkBits][r->index & (kLinkChunk - 1)];
   }
+  const Links& links(const Region* r) const {
+    return link_chunks_[r->index >> kLinkChunkBits][r->index & (kLinkChunk - 1)];
+  }
 
   size_t allocated() const { return allocated_; }
   size_t capacity() const { return capacity_; }
