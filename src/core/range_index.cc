@@ -122,7 +122,13 @@ void RangeIndex::Remove(Region* r) {
     HashErase(t, key, r);
     --entries_;
   });
-  trees_[r->level].erase({r->addr, r});
+  Tree& tree = trees_[r->level];
+  for (auto it = tree.lower_bound(r->addr); it != tree.end() && it->first == r->addr; ++it) {
+    if (it->second == r) {
+      tree.erase(it);
+      break;
+    }
+  }
   if (--level_count_[r->level] == 0) {
     level_mask_.fetch_and(~(1u << r->level), std::memory_order_release);
   }

@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/btree_set.h"
+#include "absl/container/btree_map.h"
 #include "core/region.h"
 
 namespace dmareg::internal {
@@ -103,7 +103,9 @@ class RangeIndex {
   template <typename F>
   static void ForEachKey(const Region* r, F&& f);
 
-  using Tree = absl::btree_set<std::pair<uintptr_t, Region*>>;
+  // Keyed by start address alone (a multimap: regions may share a start):
+  // an integer compare per step.
+  using Tree = absl::btree_multimap<uintptr_t, Region*>;
   Tree trees_[kLevels];
   size_t level_count_[kLevels] = {};
   size_t size_ = 0;
@@ -142,7 +144,7 @@ void RangeIndex::ForEachOverlapping(uintptr_t a, uintptr_t b, F&& f) const {
     if (level_count_[level] == 0) continue;
     const uint64_t max = MaxLength(level);
     const uintptr_t from = a > max ? a - max : 0;
-    for (auto it = trees_[level].lower_bound({from, nullptr});
+    for (auto it = trees_[level].lower_bound(from);
          it != trees_[level].end() && it->first < b; ++it) {
       Region* r = it->second;
       if (r->end() > a) f(r);
@@ -156,7 +158,7 @@ Region* RangeIndex::FindCovering(uintptr_t a, uintptr_t b, Pred&& pred) const {
     if (level_count_[level] == 0) continue;
     const uint64_t max = MaxLength(level);
     const uintptr_t from = b > max ? b - max : 0;
-    for (auto it = trees_[level].lower_bound({from, nullptr});
+    for (auto it = trees_[level].lower_bound(from);
          it != trees_[level].end() && it->first <= a; ++it) {
       Region* r = it->second;
       if (r->end() >= b && pred(r)) return r;
