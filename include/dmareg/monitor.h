@@ -26,6 +26,15 @@
 // pages. Mappings already handed out stay valid for their holders (the
 // device keeps the old pages) and are deregistered with their last handle.
 //
+// "Returned" is the ordering: an Acquire that starts after munmap returned
+// (in that thread, or in one that synchronised with it) is covered. The
+// kernel frees the addresses before munmap returns, so a thread that maps
+// new memory at those addresses while the munmap is still in flight and
+// acquires it at once may be served the old mapping until the munmap
+// returns. Applications that order their address-space changes (an
+// allocator's lock does) never see this; every asynchronous monitor has
+// the window, only hooks run inside the unmapping call have none.
+//
 // What each monitor sees (README's "Memory monitors" has the whole table):
 // - `UserfaultfdMonitor` watches every range the cache registers, in
 //   userfaultfd's write-protect mode with no page ever write-protected, so
@@ -148,9 +157,11 @@ class UserfaultfdMonitor final : public MemoryMonitor {
 
   absl::string_view name() const override { return "userfaultfd"; }
   MonitorCoverage coverage() const override;
-  // UFFDIO_REGISTER in write-protect mode. InvalidArgument for memory it
-  // cannot watch (file page cache, device memory), FailedPrecondition if
-  // another userfaultfd owns the range.
+  // UFFDIO_REGISTER in write-protect mode, of the whole mappings holding
+  // the range (registering part of a mapping would split it, and the
+  // application's mremap of it would then fail). InvalidArgument for memory
+  // it cannot watch (file page cache, device memory) or that is not mapped,
+  // FailedPrecondition if another userfaultfd owns the range.
   absl::Status Watch(const void* addr, size_t length) override;
 
   // Ranges registered with the kernel so far (successful Watch calls).
@@ -160,6 +171,7 @@ class UserfaultfdMonitor final : public MemoryMonitor {
   struct State;
   explicit UserfaultfdMonitor(std::unique_ptr<State> state);
   void ReadLoop();
+  void PruneWatched();  // requires state_->mu
   std::unique_ptr<State> state_;
 };
 

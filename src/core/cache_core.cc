@@ -137,6 +137,17 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
 
     absl::StatusOr<DeviceMapping> m =
         domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
+    if (!m.ok() && merged) {
+      // A merged neighbour may cover memory unmapped behind our back (an
+      // unwatched free, say): the request alone may still register.
+      start = a;
+      end = b;
+      access = want;
+      merged = false;
+      length = end - start;
+      cacheable = monitor_->Watch(reinterpret_cast<const void*>(start), length).ok();
+      m = domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
+    }
 
     log_.WaitQuiet();
     if (!locked_registration) mu_.Lock();

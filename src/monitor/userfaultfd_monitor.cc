@@ -23,17 +23,23 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/errno_status.h"
+#include "absl/container/btree_map.h"
 #include "core/fork_generation.h"
+#include "core/mutex.h"
+#include "monitor/invalidation_log.h"
+#include "monitor/vma.h"
 #include "dmareg/monitor.h"
 
 #ifndef UFFD_USER_MODE_ONLY
@@ -80,9 +86,18 @@ int OpenUserfaultfd(std::string* why) {
 struct UserfaultfdMonitor::State {
   int uffd = -1;
   int wake = -1;  // eventfd: tells the reader to stop
+  int maps = -1;  // /proc/self/maps
   uint32_t fork_generation = 0;
   std::unique_ptr<std::thread> reader;
   std::atomic<uint64_t> watches{0};
+
+  // Lock order: after a cache's mutex, before the log's. The reader never
+  // takes it.
+  internal::Mutex mu;
+  // Mappings registered with the kernel, start -> end, pruned by the log's
+  // events before each use: a hit here needs no system call.
+  absl::btree_map<uintptr_t, uintptr_t> watched ABSL_GUARDED_BY(mu);
+  uint64_t cursor ABSL_GUARDED_BY(mu) = 0;  // log events applied to `watched`
 };
 
 absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create() {
@@ -117,6 +132,13 @@ absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create()
     close(state->uffd);
     return internal::ErrnoStatus(err, "eventfd", "userfaultfd");
   }
+  state->maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (state->maps < 0) {
+    const int err = errno;
+    close(state->uffd);
+    close(state->wake);
+    return internal::ErrnoStatus(err, "open", "/proc/self/maps");
+  }
   std::shared_ptr<UserfaultfdMonitor> monitor(new UserfaultfdMonitor(std::move(state)));
   UserfaultfdMonitor* m = monitor.get();
   m->state_->reader = std::make_unique<std::thread>([m] { m->ReadLoop(); });
@@ -138,6 +160,7 @@ UserfaultfdMonitor::~UserfaultfdMonitor() {
   }
   // Closing the userfaultfd unregisters every range and releases any thread
   // still waiting on an event.
+  close(state_->maps);
   close(state_->wake);
   close(state_->uffd);
 }
@@ -162,16 +185,45 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
     return absl::FailedPreconditionError(
         "userfaultfd monitor used in a forked child: it watches the parent's address space");
   }
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  const uintptr_t b = a + length;
+  const std::string what = absl::StrFormat("[%p, +%#x)", addr, length);
+  internal::InvalidationLog& log = internal::LogOf(*this);
+  // Events must be in the log before we trust the set (see Pending).
+  log.WaitQuiet();
+  internal::MutexLock lock(&state_->mu);
+  PruneWatched();
+  auto it = state_->watched.upper_bound(a);
+  if (it != state_->watched.begin() && std::prev(it)->second >= b) return absl::OkStatus();
+
+  // Whole mappings: registering part of one would split it, and mremap of
+  // a split mapping fails (vma.h).
+  absl::StatusOr<internal::Span> span = internal::MappingSpanOfSelf(state_->maps, a, b);
+  if (!span.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "UFFDIO_REGISTER on userfaultfd: ", what, " is not mapped: ", span.status().message()));
+  }
   uffdio_register reg = {};
-  reg.range.start = reinterpret_cast<uintptr_t>(addr);
-  reg.range.len = length;
+  reg.range.start = span->start;
+  reg.range.len = span->end - span->start;
   reg.mode = UFFDIO_REGISTER_MODE_WP;
   if (ioctl(state_->uffd, UFFDIO_REGISTER, &reg) == 0) {
     state_->watches.fetch_add(1, std::memory_order_relaxed);
+    // Merge with overlapping or touching entries.
+    uintptr_t start = span->start, end = span->end;
+    auto first = state_->watched.upper_bound(start);
+    if (first != state_->watched.begin() && std::prev(first)->second >= start) --first;
+    auto last = first;
+    while (last != state_->watched.end() && last->first <= end) {
+      start = std::min(start, last->first);
+      end = std::max(end, last->second);
+      ++last;
+    }
+    state_->watched.erase(first, last);
+    state_->watched.emplace(start, end);
     return absl::OkStatus();
   }
   const int err = errno;
-  const std::string what = absl::StrFormat("[%p, +%#x)", addr, length);
   switch (err) {
     case EBUSY:
       return absl::FailedPreconditionError(absl::StrCat(
@@ -186,6 +238,25 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
           absl::StrCat("UFFDIO_REGISTER on userfaultfd: ", what, " is not mapped"));
     default:
       return internal::ErrnoStatus(err, "UFFDIO_REGISTER", "userfaultfd", what);
+  }
+}
+
+void UserfaultfdMonitor::PruneWatched() {
+  std::vector<internal::InvalidationLog::Range> ranges;
+  bool overrun = false;
+  state_->cursor = internal::LogOf(*this).ReadSince(state_->cursor, &ranges, &overrun);
+  if (overrun) {
+    state_->watched.clear();
+    return;
+  }
+  for (const internal::InvalidationLog::Range& r : ranges) {
+    // Drop every entry the range touches (a part of it may still be
+    // registered; registering it again is harmless).
+    auto first = state_->watched.upper_bound(r.a);
+    if (first != state_->watched.begin() && std::prev(first)->second > r.a) --first;
+    auto last = first;
+    while (last != state_->watched.end() && last->first < r.b) ++last;
+    state_->watched.erase(first, last);
   }
 }
 
