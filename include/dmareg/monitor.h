@@ -167,11 +167,12 @@ class UserfaultfdMonitor final : public MemoryMonitor {
   // Ranges registered with the kernel so far (successful Watch calls).
   uint64_t watches() const;
 
+  struct State;  // the implementation's
+
  private:
-  struct State;
   explicit UserfaultfdMonitor(std::unique_ptr<State> state);
   void ReadLoop();
-  void PruneWatched();  // requires state_->mu
+  void ReadEvents();  // one read(), published
   std::unique_ptr<State> state_;
 };
 

@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -29,7 +31,6 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -88,7 +89,8 @@ struct UserfaultfdMonitor::State {
   int wake = -1;  // eventfd: tells the reader to stop
   int maps = -1;  // /proc/self/maps
   uint32_t fork_generation = 0;
-  std::unique_ptr<std::thread> reader;
+  pthread_t reader{};
+  std::atomic<bool> reader_running{false};
   std::atomic<uint64_t> watches{0};
 
   // Lock order: after a cache's mutex, before the log's. The reader never
@@ -99,6 +101,27 @@ struct UserfaultfdMonitor::State {
   absl::btree_map<uintptr_t, uintptr_t> watched ABSL_GUARDED_BY(mu);
   uint64_t cursor ABSL_GUARDED_BY(mu) = 0;  // log events applied to `watched`
 };
+
+// Drops what the log's new events touch from the watched set.
+void PruneWatched(UserfaultfdMonitor::State& state, internal::InvalidationLog& log)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) {
+  std::vector<internal::InvalidationLog::Range> ranges;
+  bool overrun = false;
+  state.cursor = log.ReadSince(state.cursor, &ranges, &overrun);
+  if (overrun) {
+    state.watched.clear();
+    return;
+  }
+  for (const internal::InvalidationLog::Range& r : ranges) {
+    // Drop every entry the range touches (a part of it may still be
+    // registered; registering it again is harmless).
+    auto first = state.watched.upper_bound(r.a);
+    if (first != state.watched.begin() && std::prev(first)->second > r.a) --first;
+    auto last = first;
+    while (last != state.watched.end() && last->first < r.b) ++last;
+    state.watched.erase(first, last);
+  }
+}
 
 absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create() {
   auto state = std::make_unique<State>();
@@ -141,7 +164,16 @@ absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create()
   }
   std::shared_ptr<UserfaultfdMonitor> monitor(new UserfaultfdMonitor(std::move(state)));
   UserfaultfdMonitor* m = monitor.get();
-  m->state_->reader = std::make_unique<std::thread>([m] { m->ReadLoop(); });
+  auto entry = [](void* arg) -> void* {
+    static_cast<UserfaultfdMonitor*>(arg)->ReadLoop();
+    return nullptr;
+  };
+  if (const int err = pthread_create(&m->state_->reader, nullptr, entry, m); err != 0) {
+    return internal::ErrnoStatus(err, "pthread_create", "userfaultfd");
+  }
+  // Nothing is watched before the reader runs: a thread's start-up may
+  // unmap memory (sanitizer runtimes do), and nobody would read that event.
+  while (!m->state_->reader_running.load(std::memory_order_acquire)) sched_yield();
   return monitor;
 }
 
@@ -149,14 +181,17 @@ UserfaultfdMonitor::UserfaultfdMonitor(std::unique_ptr<State> state)
     : state_(std::move(state)) {}
 
 UserfaultfdMonitor::~UserfaultfdMonitor() {
-  if (internal::ForkGeneration() != state_->fork_generation) {
-    // A forked child: the reader thread exists only in the parent, and the
-    // descriptor's registrations belong to the parent's address space.
-    (void)state_->reader.release();
-  } else {
+  // In a forked child the reader exists only in the parent, and the
+  // descriptor's registrations belong to the parent's address space.
+  if (internal::ForkGeneration() == state_->fork_generation) {
     const uint64_t one = 1;
     (void)!write(state_->wake, &one, sizeof one);
-    state_->reader->join();
+    // The reader's own exit may unmap watched memory (sanitizer runtimes
+    // free per-thread state), which waits for an event reader: be it.
+    while (pthread_tryjoin_np(state_->reader, nullptr) != 0) {
+      pollfd fd = {state_->uffd, POLLIN, 0};
+      if (poll(&fd, 1, 1) > 0) ReadEvents();
+    }
   }
   // Closing the userfaultfd unregisters every range and releases any thread
   // still waiting on an event.
@@ -192,7 +227,7 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
   // Events must be in the log before we trust the set (see Pending).
   log.WaitQuiet();
   internal::MutexLock lock(&state_->mu);
-  PruneWatched();
+  PruneWatched(*state_, log);
   auto it = state_->watched.upper_bound(a);
   if (it != state_->watched.begin() && std::prev(it)->second >= b) return absl::OkStatus();
 
@@ -241,32 +276,19 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
   }
 }
 
-void UserfaultfdMonitor::PruneWatched() {
-  std::vector<internal::InvalidationLog::Range> ranges;
-  bool overrun = false;
-  state_->cursor = internal::LogOf(*this).ReadSince(state_->cursor, &ranges, &overrun);
-  if (overrun) {
-    state_->watched.clear();
-    return;
-  }
-  for (const internal::InvalidationLog::Range& r : ranges) {
-    // Drop every entry the range touches (a part of it may still be
-    // registered; registering it again is harmless).
-    auto first = state_->watched.upper_bound(r.a);
-    if (first != state_->watched.begin() && std::prev(first)->second > r.a) --first;
-    auto last = first;
-    while (last != state_->watched.end() && last->first < r.b) ++last;
-    state_->watched.erase(first, last);
-  }
-}
-
 void UserfaultfdMonitor::ReadLoop() {
+  state_->reader_running.store(true, std::memory_order_release);
   pollfd fds[2] = {{state_->uffd, POLLIN, 0}, {state_->wake, POLLIN, 0}};
-  uffd_msg msgs[64];
   for (;;) {
     if (poll(fds, 2, -1) < 0) continue;  // EINTR; nothing else can fail here
     if (fds[1].revents != 0) return;
-    if (fds[0].revents == 0) continue;
+    if (fds[0].revents != 0) ReadEvents();
+  }
+}
+
+void UserfaultfdMonitor::ReadEvents() {
+  uffd_msg msgs[64];
+  {
     // Open the bracket before the read: the read releases the unmapping
     // threads (see invalidation_log.h).
     BeginEvents();
