@@ -17,7 +17,10 @@
 //   ...post work requests with reg->lkey() / reg->rkey() / reg->IovaFor(buf)...
 //   // the handle's destructor drops the reference.
 //
-//   // Memory at [p, p + n) was unmapped or replaced:
+//   // munmap/mremap/madvise of cached memory is noticed by the cache's
+//   // monitor (userfaultfd by default, see monitor.h). Memory changed in a
+//   // way no monitor sees (a recycled custom-allocator block, a truncated
+//   // shared file):
 //   (*cache)->Invalidate(p, n);
 //
 // Guarantees

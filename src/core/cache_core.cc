@@ -124,28 +124,24 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
     // Watch before registering: an unmap from here on is in the log by the
     // time we look again, so the check below cannot miss it.
     bool cacheable = monitor_->Watch(reinterpret_cast<const void*>(start), length).ok();
-    if (!cacheable && merged) {
-      // Something in the union cannot be watched: register just the request,
-      // and only if that part can be watched, cache it.
+    // Falls back from the union to the request alone (watched anew).
+    auto narrow_to_request = [&] {
       start = a;
       end = b;
       access = want;
       merged = false;
       length = end - start;
       cacheable = monitor_->Watch(reinterpret_cast<const void*>(start), length).ok();
-    }
+    };
+    // Something in the union cannot be watched: the request may be.
+    if (!cacheable && merged) narrow_to_request();
 
     absl::StatusOr<DeviceMapping> m =
         domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
     if (!m.ok() && merged) {
       // A merged neighbour may cover memory unmapped behind our back (an
       // unwatched free, say): the request alone may still register.
-      start = a;
-      end = b;
-      access = want;
-      merged = false;
-      length = end - start;
-      cacheable = monitor_->Watch(reinterpret_cast<const void*>(start), length).ok();
+      narrow_to_request();
       m = domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
     }
 

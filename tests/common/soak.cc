@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/sanitizers.h"
 #include "absl/strings/str_format.h"
 
 namespace dmareg::soak {
@@ -25,19 +26,9 @@ constexpr size_t kMmapThreshold = 128 * 1024;
 constexpr int kSlots = 24;
 constexpr int kHeld = 4;
 
-// Under a sanitizer malloc is the sanitizer's (quarantine, no munmap in
-// free()), so what free() and realloc() do to pages is unknown to us.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kGlibcMalloc = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kGlibcMalloc = false;
-#else
-constexpr bool kGlibcMalloc = true;
-#endif
-#else
-constexpr bool kGlibcMalloc = true;
-#endif
+// Under a sanitizer malloc is the sanitizer's, so what free() and realloc()
+// do to pages is unknown to us.
+using ::dmareg::testing::kGlibcMalloc;
 
 // An address as a number the compiler cannot trace back to an allocation
 // (it would warn about reading a chunk header or comparing freed pointers,

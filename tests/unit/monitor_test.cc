@@ -23,6 +23,7 @@
 #include "dmareg/testing/fake_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/sanitizers.h"
 #include "monitor/invalidation_log.h"
 
 extern "C" int dmareg_test_notify_from_c(struct dmareg_monitor* m, const void* addr,
@@ -293,13 +294,9 @@ TEST_F(UserfaultfdMonitorTest, SharedMemoryIsWatched) {
 }
 
 TEST_F(UserfaultfdMonitorTest, GlibcFreeOfALargeBlockIsSeen) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  GTEST_SKIP() << "the sanitizer's malloc replaces glibc's (free() keeps the block)";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-  GTEST_SKIP() << "the sanitizer's malloc replaces glibc's (free() keeps the block)";
-#endif
-#endif
+  if (!::dmareg::testing::kGlibcMalloc) {
+    GTEST_SKIP() << "the sanitizer's malloc replaces glibc's (free() keeps the block)";
+  }
   const size_t big = 1 << 20;  // above glibc's mmap threshold
   char* block = static_cast<char*>(malloc(big));
   ASSERT_NE(block, nullptr);
