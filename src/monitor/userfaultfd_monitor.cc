@@ -96,8 +96,8 @@ struct UserfaultfdMonitor::State {
   // Lock order: after a cache's mutex, before the log's. The reader never
   // takes it.
   internal::Mutex mu;
-  // Mappings registered with the kernel, start -> end, pruned by the log's
-  // events before each use: a hit here needs no system call.
+  // Ranges known watched, start -> end, pruned by the log's events before
+  // each use: a hit here needs no system call.
   absl::btree_map<uintptr_t, uintptr_t> watched ABSL_GUARDED_BY(mu);
   uint64_t cursor ABSL_GUARDED_BY(mu) = 0;  // log events applied to `watched`
 };
@@ -244,8 +244,13 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
   reg.mode = UFFDIO_REGISTER_MODE_WP;
   if (ioctl(state_->uffd, UFFDIO_REGISTER, &reg) == 0) {
     state_->watches.fetch_add(1, std::memory_order_relaxed);
+    // Remember [a, b) only, not the whole span: the span was read before the
+    // ioctl, and a mapping unmapped meanwhile (unwatched, so with no event)
+    // leaves a hole that a later mapping could fill unwatched. [a, b) is the
+    // caller's own memory, mapped across the ioctl: all of it is watched,
+    // and any change to it from now on is an event that prunes the entry.
     // Merge with overlapping or touching entries.
-    uintptr_t start = span->start, end = span->end;
+    uintptr_t start = a, end = b;
     auto first = state_->watched.upper_bound(start);
     if (first != state_->watched.begin() && std::prev(first)->second >= start) --first;
     auto last = first;

@@ -58,6 +58,7 @@ struct Block {
   Kind kind = Kind::kSmall;
   char* p = nullptr;
   size_t len = 0;
+  const char* last_op = "allocated";  // for failure reports
   bool live() const { return p != nullptr; }
   bool mapped() const { return kind == Kind::kPrivate || kind == Kind::kShared; }
 };
@@ -157,6 +158,7 @@ class Worker {
       return;
     }
     memset(b.p, static_cast<int>(Uniform(0, 255)), b.len);
+    b.last_op = "allocated";
   }
 
   void Free(Block& b) {
@@ -202,6 +204,7 @@ class Worker {
     }
     b.p = p;
     b.len = len;
+    b.last_op = reinterpret_cast<uintptr_t>(p) == old ? "realloc in place" : "realloc moved";
     b.kind = IsMmappedChunk(p) ? Kind::kLarge : Kind::kSmall;
     if (len > old_len) memset(p + old_len, 0x5a, len - old_len);
   }
@@ -227,6 +230,7 @@ class Worker {
     const size_t old_len = b.len;
     b.p = static_cast<char*>(p);
     b.len = len;
+    b.last_op = "mremap";
     if (len > old_len) memset(b.p + old_len, 0x33, len - old_len);
   }
 
@@ -239,6 +243,7 @@ class Worker {
             [&] { munmap(reinterpret_cast<void*>(cut), (pages - keep) * kPage); });
     ++result_.munmaps;
     b.len = keep * kPage;
+    b.last_op = "munmap of its tail";
   }
 
   void Madvise(Block& b) {
@@ -255,6 +260,7 @@ class Worker {
       change();
     }
     ++result_.madvises;
+    b.last_op = "madvise(DONTNEED)";
   }
 
   void Check(Block& b) {
@@ -275,7 +281,12 @@ class Worker {
     if (!AccessSatisfies(reg->access(), want)) return Fail("registration lacks the asked access");
     if (absl::Status s = checker_.Check(index_, *reg, p, len, static_cast<uint32_t>(rng_()));
         !s.ok()) {
-      return Fail(s.ToString());
+      static constexpr const char* kKinds[] = {"heap block", "mmapped malloc block",
+                                               "private mapping", "shared mapping"};
+      return Fail(absl::StrFormat(
+          "%s; in a %s [%p, +%u) (last op on it: %s), registration [%#x, +%#x) lkey %u",
+          s.ToString(), kKinds[static_cast<int>(b.kind)], b.p, b.len, b.last_op,
+          reg->info().addr, reg->length(), reg->lkey()));
     }
     if (Chance(10)) held_[next_held_++ % kHeld] = *std::move(reg);
   }

@@ -194,7 +194,12 @@ class RdmaChecker : public soak::Checker {
       return s;
     }
     if (ptrdiff_t at = FindMismatch(scratch, len, seed); at >= 0) {
-      return Stale("RDMA WRITE through the lkey", p, len, at);
+      // Stale MR (the CPU still sees the pattern) or memory overwritten
+      // behind the program's back (then the CPU sees it too)?
+      const ptrdiff_t cpu = FindMismatch(p, len, seed);
+      return Stale(cpu < 0 ? "RDMA WRITE through the lkey (CPU view intact)"
+                           : "RDMA WRITE through the lkey (CPU view overwritten too)",
+                   p, len, at);
     }
     // READ into the block through its lkey: the program must see it.
     FillPattern(scratch, len, seed + 1);
