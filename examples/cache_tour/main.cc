@@ -41,7 +41,16 @@ int main() {
   using dmareg::Access;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   auto fake = std::make_shared<dmareg::testing::FakeDomain>();
-  auto cache = dmareg::RegistrationCache::Create(fake).value();
+  // The default watches unmaps through a userfaultfd; where the kernel
+  // refuses one, say why and tour with explicit notification instead.
+  absl::StatusOr<std::unique_ptr<dmareg::RegistrationCache>> made =
+      dmareg::RegistrationCache::Create(fake);
+  if (!made.ok()) {
+    std::printf("(%s)\n", std::string(made.status().message()).c_str());
+    made = dmareg::RegistrationCache::Create(fake, {.monitoring = dmareg::Monitoring::kExplicitOnly});
+  }
+  std::unique_ptr<dmareg::RegistrationCache> cache = std::move(made).value();
+  std::printf("monitor: %s\n\n", std::string(cache->monitor().name()).c_str());
   char* buf = static_cast<char*>(
       mmap(nullptr, 64 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   if (buf == MAP_FAILED) return 1;
@@ -73,7 +82,23 @@ int main() {
   }
   Stats(*cache, *fake);
 
-  std::printf("5. Bad input is a clear error:\n");
+  std::printf("5. munmap + mmap at the same address: the monitor saw it, no stale mapping:\n");
+  auto c = cache->Acquire(buf + 48 * page, 4 * page, Access::kLocalWrite);
+  Show("Acquire(buf + 48 pages, 4 pages)", c);
+  const uint32_t old_lkey = c->lkey();
+  c->Reset();
+  munmap(buf + 48 * page, 4 * page);
+  mmap(buf + 48 * page, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (cache->monitor().name() == "explicit") {
+    (void)cache->monitor().Notify(buf + 48 * page, 4 * page);  // what an allocator would do
+  }
+  auto d = cache->Acquire(buf + 48 * page, 4 * page, Access::kLocalWrite);
+  Show("Acquire(buf + 48 pages, 4 pages) again", d);
+  std::printf("  new mapping: %s (old lkey %u)\n", d.ok() && d->lkey() != old_lkey ? "yes" : "NO", old_lkey);
+  d->Reset();
+  Stats(*cache, *fake);
+
+  std::printf("6. Bad input is a clear error:\n");
   Show("Acquire(buf, 0 bytes)", cache->Acquire(buf, 0, {}));
   Show("Acquire(buf, 1, unknown access bit)", cache->Acquire(buf, 1, dmareg::AccessFlags::FromBits(1u << 12)));
 

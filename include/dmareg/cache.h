@@ -17,7 +17,10 @@
 //   ...post work requests with reg->lkey() / reg->rkey() / reg->IovaFor(buf)...
 //   // the handle's destructor drops the reference.
 //
-//   // Memory at [p, p + n) was unmapped or replaced:
+//   // munmap/mremap/madvise of cached memory is noticed by the cache's
+//   // monitor (userfaultfd by default, see monitor.h). Memory changed in a
+//   // way no monitor sees (a recycled custom-allocator block, a truncated
+//   // shared file):
 //   (*cache)->Invalidate(p, n);
 //
 // Guarantees
@@ -35,6 +38,17 @@
 //   a mapping is evicted only after a full sweep found it unused). Referenced
 //   mappings are never evicted; when nothing can be evicted the request fails
 //   with ResourceExhausted and nothing is lost.
+// - Unmapped memory: once munmap, mremap or madvise(MADV_DONTNEED) of a
+//   cached range has returned, no Acquire returns a mapping over the old
+//   pages (the monitor, see monitor.h, reports it; the next Acquire applies
+//   it). Memory the monitor cannot watch is registered per request instead
+//   of cached.
+// - Fork: a child never uses its parent's mappings. In a forked child every
+//   Acquire fails with FailedPrecondition, and dropping inherited handles or
+//   the cache makes no device call (the child shares the parent's verbs
+//   descriptors: a deregistration would destroy the parent's mapping). The
+//   parent is unaffected. A child that needs RDMA opens its own domain and
+//   cache.
 // - dma-buf memory is registered per request and not cached (an fd number is
 //   not an identity); the handle deregisters it when dropped.
 //
@@ -55,13 +69,27 @@
 #include "dmareg/access.h"
 #include "dmareg/domain.h"
 #include "dmareg/memory.h"
+#include "dmareg/monitor.h"
 #include "dmareg/registration.h"
 
 namespace dmareg {
 
+// Where a cache learns of unmapped memory when no monitor is given.
+enum class Monitoring {
+  kAutomatic,     // a UserfaultfdMonitor of the cache's own; Create fails if
+                  // the kernel refuses one
+  kExplicitOnly,  // an ExplicitMonitor: the application calls Invalidate
+                  // (or the monitor's Notify) itself
+};
+
 struct CacheOptions {
   size_t max_regions = 0;  // 0: no limit
   size_t max_bytes = 0;    // 0: no limit
+  // The monitor feeding this cache (share one between caches over the same
+  // memory: a range can be watched by one userfaultfd only). Empty: as
+  // `monitoring` says. Fixed at Create; SetLimits ignores both fields.
+  std::shared_ptr<MemoryMonitor> monitor;
+  Monitoring monitoring = Monitoring::kAutomatic;
 };
 
 struct CacheStats {
@@ -73,6 +101,9 @@ struct CacheStats {
   uint64_t registration_failures = 0;  // domain refused a registration
   uint64_t retried_registrations = 0;  // raced with Invalidate, redone
   uint64_t dmabuf_registrations = 0;   // uncached dma-buf registrations
+  uint64_t monitor_events = 0;         // unmap events applied from the monitor
+  uint64_t monitor_overruns = 0;       // fell behind the monitor's log: dropped all
+  uint64_t uncached_registrations = 0; // memory the monitor cannot watch: not cached
   uint64_t live_regions = 0;           // mappings held on the device now
   uint64_t registered_bytes = 0;       // bytes those cover
   uint64_t referenced_regions = 0;     // of them, with a handle out
@@ -84,7 +115,8 @@ class CacheCore;
 
 class RegistrationCache {
  public:
-  // InvalidArgument if `domain` is null.
+  // InvalidArgument if `domain` is null; FailedPrecondition if monitoring is
+  // automatic and the kernel refuses a userfaultfd (the message says why).
   static absl::StatusOr<std::unique_ptr<RegistrationCache>> Create(
       std::shared_ptr<Domain> domain, CacheOptions options = {});
 
@@ -112,6 +144,12 @@ class RegistrationCache {
 
   // Evicts every unreferenced mapping.
   void Flush();
+
+  // Applies the monitor's pending unmap events now. Acquire does it itself;
+  // an application that stops acquiring may call it to let go of the pages
+  // that mappings of unmapped memory still pin.
+  void ApplyMonitorEvents();
+  MemoryMonitor& monitor() const;
 
   CacheStats stats() const;
   Domain& domain() const;

@@ -8,6 +8,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/cache_core.h"
 
@@ -16,8 +17,22 @@ namespace dmareg {
 absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     std::shared_ptr<Domain> domain, CacheOptions options) {
   if (domain == nullptr) return absl::InvalidArgumentError("RegistrationCache needs a domain");
-  return std::unique_ptr<RegistrationCache>(
-      new RegistrationCache(new internal::CacheCore(std::move(domain), options)));
+  std::shared_ptr<MemoryMonitor> monitor = options.monitor;
+  if (monitor == nullptr && options.monitoring == Monitoring::kAutomatic) {
+    absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> uffd = UserfaultfdMonitor::Create();
+    if (!uffd.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "RegistrationCache on ", domain->name(),
+          ": automatic monitoring needs a userfaultfd: ", uffd.status().message(),
+          "; or pass monitoring = kExplicitOnly and report unmaps yourself"));
+    }
+    monitor = *std::move(uffd);
+  } else if (monitor == nullptr) {
+    monitor = ExplicitMonitor::Create();
+  }
+  options.monitor = nullptr;  // the core keeps its own share
+  return std::unique_ptr<RegistrationCache>(new RegistrationCache(
+      new internal::CacheCore(std::move(domain), std::move(monitor), options)));
 }
 
 RegistrationCache::RegistrationCache(internal::CacheCore* core) : core_(core) {}
@@ -70,6 +85,8 @@ absl::Status RegistrationCache::SetLimits(CacheOptions options) {
 }
 CacheOptions RegistrationCache::limits() const { return core_->limits(); }
 void RegistrationCache::Flush() { core_->Flush(); }
+void RegistrationCache::ApplyMonitorEvents() { (void)core_->CatchUp(); }
+MemoryMonitor& RegistrationCache::monitor() const { return core_->monitor(); }
 CacheStats RegistrationCache::stats() const { return core_->stats(); }
 Domain& RegistrationCache::domain() const { return core_->domain(); }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -13,15 +14,26 @@ namespace dmareg::internal {
 namespace {
 // Misses register without the lock and check afterwards that no Invalidate
 // overlapped them; after this many collisions the miss holds the lock across
-// the registration, so it cannot starve.
+// the registration, so it cannot starve an explicit Invalidate.
 constexpr int kOptimisticAttempts = 3;
+// Monitor events need no lock, so memory unmapped again and again while it
+// is being registered could still collide; give up after this many tries.
+constexpr int kMaxAttempts = 8;
 }  // namespace
 
-CacheCore::CacheCore(std::shared_ptr<Domain> domain, CacheOptions options, bool thread_refs)
+CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonitor> monitor,
+                     CacheOptions options, bool thread_refs)
     : domain_(std::move(domain)),
+      monitor_(std::move(monitor)),
+      log_(LogOf(*monitor_)),
       page_size_(static_cast<size_t>(sysconf(_SC_PAGESIZE))),
+      fork_generation_(WatchForks()),
+      creator_pid_(getpid()),
       options_(options),
-      thread_refs_(thread_refs && HeavyFenceAvailable()) {}
+      thread_refs_(thread_refs && HeavyFenceAvailable()) {
+  // Events from before this cache existed concern no mapping of it.
+  log_cursor_.store(log_.head(), std::memory_order_relaxed);
+}
 
 CacheCore::~CacheCore() = default;
 
@@ -72,6 +84,9 @@ Region* CacheCore::FastHitShared(uintptr_t a, uintptr_t b, AccessFlags want) {
 }
 
 absl::StatusOr<Region*> CacheCore::AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want) {
+  if (EventsPending()) [[unlikely]] {
+    if (absl::Status s = CatchUp(); !s.ok()) return s;
+  }
   if (Region* r = FastHit(a, b, want)) return r;  // counted as a hit there
   return Miss(a, b, want);
 }
@@ -87,13 +102,16 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
     uintptr_t start = a, end = b;
     AccessFlags access = want;
     uint64_t epoch;
+    log_.WaitQuiet();
     mu_.Lock();
+    ApplyEventsLocked(&to_free);
     // Someone may have registered it since the lock-free probe.
     if (Region* r = index_.FindCovering(a, b, [&](Region* c) {
           mu_.AssertHeld();
           return AccessSatisfies(c->access, want) && TryRefLocked(c);
         })) {
       mu_.Unlock();
+      FreeRegions(to_free);
       hits_.Add();
       return r;
     }
@@ -114,10 +132,11 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
       access = want;
       merged = false;
     }
-    const size_t length = end - start;
+    size_t length = end - start;
     if (length > max_mr) {
       ++counters_.registration_failures;
       mu_.Unlock();
+      FreeRegions(to_free);
       return absl::InvalidArgumentError(absl::StrFormat(
           "span of %u bytes exceeds the largest mapping %s allows (%u bytes)", length,
           domain_->name(), max_mr));
@@ -128,36 +147,79 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
       FreeRegions(to_free);
       return room;
     }
+    const size_t reserved = length;
     ++reserved_regions_;
-    reserved_bytes_ += length;
+    reserved_bytes_ += reserved;
     epoch = inv_epoch_;
     if (!locked_registration) mu_.Unlock();
     // Evicted mappings go before the new one is made, to stay inside limits.
     if (!locked_registration) FreeRegions(to_free);
 
+    // Watch before registering: an unmap from here on is in the log by the
+    // time we look again, so the check below cannot miss it.
+    bool cacheable = monitor_->Watch(reinterpret_cast<const void*>(start), length).ok();
+    // Falls back from the union to the request alone (watched anew).
+    auto narrow_to_request = [&] {
+      start = a;
+      end = b;
+      access = want;
+      merged = false;
+      length = end - start;
+      cacheable = monitor_->Watch(reinterpret_cast<const void*>(start), length).ok();
+    };
+    // Something in the union cannot be watched: the request may be.
+    if (!cacheable && merged) narrow_to_request();
+
     absl::StatusOr<DeviceMapping> m =
         domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
+    if (!m.ok() && merged) {
+      // A merged neighbour may cover memory unmapped behind our back (an
+      // unwatched free, say): the request alone may still register.
+      narrow_to_request();
+      m = domain_->RegisterHost(reinterpret_cast<const void*>(start), length, access);
+    }
 
+    log_.WaitQuiet();
     if (!locked_registration) mu_.Lock();
+    ApplyEventsLocked(&to_free);
     --reserved_regions_;
-    reserved_bytes_ -= length;
+    reserved_bytes_ -= reserved;
     if (!m.ok()) {
       ++counters_.registration_failures;
       mu_.Unlock();
-      if (locked_registration) FreeRegions(to_free);
+      FreeRegions(to_free);
       return m.status();
     }
-    if (!locked_registration && InvalidatedSince(epoch, start, end)) {
+    if (InvalidatedSince(epoch, start, end)) {
       // The pages may have changed under the registration: redo it.
       ++counters_.retried_registrations;
       mu_.Unlock();
+      FreeRegions(to_free);
       if (absl::Status s = domain_->Deregister(*m); !s.ok()) {
         // The mapping is gone from our books either way; nothing to retry.
       }
+      if (attempt + 1 >= kMaxAttempts) {
+        return absl::AbortedError(absl::StrFormat(
+            "[%#x, %#x) was unmapped or replaced during each of %d registrations on %s",
+            start, end, kMaxAttempts, domain_->name()));
+      }
       continue;
+    }
+    if (!cacheable) {
+      // Unmaps there would go unseen: hand out a mapping that no later
+      // request can hit, deregistered with its handle.
+      Region* r = NewRegion(start, length, access, *m, kDead);
+      if (r == nullptr) return PoolFull(*m, to_free);
+      ++dead_referenced_;
+      ++counters_.uncached_registrations;
+      ++counters_.misses;
+      mu_.Unlock();
+      FreeRegions(to_free);
+      return r;
     }
     // Not marked accessed: CLOCK then ranks it by its hits, like LRU would.
     Region* r = NewRegion(start, length, access, *m, 0);
+    if (r == nullptr) return PoolFull(*m, to_free);
     index_.Insert(r);
     RingInsert(r);
     ++counters_.misses;
@@ -179,6 +241,7 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
 }
 
 absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, AccessFlags want) {
+  if (Forked()) return ForkedError();
   RegionList to_free;
   mu_.Lock();
   absl::Status room = MakeRoom(1, mem.length, &to_free);
@@ -193,24 +256,41 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, Access
   if (!room.ok()) return room;
 
   absl::StatusOr<DeviceMapping> m = domain_->RegisterDmaBuf(mem, want);
-  MutexLock lock(&mu_);
+  mu_.Lock();
   --reserved_regions_;
   reserved_bytes_ -= mem.length;
   if (!m.ok()) {
     ++counters_.registration_failures;
+    mu_.Unlock();
     return m.status();
   }
   // Never indexed: born dead with the caller's reference, freed on release.
   Region* r = NewRegion(mem.offset, mem.length, want, *m, kDead);
+  if (r == nullptr) {
+    RegionList none;
+    return PoolFull(*m, none);
+  }
   r->dmabuf = true;
   ++dead_referenced_;
   ++counters_.dmabuf_registrations;
+  mu_.Unlock();
   return r;
+}
+
+absl::StatusOr<Region*> CacheCore::PoolFull(const DeviceMapping& m, RegionList& to_free) {
+  ++counters_.registration_failures;
+  mu_.Unlock();
+  FreeRegions(to_free);
+  (void)domain_->Deregister(m);
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "registration cache on %s holds as many mappings as a cache can (%u)", domain_->name(),
+      RegionPool::kMaxRegions));
 }
 
 Region* CacheCore::NewRegion(uintptr_t addr, size_t length, AccessFlags access,
                              const DeviceMapping& m, uint64_t flags) {
   Region* r = pool_.Allocate();
+  if (r == nullptr) return nullptr;
   r->addr = addr;
   r->length = length;
   r->iova = m.iova;
@@ -252,15 +332,62 @@ void CacheCore::Invalidate(uintptr_t a, uintptr_t b) {
   RegionList to_free;
   {
     MutexLock lock(&mu_);
-    RegionList hit;
-    index_.ForEachOverlapping(a, b, [&](Region* r) { hit.push_back(r); });
-    RetireAll(hit, &to_free);
     ++counters_.invalidations;
-    counters_.invalidated_regions += hit.size();
-    ++inv_epoch_;
-    inv_log_[inv_epoch_ % inv_log_.size()] = {inv_epoch_, a, b};
+    InvalidateLocked(a, b, &to_free);
   }
   FreeRegions(to_free);
+}
+
+void CacheCore::InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free) {
+  RegionList hit;
+  index_.ForEachOverlapping(a, b, [&](Region* r) { hit.push_back(r); });
+  RetireAll(hit, to_free);
+  counters_.invalidated_regions += hit.size();
+  ++inv_epoch_;
+  inv_log_[inv_epoch_ % inv_log_.size()] = {inv_epoch_, a, b};
+}
+
+void CacheCore::ApplyEventsLocked(RegionList* to_free) {
+  const uint64_t cursor = log_cursor_.load(std::memory_order_relaxed);
+  if (!log_.Pending(cursor)) return;
+  std::vector<InvalidationLog::Range> ranges;
+  bool overrun = false;
+  const uint64_t next = log_.ReadSince(cursor, &ranges, &overrun);
+  if (overrun) {
+    // Events were lost to us: anything may have been unmapped.
+    ++counters_.monitor_overruns;
+    InvalidateLocked(0, std::numeric_limits<uintptr_t>::max(), to_free);
+  }
+  for (const InvalidationLog::Range& r : ranges) {
+    // Whole pages, clamped: the log holds byte ranges.
+    const uintptr_t a = r.a & ~(page_size_ - 1);
+    const uintptr_t b = r.b > std::numeric_limits<uintptr_t>::max() - (page_size_ - 1)
+                            ? std::numeric_limits<uintptr_t>::max()
+                            : (r.b + page_size_ - 1) & ~(page_size_ - 1);
+    InvalidateLocked(a, b, to_free);
+  }
+  counters_.monitor_events += next - cursor;
+  // Publishes the retirements above to hits that read the cursor.
+  log_cursor_.store(next, std::memory_order_release);
+}
+
+absl::Status CacheCore::CatchUp() {
+  if (Forked()) return ForkedError();
+  log_.WaitQuiet();
+  RegionList to_free;
+  {
+    MutexLock lock(&mu_);
+    ApplyEventsLocked(&to_free);
+  }
+  FreeRegions(to_free);
+  return absl::OkStatus();
+}
+
+absl::Status CacheCore::ForkedError() const {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "registration cache on %s was made in process %d; this forked child (%d) must open "
+      "its own domain and cache",
+      domain_->name(), creator_pid_, getpid()));
 }
 
 bool CacheCore::InvalidatedSince(uint64_t epoch, uintptr_t a, uintptr_t b) const {
@@ -444,12 +571,15 @@ void CacheCore::FreeRegions(RegionList& regions) {
 
 void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
   if (regions.empty()) return;
+  // A forked child shares the parent's device descriptors: deregistering
+  // would destroy the parent's mappings. The child's copies just go.
+  const bool forked = Forked();
   for (Region* r : regions) {
     // A failed deregistration (device gone) still ends the mapping for us:
     // the kernel drops it with the device. Counted, not retried.
     const DeviceMapping m{.lkey = r->lkey, .rkey = r->rkey, .iova = r->iova,
                           .handle = HandleOf(r)};
-    (void)domain_->Deregister(m);
+    if (!forked) (void)domain_->Deregister(m);
   }
   {
     MutexLock lock(&mu_);
@@ -485,8 +615,10 @@ void CacheCore::Close() {
 
 void CacheCore::Flush() {
   RegionList to_free;
+  log_.WaitQuiet();
   {
     MutexLock lock(&mu_);
+    ApplyEventsLocked(&to_free);
     // Flush ignores recent use. Candidates are re-checked after the fence:
     // a hit may have referenced one meanwhile.
     RegionList idle;

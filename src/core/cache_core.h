@@ -42,18 +42,22 @@
 #include <memory>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "dmareg/cache.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/types/span.h"
 #include "core/asymmetric_fence.h"
+#include "core/fork_generation.h"
 #include "core/mutex.h"
 #include "core/range_index.h"
 #include "core/region.h"
 #include "core/region_pool.h"
 #include "core/striped_counter.h"
 #include "core/thread_refs.h"
+#include "monitor/invalidation_log.h"
 
 namespace dmareg::internal {
 
@@ -61,7 +65,8 @@ class CacheCore {
  public:
   // `thread_refs`: use per-thread reference tables when the heavy fence is
   // available (false: the shared count only; tests run both).
-  CacheCore(std::shared_ptr<Domain> domain, CacheOptions options, bool thread_refs = true);
+  CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonitor> monitor,
+            CacheOptions options, bool thread_refs = true);
 
   // [a, b) page-aligned, non-empty; `want` normalised and valid.
   absl::StatusOr<Region*> AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want);
@@ -72,6 +77,16 @@ class CacheCore {
   void Flush();
   CacheStats stats() const;
   Domain& domain() const { return *domain_; }
+  MemoryMonitor& monitor() const { return *monitor_; }
+
+  // Hit path: true if the monitor has events this cache has not applied
+  // yet, or the process forked since the cache was made.
+  bool EventsPending() const {
+    return ForkGeneration() != fork_generation_ ||
+           log_.Pending(log_cursor_.load(std::memory_order_acquire));
+  }
+  // Applies pending monitor events; FailedPrecondition in a forked child.
+  absl::Status CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
   size_t page_size() const { return page_size_; }
 
   // A handle let go of `r`.
@@ -132,10 +147,23 @@ class CacheCore {
   absl::Status MakeRoom(size_t regions, size_t bytes, RegionList* to_free)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OverLimits(size_t regions, size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retires what overlaps [a, b) and logs it for in-flight misses.
+  void InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies the monitor's log past log_cursor_ (all of it: a caller that
+  // must not miss an event calls log_.WaitQuiet() first).
+  void ApplyEventsLocked(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Forked() const { return ForkGeneration() != fork_generation_; }
+  absl::Status ForkedError() const;
   // True if an Invalidate overlapping [a, b) ran after `epoch`.
   bool InvalidatedSince(uint64_t epoch, uintptr_t a, uintptr_t b) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A region holding one reference for the calling thread, with `flags`.
+  // The pool is out of Regions: unlocks mu_, frees `to_free`, deregisters
+  // `m` and says so.
+  absl::StatusOr<Region*> PoolFull(const DeviceMapping& m, RegionList& to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_UNLOCK_FUNCTION(mu_);
+  // Null when the pool is out of Regions.
   Region* NewRegion(uintptr_t addr, size_t length, AccessFlags access,
                     const DeviceMapping& m, uint64_t flags) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingInsert(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -154,12 +182,18 @@ class CacheCore {
   uint64_t HandleOf(const Region* r) const;  // of a claimed region, without mu_
 
   const std::shared_ptr<Domain> domain_;
+  const std::shared_ptr<MemoryMonitor> monitor_;
+  InvalidationLog& log_;
   const size_t page_size_;
+  const uint32_t fork_generation_;
+  const pid_t creator_pid_;
 
-  // Lock order: mu_ is the only lock of the cache; it is never held across a
-  // Domain call, and the hit path never takes it (but for a thread's first
-  // hit, which creates its reference table). Taken before the process-wide
-  // thread-slot lock (thread_slot.cc), which a first ThreadSlot() call takes.
+  // Lock order: mu_, then the process-wide thread-slot lock (thread_slot.cc,
+  // which a first ThreadSlot() call takes), the userfaultfd monitor's
+  // watched-set mutex, the monitor log's leaf mutex. mu_ is never held across
+  // a Domain call (but for a miss's last attempts, see Miss); the hit path
+  // never takes it (but for a thread's first hit, which creates its reference
+  // table). Producers of monitor events never take it.
   mutable Mutex mu_;
   CacheOptions options_ ABSL_GUARDED_BY(mu_);
   RangeIndex index_;  // writers hold mu_; Probe runs without it
@@ -171,6 +205,8 @@ class CacheCore {
   size_t reserved_regions_ ABSL_GUARDED_BY(mu_) = 0;   // misses in flight
   size_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t inv_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // Monitor events applied so far; written under mu_, read by hits.
+  std::atomic<uint64_t> log_cursor_{0};
   std::array<InvalidationRecord, 64> inv_log_ ABSL_GUARDED_BY(mu_);
 
   CacheStats counters_ ABSL_GUARDED_BY(mu_);  // all but hits and the gauges

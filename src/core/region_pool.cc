@@ -23,7 +23,7 @@ Region* RegionPool::Allocate() {
   if (free_ == nullptr) {
     size_t count = slabs_.empty() ? kFirstSlab : slabs_.back().count * 2;
     if (count * sizeof(Region) > kSlabBytesMax) count = kSlabBytesMax / sizeof(Region);
-    if (capacity_ + count > kLinkChunks * kLinkChunk) throw std::bad_alloc();
+    if (capacity_ + count > kLinkChunks * kLinkChunk) return nullptr;  // the cache says why
     const size_t bytes = count * sizeof(Region);
     const bool huge = bytes >= kHugePage;
     void* mem = ::operator new(bytes, std::align_val_t{huge ? kHugePage : alignof(Region)});

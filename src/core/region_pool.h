@@ -21,6 +21,10 @@ namespace dmareg::internal {
 
 class RegionPool {
  public:
+  // As many mappings as the largest RDMA devices hold; past that Allocate
+  // returns null and the cache reports ResourceExhausted.
+  static constexpr size_t kMaxRegions = size_t{1} << 24;
+
   struct Links {
     Region* prev = nullptr;  // CLOCK ring; `next` also links the free list
     Region* next = nullptr;
@@ -62,9 +66,7 @@ class RegionPool {
   };
   static constexpr int kLinkChunkBits = 12;
   static constexpr size_t kLinkChunk = size_t{1} << kLinkChunkBits;
-  // 2^24 regions, as many mappings as the largest RDMA devices hold; past
-  // that Allocate throws std::bad_alloc, like running out of memory.
-  static constexpr size_t kLinkChunks = 4096;
+  static constexpr size_t kLinkChunks = kMaxRegions / kLinkChunk;
   std::vector<Slab> slabs_;
   std::unique_ptr<Links[]> link_chunks_[kLinkChunks];  // by Region::index
   size_t capacity_ = 0;

@@ -1,6 +1,8 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "dmareg/testing/fake_domain.h"
 
+#include <sys/mman.h>
+
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -14,11 +16,24 @@ FakeDomain::FakeDomain(std::string name) : name_(std::move(name)) {
 
 absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
   std::function<void(uintptr_t, size_t)> hook;
+  std::function<uint64_t()> tag_source;
   {
     std::lock_guard<std::mutex> lock(mu_);
     hook = hook_;
+    tag_source = tag_source_;
   }
+  if (tag_source) m.tag = tag_source();
   if (hook && !m.dmabuf) hook(m.addr, m.length);
+  if (!m.dmabuf && require_mapped_.load()) {
+    // msync(MS_ASYNC) is a no-op on mapped anonymous memory and ENOMEM
+    // where part of the range is not mapped: the check the kernel's pinning
+    // makes, without touching the pages.
+    if (msync(reinterpret_cast<void*>(m.addr), m.length, MS_ASYNC) != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "fake registration on %s: [%#x, +%#x) is not mapped (EFAULT)", name_, m.addr,
+          m.length));
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (fail_next_ > 0) {
     --fail_next_;
@@ -68,6 +83,11 @@ void FakeDomain::FailNextRegistrations(int n, absl::Status status) {
 void FakeDomain::FailDeregistrations(absl::Status status) {
   std::lock_guard<std::mutex> lock(mu_);
   dereg_status_ = std::move(status);
+}
+
+void FakeDomain::SetTagSource(std::function<uint64_t()> source) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tag_source_ = std::move(source);
 }
 
 void FakeDomain::SetRegisterHook(std::function<void(uintptr_t, size_t)> hook) {

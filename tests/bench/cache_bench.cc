@@ -140,7 +140,9 @@ class DmaregBackend {
   using Token = const char*;
 
   DmaregBackend() {
-    auto cache = dmareg::RegistrationCache::Create(std::make_shared<dmareg::testing::NoopDomain>());
+    auto cache = dmareg::RegistrationCache::Create(
+        std::make_shared<dmareg::testing::NoopDomain>(),
+        {.monitoring = dmareg::Monitoring::kExplicitOnly});
     if (!cache.ok()) Die("RegistrationCache::Create failed");
     cache_ = std::move(*cache);
   }

@@ -45,7 +45,7 @@ class CacheModelTest : public ::testing::TestWithParam<uint64_t> {};
 TEST_P(CacheModelTest, RandomOperationsAgreeWithTheModel) {
   std::mt19937_64 rng(GetParam());
   auto fake = std::make_shared<FakeDomain>();
-  auto cache = RegistrationCache::Create(fake).value();
+  auto cache = RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
   char* base = static_cast<char*>(mmap(nullptr, kPages * kPage, PROT_NONE,
                                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   ASSERT_NE(base, MAP_FAILED);

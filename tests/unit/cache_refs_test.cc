@@ -44,7 +44,7 @@ class CacheRefsTest : public ::testing::TestWithParam<bool> {
     munmap(mem_, kPages * kPage);
   }
   CacheCore* Make(CacheOptions options = {}) {
-    core_ = new CacheCore(fake_, options, GetParam());
+    core_ = new CacheCore(fake_, ExplicitMonitor::Create(), options, GetParam());
     return core_;
   }
   // Page `i` of the test's memory, one page long.

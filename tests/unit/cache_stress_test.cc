@@ -34,7 +34,8 @@ constexpr int kOpsPerThread = 50000;
 
 TEST(CacheStressTest, ConcurrentAcquireReleaseInvalidate) {
   auto fake = std::make_shared<FakeDomain>();
-  auto cache = RegistrationCache::Create(fake, {.max_regions = 64}).value();
+  auto cache = RegistrationCache::Create(
+      fake, {.max_regions = 64, .monitoring = Monitoring::kExplicitOnly}).value();
   char* base = static_cast<char*>(mmap(nullptr, kPages * kPage, PROT_NONE,
                                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   ASSERT_NE(base, MAP_FAILED);
@@ -104,7 +105,7 @@ TEST(CacheStressTest, ConcurrentAcquireReleaseInvalidate) {
 // the owner destroys the cache: the last release must still clean up.
 TEST(CacheStressTest, HandlesReleasedElsewhereWhileTheCacheGoes) {
   auto fake = std::make_shared<FakeDomain>();
-  auto cache = RegistrationCache::Create(fake).value();
+  auto cache = RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
   std::vector<char> buf(64 * kPage);
   std::vector<Registration> regs;
   for (int i = 0; i < 32; ++i) {

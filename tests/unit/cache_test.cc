@@ -23,7 +23,7 @@ class CacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fake_ = std::make_shared<FakeDomain>();
-    cache_ = RegistrationCache::Create(fake_).value();
+    cache_ = RegistrationCache::Create(fake_, {.monitoring = Monitoring::kExplicitOnly}).value();
     // Address space we never touch: the fake registers nothing real.
     base_ = static_cast<char*>(
         mmap(nullptr, 1024 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));

@@ -40,6 +40,7 @@ class FakeDomain : public Domain {
     AccessFlags access;
     bool dmabuf = false;
     int fd = -1;
+    uint64_t tag = 0;  // the tag source's value when registration began
   };
 
   explicit FakeDomain(std::string name = "fake");
@@ -63,6 +64,13 @@ class FakeDomain : public Domain {
   // lets a test run code in the middle of a miss, e.g. Invalidate.
   void SetRegisterHook(std::function<void(uintptr_t addr, size_t length)> hook);
 
+  // Each registration records `source()` taken when it begins (a model's
+  // clock, say) in LiveMapping::tag.
+  void SetTagSource(std::function<uint64_t()> source);
+  // Host registrations of memory that is not mapped fail, as the kernel's
+  // do (EFAULT), instead of succeeding on any address.
+  void RequireMappedMemory(bool on) { require_mapped_.store(on); }
+
   int64_t live_registrations() const;
   int64_t total_registrations() const { return total_.load(); }
   int64_t total_deregistrations() const { return total_dereg_.load(); }
@@ -83,6 +91,8 @@ class FakeDomain : public Domain {
   absl::Status fail_status_;                        // guarded by mu_
   absl::Status dereg_status_;                       // guarded by mu_
   std::function<void(uintptr_t, size_t)> hook_;     // guarded by mu_
+  std::function<uint64_t()> tag_source_;            // guarded by mu_
+  std::atomic<bool> require_mapped_{false};
   std::atomic<int64_t> total_{0};
   std::atomic<int64_t> total_dereg_{0};
   std::atomic<int64_t> dereg_errors_{0};

@@ -36,7 +36,7 @@ class VerbsCacheTest : public ::testing::Test {
     auto domain = VerbsDomain::Open(ops_, "rxe0");
     ASSERT_TRUE(domain.ok()) << domain.status();
     domain_ = *domain;
-    auto cache = RegistrationCache::Create(domain_);
+    auto cache = RegistrationCache::Create(domain_, {.monitoring = Monitoring::kExplicitOnly});
     ASSERT_TRUE(cache.ok()) << cache.status();
     cache_ = std::move(*cache);
   }

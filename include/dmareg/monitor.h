@@ -1,0 +1,181 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// monitor.h: how a registration cache learns that registered memory was
+// unmapped or replaced.
+//
+// A device mapping pins the physical pages that were mapped when it was
+// made. If the application then unmaps that memory (munmap, free() of a
+// large block, mremap, madvise(MADV_DONTNEED)) and new memory appears at the
+// same addresses, a cached mapping would point the device at the old pages:
+// a silent stale translation. A `MemoryMonitor` tells the cache about such
+// events so it never hands one out.
+//
+//   // One userfaultfd monitor, shared by every cache of the process (a
+//   // range can be watched by one userfaultfd only):
+//   auto monitor = dmareg::UserfaultfdMonitor::Create();
+//   if (!monitor.ok()) return monitor.status();   // says why (kernel, sysctl)
+//   auto cache = dmareg::RegistrationCache::Create(
+//       domain, {.max_regions = 4096, .monitor = *monitor});
+//
+//   // A custom allocator recycling memory the kernel cannot see:
+//   (*monitor)->Notify(block, block_size);        // or dmareg_monitor_notify()
+//
+// The guarantee: once munmap, mremap or madvise(MADV_DONTNEED) of memory
+// the monitor watches has returned (or `Notify` of it has returned), no
+// `Acquire` of a cache fed by that monitor returns a mapping over the old
+// pages. Mappings already handed out stay valid for their holders (the
+// device keeps the old pages) and are deregistered with their last handle.
+//
+// "Returned" is the ordering: an Acquire that starts after munmap returned
+// (in that thread, or in one that synchronised with it) is covered. The
+// kernel frees the addresses before munmap returns, so a thread that maps
+// new memory at those addresses while the munmap is still in flight and
+// acquires it at once may be served the old mapping until the munmap
+// returns. Applications that order their address-space changes (an
+// allocator's lock does) never see this; every asynchronous monitor has
+// the window, only hooks run inside the unmapping call have none.
+//
+// What each monitor sees (README's "Memory monitors" has the whole table):
+// - `UserfaultfdMonitor` watches every range the cache registers, in
+//   userfaultfd's write-protect mode with no page ever write-protected, so
+//   the application's own accesses take no extra fault. It sees munmap
+//   (also inside glibc's free() and brk trimming, and mmap(MAP_FIXED) over a
+//   range), mremap and madvise(DONTNEED/FREE/REMOVE) of anonymous and shared
+//   memory (memfd, MAP_SHARED|MAP_ANONYMOUS, hugetlbfs). It cannot watch
+//   regular files' page cache or device memory: such ranges are registered
+//   per request and not cached, so nothing stale can be served. It does not
+//   see a shared file being truncated or hole-punched by anyone: call
+//   `Notify` for those.
+// - `ExplicitMonitor` sees only what the application tells it (`Notify`);
+//   it is for custom allocators and for caches over fake or device memory.
+// The default (`CacheOptions::monitor` left empty, `monitoring` automatic)
+// is a userfaultfd monitor of the cache's own.
+//
+// Thread safety: every method may be called from any thread. `Notify` never
+// waits for a device or for a cache's lock, so it may be called by a thread
+// holding locks of its own (an allocator's); it is not async-signal-safe.
+// Monitors never block in their event path: a thread inside munmap may hold
+// any lock of the application's or ours.
+
+#ifndef DMAREG_MONITOR_H_
+#define DMAREG_MONITOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+struct dmareg_monitor;  // C handle, see monitor_c.h
+
+namespace dmareg {
+
+class MemoryMonitor;
+namespace internal {
+class InvalidationLog;
+InvalidationLog& LogOf(MemoryMonitor& monitor);
+}  // namespace internal
+
+// What a monitor learns by itself (without `Notify`).
+struct MonitorCoverage {
+  bool munmap = false;            // munmap, brk shrinking, mmap(MAP_FIXED) over a range
+  bool mremap = false;            // the old range of an mremap that moves
+  bool madvise_dontneed = false;  // MADV_DONTNEED, MADV_FREE, MADV_REMOVE
+  bool anonymous = false;         // private anonymous memory (heap, mmap)
+  bool shared_memory = false;     // shmem: memfd, MAP_SHARED|MAP_ANONYMOUS, /dev/shm
+  bool file_backed = false;       // regular files' page cache
+};
+
+class MemoryMonitor {
+ public:
+  virtual ~MemoryMonitor();
+  MemoryMonitor(const MemoryMonitor&) = delete;
+  MemoryMonitor& operator=(const MemoryMonitor&) = delete;
+
+  virtual absl::string_view name() const = 0;
+  virtual MonitorCoverage coverage() const = 0;
+
+  // Report unmaps of [addr, addr + length) (page-aligned) from now on. A
+  // cache calls it before each registration; an error means unmaps there
+  // would go unseen, and the cache then registers that request without
+  // caching it.
+  virtual absl::Status Watch(const void* addr, size_t length) = 0;
+
+  // [addr, addr + length) was unmapped or its pages replaced. Call it after
+  // the change and before the range is used again. InvalidArgument for a
+  // zero or wrapping length.
+  absl::Status Notify(const void* addr, size_t length);
+
+  // Events published so far, from every source.
+  uint64_t events() const;
+
+  // The C handle of this monitor (lives as long as it does).
+  dmareg_monitor* c_handle();
+
+ protected:
+  MemoryMonitor();
+
+  // For monitors that learn of events asynchronously: bracket every moment
+  // at which the kernel may let an unmapping thread go before its range is
+  // published (BeginEvents before reading events, EndEvents after
+  // publishing them). Caches wait for the bracket to close before serving.
+  void BeginEvents();
+  void EndEvents();
+  // [a, b) changed. Never blocks on anything but a short copy.
+  void Publish(uintptr_t a, uintptr_t b);
+
+ private:
+  friend internal::InvalidationLog& internal::LogOf(MemoryMonitor& monitor);
+  std::unique_ptr<internal::InvalidationLog> log_;
+};
+
+// Learns only what it is told (`Notify`); every range is watchable.
+class ExplicitMonitor final : public MemoryMonitor {
+ public:
+  static std::shared_ptr<ExplicitMonitor> Create();
+
+  absl::string_view name() const override { return "explicit"; }
+  MonitorCoverage coverage() const override { return {}; }
+  absl::Status Watch(const void*, size_t) override { return absl::OkStatus(); }
+
+ private:
+  ExplicitMonitor() = default;
+};
+
+// Learns of unmaps from the kernel through a userfaultfd and one thread
+// that reads its events and only publishes them (it takes no lock that an
+// unmapping thread could hold, and allocates nothing).
+class UserfaultfdMonitor final : public MemoryMonitor {
+ public:
+  // Opens the userfaultfd (user-mode-only when unprivileged, which Linux
+  // 5.11+ allows with vm.unprivileged_userfaultfd=0) and starts the reader.
+  // FailedPrecondition naming the reason if the kernel refuses.
+  static absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> Create();
+  ~UserfaultfdMonitor() override;
+
+  absl::string_view name() const override { return "userfaultfd"; }
+  MonitorCoverage coverage() const override;
+  // UFFDIO_REGISTER in write-protect mode, of the whole mappings holding
+  // the range (registering part of a mapping would split it, and the
+  // application's mremap of it would then fail). InvalidArgument for memory
+  // it cannot watch (file page cache, device memory) or that is not mapped,
+  // FailedPrecondition if another userfaultfd owns the range.
+  absl::Status Watch(const void* addr, size_t length) override;
+
+  // Ranges registered with the kernel so far (successful Watch calls).
+  uint64_t watches() const;
+
+  struct State;  // the implementation's
+
+ private:
+  explicit UserfaultfdMonitor(std::unique_ptr<State> state);
+  void ReadLoop();
+  void ReadEvents();  // one read(), published
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace dmareg
+
+#endif  // DMAREG_MONITOR_H_

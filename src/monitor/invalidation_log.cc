@@ -1,0 +1,34 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "monitor/invalidation_log.h"
+
+#include <sched.h>
+
+namespace dmareg::internal {
+
+void InvalidationLog::Publish(uintptr_t a, uintptr_t b) {
+  MutexLock lock(&mu_);
+  const uint64_t h = head_.load(std::memory_order_relaxed);
+  ring_[h % kCapacity] = {a, b};
+  head_.store(h + 1, std::memory_order_release);
+}
+
+void InvalidationLog::WaitQuiet() const {
+  // A producer holds the bracket open for one read() and a few copies. Spin
+  // briefly, then yield: the producer may be descheduled.
+  for (int spins = 0; in_flight_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins > 64) sched_yield();
+  }
+}
+
+uint64_t InvalidationLog::ReadSince(uint64_t cursor, std::vector<Range>* out,
+                                    bool* overrun) const {
+  MutexLock lock(&mu_);
+  const uint64_t h = head_.load(std::memory_order_relaxed);
+  *overrun = h - cursor > kCapacity;
+  if (!*overrun) {
+    for (uint64_t e = cursor; e != h; ++e) out->push_back(ring_[e % kCapacity]);
+  }
+  return h;
+}
+
+}  // namespace dmareg::internal

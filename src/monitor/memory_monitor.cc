@@ -1,0 +1,53 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// MemoryMonitor's shared part (the log and Notify), ExplicitMonitor and the
+// C notification API.
+#include <cerrno>
+#include <limits>
+
+#include "absl/strings/str_format.h"
+#include "dmareg/monitor.h"
+#include "dmareg/monitor_c.h"
+#include "monitor/invalidation_log.h"
+
+namespace dmareg {
+namespace internal {
+InvalidationLog& LogOf(MemoryMonitor& monitor) { return *monitor.log_; }
+}  // namespace internal
+
+MemoryMonitor::MemoryMonitor() : log_(std::make_unique<internal::InvalidationLog>()) {}
+MemoryMonitor::~MemoryMonitor() = default;
+
+void MemoryMonitor::BeginEvents() { log_->BeginEvents(); }
+void MemoryMonitor::EndEvents() { log_->EndEvents(); }
+void MemoryMonitor::Publish(uintptr_t a, uintptr_t b) { log_->Publish(a, b); }
+uint64_t MemoryMonitor::events() const { return log_->head(); }
+
+absl::Status MemoryMonitor::Notify(const void* addr, size_t length) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  if (length == 0 || length - 1 > std::numeric_limits<uintptr_t>::max() - a) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Notify(%p, %u) on the %s monitor: the range is empty or wraps around", addr, length,
+        name()));
+  }
+  // Bytes, not pages: each cache rounds out to its own page size. A range
+  // that ends at the top of the address space is clamped (b is exclusive).
+  const uintptr_t last = a + (length - 1);
+  log_->Publish(a, last == std::numeric_limits<uintptr_t>::max() ? last : last + 1);
+  return absl::OkStatus();
+}
+
+dmareg_monitor* MemoryMonitor::c_handle() { return reinterpret_cast<dmareg_monitor*>(this); }
+
+std::shared_ptr<ExplicitMonitor> ExplicitMonitor::Create() {
+  return std::shared_ptr<ExplicitMonitor>(new ExplicitMonitor());
+}
+
+}  // namespace dmareg
+
+extern "C" int dmareg_monitor_notify(struct dmareg_monitor* monitor, const void* addr,
+                                     size_t length) {
+  if (monitor == nullptr) return -EINVAL;
+  auto* m = reinterpret_cast<dmareg::MemoryMonitor*>(monitor);
+  return m->Notify(addr, length).ok() ? 0 : -EINVAL;
+}

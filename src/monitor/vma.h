@@ -1,0 +1,37 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// The bounds of the mappings (VMAs) that hold a range of this process's
+// address space, read from /proc/self/maps.
+//
+// Why a monitor needs them: UFFDIO_REGISTER on part of a mapping splits it
+// in two or three, and mremap works on one mapping only, so watching just
+// the registered bytes would make an application's later mremap of its own
+// mapping fail with EFAULT. Watching whole mappings changes nothing the
+// application can see.
+
+#ifndef DMAREG_SRC_MONITOR_VMA_H_
+#define DMAREG_SRC_MONITOR_VMA_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dmareg::internal {
+
+struct Span {
+  uintptr_t start = 0, end = 0;  // [start, end)
+};
+
+// The span from the start of the mapping holding `a` to the end of the one
+// holding `b - 1`, if every byte of [a, b) is mapped; NotFound otherwise.
+// `maps` is the text of /proc/self/maps (or a test's).
+absl::StatusOr<Span> MappingSpan(absl::string_view maps, uintptr_t a, uintptr_t b);
+
+// Reads /proc/self/maps through `fd` (an open descriptor of it, read from
+// offset 0) and answers MappingSpan.
+absl::StatusOr<Span> MappingSpanOfSelf(int fd, uintptr_t a, uintptr_t b);
+
+}  // namespace dmareg::internal
+
+#endif  // DMAREG_SRC_MONITOR_VMA_H_

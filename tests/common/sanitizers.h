@@ -1,0 +1,26 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// Whether this build runs under a sanitizer that replaces glibc's malloc
+// (ASan, TSan): then free() keeps blocks in a quarantine instead of
+// unmapping them, and tests about glibc's own munmap have nothing to see.
+
+#ifndef DMAREG_TESTS_COMMON_SANITIZERS_H_
+#define DMAREG_TESTS_COMMON_SANITIZERS_H_
+
+namespace dmareg::testing {
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kGlibcMalloc = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kGlibcMalloc = false;
+#else
+inline constexpr bool kGlibcMalloc = true;
+#endif
+#else
+inline constexpr bool kGlibcMalloc = true;
+#endif
+
+}  // namespace dmareg::testing
+
+#endif  // DMAREG_TESTS_COMMON_SANITIZERS_H_

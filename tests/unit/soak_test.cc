@@ -1,0 +1,152 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// The randomized memory soak (tests/common/soak.h) against the fake domain,
+// with a model of page generations as the checker: every page the soak
+// replaces gets a new generation, every fake registration records the clock
+// when it began, and a registration handed out over a page replaced after
+// it began is a stale translation. The same soak runs on rxe in the VM
+// (tests/device/verbs/verbs_soak_test.cc) with RDMA and real bytes.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "common/soak.h"
+#include "dmareg/cache.h"
+#include "dmareg/monitor.h"
+#include "dmareg/testing/fake_domain.h"
+#include "gtest/gtest.h"
+
+namespace dmareg {
+namespace {
+
+using testing::FakeDomain;
+
+const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+
+// DMAREG_SOAK_THREADS / DMAREG_SOAK_SEED override the defaults (4, 42) to
+// chase a failure.
+int SoakThreads() {
+  const char* v = getenv("DMAREG_SOAK_THREADS");
+  return v != nullptr ? atoi(v) : 4;
+}
+uint64_t SoakSeed() {
+  const char* v = getenv("DMAREG_SOAK_SEED");
+  return v != nullptr ? strtoull(v, nullptr, 10) : 42;
+}
+
+class ModelChecker : public soak::Checker {
+ public:
+  // `notify`: a monitor told of every replacement (an application's
+  // explicit notifications), or null.
+  ModelChecker(FakeDomain& fake, MemoryMonitor* notify) : fake_(fake), notify_(notify) {
+    fake_.SetTagSource([this] { return clock_.load(); });
+  }
+  ~ModelChecker() override { fake_.SetTagSource(nullptr); }
+
+  // The ticket is the replacement's time: taken before the change, so a
+  // registration that began after it (of the new pages, perhaps by another
+  // thread that got the address) is never taken for stale.
+  uint64_t BeginReplace() override { return ++clock_; }
+  void EndReplace(uint64_t ticket, uintptr_t a, uintptr_t b) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (uintptr_t p = a; p < b; p += kPage) {
+        uint64_t& g = gen_[p];
+        g = std::max(g, ticket);
+      }
+    }
+    if (notify_ != nullptr) (void)notify_->Notify(reinterpret_cast<void*>(a), b - a);
+  }
+
+  absl::Status Check(int, const Registration& reg, char* p, size_t len, uint32_t) override {
+    FakeDomain::LiveMapping m;
+    if (!fake_.Lookup(reg.lkey(), &m)) {
+      return absl::InternalError("the handle's mapping is no longer registered");
+    }
+    const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(p) + len;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uintptr_t q = first; q < end; q += kPage) {
+      auto it = gen_.find(q);
+      if (it != gen_.end() && it->second > m.tag) {
+        return absl::DataLossError(absl::StrFormat(
+            "stale translation: page %#x replaced at %u, its mapping (lkey %u) began at %u", q,
+            it->second, reg.lkey(), m.tag));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  FakeDomain& fake_;
+  MemoryMonitor* const notify_;
+  std::atomic<uint64_t> clock_{0};
+  std::mutex mu_;
+  absl::flat_hash_map<uintptr_t, uint64_t> gen_;  // page -> last replacement
+};
+
+struct SoakCase {
+  const char* name;
+  bool userfaultfd;  // else explicit notifications
+  size_t max_regions;
+};
+
+class SoakTest : public ::testing::TestWithParam<SoakCase> {};
+
+TEST_P(SoakTest, NoStaleTranslationNoLeak) {
+  const SoakCase& c = GetParam();
+  auto fake = std::make_shared<FakeDomain>();
+  fake->RequireMappedMemory(true);
+  std::shared_ptr<MemoryMonitor> monitor;
+  if (c.userfaultfd) {
+    auto uffd = UserfaultfdMonitor::Create();
+    if (!uffd.ok()) GTEST_SKIP() << "no userfaultfd for this process: " << uffd.status();
+    monitor = *uffd;
+  } else {
+    monitor = ExplicitMonitor::Create();
+  }
+  auto cache =
+      RegistrationCache::Create(fake, {.max_regions = c.max_regions, .monitor = monitor}).value();
+  ModelChecker checker(*fake, c.userfaultfd ? nullptr : monitor.get());
+  const soak::Result r = soak::Run(*cache, checker, {.threads = SoakThreads(), .ops = 100000, .seed = SoakSeed()});
+  const CacheStats s = cache->stats();
+  EXPECT_EQ(r.failures, 0u) << r.first_failure;
+  EXPECT_EQ(r.ops, 100000u);
+  EXPECT_GT(r.munmaps + r.mremaps + r.madvises, 10000u) << r.Summary();
+  EXPECT_GT(s.monitor_events, 1000u) << "the monitor saw almost nothing";
+  EXPECT_GT(s.hits, 1000u);
+  cache.reset();
+  EXPECT_EQ(fake->live_registrations(), 0) << "registrations leaked";
+  RecordProperty("summary", r.Summary());
+  std::printf("%s\n  cache: %u hits, %u misses, %u monitor events, %u evictions\n",
+              r.Summary().c_str(), static_cast<unsigned>(s.hits),
+              static_cast<unsigned>(s.misses), static_cast<unsigned>(s.monitor_events),
+              static_cast<unsigned>(s.evictions));
+}
+
+INSTANTIATE_TEST_SUITE_P(Monitors, SoakTest,
+                         ::testing::Values(SoakCase{"userfaultfd", true, 0},
+                                           SoakCase{"userfaultfd_limited", true, 64},
+                                           SoakCase{"explicit", false, 0}),
+                         [](const auto& p) { return std::string(p.param.name); });
+
+// The checker can fail: with nobody telling the cache about unmaps, the same
+// soak must catch stale translations.
+TEST(SoakCheckerTest, CatchesAnUnmonitoredCache) {
+  auto fake = std::make_shared<FakeDomain>();
+  auto cache =
+      RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
+  ModelChecker checker(*fake, nullptr);
+  const soak::Result r = soak::Run(*cache, checker, {.threads = 1, .ops = 20000, .seed = 3});
+  EXPECT_GT(r.failures, 0u) << "the model let stale translations through: " << r.Summary();
+}
+
+}  // namespace
+}  // namespace dmareg
