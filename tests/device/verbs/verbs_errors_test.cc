@@ -172,10 +172,21 @@ TEST_F(VerbsErrorsTest, OnDemandPagingWithoutSupportIsAClearStatus) {
 }
 
 TEST_F(VerbsErrorsTest, UnmappedMemoryIsEfault) {
-  // Reserve a range, then give it back: nothing is mapped there now.
-  void* hole = mmap(nullptr, 8 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(hole, MAP_FAILED);
+  // Reserve a range, then give back all but a guard page at each end:
+  // nothing is mapped in between, and no later mapping (the cache's own,
+  // say) is small enough to land there.
+  char* guarded = static_cast<char*>(
+      mmap(nullptr, 10 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(guarded, MAP_FAILED);
+  char* const hole = guarded + kPage;
   ASSERT_EQ(munmap(hole, 8 * kPage), 0);
+  struct Unmap {
+    char* p;
+    ~Unmap() {
+      munmap(p, kPage);
+      munmap(p + 9 * kPage, kPage);
+    }
+  } unmap_guards{guarded};
 
   auto reg = cache_->Acquire(hole, 8 * kPage, Access::kLocalWrite);
   ASSERT_FALSE(reg.ok());
