@@ -69,13 +69,8 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memo
 
 absl::Status RegistrationCache::Invalidate(const void* addr, size_t length) {
   if (absl::Status s = ValidateHostMemory(HostMemory{addr, length}); !s.ok()) return s;
-  // Whole pages: a mapping covers the pages of the bytes it was asked for.
-  const uintptr_t page = core_->page_size();
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr) & ~(page - 1);
-  const uintptr_t last = reinterpret_cast<uintptr_t>(addr) + length - 1;
-  const uintptr_t b = last > std::numeric_limits<uintptr_t>::max() - (page - 1)
-                          ? std::numeric_limits<uintptr_t>::max()
-                          : (last + page) & ~(page - 1);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(addr);
+  const auto [a, b] = internal::PagesCovering(first, first + (length - 1), core_->page_size());
   core_->Invalidate(a, b);
   return absl::OkStatus();
 }

@@ -359,11 +359,8 @@ void CacheCore::ApplyEventsLocked(RegionList* to_free) {
     InvalidateLocked(0, std::numeric_limits<uintptr_t>::max(), to_free);
   }
   for (const InvalidationLog::Range& r : ranges) {
-    // Whole pages, clamped: the log holds byte ranges.
-    const uintptr_t a = r.a & ~(page_size_ - 1);
-    const uintptr_t b = r.b > std::numeric_limits<uintptr_t>::max() - (page_size_ - 1)
-                            ? std::numeric_limits<uintptr_t>::max()
-                            : (r.b + page_size_ - 1) & ~(page_size_ - 1);
+    // The log holds byte ranges, never empty (Notify rejects those).
+    const auto [a, b] = PagesCovering(r.a, r.b - 1, page_size_);
     InvalidateLocked(a, b, to_free);
   }
   counters_.monitor_events += next - cursor;

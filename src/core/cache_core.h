@@ -39,7 +39,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <sys/types.h>
@@ -60,6 +62,17 @@
 #include "monitor/invalidation_log.h"
 
 namespace dmareg::internal {
+
+// The whole pages holding bytes [first, last] (`page` a power of two), as
+// [a, b); b is clamped to the top of the address space. A mapping covers
+// the pages of the bytes it was asked for, so invalidations round out too.
+inline std::pair<uintptr_t, uintptr_t> PagesCovering(uintptr_t first, uintptr_t last,
+                                                     uintptr_t page) {
+  const uintptr_t b = last > std::numeric_limits<uintptr_t>::max() - (page - 1)
+                          ? std::numeric_limits<uintptr_t>::max()
+                          : (last + page) & ~(page - 1);
+  return {first & ~(page - 1), b};
+}
 
 class CacheCore {
  public:
