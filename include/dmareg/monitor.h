@@ -41,7 +41,7 @@
 //   the application's own accesses take no extra fault. It sees munmap
 //   (also inside glibc's free() and brk trimming, and mmap(MAP_FIXED) over a
 //   range), mremap and madvise(DONTNEED/FREE/REMOVE) of anonymous and shared
-//   memory (memfd, MAP_SHARED|MAP_ANONYMOUS, hugetlbfs). It cannot watch
+//   memory (memfd, MAP_SHARED|MAP_ANONYMOUS; hugetlbfs untested). It cannot watch
 //   regular files' page cache or device memory: such ranges are registered
 //   per request and not cached, so nothing stale can be served. It does not
 //   see a shared file being truncated or hole-punched by anyone: call
