@@ -39,21 +39,34 @@ RegistrationCache::RegistrationCache(internal::CacheCore* core) : core_(core) {}
 
 RegistrationCache::~RegistrationCache() { core_->Close(); }
 
-absl::StatusOr<Registration> RegistrationCache::Acquire(const HostMemory& memory,
-                                                        AccessFlags access) {
+namespace {
+// Every bad request fails one combined test on the fast path; this says why.
+[[gnu::cold]] absl::Status InvalidHostRequest(const HostMemory& memory, AccessFlags access) {
   if (absl::Status s = ValidateHostMemory(memory); !s.ok()) return s;
   if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("host range [%#x, +%#x) ends in the last page of the address space",
+                      reinterpret_cast<uintptr_t>(memory.addr), memory.length));
+}
+}  // namespace
+
+absl::StatusOr<Registration> RegistrationCache::Acquire(const HostMemory& memory,
+                                                        AccessFlags access) {
   const uintptr_t page = core_->page_size();
   const uintptr_t addr = reinterpret_cast<uintptr_t>(memory.addr);
-  const uintptr_t last = addr + memory.length - 1;  // validated: no wrap
-  if (last > std::numeric_limits<uintptr_t>::max() - (page - 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("host range [%#x, +%#x) ends in the last page of the address space",
-                        addr, memory.length));
+  const uintptr_t last = addr + memory.length - 1;
+  // Null, empty, wrapping, ending in the last page (whose end the rounded
+  // span could not name), or unknown access bits.
+  if (addr == 0 || memory.length == 0 || last < addr ||
+      last > std::numeric_limits<uintptr_t>::max() - (page - 1) ||
+      (access.bits() & ~kAllAccess.bits()) != 0) [[unlikely]] {
+    return InvalidHostRequest(memory, access);
   }
   const uintptr_t a = addr & ~(page - 1);
   const uintptr_t b = (last + page) & ~(page - 1);
-  absl::StatusOr<internal::Region*> r = core_->AcquireHost(a, b, NormalizeAccess(access));
+  const AccessFlags want = NormalizeAccess(access);
+  if (internal::Region* r = core_->TryHit(a, b, want)) [[likely]] return Registration(r);
+  absl::StatusOr<internal::Region*> r = core_->AcquireHost(a, b, want);
   if (!r.ok()) return r.status();
   return Registration(*r);
 }

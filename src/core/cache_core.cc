@@ -11,6 +11,9 @@
 
 namespace dmareg::internal {
 
+static_assert(RegionPool::kMaxRegions <= ThreadRefs::kMaxIndex,
+              "every Region has a per-thread counter");
+
 namespace {
 // Misses register without the lock and check afterwards that no Invalidate
 // overlapped them; after this many collisions the miss holds the lock across
@@ -30,6 +33,7 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
       fork_generation_(WatchForks()),
       creator_pid_(getpid()),
       options_(options),
+      region_base_(ABSL_TS_UNCHECKED_READ(pool_).base()),
       thread_refs_(thread_refs && HeavyFenceAvailable()) {
   // Events from before this cache existed concern no mapping of it.
   log_cursor_.store(log_.head(), std::memory_order_relaxed);
@@ -37,27 +41,10 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
 
 CacheCore::~CacheCore() = default;
 
-// The hit path: no lock, no locked instruction. A candidate is referenced
-// first and validated after, because its fields are stable only while we
-// hold a reference (see the handshake in cache_core.h).
 Region* CacheCore::FastHit(uintptr_t a, uintptr_t b, AccessFlags want) {
   ThreadRefs* t = thread_refs_.Mine();
   if (t == nullptr) [[unlikely]] return FastHitShared(a, b, want);
-  return index_.Probe(a, [&](Region* r) {
-    if (r->index >= ThreadRefs::kMaxIndex) [[unlikely]] return false;  // the locked path
-    ThreadRefs::Add(t->Counter(r->index), 1);
-    LightFence();
-    const uint64_t s = r->state.load(std::memory_order_acquire);
-    if (!(s & kFlags) && r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) {
-      r->Touch();
-      t->CountHit();
-      return true;
-    }
-    // A full release: if the region died meanwhile, ours may be its last
-    // reference.
-    Release(r);
-    return false;
-  });
+  return HitWith(t, a, b, want);
 }
 
 // Threads without a table: references on the shared count.
@@ -70,10 +57,13 @@ Region* CacheCore::FastHitShared(uintptr_t a, uintptr_t b, AccessFlags want) {
     }
     if (t != nullptr) return FastHit(a, b, want);
   }
-  Region* hit = index_.Probe(a, [&](Region* r) {
+  Region* hit = nullptr;
+  index_.Probe(a, [&](uint32_t i) {
+    Region* r = region_base_ + i;
     if (!r->TryRefShared()) return false;
     if (r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) {
       r->Touch();
+      hit = r;
       return true;
     }
     Release(r);
@@ -283,8 +273,8 @@ absl::StatusOr<Region*> CacheCore::PoolFull(const DeviceMapping& m, RegionList& 
   FreeRegions(to_free);
   (void)domain_->Deregister(m);
   return absl::ResourceExhaustedError(absl::StrFormat(
-      "registration cache on %s holds as many mappings as a cache can (%u)", domain_->name(),
-      RegionPool::kMaxRegions));
+      "registration cache on %s holds as many mappings as it has room for (%u)", domain_->name(),
+      pool_.max_regions()));
 }
 
 Region* CacheCore::NewRegion(uintptr_t addr, size_t length, AccessFlags access,
@@ -317,7 +307,7 @@ bool CacheCore::TryRefLocked(Region* r) {
 
 void CacheCore::AddRefLocked(Region* r) {
   ThreadRefs* t = thread_refs_.CreateMine();
-  if (t != nullptr && r->index < ThreadRefs::kMaxIndex) {
+  if (t != nullptr) {
     ThreadRefs::Add(t->Counter(r->index), 1);
   } else {
     r->state.fetch_add(kOneRef, std::memory_order_relaxed);

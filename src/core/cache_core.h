@@ -98,6 +98,14 @@ class CacheCore {
     return ForkGeneration() != fork_generation_ ||
            log_.Pending(log_cursor_.load(std::memory_order_acquire));
   }
+  // The hit path, inlined into the front door: a region covering [a, b)
+  // with `want`, referenced for this thread, or null: then AcquireHost,
+  // which also takes the slow cases (pending events, no table yet).
+  Region* TryHit(uintptr_t a, uintptr_t b, AccessFlags want) {
+    ThreadRefs* t = thread_refs_.Mine();
+    if (t == nullptr || EventsPending()) [[unlikely]] return nullptr;
+    return HitWith(t, a, b, want);
+  }
   // Applies pending monitor events; FailedPrecondition in a forked child.
   absl::Status CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
   size_t page_size() const { return page_size_; }
@@ -105,7 +113,7 @@ class CacheCore {
   // A handle let go of `r`.
   void Release(Region* r) {
     ThreadRefs* t = thread_refs_.Mine();
-    if (t != nullptr && r->index < ThreadRefs::kMaxIndex) [[likely]] {
+    if (t != nullptr) [[likely]] {
       t->busy.store(1, std::memory_order_relaxed);
       ThreadRefs::Add(t->Counter(r->index), -1);
       LightFence();
@@ -131,6 +139,31 @@ class CacheCore {
 
   ~CacheCore();
   Region* FastHit(uintptr_t a, uintptr_t b, AccessFlags want);
+  // No lock, no locked instruction. A candidate is referenced first and
+  // validated after, because its fields are stable only while we hold a
+  // reference (see the handshake above). The index gives the Region and
+  // this thread's counter for it at once.
+  Region* HitWith(ThreadRefs* t, uintptr_t a, uintptr_t b, AccessFlags want) {
+    Region* hit = nullptr;
+    index_.Probe(a, [&](uint32_t i) {
+      Region* r = region_base_ + i;
+      ThreadRefs::Add(t->Counter(i), 1);
+      LightFence();
+      const uint64_t s = r->state.load(std::memory_order_acquire);
+      if (!(s & kFlags) && r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want))
+          [[likely]] {
+        r->Touch();
+        t->CountHit();
+        hit = r;
+        return true;
+      }
+      // A full release: if the region died meanwhile, ours may be its last
+      // reference.
+      Release(r);
+      return false;
+    });
+    return hit;
+  }
   absl::StatusOr<Region*> Miss(uintptr_t a, uintptr_t b, AccessFlags want);
 
   // Removes `victims` from the index and the CLOCK ring and marks them dead;
@@ -211,6 +244,7 @@ class CacheCore {
   CacheOptions options_ ABSL_GUARDED_BY(mu_);
   RangeIndex index_;  // writers hold mu_; Probe runs without it
   RegionPool pool_ ABSL_GUARDED_BY(mu_);
+  Region* const region_base_;  // pool_.base(), for hits (no lock)
   Region* clock_hand_ ABSL_GUARDED_BY(mu_) = nullptr;  // ring of indexed regions
   size_t live_regions_ ABSL_GUARDED_BY(mu_) = 0;       // mapped on the device
   size_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <new>
 
 namespace dmareg::internal {
@@ -19,18 +20,38 @@ int RangeIndex::LevelFor(uint64_t length) {
 }
 
 RangeIndex::Table::Table(int b) : bits(b), mask((size_t{1} << b) - 1) {
-  const size_t bytes = (mask + 1) * sizeof(Slot);
-  const bool huge = bytes >= kHugePage;
-  void* mem = ::operator new(bytes, std::align_val_t{huge ? kHugePage : alignof(Slot)});
-  if (huge) madvise(mem, bytes, MADV_HUGEPAGE);
-  slots = static_cast<Slot*>(mem);
-  for (size_t i = 0; i <= mask; ++i) new (&slots[i]) Slot();
+  void* mem = nullptr;
+  if (bytes() >= kHugePage) {
+    // Its own mapping, huge-page aligned: lookups land at random, and an
+    // outgrown table can give its pages back without being unmapped.
+    mapping_bytes = bytes() + kHugePage;
+    mapping = mmap(nullptr, mapping_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mapping == MAP_FAILED) throw std::bad_alloc();
+    const uintptr_t a = reinterpret_cast<uintptr_t>(mapping);
+    mem = reinterpret_cast<void*>((a + kHugePage - 1) & ~(kHugePage - 1));
+    madvise(mem, bytes(), MADV_HUGEPAGE);
+  } else {
+    mem = ::operator new(bytes());
+  }
+  slots = static_cast<std::atomic<uint64_t>*>(mem);
+  for (size_t i = 0; i <= mask; ++i) new (&slots[i]) std::atomic<uint64_t>(0);
 }
 
 RangeIndex::Table::~Table() {
-  const size_t bytes = (mask + 1) * sizeof(Slot);
-  for (size_t i = 0; i <= mask; ++i) slots[i].~Slot();
-  ::operator delete(slots, std::align_val_t{bytes >= kHugePage ? kHugePage : alignof(Slot)});
+  if (mapping != nullptr) {
+    munmap(mapping, mapping_bytes);
+  } else {
+    ::operator delete(slots);
+  }
+}
+
+void RangeIndex::Table::Drop() {
+  // Anonymous private pages read as zero (empty slots) once dropped.
+  if (mapping != nullptr && !dropped) {
+    madvise(slots, bytes(), MADV_DONTNEED);
+    dropped = true;
+  }
 }
 
 RangeIndex::RangeIndex() {
@@ -51,53 +72,51 @@ void RangeIndex::ForEachKey(const Region* r, F&& f) {
   }
 }
 
-void RangeIndex::HashInsert(Table& t, uint64_t key, Region* r) {
-  size_t i = Home(t, key);
-  while (t.slots[i].key.load(std::memory_order_relaxed) != 0) i = (i + 1) & t.mask;
-  // Region first, then the key that makes the slot visible.
-  t.slots[i].region.store(r, std::memory_order_relaxed);
-  t.slots[i].key.store(key, std::memory_order_release);
+void RangeIndex::HashInsert(Table& t, uint64_t word) {
+  size_t i = Home(t, word);
+  while (t.slots[i].load(std::memory_order_relaxed) != 0) i = (i + 1) & t.mask;
+  // release: a reader that sees the index sees the Region it names filled.
+  t.slots[i].store(word, std::memory_order_release);
 }
 
 // Linear probing with backward-shift deletion: no tombstones. A concurrent
 // reader may miss an entry while it moves; it then takes the locked path.
-void RangeIndex::HashErase(Table& t, uint64_t key, Region* r) {
-  size_t i = Home(t, key);
+void RangeIndex::HashErase(Table& t, uint64_t word) {
+  size_t i = Home(t, word);
   for (;;) {
-    const uint64_t k = t.slots[i].key.load(std::memory_order_relaxed);
-    if (k == 0) return;  // not present (cannot happen for indexed regions)
-    if (k == key && t.slots[i].region.load(std::memory_order_relaxed) == r) break;
+    const uint64_t w = t.slots[i].load(std::memory_order_relaxed);
+    if (w == 0) return;  // not present (cannot happen for indexed regions)
+    if (w == word) break;
     i = (i + 1) & t.mask;
   }
   size_t hole = i;
   for (size_t j = (hole + 1) & t.mask;; j = (j + 1) & t.mask) {
-    const uint64_t k = t.slots[j].key.load(std::memory_order_relaxed);
-    if (k == 0) break;
-    const size_t home = Home(t, k);
+    const uint64_t w = t.slots[j].load(std::memory_order_relaxed);
+    if (w == 0) break;
+    const size_t home = Home(t, w);
     // Move j into the hole unless its home lies cyclically in (hole, j].
     const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
     if (stays) continue;
-    t.slots[hole].region.store(t.slots[j].region.load(std::memory_order_relaxed),
-                               std::memory_order_relaxed);
-    t.slots[hole].key.store(k, std::memory_order_release);
+    t.slots[hole].store(w, std::memory_order_release);
     hole = j;
   }
-  t.slots[hole].key.store(0, std::memory_order_release);
-  t.slots[hole].region.store(nullptr, std::memory_order_relaxed);
+  t.slots[hole].store(0, std::memory_order_release);
 }
 
 void RangeIndex::GrowIfNeeded(size_t more) {
   Table* t = tables_.back().get();
   const size_t want = entries_ + more;
   if (want * 2 <= t->mask + 1) return;  // load factor stays <= 1/2
-  int bits = t->bits;
-  while ((size_t{1} << bits) < want * 4) ++bits;
+  // At least double, so the load after growing is about 1/4.
+  int bits = t->bits + 1;
+  while ((size_t{1} << bits) < want * 2) ++bits;
   auto next = std::make_unique<Table>(bits);
   for (size_t i = 0; i <= t->mask; ++i) {
-    const uint64_t k = t->slots[i].key.load(std::memory_order_relaxed);
-    if (k != 0) HashInsert(*next, k, t->slots[i].region.load(std::memory_order_relaxed));
+    const uint64_t w = t->slots[i].load(std::memory_order_relaxed);
+    if (w != 0) HashInsert(*next, w);
   }
   table_.store(next.get(), std::memory_order_release);
+  t->Drop();
   tables_.push_back(std::move(next));
 }
 
@@ -107,7 +126,7 @@ void RangeIndex::Insert(Region* r) {
   ForEachKey(r, [&](uint64_t) { ++n; });
   GrowIfNeeded(n);
   Table& t = *tables_.back();
-  ForEachKey(r, [&](uint64_t key) { HashInsert(t, key, r); });
+  ForEachKey(r, [&](uint64_t key) { HashInsert(t, Tag(key) | r->index); });
   entries_ += n;
   trees_[r->level].insert({r->addr, r});
   if (level_count_[r->level]++ == 0) {
@@ -119,7 +138,7 @@ void RangeIndex::Insert(Region* r) {
 void RangeIndex::Remove(Region* r) {
   Table& t = *tables_.back();
   ForEachKey(r, [&](uint64_t key) {
-    HashErase(t, key, r);
+    HashErase(t, Tag(key) | r->index);
     --entries_;
   });
   Tree& tree = trees_[r->level];
@@ -137,7 +156,7 @@ void RangeIndex::Remove(Region* r) {
 
 size_t RangeIndex::MemoryBytes() const {
   size_t bytes = 0;
-  for (const auto& t : tables_) bytes += (t->mask + 1) * sizeof(Slot);
+  for (const auto& t : tables_) bytes += t->dropped ? 0 : t->bytes();
   // absl::btree nodes hold up to ~256 bytes of values; count ~1.5x payload.
   bytes += size_ * sizeof(std::pair<uintptr_t, Region*>) * 3 / 2;
   return bytes;

@@ -8,12 +8,17 @@
 //   L is filed at the smallest level whose buckets (2^(12+4*level) bytes) are
 //   at least L/8, under every bucket it touches: at most 9 entries, however
 //   large the region. A lookup probes, for each level that has regions, the
-//   one bucket holding the address. Slots are atomics; a reader may see a
-//   slot mid-update and get a wrong Region, or miss one. Both are harmless:
-//   the reader validates a candidate on the Region itself (reference CAS,
-//   then coverage), and a miss falls back to the locked path. Tables only
-//   grow; an outgrown table is kept until the index dies (type-stable, like
-//   the Regions), so a reader never touches freed memory.
+//   one bucket holding the address. A slot is one 64-bit word: 40 bits of
+//   the bucket key's hash and the region's 24-bit pool index, so a probe
+//   reads one word and hands out an index from which the caller finds the
+//   Region and its per-thread counters at once, with no further dependent
+//   load. A reader may see a slot mid-update and get a wrong index, a hash
+//   may collide, or it may miss an entry. All harmless: the reader validates
+//   a candidate on the Region itself (reference, then coverage), and a miss
+//   falls back to the locked path. Tables only grow. An outgrown table
+//   stays mapped until the index dies, so a reader never touches freed
+//   memory, but a large one gives its pages back (MADV_DONTNEED): a reader
+//   still on it reads empty slots, that is, a miss.
 //
 // - Per-level B-trees keyed by start address (writers, under the cache's
 //   mutex): exact covering/overlap queries for misses and Invalidate. A level
@@ -73,32 +78,46 @@ class RangeIndex {
   size_t MemoryBytes() const;
 
   // --- readers (any thread, no lock) ---
-  // Calls take(r) for candidates filed under the bucket of `a` at each level
-  // in use, until one returns true; returns that region or nullptr.
+  static constexpr uint32_t kNoIndex = UINT32_MAX;
+  // Calls take(index) for the pool indexes of candidates filed under the
+  // bucket of `a` at each level in use, until one returns true; returns that
+  // index or kNoIndex.
   template <typename Take>
-  Region* Probe(uintptr_t a, Take&& take) const;
+  uint32_t Probe(uintptr_t a, Take&& take) const;
 
  private:
-  struct Slot {
-    std::atomic<uint64_t> key{0};  // 0: empty
-    std::atomic<Region*> region{nullptr};
-  };
+  static constexpr int kIndexBits = 24;
+  static constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
   struct Table {
     explicit Table(int bits);
     ~Table();
+    Table(const Table&) = delete;
+    Table& operator=(const Table&) = delete;
+    size_t bytes() const { return (mask + 1) * sizeof(uint64_t); }
+    // Gives the slots' memory back; they then read as empty.
+    void Drop();
     int bits;
     size_t mask;
-    Slot* slots;
+    std::atomic<uint64_t>* slots;  // 0: empty; else Tag(key) | index
+    void* mapping = nullptr;       // large tables: their own mmap
+    size_t mapping_bytes = 0;
+    bool dropped = false;
   };
 
   static uint64_t Key(int level, uintptr_t a) {
     return (uint64_t{static_cast<uint32_t>(level) + 1} << 56) | (a >> Shift(level));
   }
-  static size_t Home(const Table& t, uint64_t key) {
-    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> (64 - t.bits));
+  // The high 40 bits of the key's hash, never zero (bit 24 forced, below
+  // every table's home bits).
+  static uint64_t Tag(uint64_t key) {
+    return ((key * 0x9E3779B97F4A7C15ull) | (kIndexMask + 1)) & ~kIndexMask;
   }
-  void HashInsert(Table& t, uint64_t key, Region* r);
-  void HashErase(Table& t, uint64_t key, Region* r);
+  // A slot word or tag's home slot (tables stay below 2^39 slots).
+  static size_t Home(const Table& t, uint64_t tag) {
+    return static_cast<size_t>(tag >> (64 - t.bits));
+  }
+  void HashInsert(Table& t, uint64_t word);
+  void HashErase(Table& t, uint64_t word);
   void GrowIfNeeded(size_t more);
   template <typename F>
   static void ForEachKey(const Region* r, F&& f);
@@ -118,24 +137,25 @@ class RangeIndex {
 // ---- inline implementation -------------------------------------------------
 
 template <typename Take>
-inline Region* RangeIndex::Probe(uintptr_t a, Take&& take) const {
+inline uint32_t RangeIndex::Probe(uintptr_t a, Take&& take) const {
   uint32_t mask = level_mask_.load(std::memory_order_acquire);
-  if (mask == 0) return nullptr;
+  if (mask == 0) return kNoIndex;
   const Table* t = table_.load(std::memory_order_acquire);
   while (mask != 0) {
     const int level = __builtin_ctz(mask);
     mask &= mask - 1;
-    const uint64_t key = Key(level, a);
-    size_t i = Home(*t, key);
+    const uint64_t tag = Tag(Key(level, a));
+    size_t i = Home(*t, tag);
     for (size_t n = 0; n <= t->mask; ++n, i = (i + 1) & t->mask) {
-      const uint64_t k = t->slots[i].key.load(std::memory_order_acquire);
-      if (k == 0) break;
-      if (k != key) continue;
-      Region* r = t->slots[i].region.load(std::memory_order_relaxed);
-      if (r != nullptr && take(r)) return r;
+      // acquire: the Region's fields were written before its index was filed.
+      const uint64_t w = t->slots[i].load(std::memory_order_acquire);
+      if (w == 0) break;
+      if ((w & ~kIndexMask) != tag) continue;
+      const auto index = static_cast<uint32_t>(w & kIndexMask);
+      if (take(index)) return index;
     }
   }
-  return nullptr;
+  return kNoIndex;
 }
 
 template <typename F>

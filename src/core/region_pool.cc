@@ -2,48 +2,69 @@
 #include "core/region_pool.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <new>
 
 namespace dmareg::internal {
 
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kRegionsPerHugePage = kHugePage / sizeof(Region);
+}  // namespace
+
+RegionPool::RegionPool(size_t max_regions) {
+  // PROT_NONE commits nothing, even under strict overcommit; a smaller
+  // reservation is tried where the address space is limited (RLIMIT_AS).
+  for (size_t regions = std::min(max_regions, kMaxRegions); regions > 0; regions /= 2) {
+    const size_t bytes = regions * sizeof(Region) + kHugePage;  // room to align
+    void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) continue;
+    reservation_ = p;
+    reservation_bytes_ = bytes;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    base_ = reinterpret_cast<Region*>((a + kHugePage - 1) & ~(kHugePage - 1));
+    max_regions_ = regions;
+    return;
+  }
+  // No address space at all: every Allocate says the pool is full.
 }
 
 RegionPool::~RegionPool() {
-  for (const Slab& s : slabs_) {
-    for (size_t i = 0; i < s.count; ++i) s.regions[i].~Region();
-    const size_t bytes = s.count * sizeof(Region);
-    ::operator delete(s.regions, std::align_val_t{bytes >= kHugePage ? kHugePage : alignof(Region)});
+  for (size_t i = 0; i < capacity_; ++i) base_[i].~Region();
+  if (reservation_ != nullptr) munmap(reservation_, reservation_bytes_);
+}
+
+bool RegionPool::Grow(size_t count) {
+  char* from = reinterpret_cast<char*>(base_ + capacity_);
+  const size_t bytes = count * sizeof(Region);
+  if (mprotect(from, bytes, PROT_READ | PROT_WRITE) != 0) return false;
+  // Large caches touch regions at random: huge pages spare the TLB. The
+  // first 2 MiB stay on small pages, so a small cache stays small.
+  if (capacity_ >= kRegionsPerHugePage) madvise(from, bytes, MADV_HUGEPAGE);
+  for (size_t c = capacity_ >> kLinkChunkBits; c <= (capacity_ + count - 1) >> kLinkChunkBits;
+       ++c) {
+    if (link_chunks_[c] == nullptr) link_chunks_[c] = std::make_unique<Links[]>(kLinkChunk);
   }
+  for (size_t i = capacity_ + count; i-- > capacity_;) {
+    Region* r = new (&base_[i]) Region();
+    r->index = static_cast<uint32_t>(i);
+    links(r).next = free_;
+    free_ = r;
+  }
+  capacity_ += count;
+  return true;
 }
 
 Region* RegionPool::Allocate() {
   if (free_ == nullptr) {
-    size_t count = slabs_.empty() ? kFirstSlab : slabs_.back().count * 2;
-    if (count * sizeof(Region) > kSlabBytesMax) count = kSlabBytesMax / sizeof(Region);
-    if (capacity_ + count > kLinkChunks * kLinkChunk) return nullptr;  // the cache says why
-    const size_t bytes = count * sizeof(Region);
-    const bool huge = bytes >= kHugePage;
-    void* mem = ::operator new(bytes, std::align_val_t{huge ? kHugePage : alignof(Region)});
-    // Large caches touch regions at random: huge pages spare the TLB.
-    if (huge) madvise(mem, bytes, MADV_HUGEPAGE);
-    Region* slab = static_cast<Region*>(mem);
-    for (size_t i = 0; i < count; ++i) {
-      new (&slab[i]) Region();
-      slab[i].index = static_cast<uint32_t>(capacity_ + i);
-    }
-    slabs_.push_back(Slab{slab, count});
-    for (size_t c = capacity_ >> kLinkChunkBits; c <= (capacity_ + count - 1) >> kLinkChunkBits;
-         ++c) {
-      if (link_chunks_[c] == nullptr) link_chunks_[c] = std::make_unique<Links[]>(kLinkChunk);
-    }
-    capacity_ += count;
-    for (size_t i = count; i-- > 0;) {
-      links(&slab[i]).next = free_;
-      free_ = &slab[i];
-    }
+    // One page of Regions first, doubling up to a huge page at a time; the
+    // steps stay aligned, so each huge page is one step.
+    const size_t page_regions = static_cast<size_t>(sysconf(_SC_PAGESIZE)) / sizeof(Region);
+    const size_t count =
+        std::min({std::max(capacity_, page_regions), kRegionsPerHugePage, max_regions_ - capacity_});
+    if (count == 0 || !Grow(count)) return nullptr;  // the cache says why
   }
   Region* r = free_;
   free_ = links(r).next;

@@ -34,14 +34,14 @@ ThreadRefTables::~ThreadRefTables() {
 ThreadRefs* ThreadRefTables::CreateMine() {
   const size_t slot = ThreadSlot();
   if (!enabled_ || slot >= kThreadSlots) return nullptr;
-  ThreadRefs* t = tables_[slot].load(std::memory_order_relaxed);
+  ThreadRefs* t = tables_[slot + 1].load(std::memory_order_relaxed);
   if (t == nullptr) {
     t = ThreadRefs::Create();
     if (t == nullptr) return nullptr;  // the shared count still works
     const size_t n = count_.load(std::memory_order_relaxed);
     list_[n].store(t, std::memory_order_relaxed);
     count_.store(n + 1, std::memory_order_release);
-    tables_[slot].store(t, std::memory_order_release);
+    tables_[slot + 1].store(t, std::memory_order_release);
   }
   return t;
 }
@@ -52,7 +52,7 @@ bool ThreadRefTables::OthersMayHold() const {
   if (n > 1) return true;
   const size_t mine = ThreadSlot();
   return mine >= kThreadSlots ||
-         tables_[mine].load(std::memory_order_relaxed) != list_[0].load(std::memory_order_relaxed);
+         tables_[mine + 1].load(std::memory_order_relaxed) != list_[0].load(std::memory_order_relaxed);
 }
 
 int64_t ThreadRefTables::Sum(uint32_t index) const {
@@ -73,7 +73,7 @@ uint64_t ThreadRefTables::Hits() const {
 void ThreadRefTables::AwaitReleases() const {
   const size_t mine = ThreadSlot();
   for (size_t s = 0; s < kThreadSlots; ++s) {
-    const ThreadRefs* p = tables_[s].load(std::memory_order_acquire);
+    const ThreadRefs* p = tables_[s + 1].load(std::memory_order_acquire);
     if (p == nullptr || s == mine) continue;
     // A few instructions, unless that thread was descheduled mid-release.
     while (p->busy.load(std::memory_order_acquire) != 0) sched_yield();

@@ -78,10 +78,10 @@ class ThreadRefTables {
   // Tables created so far (tests).
   size_t size() const { return count_.load(std::memory_order_acquire); }
 
-  // This thread's table, or nullptr (none yet, no slot, or disabled).
+  // This thread's table, or nullptr (none yet, no slot yet or at all, or
+  // disabled): one TLS load and one indexed load, no branch.
   ThreadRefs* Mine() const {
-    const size_t slot = ThreadSlot();
-    return slot < kThreadSlots ? tables_[slot].load(std::memory_order_acquire) : nullptr;
+    return tables_[tls_thread_slot].load(std::memory_order_acquire);
   }
   // Mine(), creating it if this thread has a slot and tables are enabled.
   // Callers serialise CreateMine with OthersMayHold (the cache's mutex).
@@ -100,7 +100,9 @@ class ThreadRefTables {
 
  private:
   const bool enabled_;
-  std::atomic<ThreadRefs*> tables_[kThreadSlots] = {};  // by thread slot
+  // By thread slot plus one, as tls_thread_slot holds it: entry 0 (no slot
+  // asked for yet) and entry kNoSlot + 1 (none to be had) stay null.
+  std::atomic<ThreadRefs*> tables_[kThreadSlots + 2] = {};
   // The same tables densely, for sums; `count_` published after each entry.
   std::atomic<ThreadRefs*> list_[kThreadSlots] = {};
   std::atomic<size_t> count_{0};

@@ -6,7 +6,7 @@
 
 namespace dmareg::internal {
 
-thread_local size_t tls_thread_slot __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local size_t tls_thread_slot __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
 

@@ -19,9 +19,10 @@ namespace dmareg::internal {
 inline constexpr size_t kThreadSlots = 64;
 inline constexpr size_t kNoSlot = kThreadSlots;
 
-// Zero until the thread first asks; then its slot plus one.
-// initial-exec: a hit reads it with one TLS load, no __tls_get_addr call.
-extern thread_local size_t tls_thread_slot __attribute__((tls_model("initial-exec")));
+// Zero until the thread first asks; then its slot plus one (kNoSlot + 1
+// without one). initial-exec: a hit reads it with one TLS load, no
+// __tls_get_addr call; constinit: and without a call to an init wrapper.
+extern constinit thread_local size_t tls_thread_slot __attribute__((tls_model("initial-exec")));
 size_t AssignThreadSlot();
 
 // This thread's slot, or kNoSlot. The hand-over from an exited thread to the

@@ -25,7 +25,8 @@ class RangeIndexTest : public ::testing::Test {
   // every region filed under a's bucket; the caller validates.)
   std::set<Region*> Candidates(uintptr_t a) {
     std::set<Region*> out;
-    index_.Probe(a, [&](Region* r) {
+    index_.Probe(a, [&](uint32_t i) {
+      Region* r = pool_.At(i);
       const int s = RangeIndex::Shift(r->level);
       EXPECT_TRUE((r->addr >> s) <= (a >> s) && (a >> s) <= ((r->end() - 1) >> s))
           << "offered a region not filed under a's bucket";
@@ -109,6 +110,61 @@ TEST_F(RangeIndexTest, MatchesBruteForce) {
   EXPECT_EQ(index_.size(), live.size());
   for (Region* r : live) index_.Remove(r);
   EXPECT_EQ(index_.hash_entries(), 0u);
+}
+
+// Past 2 MiB a table is its own mapping; growing gives the outgrown one's
+// pages back, and lookups still find every region.
+TEST_F(RangeIndexTest, LargeTablesGrowAndDropTheOldOne) {
+  constexpr size_t kCount = 150000;  // > 2^18 slots at load 1/4
+  std::vector<Region*> regions;
+  for (size_t i = 0; i < kCount; ++i) {
+    regions.push_back(Make((uintptr_t{1} << 32) + i * 8192, 4096));
+    index_.Insert(regions.back());
+  }
+  EXPECT_EQ(index_.hash_entries(), kCount);
+  // Live table only (load between 1/4 and 1/2: 8-byte slots), the outgrown
+  // large ones dropped, plus the B-tree estimate.
+  EXPECT_LE(index_.MemoryBytes(), kCount * (4 * 8 + 2 * 24));
+  for (size_t i = 0; i < kCount; i += 997) {
+    EXPECT_EQ(Candidates(regions[i]->addr + 100), std::set<Region*>{regions[i]}) << i;
+    EXPECT_TRUE(Candidates(regions[i]->addr + 4096).empty()) << i;
+  }
+  for (Region* r : regions) index_.Remove(r);
+  EXPECT_EQ(index_.hash_entries(), 0u);
+}
+
+TEST(RegionPoolTest, IndexesAreDenseAndAddressable) {
+  RegionPool pool;
+  std::vector<Region*> got;
+  for (int i = 0; i < 1000; ++i) got.push_back(pool.Allocate());
+  std::set<uint32_t> indexes;
+  for (Region* r : got) {
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(pool.At(r->index), r);
+    EXPECT_EQ(r->state.load(), kFree);
+    indexes.insert(r->index);
+  }
+  EXPECT_EQ(indexes.size(), 1000u);
+  EXPECT_LT(*indexes.rbegin(), pool.capacity());
+  // A freed Region is reused before the pool grows.
+  const size_t capacity = pool.capacity();
+  Region* r = got.back();
+  r->state.store(kDead);
+  pool.Free(r);
+  EXPECT_EQ(pool.Allocate(), r);
+  EXPECT_EQ(pool.capacity(), capacity);
+}
+
+TEST(RegionPoolTest, FullPoolReturnsNull) {
+  RegionPool pool(100);
+  ASSERT_EQ(pool.max_regions(), 100u);
+  std::vector<Region*> got;
+  while (Region* r = pool.Allocate()) got.push_back(r);
+  EXPECT_EQ(got.size(), 100u);
+  EXPECT_EQ(pool.Allocate(), nullptr);
+  got.back()->state.store(kDead);
+  pool.Free(got.back());
+  EXPECT_EQ(pool.Allocate(), got.back());
 }
 
 }  // namespace
