@@ -22,6 +22,9 @@ constexpr int kOptimisticAttempts = 3;
 // Monitor events need no lock, so memory unmapped again and again while it
 // is being registered could still collide; give up after this many tries.
 constexpr int kMaxAttempts = 8;
+// Monitor events applied in one batch beyond this many are recorded for
+// in-flight misses as one span (see ApplyEventsLocked).
+constexpr size_t kRecordEachEvents = 8;
 }  // namespace
 
 CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonitor> monitor,
@@ -269,12 +272,13 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, Access
 
 absl::StatusOr<Region*> CacheCore::PoolFull(const DeviceMapping& m, RegionList& to_free) {
   ++counters_.registration_failures;
+  const size_t max_regions = pool_.max_regions();
   mu_.Unlock();
   FreeRegions(to_free);
   (void)domain_->Deregister(m);
   return absl::ResourceExhaustedError(absl::StrFormat(
       "registration cache on %s holds as many mappings as it has room for (%u)", domain_->name(),
-      pool_.max_regions()));
+      max_regions));
 }
 
 Region* CacheCore::NewRegion(uintptr_t addr, size_t length, AccessFlags access,
@@ -328,11 +332,15 @@ void CacheCore::Invalidate(uintptr_t a, uintptr_t b) {
   FreeRegions(to_free);
 }
 
-void CacheCore::InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free) {
+void CacheCore::InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free, bool record) {
   RegionList hit;
   index_.ForEachOverlapping(a, b, [&](Region* r) { hit.push_back(r); });
   RetireAll(hit, to_free);
   counters_.invalidated_regions += hit.size();
+  if (record) RecordInvalidation(a, b);
+}
+
+void CacheCore::RecordInvalidation(uintptr_t a, uintptr_t b) {
   ++inv_epoch_;
   inv_log_[inv_epoch_ % inv_log_.size()] = {inv_epoch_, a, b};
 }
@@ -348,11 +356,19 @@ void CacheCore::ApplyEventsLocked(RegionList* to_free) {
     ++counters_.monitor_overruns;
     InvalidateLocked(0, std::numeric_limits<uintptr_t>::max(), to_free);
   }
+  // A storm of events is recorded for in-flight misses as one span covering
+  // them all, so it cannot push older records out of the short log (a miss
+  // that finds its epoch gone from the log must assume the worst and retry).
+  const bool record_each = ranges.size() <= kRecordEachEvents;
+  uintptr_t lo = std::numeric_limits<uintptr_t>::max(), hi = 0;
   for (const InvalidationLog::Range& r : ranges) {
     // The log holds byte ranges, never empty (Notify rejects those).
     const auto [a, b] = PagesCovering(r.a, r.b - 1, page_size_);
-    InvalidateLocked(a, b, to_free);
+    InvalidateLocked(a, b, to_free, record_each);
+    lo = std::min(lo, a);
+    hi = std::max(hi, b);
   }
+  if (!record_each) RecordInvalidation(lo, hi);
   counters_.monitor_events += next - cursor;
   // Publishes the retirements above to hits that read the cursor.
   log_cursor_.store(next, std::memory_order_release);

@@ -194,8 +194,11 @@ class CacheCore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OverLimits(size_t regions, size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retires what overlaps [a, b) and logs it for in-flight misses.
-  void InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free)
+  // (`record`: false when the caller records a span covering several.)
+  void InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free, bool record = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs an invalidation of [a, b) for misses in flight (InvalidatedSince).
+  void RecordInvalidation(uintptr_t a, uintptr_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies the monitor's log past log_cursor_ (all of it: a caller that
   // must not miss an event calls log_.WaitQuiet() first).
   void ApplyEventsLocked(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

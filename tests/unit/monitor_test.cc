@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "dmareg/cache.h"
@@ -205,6 +206,37 @@ TEST_F(ExplicitMonitorTest, MemoryUnmappedDuringEveryRegistrationGivesUp) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << r.status();
   EXPECT_EQ(fake_->live_registrations(), 0) << "every discarded attempt must be deregistered";
   EXPECT_GE(cache_->stats().retried_registrations, 7u);
+}
+
+TEST_F(ExplicitMonitorTest, EventStormElsewhereDoesNotForceARetry) {
+  // More events than the cache's record of recent invalidations holds, all
+  // about other memory, arrive while the registration is in flight.
+  Anon other(1);
+  bool fired = false;
+  fake_->SetRegisterHook([&](uintptr_t, size_t) {
+    if (std::exchange(fired, true)) return;
+    for (int i = 0; i < 200; ++i) (void)monitor_->Notify(other.p, kPage);
+  });
+  auto r = cache_->Acquire(mem_.p, kPage, Access::kLocalWrite);
+  fake_->SetRegisterHook(nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(cache_->stats().retried_registrations, 0u) << "none of the events touched the span";
+  EXPECT_EQ(cache_->stats().monitor_events, 200u);
+}
+
+TEST_F(ExplicitMonitorTest, EventStormOverlappingTheSpanForcesARetry) {
+  Anon other(1);
+  bool fired = false;
+  fake_->SetRegisterHook([&](uintptr_t, size_t) {
+    if (std::exchange(fired, true)) return;
+    for (int i = 0; i < 200; ++i) (void)monitor_->Notify(other.p, kPage);
+    (void)monitor_->Notify(mem_.p, kPage);
+  });
+  auto r = cache_->Acquire(mem_.p, kPage, Access::kLocalWrite);
+  fake_->SetRegisterHook(nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(cache_->stats().retried_registrations, 1u) << "the span was unmapped mid-registration";
+  EXPECT_EQ(fake_->live_registrations(), 1) << "the discarded attempt must be deregistered";
 }
 
 // ---- userfaultfd ---------------------------------------------------------
