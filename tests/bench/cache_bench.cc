@@ -25,6 +25,8 @@
 //                     earlier, all timed: the full life of a cached region.
 //   HitRandomMT/100000, HitHotMT: the hit workloads from 1 and 2 threads on
 //                     one shared cache; scaling = items/s(2) / items/s(1).
+//   Memory/DependentLoad/MiB  no cache at all: the latency of a dependent
+//                     load over 8 and 64 MiB, the floor under the random rows.
 //
 // Counter regs_per_op: registrations the cache asked of the domain per
 // operation during the timed loop: 0 for the hit workloads, 1 for the misses
@@ -401,6 +403,34 @@ void BM_MissChurn(benchmark::State& state) {
   }
 }
 
+// The machine's floor for the random rows: one dependent load per
+// iteration over a random cyclic chain of 64-byte lines spanning N MiB
+// (huge pages, like the caches' own large arrays). A hit over many regions
+// needs at least one line the caches cannot hold, so at 1,000,000 regions
+// no cache can get below this latency unless the CPU overlaps iterations.
+void BM_DependentLoad(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0)) << 20;
+  const size_t lines = bytes / 64;
+  Reservation mem(bytes);
+  char* base = mem.base();
+  if (mprotect(base, bytes, PROT_READ | PROT_WRITE) != 0) Die("mprotect of the chain failed");
+  madvise(base, bytes, MADV_HUGEPAGE);
+  std::vector<uint32_t> order(lines);
+  for (size_t i = 0; i < lines; ++i) order[i] = static_cast<uint32_t>(i);
+  Rng rng(7);
+  for (size_t i = lines - 1; i > 0; --i) std::swap(order[i], order[rng.Below(i + 1)]);
+  for (size_t i = 0; i < lines; ++i) {
+    *reinterpret_cast<char**>(base + size_t{order[i]} * 64) =
+        base + size_t{order[(i + 1) % lines]} * 64;
+  }
+  char* p = base + size_t{order[0]} * 64;
+  for (auto _ : state) {
+    p = *reinterpret_cast<char**>(p);
+    benchmark::DoNotOptimize(p);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 // Each workload is registered for dmareg and then for UCX, so the two sit
 // side by side in the output and run close together in time.
 template <typename B>
@@ -453,6 +483,7 @@ int main(int argc, char** argv) {
 #else
   benchmark::AddCustomContext("ucx", "not built (UCX not found)");
 #endif
+  benchmark::RegisterBenchmark("Memory/DependentLoad", BM_DependentLoad)->Arg(8)->Arg(64);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -191,6 +191,17 @@ def main():
             fmt(ratio(u, d), "{:.2f}x"),
             fmt(dr and dr / 1e6, "{:.2f}"), fmt(ur and ur / 1e6, "{:.2f}")))
 
+    floor = {w: r for w, r in ((n.partition("/")[2], r) for n, r in res.items()
+                               if n.startswith("Memory/")) if r}
+    if floor:
+        print()
+        print("The machine's memory floor (one dependent load per iteration over a random chain):")
+        print()
+        print("| chain | ns/load |")
+        print("|---|---:|")
+        for w in sorted(floor, key=order_key):
+            print("| {} MiB | {} |".format(w.split("/")[-1], fmt_ns(floor[w])))
+
     print()
     print("Hit cost growth with the number of cached regions (ns/op at N / at 1,000):")
     print()
