@@ -114,7 +114,7 @@ class CacheCore {
   void Release(Region* r) {
     ThreadRefs* t = thread_refs_.Mine();
     if (t != nullptr) [[likely]] {
-      t->busy.store(1, std::memory_order_relaxed);
+      t->busy.store(ThreadRefs::BusyMark(), std::memory_order_relaxed);
       ThreadRefs::Add(t->Counter(r->index), -1);
       LightFence();
       if (r->state.load(std::memory_order_relaxed) & kDead) [[unlikely]] {

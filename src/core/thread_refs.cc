@@ -76,7 +76,8 @@ void ThreadRefTables::AwaitReleases() const {
     const ThreadRefs* p = tables_[s + 1].load(std::memory_order_acquire);
     if (p == nullptr || s == mine) continue;
     // A few instructions, unless that thread was descheduled mid-release.
-    while (p->busy.load(std::memory_order_acquire) != 0) sched_yield();
+    // A stale mark from before a fork has a thread behind it no longer.
+    while (p->busy.load(std::memory_order_acquire) == ThreadRefs::BusyMark()) sched_yield();
   }
 }
 

@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/fork_generation.h"
 #include "core/thread_slot.h"
 
 namespace dmareg::internal {
@@ -57,7 +58,11 @@ class ThreadRefs {
   // Set by the owner while it releases a reference: between its decrement and
   // its last look at the region, the region may be freed by another thread,
   // and the cache with it; the cache waits for this flag before it goes.
+  // The value set is BusyMark(): the process's fork generation plus one, so
+  // that in a forked child the mark of a parent's thread caught mid-release
+  // (a thread the child does not have) is told apart and not waited for.
   std::atomic<uint32_t> busy{0};
+  static uint32_t BusyMark() { return ForkGeneration() + 1; }
 
  private:
   explicit ThreadRefs(int32_t* counts) : counts_(counts) {}

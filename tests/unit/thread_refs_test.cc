@@ -1,10 +1,14 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "core/thread_refs.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "core/asymmetric_fence.h"
 #include "gtest/gtest.h"
 
@@ -48,7 +52,7 @@ TEST(ThreadRefsTest, AwaitReleasesWaitsForBusyThreads) {
   std::atomic<bool> set{false}, done{false};
   std::thread t([&] {
     ThreadRefs* r = tables.CreateMine();
-    r->busy.store(1);
+    r->busy.store(ThreadRefs::BusyMark());
     set = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     done = true;
@@ -57,6 +61,36 @@ TEST(ThreadRefsTest, AwaitReleasesWaitsForBusyThreads) {
   while (!set) std::this_thread::yield();
   tables.AwaitReleases();
   EXPECT_TRUE(done.load());
+  t.join();
+}
+
+// A child of a fork has only the forking thread: a release another thread
+// of the parent was in the middle of will never end there, and waiting for
+// it would hang the child's cache teardown.
+TEST(ThreadRefsTest, ForkedChildDoesNotWaitForTheParentsReleases) {
+  WatchForks();  // as every cache does: the child's generation moves on
+  ThreadRefTables tables(true);
+  absl::Notification marked, forked;
+  std::thread t([&] {
+    ThreadRefs* r = tables.CreateMine();
+    r->busy.store(ThreadRefs::BusyMark());
+    marked.Notify();
+    forked.WaitForNotification();
+    r->busy.store(0, std::memory_order_release);
+  });
+  marked.WaitForNotification();
+  const pid_t child = fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {
+    alarm(10);  // a hang fails the test (SIGALRM) rather than the suite
+    tables.AwaitReleases();
+    _exit(0);
+  }
+  forked.Notify();
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the child waited for a release no thread of it was making (status " << status << ")";
   t.join();
 }
 
