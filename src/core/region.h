@@ -4,11 +4,11 @@
 //
 // Regions live in type-stable memory (RegionPool): a Region object is never
 // returned to the allocator while its cache lives, only recycled. That is
-// what lets the hit path read a Region pointer out of the lock-free index and
-// touch it without a lock: a stale pointer still points at a Region, and the
-// state word says whether it may be referenced. Each Region has a fixed dense
-// `index` (its position in the pool) that keys per-region side data: the
-// per-thread reference counts (thread_refs.h) and the pool's writer-only
+// what lets the hit path read a Region index out of the lock-free index and
+// touch that Region without a lock: a stale index still names a Region, and
+// the state word says whether it may be referenced. Each Region has a fixed
+// dense `index` (its position in the pool) that keys per-region side data:
+// the per-thread reference counts (thread_refs.h) and the pool's writer-only
 // fields (CLOCK ring links, the backend's mapping handle).
 //
 // State word (64 bits):
