@@ -208,32 +208,33 @@ TEST_F(ExplicitMonitorTest, MemoryUnmappedDuringEveryRegistrationGivesUp) {
   EXPECT_GE(cache_->stats().retried_registrations, 7u);
 }
 
-TEST_F(ExplicitMonitorTest, EventStormElsewhereDoesNotForceARetry) {
-  // More events than the cache's record of recent invalidations holds, all
-  // about other memory, arrive while the registration is in flight.
+// Acquires mem_'s first page while, during its first registration, 200
+// events about other memory arrive (more than the cache's record of recent
+// invalidations holds), then one about that page if `also_the_span`.
+absl::StatusOr<Registration> AcquireDuringEventStorm(ExplicitMonitor& monitor, FakeDomain& fake,
+                                                     RegistrationCache& cache, char* span,
+                                                     bool also_the_span) {
   Anon other(1);
   bool fired = false;
-  fake_->SetRegisterHook([&](uintptr_t, size_t) {
+  fake.SetRegisterHook([&](uintptr_t, size_t) {
     if (std::exchange(fired, true)) return;
-    for (int i = 0; i < 200; ++i) (void)monitor_->Notify(other.p, kPage);
+    for (int i = 0; i < 200; ++i) (void)monitor.Notify(other.p, kPage);
+    if (also_the_span) (void)monitor.Notify(span, kPage);
   });
-  auto r = cache_->Acquire(mem_.p, kPage, Access::kLocalWrite);
-  fake_->SetRegisterHook(nullptr);
+  absl::StatusOr<Registration> r = cache.Acquire(span, kPage, Access::kLocalWrite);
+  fake.SetRegisterHook(nullptr);
+  return r;
+}
+
+TEST_F(ExplicitMonitorTest, EventStormElsewhereDoesNotForceARetry) {
+  auto r = AcquireDuringEventStorm(*monitor_, *fake_, *cache_, mem_.p, false);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(cache_->stats().retried_registrations, 0u) << "none of the events touched the span";
   EXPECT_EQ(cache_->stats().monitor_events, 200u);
 }
 
 TEST_F(ExplicitMonitorTest, EventStormOverlappingTheSpanForcesARetry) {
-  Anon other(1);
-  bool fired = false;
-  fake_->SetRegisterHook([&](uintptr_t, size_t) {
-    if (std::exchange(fired, true)) return;
-    for (int i = 0; i < 200; ++i) (void)monitor_->Notify(other.p, kPage);
-    (void)monitor_->Notify(mem_.p, kPage);
-  });
-  auto r = cache_->Acquire(mem_.p, kPage, Access::kLocalWrite);
-  fake_->SetRegisterHook(nullptr);
+  auto r = AcquireDuringEventStorm(*monitor_, *fake_, *cache_, mem_.p, true);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(cache_->stats().retried_registrations, 1u) << "the span was unmapped mid-registration";
   EXPECT_EQ(fake_->live_registrations(), 1) << "the discarded attempt must be deregistered";
