@@ -60,18 +60,16 @@ Region* CacheCore::FastHitShared(uintptr_t a, uintptr_t b, AccessFlags want) {
     }
     if (t != nullptr) return FastHit(a, b, want);
   }
-  Region* hit = nullptr;
-  index_.Probe(a, [&](uint32_t i) {
+  Region* hit = RegionAt(index_.Probe(a, [&](uint32_t i) {
     Region* r = region_base_ + i;
     if (!r->TryRefShared()) return false;
-    if (r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want)) {
+    if (r->Covers(a, b, want)) {
       r->Touch();
-      hit = r;
       return true;
     }
     Release(r);
     return false;
-  });
+  }));
   if (hit != nullptr) hits_.Add();
   return hit;
 }
@@ -221,7 +219,7 @@ absl::StatusOr<Region*> CacheCore::Miss(uintptr_t a, uintptr_t b, AccessFlags wa
       // Invalidate already did, and anything else it now covers).
       RegionList superseded;
       index_.ForEachOverlapping(start, end, [&](Region* c) {
-        if (c != r && c->addr >= start && c->end() <= end && AccessSatisfies(access, c->access)) {
+        if (c != r && r->Covers(c->addr, c->end(), c->access)) {
           superseded.push_back(c);
         }
       });

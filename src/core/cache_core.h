@@ -144,25 +144,25 @@ class CacheCore {
   // reference (see the handshake above). The index gives the Region and
   // this thread's counter for it at once.
   Region* HitWith(ThreadRefs* t, uintptr_t a, uintptr_t b, AccessFlags want) {
-    Region* hit = nullptr;
-    index_.Probe(a, [&](uint32_t i) {
+    return RegionAt(index_.Probe(a, [&](uint32_t i) {
       Region* r = region_base_ + i;
       ThreadRefs::Add(t->Counter(i), 1);
       LightFence();
       const uint64_t s = r->state.load(std::memory_order_acquire);
-      if (!(s & kFlags) && r->addr <= a && r->end() >= b && AccessSatisfies(r->access, want))
-          [[likely]] {
+      if (!(s & kFlags) && r->Covers(a, b, want)) [[likely]] {
         r->Touch();
         t->CountHit();
-        hit = r;
         return true;
       }
       // A full release: if the region died meanwhile, ours may be its last
       // reference.
       Release(r);
       return false;
-    });
-    return hit;
+    }));
+  }
+  // The Region a probe returned, or null for RangeIndex::kNoIndex.
+  Region* RegionAt(uint32_t i) const {
+    return i == RangeIndex::kNoIndex ? nullptr : region_base_ + i;
   }
   absl::StatusOr<Region*> Miss(uintptr_t a, uintptr_t b, AccessFlags want);
 

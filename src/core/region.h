@@ -50,6 +50,10 @@ struct alignas(64) Region : RegistrationInfo {
   bool indexed = false;  // in the RangeIndex and the CLOCK ring
 
   uintptr_t end() const { return addr + length; }
+  // Serves a request for [a, b) with `want` (fields stable: hold a reference).
+  bool Covers(uintptr_t a, uintptr_t b, AccessFlags want) const {
+    return addr <= a && end() >= b && AccessSatisfies(access, want);
+  }
 
   // Marks the region used, without dirtying its line when it already is.
   void Touch() {
