@@ -10,7 +10,6 @@ namespace dmareg::internal {
 
 namespace {
 constexpr int kMinBits = 6;
-constexpr size_t kHugePage = size_t{2} << 20;
 }  // namespace
 
 int RangeIndex::LevelFor(uint64_t length) {
@@ -24,12 +23,8 @@ RangeIndex::Table::Table(int b) : bits(b), mask((size_t{1} << b) - 1) {
   if (bytes() >= kHugePage) {
     // Its own mapping, huge-page aligned: lookups land at random, and an
     // outgrown table can give its pages back without being unmapped.
-    mapping_bytes = bytes() + kHugePage;
-    mapping = mmap(nullptr, mapping_bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (mapping == MAP_FAILED) throw std::bad_alloc();
-    const uintptr_t a = reinterpret_cast<uintptr_t>(mapping);
-    mem = reinterpret_cast<void*>((a + kHugePage - 1) & ~(kHugePage - 1));
+    if (!mapping.Map(bytes(), PROT_READ | PROT_WRITE)) throw std::bad_alloc();
+    mem = mapping.data();
     madvise(mem, bytes(), MADV_HUGEPAGE);
   } else {
     mem = ::operator new(bytes());
@@ -39,16 +34,12 @@ RangeIndex::Table::Table(int b) : bits(b), mask((size_t{1} << b) - 1) {
 }
 
 RangeIndex::Table::~Table() {
-  if (mapping != nullptr) {
-    munmap(mapping, mapping_bytes);
-  } else {
-    ::operator delete(slots);
-  }
+  if (mapping.data() == nullptr) ::operator delete(slots);
 }
 
 void RangeIndex::Table::Drop() {
   // Anonymous private pages read as zero (empty slots) once dropped.
-  if (mapping != nullptr && !dropped) {
+  if (mapping.data() != nullptr && !dropped) {
     madvise(slots, bytes(), MADV_DONTNEED);
     dropped = true;
   }

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "core/aligned_mapping.h"
 #include "core/region.h"
 
 namespace dmareg::internal {
@@ -99,8 +100,7 @@ class RangeIndex {
     int bits;
     size_t mask;
     std::atomic<uint64_t>* slots;  // 0: empty; else Tag(key) | index
-    void* mapping = nullptr;       // large tables: their own mmap
-    size_t mapping_bytes = 0;
+    AlignedMapping mapping;        // large tables: their own mmap
     bool dropped = false;
   };
 

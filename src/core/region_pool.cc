@@ -10,7 +10,6 @@
 namespace dmareg::internal {
 
 namespace {
-constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kRegionsPerHugePage = kHugePage / sizeof(Region);
 }  // namespace
 
@@ -18,13 +17,8 @@ RegionPool::RegionPool(size_t max_regions) {
   // PROT_NONE commits nothing, even under strict overcommit; a smaller
   // reservation is tried where the address space is limited (RLIMIT_AS).
   for (size_t regions = std::min(max_regions, kMaxRegions); regions > 0; regions /= 2) {
-    const size_t bytes = regions * sizeof(Region) + kHugePage;  // room to align
-    void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) continue;
-    reservation_ = p;
-    reservation_bytes_ = bytes;
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    base_ = reinterpret_cast<Region*>((a + kHugePage - 1) & ~(kHugePage - 1));
+    if (!reservation_.Map(regions * sizeof(Region), PROT_NONE)) continue;
+    base_ = static_cast<Region*>(reservation_.data());
     max_regions_ = regions;
     return;
   }
@@ -33,7 +27,6 @@ RegionPool::RegionPool(size_t max_regions) {
 
 RegionPool::~RegionPool() {
   for (size_t i = 0; i < capacity_; ++i) base_[i].~Region();
-  if (reservation_ != nullptr) munmap(reservation_, reservation_bytes_);
 }
 
 bool RegionPool::Grow(size_t count) {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/aligned_mapping.h"
 #include "core/region.h"
 
 namespace dmareg::internal {
@@ -77,8 +78,7 @@ class RegionPool {
   static constexpr size_t kLinkChunk = size_t{1} << kLinkChunkBits;
   static constexpr size_t kLinkChunks = kMaxRegions / kLinkChunk;
   Region* base_ = nullptr;  // 2 MiB-aligned, inside the reservation
-  void* reservation_ = nullptr;
-  size_t reservation_bytes_ = 0;
+  AlignedMapping reservation_;
   size_t max_regions_ = 0;
   std::unique_ptr<Links[]> link_chunks_[kLinkChunks];  // by Region::index
   size_t capacity_ = 0;  // Regions committed and constructed
