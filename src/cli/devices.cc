@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 
 namespace dmareg::cli {
 namespace {

@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
-#include "core/aligned_mapping.h"
+#include "base/aligned_mapping.h"
 #include "core/region.h"
 
 namespace dmareg::internal {

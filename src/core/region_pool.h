@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "core/aligned_mapping.h"
+#include "base/aligned_mapping.h"
 #include "core/region.h"
 
 namespace dmareg::internal {

@@ -23,8 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "core/fork_generation.h"
-#include "core/thread_slot.h"
+#include "base/fork_generation.h"
+#include "base/thread_slot.h"
 
 namespace dmareg::internal {
 

@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "core/mutex.h"
+#include "base/mutex.h"
 
 namespace dmareg::internal {
 

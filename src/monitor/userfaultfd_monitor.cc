@@ -35,10 +35,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 #include "absl/container/btree_map.h"
-#include "core/fork_generation.h"
-#include "core/mutex.h"
+#include "base/fork_generation.h"
+#include "base/mutex.h"
 #include "monitor/invalidation_log.h"
 #include "monitor/vma.h"
 #include "dmareg/monitor.h"

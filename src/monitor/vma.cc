@@ -8,7 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 
 namespace dmareg::internal {
 

@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 
 namespace dmareg::rc {
 namespace {

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 #include "verbs/verbs_ops.h"
 
 namespace dmareg {

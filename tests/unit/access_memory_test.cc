@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 #include "dmareg/access.h"
 #include "dmareg/memory.h"
 #include "gmock/gmock.h"

@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/striped_counter.h"
+#include "base/striped_counter.h"
 
 #include <thread>
 #include <vector>

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
-#include "core/asymmetric_fence.h"
+#include "base/asymmetric_fence.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::internal {

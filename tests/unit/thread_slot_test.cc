@@ -1,11 +1,11 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/thread_slot.h"
+#include "base/thread_slot.h"
 
 #include <set>
 #include <thread>
 #include <vector>
 
-#include "core/striped_counter.h"
+#include "base/striped_counter.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::internal {

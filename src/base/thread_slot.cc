@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/thread_slot.h"
+#include "base/thread_slot.h"
 
 #include <mutex>
 #include <vector>

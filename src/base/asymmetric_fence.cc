@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/asymmetric_fence.h"
+#include "base/asymmetric_fence.h"
 
 #include <linux/membarrier.h>
 #include <sys/syscall.h>

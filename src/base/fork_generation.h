@@ -9,8 +9,8 @@
 // made from the child would destroy the parent's mapping; objects that hold
 // device state compare the generation they were made in with this one.
 
-#ifndef DMAREG_SRC_CORE_FORK_GENERATION_H_
-#define DMAREG_SRC_CORE_FORK_GENERATION_H_
+#ifndef DMAREG_SRC_BASE_FORK_GENERATION_H_
+#define DMAREG_SRC_BASE_FORK_GENERATION_H_
 
 #include <atomic>
 #include <cstdint>
@@ -28,4 +28,4 @@ inline uint32_t ForkGeneration() {
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_FORK_GENERATION_H_
+#endif  // DMAREG_SRC_BASE_FORK_GENERATION_H_

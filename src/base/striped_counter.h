@@ -7,14 +7,14 @@
 // stripes. Used for hit counts, which a single atomic would turn into the
 // one contended line of the hit path.
 
-#ifndef DMAREG_SRC_CORE_STRIPED_COUNTER_H_
-#define DMAREG_SRC_CORE_STRIPED_COUNTER_H_
+#ifndef DMAREG_SRC_BASE_STRIPED_COUNTER_H_
+#define DMAREG_SRC_BASE_STRIPED_COUNTER_H_
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 
-#include "core/thread_slot.h"
+#include "base/thread_slot.h"
 
 namespace dmareg::internal {
 
@@ -46,4 +46,4 @@ class StripedCounter {
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_STRIPED_COUNTER_H_
+#endif  // DMAREG_SRC_BASE_STRIPED_COUNTER_H_

@@ -6,8 +6,8 @@
 // instrumentation, so TSan cannot see absl::Mutex's happens-before edges and
 // reports false races; pthread mutexes are intercepted by every sanitizer.
 
-#ifndef DMAREG_SRC_CORE_MUTEX_H_
-#define DMAREG_SRC_CORE_MUTEX_H_
+#ifndef DMAREG_SRC_BASE_MUTEX_H_
+#define DMAREG_SRC_BASE_MUTEX_H_
 
 #include <mutex>
 
@@ -39,4 +39,4 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_MUTEX_H_
+#endif  // DMAREG_SRC_BASE_MUTEX_H_

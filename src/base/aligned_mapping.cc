@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/aligned_mapping.h"
+#include "base/aligned_mapping.h"
 
 #include <sys/mman.h>
 

@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/fork_generation.h"
+#include "base/fork_generation.h"
 
 #include <pthread.h>
 

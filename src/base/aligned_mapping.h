@@ -6,8 +6,8 @@
 // mapping; unmaps it when destroyed. MAP_NORESERVE: nothing is committed
 // until touched (or, for PROT_NONE, until made writable).
 
-#ifndef DMAREG_SRC_CORE_ALIGNED_MAPPING_H_
-#define DMAREG_SRC_CORE_ALIGNED_MAPPING_H_
+#ifndef DMAREG_SRC_BASE_ALIGNED_MAPPING_H_
+#define DMAREG_SRC_BASE_ALIGNED_MAPPING_H_
 
 #include <cstddef>
 
@@ -37,4 +37,4 @@ class AlignedMapping {
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_ALIGNED_MAPPING_H_
+#endif  // DMAREG_SRC_BASE_ALIGNED_MAPPING_H_

@@ -9,8 +9,8 @@
 // live at once, and threads that are exiting, get kNoSlot and take the
 // callers' shared path.
 
-#ifndef DMAREG_SRC_CORE_THREAD_SLOT_H_
-#define DMAREG_SRC_CORE_THREAD_SLOT_H_
+#ifndef DMAREG_SRC_BASE_THREAD_SLOT_H_
+#define DMAREG_SRC_BASE_THREAD_SLOT_H_
 
 #include <cstddef>
 
@@ -35,4 +35,4 @@ inline size_t ThreadSlot() {
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_THREAD_SLOT_H_
+#endif  // DMAREG_SRC_BASE_THREAD_SLOT_H_

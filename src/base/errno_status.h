@@ -4,8 +4,8 @@
 // call and the device so the message alone says what went wrong:
 //   "ibv_reg_mr_iova2 on rxe0: Bad address (EFAULT)".
 
-#ifndef DMAREG_SRC_CORE_ERRNO_STATUS_H_
-#define DMAREG_SRC_CORE_ERRNO_STATUS_H_
+#ifndef DMAREG_SRC_BASE_ERRNO_STATUS_H_
+#define DMAREG_SRC_BASE_ERRNO_STATUS_H_
 
 #include "absl/strings/string_view.h"
 
@@ -27,4 +27,4 @@ absl::string_view ErrnoName(int err);
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_ERRNO_STATUS_H_
+#endif  // DMAREG_SRC_BASE_ERRNO_STATUS_H_

@@ -16,8 +16,8 @@
 // report the light side as a race, or worse, miss real ones); callers then
 // use a protocol with atomic read-modify-writes on both sides.
 
-#ifndef DMAREG_SRC_CORE_ASYMMETRIC_FENCE_H_
-#define DMAREG_SRC_CORE_ASYMMETRIC_FENCE_H_
+#ifndef DMAREG_SRC_BASE_ASYMMETRIC_FENCE_H_
+#define DMAREG_SRC_BASE_ASYMMETRIC_FENCE_H_
 
 #include <atomic>
 
@@ -34,4 +34,4 @@ void HeavyFence();
 
 }  // namespace dmareg::internal
 
-#endif  // DMAREG_SRC_CORE_ASYMMETRIC_FENCE_H_
+#endif  // DMAREG_SRC_BASE_ASYMMETRIC_FENCE_H_

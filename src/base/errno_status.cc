@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "core/errno_status.h"
+#include "base/errno_status.h"
 
 #include <cerrno>
 #include <cstring>
