@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "base/asymmetric_fence.h"
+#include "common/test_memory.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::internal {
@@ -87,10 +88,8 @@ TEST(ThreadRefsTest, ForkedChildDoesNotWaitForTheParentsReleases) {
     _exit(0);
   }
   forked.Notify();
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the child waited for a release no thread of it was making (status " << status << ")";
+  EXPECT_EQ(test::ChildExitCode(child), 0)
+      << "the child waited for a release no thread of it was making";
   t.join();
 }
 

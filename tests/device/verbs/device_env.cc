@@ -1,8 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "device/verbs/device_env.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
@@ -21,28 +19,6 @@ std::string Env(const char* name) {
 bool InVm() { return Env("DMAREG_IN_VM") == "1"; }
 
 std::string WantedRdmaDevice() { return Env("DMAREG_RXE_DEV"); }
-
-Mapping::Mapping(size_t length, int prot) : length_(length) {
-  void* p = mmap(nullptr, length, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p != MAP_FAILED) data_ = static_cast<char*>(p);
-}
-
-Mapping::~Mapping() {
-  if (data_ != nullptr) munmap(data_, length_);
-}
-
-void FillPattern(void* p, size_t n, uint32_t seed, size_t first_index) {
-  auto* b = static_cast<uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i) b[i] = PatternByte(seed, first_index + i);
-}
-
-ptrdiff_t FindMismatch(const void* p, size_t n, uint32_t seed, size_t first_index) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i) {
-    if (b[i] != PatternByte(seed, first_index + i)) return static_cast<ptrdiff_t>(i);
-  }
-  return -1;
-}
 
 void RdmaTest::SetUp() {
   const std::string wanted = WantedRdmaDevice();

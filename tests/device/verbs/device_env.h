@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
 #include "dmareg/verbs_domain.h"
 #include "gtest/gtest.h"
@@ -35,35 +36,11 @@ std::string WantedRdmaDevice();
 // The value of environment variable `name`, or "".
 std::string Env(const char* name);
 
-// An anonymous private mapping of whole pages, unmapped on destruction.
-class Mapping {
- public:
-  explicit Mapping(size_t length, int prot = 3 /* PROT_READ | PROT_WRITE */);
-  ~Mapping();
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-
-  char* data() const { return data_; }
-  size_t size() const { return length_; }
-  bool ok() const { return data_ != nullptr; }
-  // Forget the range without unmapping it (a test took it over).
-  void Release() { data_ = nullptr; }
-
- private:
-  char* data_ = nullptr;
-  size_t length_ = 0;
-};
-
-// Byte `i` of pattern `seed`: differs between seeds and is not periodic in
-// any small power of two, so a misplaced page shows.
-inline uint8_t PatternByte(uint32_t seed, size_t i) {
-  uint64_t x = (static_cast<uint64_t>(seed) << 32) ^ (i * 0x9E3779B97F4A7C15ull);
-  x ^= x >> 29;
-  return static_cast<uint8_t>(x ^ (x >> 17) ^ seed);
-}
-void FillPattern(void* p, size_t n, uint32_t seed, size_t first_index = 0);
-// Offset of the first byte that differs from the pattern, or -1.
-ptrdiff_t FindMismatch(const void* p, size_t n, uint32_t seed, size_t first_index = 0);
+// Test memory and byte patterns (tests/common).
+using test::FillPattern;
+using test::FindMismatch;
+using test::Mapping;
+using test::PatternByte;
 
 // Opens the wanted RDMA device with a cache in front; skips (outside the VM)
 // or fails (inside it) when there is none.

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -66,10 +67,7 @@ TEST_F(VerbsMonitorTest, MunmapIsNoticedWithoutInvalidate) {
   }
   const int64_t mrs = domain_->live_mrs();
   // New pages at the same address, and no Invalidate call.
-  ASSERT_EQ(munmap(addr, kLen), 0);
-  ASSERT_EQ(mmap(addr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-                 -1, 0),
-            static_cast<void*>(addr));
+  ASSERT_TRUE(test::ReplacePages(addr, kLen)) << std::strerror(errno);
   FillPattern(addr, kLen, 2);
   auto new_reg = cache_->Acquire(addr, kLen, Access::kRemoteRead);
   ASSERT_TRUE(new_reg.ok()) << new_reg.status();
@@ -116,12 +114,11 @@ TEST_F(VerbsMonitorTest, ForkLeavesTheParentsMrsAlone) {
     }
     _exit(code);
   }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status) & 1, 0) << "the child was served its parent's MR";
-  EXPECT_EQ(WEXITSTATUS(status) & 2, 0) << "the child could not open its own domain";
-  EXPECT_EQ(WEXITSTATUS(status) & 4, 0) << "the child could not register with its own cache";
+  const int code = test::ChildExitCode(pid);
+  ASSERT_GE(code, 0) << "the child died";
+  EXPECT_EQ(code & 1, 0) << "the child was served its parent's MR";
+  EXPECT_EQ(code & 2, 0) << "the child could not open its own domain";
+  EXPECT_EQ(code & 4, 0) << "the child could not register with its own cache";
 
   FillPattern(src.data(), kLen, 11);  // the parent writes after the fork
   absl::Status r = pair_.b->Read(dst.data(), kLen, d->lkey(), s->IovaFor(src.data()), s->rkey());
