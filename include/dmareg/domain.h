@@ -7,18 +7,25 @@
 // a dma-buf slice into a device mapping (verbs MR: lkey/rkey/IOVA; VFIO: an
 // IOMMU mapping at an IOVA), and undo it. The `RegistrationCache` in front of
 // it does the validation and the caching, so a Domain may assume its
-// arguments are valid (non-empty, page-aligned host spans, known access bits).
+// arguments are valid (non-empty host spans that do not wrap, known access
+// bits, an IOVA only where `caller_iova` says it is honoured).
+//
+// The two registration calls are symmetric: each takes a memory descriptor
+// that may name the IOVA of its first byte (`HostMemory::iova`,
+// `DmaBufMemory::iova`); empty, the domain picks one. Every mapping comes
+// back with its extent (`DeviceMapping::iova`, `length`), which is what
+// `Deregister` undoes.
 //
 // Implementations: `VerbsDomain` (libibverbs), the VFIO domain, and
-// `testing::FakeDomain` for tests. A capability a device lacks is reported in
-// `DomainCapabilities` and answered with a status (`Unimplemented`,
-// `FailedPrecondition`), never a crash.
+// `testing::FakeDomain` for tests. What a device can do is data, probed once
+// when the domain opens (`DomainCapabilities`); what it cannot do is answered
+// with a status (`Unimplemented`, `FailedPrecondition`), never a crash.
 //
 // Thread safety: every method may be called from several threads at once.
 //
 //   class MyDomain : public dmareg::Domain {
 //     absl::StatusOr<dmareg::DeviceMapping> RegisterHost(
-//         const void* addr, size_t len, dmareg::AccessFlags access) override;
+//         const dmareg::HostMemory& memory, dmareg::AccessFlags access) override;
 //     absl::Status Deregister(const dmareg::DeviceMapping& m) override;
 //     ...
 //   };
@@ -29,41 +36,49 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "dmareg/access.h"
 #include "dmareg/memory.h"
+#include "dmareg/range.h"
 
 namespace dmareg {
 
-// An inclusive range of IOVAs a device may use.
-struct IovaRange {
-  uint64_t first = 0;
-  uint64_t last = 0;
+// What kind of device a domain maps memory for.
+enum class DeviceKind {
+  kFake,  // no device (tests, benchmarks)
+  kRdma,  // an RDMA NIC through libibverbs: MRs with keys
+  kVfio,  // a device behind an IOMMU through VFIO: IOVA mappings, no keys
 };
+// "fake", "rdma", "vfio".
+std::string_view DeviceKindName(DeviceKind kind);
 
-// What a domain can do, probed once when it opens.
+// What a domain can do, probed once when it opens. Every backend fills
+// every field; backend-only detail lives with the backend (VerbsDeviceInfo).
 struct DomainCapabilities {
   std::string device_name;
-  // ibv_reg_dmabuf_mr (or its VFIO equivalent) is implemented by the driver.
-  bool dmabuf_mr = false;
-  // On-demand paging for RC transport (any of send/recv/write/read).
-  bool odp = false;
-  uint32_t odp_rc_caps = 0;  // IBV_ODP_SUPPORT_* bits for RC, 0 if none
-  uint64_t max_mr_size = UINT64_MAX;
-  uint64_t page_size_cap = 4096;  // bit N set: pages of 2^N bytes supported
-  std::vector<IovaRange> iova_ranges;  // empty: any IOVA (verbs: IOVA = VA)
-  uint64_t max_mappings = 0;           // 0: no known limit
-  bool fork_protected = false;         // ibv_fork_init was in effect at open
+  DeviceKind kind = DeviceKind::kFake;
+  // IOVAs the device may use; empty: any IOVA below 2^dma_address_bits.
+  std::vector<Range> iova_ranges;
+  // Width of the device's DMA addresses: IOVAs must lie below 2^bits.
+  int dma_address_bits = 64;
+  uint64_t max_mappings = 0;                 // 0: no known limit
+  uint64_t max_mapping_bytes = UINT64_MAX;   // longest single mapping
+  uint64_t page_sizes = 4096;                // bit N set: pages of 2^N bytes
+  bool caller_iova = false;       // Register* honour a caller-chosen IOVA
+  bool dmabuf_import = false;     // RegisterDmaBuf is implemented by the driver
+  bool on_demand_paging = false;  // mappings need no pinning (verbs ODP)
 };
 
 // The result of one registration.
 struct DeviceMapping {
-  uint32_t lkey = 0;
+  uint32_t lkey = 0;    // verbs keys; 0 where the device has none (VFIO)
   uint32_t rkey = 0;
   uint64_t iova = 0;    // device address of the first byte
+  uint64_t length = 0;  // bytes mapped from `iova` on
   uint64_t handle = 0;  // the backend's own (ibv_mr*, mapping id)
 };
 
@@ -75,9 +90,9 @@ class Domain {
   virtual const std::string& name() const = 0;
   virtual const DomainCapabilities& capabilities() const = 0;
 
-  // Maps [addr, addr + length). The cache passes page-aligned spans.
-  virtual absl::StatusOr<DeviceMapping> RegisterHost(const void* addr,
-                                                     size_t length,
+  // Maps [memory.addr, memory.addr + memory.length), at `memory.iova` if
+  // given. The cache passes page-aligned spans and no IOVA.
+  virtual absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
                                                      AccessFlags access) = 0;
 
   // Maps a dma-buf slice. Default: Unimplemented, naming the domain.

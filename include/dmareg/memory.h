@@ -10,6 +10,10 @@
 //   dmareg::HostMemory host{buf, 1 << 20};
 //   dmareg::DmaBufMemory gpu{.fd = dmabuf_fd, .offset = 0, .length = size};
 //
+// Both may name the IOVA the device should use for their first byte. A
+// `Domain` honours it where its capabilities say `caller_iova`; the
+// `RegistrationCache` picks IOVAs itself and refuses a request that names one.
+//
 // Validation (zero length, wrap-around, null with a length, negative fd) is
 // done by `ValidateHostMemory()`/`ValidateDmaBufMemory()`; every entry point of
 // the library calls them, so callers need not.
@@ -28,13 +32,16 @@ namespace dmareg {
 struct HostMemory {
   const void* addr = nullptr;
   size_t length = 0;
+  // The IOVA the device should use for `addr`; empty: the domain's choice
+  // (verbs: the address itself).
+  std::optional<uint64_t> iova;
 };
 
 struct DmaBufMemory {
   int fd = -1;           // a dma-buf fd; the caller keeps ownership
   uint64_t offset = 0;   // byte offset into the dma-buf
   size_t length = 0;
-  // The IOVA the device should use for the first byte; defaults to `offset`
+  // The IOVA the device should use for the first byte; empty: `offset`
   // (what ibv_reg_dmabuf_mr does when asked for no particular address).
   std::optional<uint64_t> iova;
 };

@@ -67,6 +67,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "dmareg/range.h"
 
 struct dmareg_monitor;  // C handle, see monitor_c.h
 
@@ -123,8 +124,8 @@ class MemoryMonitor {
   // publishing them). Caches wait for the bracket to close before serving.
   void BeginEvents();
   void EndEvents();
-  // [a, b) changed. Never blocks on anything but a short copy.
-  void Publish(uintptr_t a, uintptr_t b);
+  // `r` (bytes, not empty) changed. Never blocks on anything but a short copy.
+  void Publish(Range r);
 
  private:
   friend internal::InvalidationLog& internal::LogOf(MemoryMonitor& monitor);
@@ -167,12 +168,13 @@ class UserfaultfdMonitor final : public MemoryMonitor {
   // Ranges registered with the kernel so far (successful Watch calls).
   uint64_t watches() const;
 
-  struct State;  // the implementation's
-
  private:
+  struct State;  // the descriptors, the reader thread, the watched set
   explicit UserfaultfdMonitor(std::unique_ptr<State> state);
   void ReadLoop();
   void ReadEvents();  // one read(), published
+  // Drops what the log's new events touch from the watched set.
+  void PruneWatched();
   std::unique_ptr<State> state_;
 };
 

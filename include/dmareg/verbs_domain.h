@@ -4,9 +4,11 @@
 // domain on it.
 //
 // `VerbsDomain` opens the device, allocates a PD and probes what the device
-// can do (dma-buf MRs, on-demand paging, MR limits, fork protection) into
-// `capabilities()`. Host memory is registered with `ibv_reg_mr_iova2` (IOVA =
-// virtual address), dma-buf slices with `ibv_reg_dmabuf_mr`. Put a
+// can do (dma-buf MRs, on-demand paging, MR limits) into `capabilities()`,
+// and the verbs-only detail (ODP transport bits, fork protection, firmware)
+// into `device_info()`. Host memory is registered with `ibv_reg_mr_iova2`
+// (at the caller's IOVA if `HostMemory::iova` names one, else IOVA = virtual
+// address), dma-buf slices with `ibv_reg_dmabuf_mr`. Put a
 // `RegistrationCache` in front of it and create QPs/CQs on the same PD:
 //
 //   auto domain = dmareg::VerbsDomain::Open("rxe0");   // "" = first device
@@ -68,6 +70,8 @@ struct VerbsDeviceInfo {
   uint64_t node_guid = 0;  // network byte order, as the device reports it
   uint32_t phys_port_cnt = 0;
   uint32_t max_mr = 0;          // MRs the device can hold
+  uint64_t max_mr_size = 0;     // longest MR
+  uint64_t page_size_cap = 0;   // bit N set: pages of 2^N bytes
   uint64_t odp_general_caps = 0;  // IBV_ODP_SUPPORT* bits
   uint32_t odp_rc_caps = 0;       // IBV_ODP_SUPPORT_* bits for RC, as reported
   uint32_t odp_ud_caps = 0;
@@ -75,6 +79,9 @@ struct VerbsDeviceInfo {
   // the driver implements dma-buf MRs, EOPNOTSUPP when it does not.
   int dmabuf_probe_errno = 0;
   ForkStatus fork_status = ForkStatus::kDisabled;
+
+  // ibv_fork_init was in effect at open, or the kernel makes it unneeded.
+  bool fork_protected() const { return fork_status != ForkStatus::kDisabled; }
 };
 
 // The IBV_ACCESS_* bits for `access` (normalized: remote write/atomic add
@@ -111,7 +118,7 @@ class VerbsDomain final : public Domain {
   const VerbsDomainOptions& options() const { return options_; }
 
   // `DeviceMapping::handle` is the `ibv_mr*`.
-  absl::StatusOr<DeviceMapping> RegisterHost(const void* addr, size_t length,
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
                                              AccessFlags access) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;

@@ -177,13 +177,13 @@ std::string RenderText(const DevicesReport& report) {
     absl::StrAppendFormat(&out, "    fw %s, vendor %#x part %#x, %d port(s)\n",
                           i.fw_ver.empty() ? "-" : i.fw_ver, i.vendor_id, i.vendor_part_id,
                           i.phys_port_cnt);
-    absl::StrAppendFormat(&out, "    dma-buf MR: %s (probe: %s)\n", c.dmabuf_mr ? "yes" : "no",
+    absl::StrAppendFormat(&out, "    dma-buf MR: %s (probe: %s)\n", c.dmabuf_import ? "yes" : "no",
                           ProbeErrno(i.dmabuf_probe_errno));
     absl::StrAppendFormat(&out, "    ODP (RC): %s (general caps %#x, rc caps %#x)\n",
-                          c.odp ? "yes" : "no", i.odp_general_caps, i.odp_rc_caps);
+                          c.on_demand_paging ? "yes" : "no", i.odp_general_caps, i.odp_rc_caps);
     absl::StrAppendFormat(&out,
                           "    max_mr_size %#x, page_size_cap %#x, max_mr %d, fork %s\n",
-                          c.max_mr_size, c.page_size_cap, i.max_mr, ForkName(i.fork_status));
+                          i.max_mr_size, i.page_size_cap, i.max_mr, ForkName(i.fork_status));
     for (const PortReport& p : r.ports) {
       if (!p.error.empty() && p.state.empty()) {
         absl::StrAppend(&out, "    port ", p.port, ": ", p.error, "\n");
@@ -219,11 +219,11 @@ std::string RenderJson(const DevicesReport& report) {
     const VerbsDeviceInfo& i = r.info;
     absl::StrAppend(&o, ",\"fw_ver\":", JsonString(i.fw_ver), ",\"vendor_id\":", i.vendor_id,
                     ",\"vendor_part_id\":", i.vendor_part_id,
-                    ",\"dmabuf_mr\":", JsonBool(c.dmabuf_mr),
+                    ",\"dmabuf_mr\":", JsonBool(c.dmabuf_import),
                     ",\"dmabuf_probe\":", JsonString(ProbeErrno(i.dmabuf_probe_errno)),
-                    ",\"odp\":", JsonBool(c.odp), ",\"odp_general_caps\":", i.odp_general_caps,
-                    ",\"odp_rc_caps\":", i.odp_rc_caps, ",\"max_mr_size\":", c.max_mr_size,
-                    ",\"page_size_cap\":", c.page_size_cap, ",\"max_mr\":", i.max_mr,
+                    ",\"odp\":", JsonBool(c.on_demand_paging), ",\"odp_general_caps\":", i.odp_general_caps,
+                    ",\"odp_rc_caps\":", i.odp_rc_caps, ",\"max_mr_size\":", i.max_mr_size,
+                    ",\"page_size_cap\":", i.page_size_cap, ",\"max_mr\":", i.max_mr,
                     ",\"fork\":", JsonString(ForkName(i.fork_status)), ",\"ports\":[");
     std::vector<std::string> ports;
     for (const PortReport& p : r.ports) {

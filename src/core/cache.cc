@@ -5,7 +5,7 @@
 #include "dmareg/cache.h"
 
 #include <cstdint>
-#include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -44,29 +44,34 @@ namespace {
 [[gnu::cold]] absl::Status InvalidHostRequest(const HostMemory& memory, AccessFlags access) {
   if (absl::Status s = ValidateHostMemory(memory); !s.ok()) return s;
   if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
+  if (memory.iova) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "host range [%p, +%#x) names IOVA %#x: the cache picks IOVAs itself; map at a "
+        "chosen IOVA with Domain::RegisterHost",
+        memory.addr, memory.length, *memory.iova));
+  }
   return absl::InvalidArgumentError(
-      absl::StrFormat("host range [%#x, +%#x) ends in the last page of the address space",
-                      reinterpret_cast<uintptr_t>(memory.addr), memory.length));
+      absl::StrFormat("host range [%p, +%#x) touches the last page of the address space, "
+                      "which no mapping can hold",
+                      memory.addr, memory.length));
 }
 }  // namespace
 
 absl::StatusOr<Registration> RegistrationCache::Acquire(const HostMemory& memory,
                                                         AccessFlags access) {
-  const uintptr_t page = core_->page_size();
   const uintptr_t addr = reinterpret_cast<uintptr_t>(memory.addr);
-  const uintptr_t last = addr + memory.length - 1;
-  // Null, empty, wrapping, ending in the last page (whose end the rounded
-  // span could not name), or unknown access bits.
-  if (addr == 0 || memory.length == 0 || last < addr ||
-      last > std::numeric_limits<uintptr_t>::max() - (page - 1) ||
-      (access.bits() & ~kAllAccess.bits()) != 0) [[unlikely]] {
+  // The whole pages holding the request; none if it is empty, wraps, or
+  // touches the last page (whose rounded end would wrap to 0).
+  const std::optional<Range> span = Range::PagesHolding(addr, memory.length, core_->page_size());
+  // One test for every bad request: null, no span, a caller's IOVA (the
+  // cache picks them), unknown access bits.
+  if (addr == 0 || !span || memory.iova || (access.bits() & ~kAllAccess.bits()) != 0)
+      [[unlikely]] {
     return InvalidHostRequest(memory, access);
   }
-  const uintptr_t a = addr & ~(page - 1);
-  const uintptr_t b = (last + page) & ~(page - 1);
   const AccessFlags want = NormalizeAccess(access);
-  if (internal::Region* r = core_->TryHit(a, b, want)) [[likely]] return Registration(r);
-  absl::StatusOr<internal::Region*> r = core_->AcquireHost(a, b, want);
+  if (internal::Region* r = core_->TryHit(*span, want)) [[likely]] return Registration(r);
+  absl::StatusOr<internal::Region*> r = core_->AcquireHost(*span, want);
   if (!r.ok()) return r.status();
   return Registration(*r);
 }
@@ -82,9 +87,10 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memo
 
 absl::Status RegistrationCache::Invalidate(const void* addr, size_t length) {
   if (absl::Status s = ValidateHostMemory(HostMemory{addr, length}); !s.ok()) return s;
-  const uintptr_t first = reinterpret_cast<uintptr_t>(addr);
-  const auto [a, b] = internal::PagesCovering(first, first + (length - 1), core_->page_size());
-  core_->Invalidate(a, b);
+  // Validated: the range does not wrap. Its last page, if it reaches the
+  // top, holds no mapping (Acquire refuses it), so it is left out.
+  const Range bytes = *Range::FromLength(reinterpret_cast<uintptr_t>(addr), length);
+  core_->Invalidate(bytes.RoundOutBelowLastPage(core_->page_size()));
   return absl::OkStatus();
 }
 

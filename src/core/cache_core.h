@@ -35,44 +35,34 @@
 #ifndef DMAREG_SRC_CORE_CACHE_CORE_H_
 #define DMAREG_SRC_CORE_CACHE_CORE_H_
 
-#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <memory>
-#include <utility>
-#include <vector>
 
 #include <sys/types.h>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/status/statusor.h"
-#include "dmareg/cache.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/asymmetric_fence.h"
 #include "base/fork_generation.h"
 #include "base/mutex.h"
+#include "base/striped_counter.h"
 #include "core/range_index.h"
+#include "core/recent_invalidations.h"
 #include "core/region.h"
 #include "core/region_pool.h"
-#include "base/striped_counter.h"
 #include "core/thread_refs.h"
+#include "dmareg/cache_options.h"
+#include "dmareg/domain.h"
+#include "dmareg/memory.h"
+#include "dmareg/monitor.h"
+#include "dmareg/range.h"
 #include "monitor/invalidation_log.h"
 
 namespace dmareg::internal {
-
-// The whole pages holding bytes [first, last] (`page` a power of two), as
-// [a, b); b is clamped to the top of the address space. A mapping covers
-// the pages of the bytes it was asked for, so invalidations round out too.
-inline std::pair<uintptr_t, uintptr_t> PagesCovering(uintptr_t first, uintptr_t last,
-                                                     uintptr_t page) {
-  const uintptr_t b = last > std::numeric_limits<uintptr_t>::max() - (page - 1)
-                          ? std::numeric_limits<uintptr_t>::max()
-                          : (last + page) & ~(page - 1);
-  return {first & ~(page - 1), b};
-}
 
 class CacheCore {
  public:
@@ -81,10 +71,11 @@ class CacheCore {
   CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonitor> monitor,
             CacheOptions options, bool thread_refs = true);
 
-  // [a, b) page-aligned, non-empty; `want` normalised and valid.
-  absl::StatusOr<Region*> AcquireHost(uintptr_t a, uintptr_t b, AccessFlags want);
+  // `span` page-aligned, non-empty; `want` normalised and valid.
+  absl::StatusOr<Region*> AcquireHost(Range span, AccessFlags want);
   absl::StatusOr<Region*> AcquireDmaBuf(const DmaBufMemory& m, AccessFlags want);
-  void Invalidate(uintptr_t a, uintptr_t b);
+  // `span` page-aligned (may be empty).
+  void Invalidate(Range span);
   absl::Status SetLimits(CacheOptions options);
   CacheOptions limits() const;
   void Flush();
@@ -98,13 +89,13 @@ class CacheCore {
     return ForkGeneration() != fork_generation_ ||
            log_.Pending(log_cursor_.load(std::memory_order_acquire));
   }
-  // The hit path, inlined into the front door: a region covering [a, b)
+  // The hit path, inlined into the front door: a region covering `span`
   // with `want`, referenced for this thread, or null: then AcquireHost,
   // which also takes the slow cases (pending events, no table yet).
-  Region* TryHit(uintptr_t a, uintptr_t b, AccessFlags want) {
+  Region* TryHit(Range span, AccessFlags want) {
     ThreadRefs* t = thread_refs_.Mine();
     if (t == nullptr || EventsPending()) [[unlikely]] return nullptr;
-    return HitWith(t, a, b, want);
+    return HitWith(t, span, want);
   }
   // Applies pending monitor events; FailedPrecondition in a forked child.
   absl::Status CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
@@ -131,25 +122,34 @@ class CacheCore {
   void Close();
 
  private:
-  struct InvalidationRecord {
-    uint64_t epoch = 0;
-    uintptr_t a = 0, b = 0;
-  };
   using RegionList = absl::InlinedVector<Region*, 8>;
+  // A miss's decisions, made under mu_ (cache_miss.cc).
+  struct MissPlan {
+    Region* hit = nullptr;  // found registered under the lock: nothing to do
+    Range request;          // what was asked for
+    AccessFlags want;
+    Range span;             // what to register: the request, or its union
+    AccessFlags access;     // with the overlapped mappings
+    bool merged = false;    // span/access took in cached mappings
+    uint64_t reserved = 0;  // bytes reserved against the limits
+    uint64_t epoch = 0;     // recent_ invalidations seen before registering
+    bool cacheable = true;  // the monitor watches the span
+  };
+  class MissScope;
 
   ~CacheCore();
-  Region* FastHit(uintptr_t a, uintptr_t b, AccessFlags want);
+  Region* FastHit(Range span, AccessFlags want);
   // No lock, no locked instruction. A candidate is referenced first and
   // validated after, because its fields are stable only while we hold a
   // reference (see the handshake above). The index gives the Region and
   // this thread's counter for it at once.
-  Region* HitWith(ThreadRefs* t, uintptr_t a, uintptr_t b, AccessFlags want) {
-    return RegionAt(index_.Probe(a, [&](uint32_t i) {
+  Region* HitWith(ThreadRefs* t, Range span, AccessFlags want) {
+    return RegionAt(index_.Probe(span.begin(), [&](uint32_t i) {
       Region* r = region_base_ + i;
       ThreadRefs::Add(t->Counter(i), 1);
       LightFence();
       const uint64_t s = r->state.load(std::memory_order_acquire);
-      if (!(s & kFlags) && r->Covers(a, b, want)) [[likely]] {
+      if (!(s & kFlags) && r->Covers(span, want)) [[likely]] {
         r->Touch();
         t->CountHit();
         return true;
@@ -164,7 +164,21 @@ class CacheCore {
   Region* RegionAt(uint32_t i) const {
     return i == RangeIndex::kNoIndex ? nullptr : region_base_ + i;
   }
-  absl::StatusOr<Region*> Miss(uintptr_t a, uintptr_t b, AccessFlags want);
+  // --- the miss path (cache_miss.cc) ---
+  absl::StatusOr<Region*> Miss(Range request, AccessFlags want);
+  // Finds the request registered after all, or decides what to register
+  // and reserves room for it.
+  absl::StatusOr<MissPlan> PlanMiss(Range request, AccessFlags want, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Watches and registers the plan's span, narrowing it to the request where
+  // the union cannot be watched or registered. No lock needed.
+  absl::StatusOr<DeviceMapping> RegisterPlanned(MissPlan& plan);
+  // Makes the new mapping a Region: indexed if cacheable (retiring what it
+  // supersedes), else born dead with the caller's reference. Null when the
+  // pool is full (the caller deregisters `m`).
+  Region* AdmitLocked(const MissPlan& plan, const DeviceMapping& m, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PoolFullError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Removes `victims` from the index and the CLOCK ring and marks them dead;
   // those with no handle out are appended to `to_free` (and leave the
@@ -188,33 +202,25 @@ class CacheCore {
   // mu_'s holders mark regions dead). False if `r` is dead or free.
   bool TryRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Region* FastHitShared(uintptr_t a, uintptr_t b, AccessFlags want);
+  Region* FastHitShared(Range span, AccessFlags want);
+  // --- eviction (cache_eviction.cc) ---
   // Evicts until `regions` more mappings of `bytes` fit the limits.
   absl::Status MakeRoom(size_t regions, size_t bytes, RegionList* to_free)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OverLimits(size_t regions, size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Retires what overlaps [a, b) and logs it for in-flight misses.
+  // Retires what overlaps `span` and logs it for in-flight misses.
   // (`record`: false when the caller records a span covering several.)
-  void InvalidateLocked(uintptr_t a, uintptr_t b, RegionList* to_free, bool record = true)
+  void InvalidateLocked(Range span, RegionList* to_free, bool record = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Logs an invalidation of [a, b) for misses in flight (InvalidatedSince).
-  void RecordInvalidation(uintptr_t a, uintptr_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies the monitor's log past log_cursor_ (all of it: a caller that
   // must not miss an event calls log_.WaitQuiet() first).
   void ApplyEventsLocked(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Forked() const { return ForkGeneration() != fork_generation_; }
   absl::Status ForkedError() const;
-  // True if an Invalidate overlapping [a, b) ran after `epoch`.
-  bool InvalidatedSince(uint64_t epoch, uintptr_t a, uintptr_t b) const
+  // A region holding one reference for the calling thread, with `flags`;
+  // null when the pool is out of Regions.
+  Region* NewRegion(Range span, AccessFlags access, const DeviceMapping& m, uint64_t flags)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A region holding one reference for the calling thread, with `flags`.
-  // The pool is out of Regions: unlocks mu_, frees `to_free`, deregisters
-  // `m` and says so.
-  absl::StatusOr<Region*> PoolFull(const DeviceMapping& m, RegionList& to_free)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_UNLOCK_FUNCTION(mu_);
-  // Null when the pool is out of Regions.
-  Region* NewRegion(uintptr_t addr, size_t length, AccessFlags access,
-                    const DeviceMapping& m, uint64_t flags) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingInsert(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingRemove(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // leave accounting
@@ -237,7 +243,7 @@ class CacheCore {
   const uint32_t fork_generation_;
   const pid_t creator_pid_;
 
-  // Lock order: mu_, then the process-wide thread-slot lock (thread_slot.cc,
+  // Lock order: mu_, then the process-wide thread-slot lock (base/thread_slot.cc,
   // which a first ThreadSlot() call takes), the userfaultfd monitor's
   // watched-set mutex, the monitor log's leaf mutex. mu_ is never held across
   // a Domain call (but for a miss's last attempts, see Miss); the hit path
@@ -254,10 +260,10 @@ class CacheCore {
   size_t dead_referenced_ ABSL_GUARDED_BY(mu_) = 0;    // retired, handles out
   size_t reserved_regions_ ABSL_GUARDED_BY(mu_) = 0;   // misses in flight
   size_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t inv_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // Invalidations for misses in flight to check against.
+  RecentInvalidations recent_ ABSL_GUARDED_BY(mu_);
   // Monitor events applied so far; written under mu_, read by hits.
   std::atomic<uint64_t> log_cursor_{0};
-  std::array<InvalidationRecord, 64> inv_log_ ABSL_GUARDED_BY(mu_);
 
   CacheStats counters_ ABSL_GUARDED_BY(mu_);  // all but hits and the gauges
   StripedCounter hits_;  // hits not counted in a thread's table

@@ -5,6 +5,18 @@
 
 namespace dmareg {
 
+std::string_view DeviceKindName(DeviceKind kind) {
+  switch (kind) {
+    case DeviceKind::kRdma:
+      return "rdma";
+    case DeviceKind::kVfio:
+      return "vfio";
+    case DeviceKind::kFake:
+      break;
+  }
+  return "fake";
+}
+
 absl::StatusOr<DeviceMapping> Domain::RegisterDmaBuf(const DmaBufMemory&, AccessFlags) {
   return absl::UnimplementedError(
       absl::StrCat("dma-buf registration is not supported by domain ", name()));

@@ -19,6 +19,10 @@ absl::Status ValidateHostMemory(const HostMemory& m) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "host range [%#x, +%#x) wraps around the address space", a, m.length));
   }
+  if (m.iova && m.length > std::numeric_limits<uint64_t>::max() - *m.iova) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("host IOVA %#x + length %#x wraps around", *m.iova, m.length));
+  }
   return absl::OkStatus();
 }
 

@@ -62,12 +62,12 @@ class RangeIndex {
   void Insert(Region* r);  // sets r->level
   void Remove(Region* r);
 
-  // Calls f(Region*) for each region overlapping [a, b).
+  // Calls f(Region*) for each region overlapping `r`.
   template <typename F>
-  void ForEachOverlapping(uintptr_t a, uintptr_t b, F&& f) const;
-  // The first region with start <= a, end >= b for which pred(r) holds.
+  void ForEachOverlapping(Range r, F&& f) const;
+  // The first region holding all of `r` for which pred(region) holds.
   template <typename Pred>
-  Region* FindCovering(uintptr_t a, uintptr_t b, Pred&& pred) const;
+  Region* FindCovering(Range r, Pred&& pred) const;
   // Every indexed region, in address order per level.
   template <typename F>
   void ForEach(F&& f) const;
@@ -159,29 +159,29 @@ inline uint32_t RangeIndex::Probe(uintptr_t a, Take&& take) const {
 }
 
 template <typename F>
-void RangeIndex::ForEachOverlapping(uintptr_t a, uintptr_t b, F&& f) const {
+void RangeIndex::ForEachOverlapping(Range q, F&& f) const {
   for (int level = 0; level < kLevels; ++level) {
     if (level_count_[level] == 0) continue;
     const uint64_t max = MaxLength(level);
-    const uintptr_t from = a > max ? a - max : 0;
+    const uintptr_t from = q.begin() > max ? q.begin() - max : 0;
     for (auto it = trees_[level].lower_bound(from);
-         it != trees_[level].end() && it->first < b; ++it) {
+         it != trees_[level].end() && it->first < q.end(); ++it) {
       Region* r = it->second;
-      if (r->end() > a) f(r);
+      if (r->end() > q.begin()) f(r);
     }
   }
 }
 
 template <typename Pred>
-Region* RangeIndex::FindCovering(uintptr_t a, uintptr_t b, Pred&& pred) const {
+Region* RangeIndex::FindCovering(Range q, Pred&& pred) const {
   for (int level = 0; level < kLevels; ++level) {
     if (level_count_[level] == 0) continue;
     const uint64_t max = MaxLength(level);
-    const uintptr_t from = b > max ? b - max : 0;
+    const uintptr_t from = q.end() > max ? q.end() - max : 0;
     for (auto it = trees_[level].lower_bound(from);
-         it != trees_[level].end() && it->first <= a; ++it) {
+         it != trees_[level].end() && it->first <= q.begin(); ++it) {
       Region* r = it->second;
-      if (r->end() >= b && pred(r)) return r;
+      if (r->end() >= q.end() && pred(r)) return r;
     }
   }
   return nullptr;

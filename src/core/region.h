@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "dmareg/domain.h"
+#include "dmareg/range.h"
 #include "dmareg/registration.h"
 
 namespace dmareg::internal {
@@ -50,9 +51,11 @@ struct alignas(64) Region : RegistrationInfo {
   bool indexed = false;  // in the RangeIndex and the CLOCK ring
 
   uintptr_t end() const { return addr + length; }
-  // Serves a request for [a, b) with `want` (fields stable: hold a reference).
-  bool Covers(uintptr_t a, uintptr_t b, AccessFlags want) const {
-    return addr <= a && end() >= b && AccessSatisfies(access, want);
+  // [addr, end()): never wraps, the front door saw to that.
+  Range span() const { return Range::FromLength(addr, length).value_or(Range()); }
+  // Serves a request for `r` with `want` (fields stable: hold a reference).
+  bool Covers(Range r, AccessFlags want) const {
+    return addr <= r.begin() && end() >= r.end() && AccessSatisfies(access, want);
   }
 
   // Marks the region used, without dirtying its line when it already is.

@@ -5,10 +5,10 @@
 
 namespace dmareg::internal {
 
-void InvalidationLog::Publish(uintptr_t a, uintptr_t b) {
+void InvalidationLog::Publish(Range r) {
   MutexLock lock(&mu_);
   const uint64_t h = head_.load(std::memory_order_relaxed);
-  ring_[h % kCapacity] = {a, b};
+  ring_[h % kCapacity] = r;
   head_.store(h + 1, std::memory_order_release);
 }
 

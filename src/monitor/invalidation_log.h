@@ -31,19 +31,18 @@
 
 #include "absl/base/thread_annotations.h"
 #include "base/mutex.h"
+#include "dmareg/range.h"
 
 namespace dmareg::internal {
 
 class InvalidationLog {
  public:
   static constexpr size_t kCapacity = 4096;
-  struct Range {
-    uintptr_t a = 0, b = 0;  // [a, b)
-  };
 
   void BeginEvents() { in_flight_.fetch_add(1, std::memory_order_seq_cst); }
   void EndEvents() { in_flight_.fetch_sub(1, std::memory_order_release); }
-  void Publish(uintptr_t a, uintptr_t b);
+  // `r` (bytes, not empty) changed.
+  void Publish(Range r);
 
   // True if events past `cursor` exist or may be about to. Reads the bracket
   // before the head: a closed bracket was closed after its publications.

@@ -20,7 +20,7 @@ MemoryMonitor::~MemoryMonitor() = default;
 
 void MemoryMonitor::BeginEvents() { log_->BeginEvents(); }
 void MemoryMonitor::EndEvents() { log_->EndEvents(); }
-void MemoryMonitor::Publish(uintptr_t a, uintptr_t b) { log_->Publish(a, b); }
+void MemoryMonitor::Publish(Range r) { log_->Publish(r); }
 uint64_t MemoryMonitor::events() const { return log_->head(); }
 
 absl::Status MemoryMonitor::Notify(const void* addr, size_t length) {
@@ -33,7 +33,8 @@ absl::Status MemoryMonitor::Notify(const void* addr, size_t length) {
   // Bytes, not pages: each cache rounds out to its own page size. A range
   // that ends at the top of the address space is clamped (b is exclusive).
   const uintptr_t last = a + (length - 1);
-  log_->Publish(a, last == std::numeric_limits<uintptr_t>::max() ? last : last + 1);
+  constexpr uintptr_t kTop = std::numeric_limits<uintptr_t>::max();
+  log_->Publish(*Range::FromBounds(a, last == kTop ? kTop : last + 1));
   return absl::OkStatus();
 }
 

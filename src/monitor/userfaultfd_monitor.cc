@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,24 +103,23 @@ struct UserfaultfdMonitor::State {
   uint64_t cursor ABSL_GUARDED_BY(mu) = 0;  // log events applied to `watched`
 };
 
-// Drops what the log's new events touch from the watched set.
-void PruneWatched(UserfaultfdMonitor::State& state, internal::InvalidationLog& log)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) {
-  std::vector<internal::InvalidationLog::Range> ranges;
+void UserfaultfdMonitor::PruneWatched() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
+  std::vector<Range> ranges;
   bool overrun = false;
-  state.cursor = log.ReadSince(state.cursor, &ranges, &overrun);
+  state_->cursor = internal::LogOf(*this).ReadSince(state_->cursor, &ranges, &overrun);
+  absl::btree_map<uintptr_t, uintptr_t>& watched = state_->watched;
   if (overrun) {
-    state.watched.clear();
+    watched.clear();
     return;
   }
-  for (const internal::InvalidationLog::Range& r : ranges) {
+  for (const Range& r : ranges) {
     // Drop every entry the range touches (a part of it may still be
     // registered; registering it again is harmless).
-    auto first = state.watched.upper_bound(r.a);
-    if (first != state.watched.begin() && std::prev(first)->second > r.a) --first;
+    auto first = watched.upper_bound(r.begin());
+    if (first != watched.begin() && std::prev(first)->second > r.begin()) --first;
     auto last = first;
-    while (last != state.watched.end() && last->first < r.b) ++last;
-    state.watched.erase(first, last);
+    while (last != watched.end() && last->first < r.end()) ++last;
+    watched.erase(first, last);
   }
 }
 
@@ -220,27 +220,31 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
     return absl::FailedPreconditionError(
         "userfaultfd monitor used in a forked child: it watches the parent's address space");
   }
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  const uintptr_t b = a + length;
   const std::string what = absl::StrFormat("[%p, +%#x)", addr, length);
-  internal::InvalidationLog& log = internal::LogOf(*this);
+  const std::optional<Range> range = Range::FromLength(reinterpret_cast<uintptr_t>(addr), length);
+  if (!range || range->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("UFFDIO_REGISTER on userfaultfd: ", what, " is empty or wraps around"));
+  }
+  const uintptr_t a = range->begin();
+  const uintptr_t b = range->end();
   // Events must be in the log before we trust the set (see Pending).
-  log.WaitQuiet();
+  internal::LogOf(*this).WaitQuiet();
   internal::MutexLock lock(&state_->mu);
-  PruneWatched(*state_, log);
+  PruneWatched();
   auto it = state_->watched.upper_bound(a);
   if (it != state_->watched.begin() && std::prev(it)->second >= b) return absl::OkStatus();
 
   // Whole mappings: registering part of one would split it, and mremap of
   // a split mapping fails (vma.h).
-  absl::StatusOr<internal::Span> span = internal::MappingSpanOfSelf(state_->maps, a, b);
+  absl::StatusOr<Range> span = internal::MappingSpanOfSelf(state_->maps, *range);
   if (!span.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "UFFDIO_REGISTER on userfaultfd: ", what, " is not mapped: ", span.status().message()));
   }
   uffdio_register reg = {};
-  reg.range.start = span->start;
-  reg.range.len = span->end - span->start;
+  reg.range.start = span->begin();
+  reg.range.len = span->length();
   reg.mode = UFFDIO_REGISTER_MODE_WP;
   if (ioctl(state_->uffd, UFFDIO_REGISTER, &reg) == 0) {
     state_->watches.fetch_add(1, std::memory_order_relaxed);
@@ -303,10 +307,10 @@ void UserfaultfdMonitor::ReadEvents() {
       switch (m.event) {
         case UFFD_EVENT_UNMAP:
         case UFFD_EVENT_REMOVE:
-          Publish(m.arg.remove.start, m.arg.remove.end);
+          if (auto r = Range::FromBounds(m.arg.remove.start, m.arg.remove.end)) Publish(*r);
           break;
         case UFFD_EVENT_REMAP:
-          Publish(m.arg.remap.from, m.arg.remap.from + m.arg.remap.len);
+          if (auto r = Range::FromLength(m.arg.remap.from, m.arg.remap.len)) Publish(*r);
           break;
         case UFFD_EVENT_PAGEFAULT: {
           // Not expected: nothing is ever write-protected. Should a fault

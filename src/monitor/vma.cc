@@ -4,18 +4,19 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <string>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
 #include "base/errno_status.h"
 
 namespace dmareg::internal {
 
-absl::StatusOr<Span> MappingSpan(absl::string_view maps, uintptr_t a, uintptr_t b) {
-  Span span;
+absl::StatusOr<Range> MappingSpan(absl::string_view maps, Range r) {
+  uint64_t span_start = 0;
   bool found = false;
-  uintptr_t covered = a;  // [a, covered) is known mapped
+  uint64_t covered = r.begin();  // [r.begin(), covered) is known mapped
   while (!maps.empty()) {
     const size_t nl = maps.find('\n');
     absl::string_view line = maps.substr(0, nl);
@@ -32,17 +33,19 @@ absl::StatusOr<Span> MappingSpan(absl::string_view maps, uintptr_t a, uintptr_t 
       continue;
     }
     if (end <= covered) continue;
-    if (start > covered) break;  // a hole before b
-    if (!found) span.start = start;
+    if (start > covered) break;  // a hole before the end of r
+    if (!found) span_start = start;
     found = true;
-    span.end = end;
     covered = end;
-    if (covered >= b) return span;
+    if (covered >= r.end()) {
+      if (std::optional<Range> span = Range::FromBounds(span_start, end)) return *span;
+      break;  // a malformed line
+    }
   }
-  return absl::NotFoundError(absl::StrFormat("[%#x, %#x) is not entirely mapped", a, b));
+  return absl::NotFoundError(absl::StrCat(r.ToString(), " is not entirely mapped"));
 }
 
-absl::StatusOr<Span> MappingSpanOfSelf(int fd, uintptr_t a, uintptr_t b) {
+absl::StatusOr<Range> MappingSpanOfSelf(int fd, Range r) {
   std::string text;
   char buf[16384];
   for (off_t off = 0;;) {
@@ -55,7 +58,7 @@ absl::StatusOr<Span> MappingSpanOfSelf(int fd, uintptr_t a, uintptr_t b) {
     text.append(buf, static_cast<size_t>(n));
     off += n;
   }
-  return MappingSpan(text, a, b);
+  return MappingSpan(text, r);
 }
 
 }  // namespace dmareg::internal

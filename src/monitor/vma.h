@@ -16,21 +16,19 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "dmareg/range.h"
 
 namespace dmareg::internal {
 
-struct Span {
-  uintptr_t start = 0, end = 0;  // [start, end)
-};
-
-// The span from the start of the mapping holding `a` to the end of the one
-// holding `b - 1`, if every byte of [a, b) is mapped; NotFound otherwise.
-// `maps` is the text of /proc/self/maps (or a test's).
-absl::StatusOr<Span> MappingSpan(absl::string_view maps, uintptr_t a, uintptr_t b);
+// The span from the start of the mapping holding the first byte of `r` to
+// the end of the one holding its last, if every byte of `r` (not empty) is
+// mapped; NotFound otherwise. `maps` is the text of /proc/self/maps (or a
+// test's).
+absl::StatusOr<Range> MappingSpan(absl::string_view maps, Range r);
 
 // Reads /proc/self/maps through `fd` (an open descriptor of it, read from
 // offset 0) and answers MappingSpan.
-absl::StatusOr<Span> MappingSpanOfSelf(int fd, uintptr_t a, uintptr_t b);
+absl::StatusOr<Range> MappingSpanOfSelf(int fd, Range r);
 
 }  // namespace dmareg::internal
 

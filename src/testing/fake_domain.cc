@@ -11,7 +11,9 @@ namespace dmareg::testing {
 
 FakeDomain::FakeDomain(std::string name) : name_(std::move(name)) {
   caps_.device_name = name_;
-  caps_.dmabuf_mr = true;
+  caps_.kind = DeviceKind::kFake;
+  caps_.caller_iova = true;
+  caps_.dmabuf_import = true;
 }
 
 absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
@@ -42,30 +44,39 @@ absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
   const uint32_t key = next_key_++;
   live_.emplace(key, m);
   total_.fetch_add(1);
-  // IOVA = VA for host memory (as verbs does); offset for dma-bufs.
-  return DeviceMapping{key, key ^ 0x80000000u, m.addr, key};
+  return DeviceMapping{key, key ^ 0x80000000u, m.iova, m.length, key};
 }
 
-absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const void* addr, size_t length,
+absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const HostMemory& memory,
                                                        AccessFlags access) {
-  return Add(LiveMapping{reinterpret_cast<uintptr_t>(addr), length, access, false, -1});
+  const auto addr = reinterpret_cast<uintptr_t>(memory.addr);
+  return Add(LiveMapping{.addr = addr,
+                         .length = memory.length,
+                         .access = access,
+                         .iova = memory.iova.value_or(addr)});
 }
 
 absl::StatusOr<DeviceMapping> FakeDomain::RegisterDmaBuf(const DmaBufMemory& memory,
                                                          AccessFlags access) {
-  if (!caps_.dmabuf_mr) return Domain::RegisterDmaBuf(memory, access);
-  absl::StatusOr<DeviceMapping> m =
-      Add(LiveMapping{memory.offset, memory.length, access, true, memory.fd});
-  if (m.ok() && memory.iova) m->iova = *memory.iova;
-  return m;
+  if (!caps_.dmabuf_import) return Domain::RegisterDmaBuf(memory, access);
+  return Add(LiveMapping{.addr = memory.offset,
+                         .length = memory.length,
+                         .access = access,
+                         .dmabuf = true,
+                         .fd = memory.fd,
+                         .iova = memory.iova.value_or(memory.offset)});
 }
 
 absl::Status FakeDomain::Deregister(const DeviceMapping& mapping) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (live_.erase(mapping.lkey) != 1) {
-    return absl::NotFoundError(
-        absl::StrFormat("fake deregister of unknown lkey %u on %s", mapping.lkey, name_));
+  auto it = live_.find(mapping.lkey);
+  if (it == live_.end() || it->second.iova != mapping.iova ||
+      it->second.length != mapping.length) {
+    return absl::NotFoundError(absl::StrFormat(
+        "fake deregister on %s: no mapping with lkey %u at IOVA %#x, %#x bytes", name_,
+        mapping.lkey, mapping.iova, mapping.length));
   }
+  live_.erase(it);
   total_dereg_.fetch_add(1);
   if (!dereg_status_.ok()) {
     dereg_errors_.fetch_add(1);

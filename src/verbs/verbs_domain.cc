@@ -151,6 +151,8 @@ VerbsDomain::VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string na
       context_(context),
       pd_(pd) {
   caps_.device_name = name_;
+  caps_.kind = DeviceKind::kRdma;
+  caps_.caller_iova = true;  // ibv_reg_mr_iova2 / ibv_reg_dmabuf_mr take any IOVA
 }
 
 absl::Status VerbsDomain::Probe() {
@@ -166,19 +168,20 @@ absl::Status VerbsDomain::Probe() {
   info_.node_guid = a.node_guid;
   info_.phys_port_cnt = a.phys_port_cnt;
   info_.max_mr = static_cast<uint32_t>(a.max_mr);
+  info_.max_mr_size = a.max_mr_size;
+  info_.page_size_cap = a.page_size_cap;
   info_.odp_general_caps = attr.odp_caps.general_caps;
   info_.odp_rc_caps = attr.odp_caps.per_transport_caps.rc_odp_caps;
   info_.odp_ud_caps = attr.odp_caps.per_transport_caps.ud_odp_caps;
 
-  caps_.max_mr_size = a.max_mr_size;
-  caps_.page_size_cap = a.page_size_cap;
+  caps_.max_mapping_bytes = a.max_mr_size;
+  caps_.page_sizes = a.page_size_cap;
   caps_.max_mappings = static_cast<uint64_t>(a.max_mr);
   // Per-transport bits mean nothing unless the device supports ODP at all.
   const bool odp_general = (info_.odp_general_caps & IBV_ODP_SUPPORT) != 0;
   constexpr uint32_t kRcDataCaps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV |
                                    IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
-  caps_.odp_rc_caps = odp_general ? info_.odp_rc_caps : 0;
-  caps_.odp = (caps_.odp_rc_caps & kRcDataCaps) != 0;
+  caps_.on_demand_paging = odp_general && (info_.odp_rc_caps & kRcDataCaps) != 0;
 
   // A driver that implements dma-buf MRs looks the fd up first and answers
   // EBADF for -1; the library's default op answers EOPNOTSUPP.
@@ -187,10 +190,10 @@ absl::Status VerbsDomain::Probe() {
   if (mr != nullptr) {  // no driver should accept fd -1; do not keep it
     ops_->DeregMr(mr);
     info_.dmabuf_probe_errno = 0;
-    caps_.dmabuf_mr = true;
+    caps_.dmabuf_import = true;
   } else {
     info_.dmabuf_probe_errno = errno;
-    caps_.dmabuf_mr = errno == EBADF;
+    caps_.dmabuf_import = errno == EBADF;
   }
 
   switch (ops_->IsForkInitialized()) {
@@ -204,47 +207,47 @@ absl::Status VerbsDomain::Probe() {
       info_.fork_status = VerbsDeviceInfo::ForkStatus::kDisabled;
       break;
   }
-  // Unneeded: the kernel keeps pinned pages in the parent across fork.
-  caps_.fork_protected = info_.fork_status != VerbsDeviceInfo::ForkStatus::kDisabled;
   return absl::OkStatus();
 }
 
 absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
-  if (length > caps_.max_mr_size) {
+  if (length > info_.max_mr_size) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s on %s: length %#x exceeds the device's max_mr_size %#x", call,
-                        name_, length, caps_.max_mr_size));
+                        name_, length, info_.max_mr_size));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const void* addr, size_t length,
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory,
                                                         AccessFlags access) {
   static constexpr const char* kCall = "ibv_reg_mr_iova2";
-  if (absl::Status s = CheckLength(kCall, length); !s.ok()) return s;
-  const uint64_t iova = reinterpret_cast<uintptr_t>(addr);
+  if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
+  const uint64_t iova = memory.iova.value_or(reinterpret_cast<uintptr_t>(memory.addr));
   const unsigned int flags = ToIbvAccessFlags(access, options_.on_demand);
   errno = 0;
-  ibv_mr* mr = ops_->RegMrIova2(pd_, const_cast<void*>(addr), length, iova, flags);
+  ibv_mr* mr =
+      ops_->RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
   if (mr == nullptr) {
     const int err = errno;
-    std::string detail = absl::StrFormat("[%p, +%#x) access %s", addr, length,
+    std::string detail = absl::StrFormat("[%p, +%#x) access %s", memory.addr, memory.length,
                                          AccessToString(NormalizeAccess(access)));
+    if (memory.iova) absl::StrAppend(&detail, absl::StrFormat(" at IOVA %#x", iova));
     if (options_.on_demand) {
       absl::StrAppend(&detail, " with IBV_ACCESS_ON_DEMAND",
-                      caps_.odp ? "" : " (the device reports no ODP support for RC)");
+                      caps_.on_demand_paging ? "" : " (the device reports no ODP support for RC)");
     }
     return internal::ErrnoStatus(err, kCall, name_, detail);
   }
   live_.fetch_add(1, std::memory_order_relaxed);
   total_reg_.fetch_add(1, std::memory_order_relaxed);
-  return DeviceMapping{mr->lkey, mr->rkey, iova, reinterpret_cast<uintptr_t>(mr)};
+  return DeviceMapping{mr->lkey, mr->rkey, iova, memory.length, reinterpret_cast<uintptr_t>(mr)};
 }
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& memory,
                                                           AccessFlags access) {
   static constexpr const char* kCall = "ibv_reg_dmabuf_mr";
-  if (!caps_.dmabuf_mr) {
+  if (!caps_.dmabuf_import) {
     // Known from the probe: answer without asking the driver again.
     const int err = info_.dmabuf_probe_errno != 0 ? info_.dmabuf_probe_errno : EOPNOTSUPP;
     absl::Status s = internal::ErrnoStatus(
@@ -267,7 +270,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& me
   }
   live_.fetch_add(1, std::memory_order_relaxed);
   total_reg_.fetch_add(1, std::memory_order_relaxed);
-  return DeviceMapping{mr->lkey, mr->rkey, iova, reinterpret_cast<uintptr_t>(mr)};
+  return DeviceMapping{mr->lkey, mr->rkey, iova, memory.length, reinterpret_cast<uintptr_t>(mr)};
 }
 
 absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {

@@ -50,7 +50,7 @@ class CacheRefsTest : public ::testing::TestWithParam<bool> {
   // Page `i` of the test's memory, one page long.
   Region* Get(int i) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(mem_) + static_cast<uintptr_t>(i) * kPage;
-    absl::StatusOr<Region*> r = core_->AcquireHost(a, a + kPage, NormalizeAccess({}));
+    absl::StatusOr<Region*> r = core_->AcquireHost(*Range::FromLength(a, kPage), NormalizeAccess({}));
     return r.ok() ? *r : nullptr;
   }
   bool Registered(const Region* r) const {
@@ -70,7 +70,7 @@ TEST_P(CacheRefsTest, ReleaseOnAnotherThreadThenInvalidate) {
   ASSERT_NE(r, nullptr);
   ASSERT_EQ(Get(0), r);  // a hit: two references
   std::thread([&] { core->Release(r); }).join();
-  core->Invalidate(reinterpret_cast<uintptr_t>(mem_), reinterpret_cast<uintptr_t>(mem_) + kPage);
+  core->Invalidate(*Range::FromLength(reinterpret_cast<uintptr_t>(mem_), kPage));
   EXPECT_TRUE(Registered(r));  // one handle still out
   std::thread([&] { core->Release(r); }).join();
   EXPECT_EQ(fake_->live_registrations(), 0);
@@ -94,8 +94,7 @@ TEST_P(CacheRefsTest, ThreadExitsWithHandlesOut) {
       core->Release(r);
     }
   }).join();
-  core->Invalidate(reinterpret_cast<uintptr_t>(mem_),
-                   reinterpret_cast<uintptr_t>(mem_) + 16 * kPage);
+  core->Invalidate(*Range::FromLength(reinterpret_cast<uintptr_t>(mem_), 16 * kPage));
   EXPECT_EQ(fake_->live_registrations(), 16);
   EXPECT_EQ(core->stats().referenced_regions, 16u);
   for (Region* r : held) core->Release(r);
@@ -135,7 +134,7 @@ TEST_P(CacheRefsTest, EvictionRacingHits) {
     if (round % 7 == 0) {
       const int i = round % 24;
       const uintptr_t a = reinterpret_cast<uintptr_t>(mem_) + i * kPage;
-      core->Invalidate(a, a + kPage);
+      core->Invalidate(*Range::FromLength(a, kPage));
     }
   }
   stop = true;

@@ -88,6 +88,81 @@ TEST_F(CacheTest, BadInputIsInvalidArgumentAndRegistersNothing) {
   EXPECT_EQ(fake_->total_registrations(), 0);
 }
 
+// The last page of the address space [2^64 - page, 2^64) has an end no
+// page-rounded span can name: requests touching it are refused, whether or
+// not anything else is cached, and nothing is registered for them.
+constexpr uintptr_t kLastPage = ~uintptr_t{0} & ~uintptr_t{0xfff};
+
+void* At(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
+TEST_F(CacheTest, RequestsTouchingTheLastPageAreRefusedOnAnEmptyCache) {
+  for (auto [addr, len] : {std::pair{kLastPage, size_t{1}},
+                           std::pair{kLastPage - kPage, kPage + 1},
+                           std::pair{kLastPage + 0x800, size_t{0x7ff}}}) {
+    auto r = cache_->Acquire(At(addr), len, {});
+    ASSERT_FALSE(r.ok()) << std::hex << addr << " +" << len;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("last page"));
+  }
+  EXPECT_EQ(fake_->total_registrations(), 0);
+  EXPECT_EQ(cache_->stats().live_regions, 0u);
+  EXPECT_EQ(cache_->stats().registration_failures, 0u) << "refused before the domain";
+}
+
+TEST_F(CacheTest, RequestsTouchingTheLastPageNeverGetAnotherMapping) {
+  // Before the fix, a span whose rounded end wrapped to 0 was "covered" by
+  // any cached mapping.
+  auto held = cache_->Acquire(page(5), kPage, {});
+  ASSERT_TRUE(held.ok());
+  auto r = cache_->Acquire(At(kLastPage), 1, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  r = cache_->Acquire(At(kLastPage - kPage), kPage + 1, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->stats().hits, 0u);
+  EXPECT_EQ(fake_->total_registrations(), 1);
+}
+
+TEST_F(CacheTest, ThePageBeforeTheLastIsCachedAndInvalidatedByARangeReachingTheTop) {
+  // The fake registers any address: a mapping right below the last page.
+  auto r = cache_->Acquire(At(kLastPage - kPage), kPage, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->length(), kPage);
+  r->Reset();
+  ASSERT_EQ(fake_->live_registrations(), 1);
+  // Its page rounded out used to wrap to [x, 0) and retire nothing.
+  ASSERT_TRUE(cache_->Invalidate(At(kLastPage - kPage), kPage + 1).ok());
+  EXPECT_EQ(cache_->stats().invalidated_regions, 1u);
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  // A range ending on the very last byte invalidates too (and wraps nowhere).
+  ASSERT_TRUE(cache_->Acquire(At(kLastPage - kPage), kPage, {}).ok());
+  ASSERT_TRUE(cache_->Invalidate(At(kLastPage - kPage), 2 * kPage - 1).ok());
+  EXPECT_EQ(cache_->stats().invalidated_regions, 2u);
+  EXPECT_EQ(fake_->live_registrations(), 0);
+}
+
+TEST_F(CacheTest, ACallersIovaIsRefusedTheCachePicksIovas) {
+  auto r = cache_->Acquire(HostMemory{page(2), kPage, uint64_t{0x100000}}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("picks IOVAs"));
+  EXPECT_EQ(fake_->total_registrations(), 0);
+}
+
+TEST_F(CacheTest, TheDomainGetsEachMappingsExtentBack) {
+  // FakeDomain::Deregister refuses a mapping whose IOVA or length differs
+  // from what it registered; none may be refused.
+  {
+    auto a = cache_->Acquire(page(80), 3 * kPage, {});
+    auto b = cache_->Acquire(page(82), 4 * kPage, Access::kRemoteWrite);  // merges
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(b->length(), 6 * kPage);
+  }
+  cache_->Flush();
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  EXPECT_EQ(fake_->total_deregistrations(), 2);
+  EXPECT_EQ(fake_->deregistration_errors(), 0);
+}
+
 TEST_F(CacheTest, MoreAccessRegistersTheUnionAndRetiresTheOld) {
   auto ro = cache_->Acquire(page(20), 4 * kPage, Access::kRemoteRead);
   ASSERT_TRUE(ro.ok());
@@ -176,7 +251,7 @@ TEST_F(CacheTest, RegistrationFailureIsReportedAndLosesNothing) {
 }
 
 TEST_F(CacheTest, MaxMrSizeIsAClearError) {
-  fake_->mutable_capabilities().max_mr_size = 8 * kPage;
+  fake_->mutable_capabilities().max_mapping_bytes = 8 * kPage;
   auto r = cache_->Acquire(page(0), 9 * kPage, {});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("largest mapping"));
@@ -248,7 +323,7 @@ TEST_F(CacheTest, DmaBufIsRegisteredPerRequestAndReleasedWithTheHandle) {
 }
 
 TEST_F(CacheTest, DmaBufUnsupportedIsAClearStatus) {
-  fake_->mutable_capabilities().dmabuf_mr = false;
+  fake_->mutable_capabilities().dmabuf_import = false;
   auto a = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 0, .length = 8192}, {});
   EXPECT_EQ(a.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(a.status().message(), HasSubstr("fake"));

@@ -22,6 +22,7 @@
 #include "dmareg/cache.h"
 #include "dmareg/monitor_c.h"
 #include "dmareg/testing/fake_domain.h"
+#include "common/test_memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/sanitizers.h"
@@ -54,19 +55,18 @@ struct Anon {
 TEST(InvalidationLogTest, PublishReadAndOverrun) {
   internal::InvalidationLog log;
   EXPECT_FALSE(log.Pending(0));
-  log.Publish(0x1000, 0x3000);
-  log.Publish(0x8000, 0x9000);
+  log.Publish(*Range::FromBounds(0x1000, 0x3000));
+  log.Publish(*Range::FromBounds(0x8000, 0x9000));
   EXPECT_TRUE(log.Pending(0));
-  std::vector<internal::InvalidationLog::Range> out;
+  std::vector<Range> out;
   bool overrun = true;
   EXPECT_EQ(log.ReadSince(0, &out, &overrun), 2u);
   EXPECT_FALSE(overrun);
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[1].a, 0x8000u);
-  EXPECT_EQ(out[1].b, 0x9000u);
+  EXPECT_EQ(out[1], *Range::FromBounds(0x8000, 0x9000));
   EXPECT_FALSE(log.Pending(2));
 
-  for (size_t i = 0; i < internal::InvalidationLog::kCapacity; ++i) log.Publish(i, i + 1);
+  for (size_t i = 0; i < internal::InvalidationLog::kCapacity; ++i) log.Publish(*Range::FromLength(i, 1));
   out.clear();
   EXPECT_EQ(log.ReadSince(1, &out, &overrun), internal::InvalidationLog::kCapacity + 2);
   EXPECT_TRUE(overrun) << "a reader that fell a whole ring behind must be told";
@@ -79,7 +79,7 @@ TEST(InvalidationLogTest, AnOpenBracketIsPendingUntilClosed) {
   EXPECT_TRUE(log.Pending(0)) << "an event may be on its way";
   std::atomic<bool> published{false};
   std::thread producer([&] {
-    log.Publish(0x1000, 0x2000);
+    log.Publish(*Range::FromBounds(0x1000, 0x2000));
     published = true;
     log.EndEvents();
   });
@@ -274,10 +274,7 @@ TEST_F(UserfaultfdMonitorTest, MunmapIsSeenBeforeItReturns) {
   const uint32_t k1 = AcquireKey(mem.p, 8 * kPage);
   EXPECT_EQ(AcquireKey(mem.p + kPage, kPage), k1) << "a sub-range is a hit";
   // Replace two pages in the middle with new memory at the same address.
-  ASSERT_EQ(munmap(mem.p + 2 * kPage, 2 * kPage), 0);
-  ASSERT_EQ(mmap(mem.p + 2 * kPage, 2 * kPage, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
-            mem.p + 2 * kPage);
+  ASSERT_TRUE(test::ReplacePages(mem.p + 2 * kPage, 2 * kPage));
   EXPECT_NE(AcquireKey(mem.p + 2 * kPage, kPage), k1) << "stale mapping served after munmap";
   EXPECT_GE(cache_->stats().monitor_events, 1u);
 }
@@ -431,12 +428,11 @@ TEST_F(UserfaultfdMonitorTest, ForkedChildRefusesAndParentIsUnaffected) {
     if (fake_->total_deregistrations() != deregs_before) code |= 4;
     _exit(code);
   }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status) & 1, 0) << "the child was served its parent's mapping";
-  EXPECT_EQ(WEXITSTATUS(status) & 2, 0) << "the child's error should say why";
-  EXPECT_EQ(WEXITSTATUS(status) & 4, 0) << "the child deregistered its parent's mappings";
+  const int code = test::ChildExitCode(pid);
+  ASSERT_GE(code, 0) << "the child died";
+  EXPECT_EQ(code & 1, 0) << "the child was served its parent's mapping";
+  EXPECT_EQ(code & 2, 0) << "the child's error should say why";
+  EXPECT_EQ(code & 4, 0) << "the child deregistered its parent's mappings";
   auto again = cache_->Acquire(mem.p, kPage, Access::kLocalWrite);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->SameMapping(*held)) << "the parent keeps its cache across a fork";

@@ -97,9 +97,9 @@ TEST_F(RangeIndexTest, MatchesBruteForce) {
       if (r->addr < b && a < r->end()) want_overlap.insert(r);
     }
     ASSERT_EQ(Candidates(a), want_probe) << "step " << step;
-    index_.ForEachOverlapping(a, b, [&](Region* r) { got_overlap.insert(r); });
+    index_.ForEachOverlapping(*Range::FromBounds(a, b), [&](Region* r) { got_overlap.insert(r); });
     ASSERT_EQ(got_overlap, want_overlap) << "step " << step;
-    Region* cover = index_.FindCovering(a, b, [](Region*) { return true; });
+    Region* cover = index_.FindCovering(*Range::FromBounds(a, b), [](Region*) { return true; });
     const bool any = std::any_of(live.begin(), live.end(),
                                  [&](Region* r) { return r->addr <= a && r->end() >= b; });
     ASSERT_EQ(cover != nullptr, any) << "step " << step;

@@ -41,6 +41,7 @@ class FakeDomain : public Domain {
     bool dmabuf = false;
     int fd = -1;
     uint64_t tag = 0;  // the tag source's value when registration began
+    uint64_t iova = 0;  // where the device sees `addr`
   };
 
   explicit FakeDomain(std::string name = "fake");
@@ -49,10 +50,12 @@ class FakeDomain : public Domain {
   const DomainCapabilities& capabilities() const override { return caps_; }
   DomainCapabilities& mutable_capabilities() { return caps_; }
 
-  absl::StatusOr<DeviceMapping> RegisterHost(const void* addr, size_t length,
+  // IOVA = VA (as verbs), or the caller's IOVA; the offset for dma-bufs.
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
                                              AccessFlags access) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
+  // NotFound for a mapping it does not hold (or whose extent differs).
   absl::Status Deregister(const DeviceMapping& mapping) override;
 
   // The next `n` registrations fail with `status` (and register nothing).
@@ -104,10 +107,11 @@ class NoopDomain : public Domain {
   NoopDomain() : name_("noop") { caps_.device_name = name_; }
   const std::string& name() const override { return name_; }
   const DomainCapabilities& capabilities() const override { return caps_; }
-  absl::StatusOr<DeviceMapping> RegisterHost(const void* addr, size_t,
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
                                              AccessFlags) override {
-    const auto a = reinterpret_cast<uint64_t>(addr);
-    return DeviceMapping{static_cast<uint32_t>(a >> 12), static_cast<uint32_t>(a >> 12), a, 0};
+    const auto a = reinterpret_cast<uint64_t>(memory.addr);
+    const auto key = static_cast<uint32_t>(a >> 12);
+    return DeviceMapping{key, key, a, memory.length, 0};
   }
   absl::Status Deregister(const DeviceMapping&) override { return absl::OkStatus(); }
 

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -86,7 +87,7 @@ class VerbsErrorsTest : public RdmaTest {
 };
 
 TEST_F(VerbsErrorsTest, DmaBufOnADeviceWithoutSupportIsUnimplemented) {
-  if (domain_->capabilities().dmabuf_mr) {
+  if (domain_->capabilities().dmabuf_import) {
     GTEST_SKIP() << device_ << " implements dma-buf MRs; this test is for devices that do not";
   }
   if (IsRxe(device_)) {
@@ -144,7 +145,7 @@ TEST_F(VerbsErrorsTest, DmaBufOnADeviceWithoutSupportIsUnimplemented) {
 }
 
 TEST_F(VerbsErrorsTest, OnDemandPagingWithoutSupportIsAClearStatus) {
-  if (domain_->capabilities().odp) {
+  if (domain_->capabilities().on_demand_paging) {
     GTEST_SKIP() << device_ << " supports ODP for RC; this test is for devices that do not";
   }
   std::shared_ptr<VerbsDomain> odp = OpenDomain({.on_demand = true});
@@ -196,6 +197,27 @@ TEST_F(VerbsErrorsTest, UnmappedMemoryIsEfault) {
               AllOf(HasSubstr("ibv_reg_mr_iova2 on " + device_), HasSubstr("EFAULT")));
   EXPECT_EQ(cache_->stats().registration_failures, 1u);
   ExpectNothingRegistered();
+}
+
+TEST_F(VerbsErrorsTest, RequestsTouchingTheLastPageAreRefusedBeforeTheDevice) {
+  // Before the fix, (2^64 - 4096, 1) passed the front door with a rounded
+  // end of 0: with a mapping cached it was "covered" by that mapping.
+  Mapping buf(4 * kPage);
+  ASSERT_TRUE(buf.ok());
+  auto held = cache_->Acquire(buf.data(), buf.size(), Access::kLocalWrite);
+  ASSERT_TRUE(held.ok()) << held.status();
+  const uintptr_t last_page = ~uintptr_t{0} & ~uintptr_t{kPage - 1};
+  for (auto [addr, len] : {std::pair{last_page, size_t{1}},
+                           std::pair{last_page - kPage, kPage + 1}}) {
+    auto reg = cache_->Acquire(reinterpret_cast<void*>(addr), len, Access::kLocalWrite);
+    ASSERT_FALSE(reg.ok());
+    Show(reg.status());
+    EXPECT_EQ(reg.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(reg.status().message(), HasSubstr("last page"));
+  }
+  EXPECT_EQ(cache_->stats().hits, 0u);
+  EXPECT_EQ(domain_->live_mrs(), 1);
+  EXPECT_EQ(domain_->total_registrations(), 1);
 }
 
 TEST_F(VerbsErrorsTest, WriteAccessToReadOnlyMemoryIsRefused) {

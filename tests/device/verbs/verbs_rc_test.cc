@@ -75,6 +75,41 @@ TEST_F(VerbsRcTest, WriteAndReadMoveEveryByte) {
   EXPECT_EQ(cache_->stats().misses, 3u);
 }
 
+// The Domain contract: RegisterHost at an IOVA the caller chose (what the
+// device-level DmaMap builds on). The peer addresses the buffer by that
+// IOVA, which is nowhere near its virtual address; the bytes land and come
+// back where they should.
+TEST_F(VerbsRcTest, RegisterHostAtACallersIovaIsAddressedByIt) {
+  Mapping target(kLen), src(kLen), back(kLen);
+  ASSERT_TRUE(target.ok() && src.ok() && back.ok());
+  FillPattern(src.data(), kLen, 11);
+  std::memset(target.data(), 0, kLen);
+  std::memset(back.data(), 0, kLen);
+  // Same offset in its page as the buffer: drivers of real NICs want that.
+  const uint64_t iova = 0x5a5a'0000'0000 + (reinterpret_cast<uintptr_t>(target.data()) & 0xfff);
+  absl::StatusOr<DeviceMapping> m = domain_->RegisterHost(
+      HostMemory{target.data(), kLen, iova}, Access::kRemoteWrite | Access::kRemoteRead);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->iova, iova);
+  EXPECT_EQ(m->length, kLen);
+  auto s = cache_->Acquire(src.data(), kLen, {});
+  auto b = cache_->Acquire(back.data(), kLen, Access::kLocalWrite);
+  ASSERT_TRUE(s.ok() && b.ok());
+
+  absl::Status w = pair_.a->Write(src.data(), kLen, s->lkey(), iova, m->rkey);
+  ASSERT_TRUE(w.ok()) << w;
+  EXPECT_EQ(FindMismatch(target.data(), kLen, 11), -1);
+  // A READ from the middle, by IOVA.
+  absl::Status r = pair_.b->Read(back.data(), kLen / 2, b->lkey(), iova + kLen / 4, m->rkey);
+  ASSERT_TRUE(r.ok()) << r;
+  EXPECT_EQ(FindMismatch(back.data(), kLen / 2, 11, kLen / 4), -1);
+  // Its virtual address is not an address the MR answers to.
+  absl::Status wrong = pair_.a->Write(src.data(), 64, s->lkey(),
+                                      reinterpret_cast<uintptr_t>(target.data()), m->rkey);
+  EXPECT_FALSE(wrong.ok()) << "the MR answered to the VA as well as to its IOVA";
+  ASSERT_TRUE(domain_->Deregister(*m).ok());
+}
+
 TEST_F(VerbsRcTest, SubRangeRequestsReuseTheCachedMr) {
   Mapping buf(kLen), src(kLen);
   ASSERT_TRUE(buf.ok() && src.ok());
@@ -127,10 +162,7 @@ TEST_F(VerbsRcTest, InvalidateAfterRemapHandsOutTheNewPages) {
 
   // Replace the pages under the same address: munmap, then map fresh pages
   // there and give them different contents.
-  ASSERT_EQ(munmap(addr, kMapLen), 0);
-  void* again = mmap(addr, kMapLen, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-  ASSERT_EQ(again, static_cast<void*>(addr));
+  ASSERT_TRUE(test::ReplacePages(addr, kMapLen));
   FillPattern(addr, kMapLen, 200);  // the "new" contents
 
   // The stale translation: the old MR still pins and reads the old pages.

@@ -85,7 +85,7 @@ DevicesReport SampleReport() {
   RdmaDeviceReport d;
   d.name = "rxe0";
   d.caps.device_name = "rxe0";
-  d.caps.page_size_cap = 0xfffff000;
+  d.info.page_size_cap = 0xfffff000;
   d.info.max_mr = 524287;
   d.info.dmabuf_probe_errno = EOPNOTSUPP;
   d.info.phys_port_cnt = 1;

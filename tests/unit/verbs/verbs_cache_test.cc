@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
 #include "dmareg/verbs_domain.h"
+#include "common/errno_cases.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "unit/verbs/fake_verbs_ops.h"
@@ -70,24 +71,14 @@ TEST_F(VerbsCacheTest, SubRangeRequestsReuseTheMr) {
 }
 
 TEST_F(VerbsCacheTest, FailedRegistrationsSurfaceThroughAcquire) {
-  struct Case {
-    int err;
-    const char* errno_name;
-    absl::StatusCode code;
-  } cases[] = {
-      {ENOMEM, "ENOMEM", absl::StatusCode::kResourceExhausted},
-      {EFAULT, "EFAULT", absl::StatusCode::kInvalidArgument},
-      {EOPNOTSUPP, "EOPNOTSUPP", absl::StatusCode::kUnimplemented},
-      {EINVAL, "EINVAL", absl::StatusCode::kInvalidArgument},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.errno_name);
+  for (const test::ErrnoCase& c : test::kRegistrationErrnos) {
+    SCOPED_TRACE(c.name);
     ops_->FailNext(Call::kRegMr, c.err);
     auto reg = cache_->Acquire(buf(), kLen, Access::kRemoteRead);
     ASSERT_FALSE(reg.ok());
     EXPECT_EQ(reg.status().code(), c.code);
     EXPECT_THAT(reg.status().message(),
-                AllOf(HasSubstr("ibv_reg_mr_iova2"), HasSubstr("rxe0"), HasSubstr(c.errno_name)));
+                AllOf(HasSubstr("ibv_reg_mr_iova2"), HasSubstr("rxe0"), HasSubstr(c.name)));
     EXPECT_EQ(domain_->live_mrs(), 0);
     EXPECT_EQ(cache_->stats().live_regions, 0u);
   }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/errno_cases.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "unit/verbs/fake_verbs_ops.h"
@@ -134,9 +135,9 @@ TEST_F(VerbsDomainTest, ProbesDmaBufSupport) {
   auto mlx = OpenOk("mlx5_0");
   ASSERT_NE(rxe, nullptr);
   ASSERT_NE(mlx, nullptr);
-  EXPECT_FALSE(rxe->capabilities().dmabuf_mr);
+  EXPECT_FALSE(rxe->capabilities().dmabuf_import);
   EXPECT_EQ(rxe->device_info().dmabuf_probe_errno, EOPNOTSUPP);
-  EXPECT_TRUE(mlx->capabilities().dmabuf_mr);
+  EXPECT_TRUE(mlx->capabilities().dmabuf_import);
   EXPECT_EQ(mlx->device_info().dmabuf_probe_errno, EBADF);
   // The probe registers nothing.
   EXPECT_EQ(ops_->mrs_created(), 0);
@@ -159,26 +160,25 @@ TEST_F(VerbsDomainTest, ProbesOdpCaps) {
 
   auto d = OpenOk("odp_rc");
   ASSERT_NE(d, nullptr);
-  EXPECT_TRUE(d->capabilities().odp);
-  EXPECT_EQ(d->capabilities().odp_rc_caps,
+  EXPECT_TRUE(d->capabilities().on_demand_paging);
+  EXPECT_EQ(d->device_info().odp_rc_caps,
             uint32_t{IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ});
   EXPECT_EQ(d->device_info().odp_general_caps, uint64_t{IBV_ODP_SUPPORT});
 
   d = OpenOk("odp_no_general");
   ASSERT_NE(d, nullptr);
-  EXPECT_FALSE(d->capabilities().odp);
-  EXPECT_EQ(d->capabilities().odp_rc_caps, 0u);
+  EXPECT_FALSE(d->capabilities().on_demand_paging);
   EXPECT_EQ(d->device_info().odp_rc_caps, uint32_t{IBV_ODP_SUPPORT_SEND});
 
   d = OpenOk("odp_ud_only");
   ASSERT_NE(d, nullptr);
-  EXPECT_FALSE(d->capabilities().odp);
+  EXPECT_FALSE(d->capabilities().on_demand_paging);
   EXPECT_EQ(d->device_info().odp_ud_caps, uint32_t{IBV_ODP_SUPPORT_SEND});
 
   d = OpenOk("rxe0");
   ASSERT_NE(d, nullptr);
-  EXPECT_FALSE(d->capabilities().odp);
-  EXPECT_EQ(d->capabilities().odp_rc_caps, 0u);
+  EXPECT_FALSE(d->capabilities().on_demand_paging);
+  EXPECT_EQ(d->device_info().odp_rc_caps, 0u);
 }
 
 TEST_F(VerbsDomainTest, ProbesLimitsAndForkState) {
@@ -189,11 +189,18 @@ TEST_F(VerbsDomainTest, ProbesLimitsAndForkState) {
   auto d = OpenOk();
   ASSERT_NE(d, nullptr);
   const DomainCapabilities& caps = d->capabilities();
-  EXPECT_EQ(caps.max_mr_size, uint64_t{1} << 40);
-  EXPECT_EQ(caps.page_size_cap, 0xfffff000u);
+  EXPECT_EQ(caps.device_name, "rxe0");
+  EXPECT_EQ(caps.kind, DeviceKind::kRdma);
+  EXPECT_EQ(DeviceKindName(caps.kind), "rdma");
+  EXPECT_EQ(caps.max_mapping_bytes, uint64_t{1} << 40);
+  EXPECT_EQ(caps.page_sizes, 0xfffff000u);
   EXPECT_EQ(caps.max_mappings, 524287u);
   EXPECT_TRUE(caps.iova_ranges.empty());
-  EXPECT_TRUE(caps.fork_protected);
+  EXPECT_EQ(caps.dma_address_bits, 64);
+  EXPECT_TRUE(caps.caller_iova);
+  EXPECT_EQ(d->device_info().max_mr_size, uint64_t{1} << 40);
+  EXPECT_EQ(d->device_info().page_size_cap, 0xfffff000u);
+  EXPECT_TRUE(d->device_info().fork_protected());
   EXPECT_EQ(d->device_info().fork_status, VerbsDeviceInfo::ForkStatus::kUnneeded);
   EXPECT_EQ(d->device_info().max_mr, 524287u);
   EXPECT_EQ(d->device_info().fw_ver, "6.1.0");
@@ -226,7 +233,7 @@ TEST_F(VerbsDomainTest, RegisterHostPassesIovaEqualsVaAndMappedAccess) {
   auto d = OpenOk();
   ASSERT_NE(d, nullptr);
   const AccessFlags access = Access::kRemoteWrite | Access::kRelaxedOrdering;
-  auto m = d->RegisterHost(kAddr, 8192, access);
+  auto m = d->RegisterHost(HostMemory{kAddr, 8192}, access);
   ASSERT_TRUE(m.ok()) << m.status();
   const FakeVerbsOps::LastReg last = ops_->last_reg();
   EXPECT_EQ(last.addr, kAddr);
@@ -245,12 +252,32 @@ TEST_F(VerbsDomainTest, RegisterHostPassesIovaEqualsVaAndMappedAccess) {
   EXPECT_EQ(d->total_deregistrations(), 1);
 }
 
+TEST_F(VerbsDomainTest, RegisterHostHonoursTheCallersIova) {
+  ops_->AddDevice("rxe0");
+  auto d = OpenOk();
+  ASSERT_NE(d, nullptr);
+  constexpr uint64_t kIova = 0x7000'0000'0000;
+  auto m = d->RegisterHost(HostMemory{kAddr, 8192, kIova}, Access::kLocalWrite);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(ops_->last_reg().addr, kAddr);
+  EXPECT_EQ(ops_->last_reg().iova, kIova);
+  EXPECT_EQ(m->iova, kIova);
+  EXPECT_EQ(m->length, 8192u);
+  ASSERT_TRUE(d->Deregister(*m).ok());
+
+  ops_->FailNext(Call::kRegMr, EINVAL);
+  m = d->RegisterHost(HostMemory{kAddr, 4096, kIova}, Access::kLocalWrite);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("at IOVA 0x700000000000"));
+  EXPECT_EQ(d->live_mrs(), 0);
+}
+
 TEST_F(VerbsDomainTest, OnDemandOptionAddsTheFlagAndExplainsFailure) {
   ops_->AddDevice("rxe0");
   auto d = OpenOk("rxe0", {.on_demand = true});
   ASSERT_NE(d, nullptr);
   ops_->FailNext(Call::kRegMr, EINVAL);
-  auto m = d->RegisterHost(kAddr, 4096, Access::kLocalWrite);
+  auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite);
   EXPECT_EQ(ops_->last_reg().access, unsigned{IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_ON_DEMAND});
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
@@ -261,32 +288,22 @@ TEST_F(VerbsDomainTest, OnDemandOptionAddsTheFlagAndExplainsFailure) {
 
 TEST_F(VerbsDomainTest, RegistrationErrnosBecomeStatusesNamingCallDeviceErrno) {
   ops_->AddDevice("rxe0");
-  struct Case {
-    int err;
-    const char* errno_name;
-    absl::StatusCode code;
-  } cases[] = {
-      {ENOMEM, "ENOMEM", absl::StatusCode::kResourceExhausted},
-      {EFAULT, "EFAULT", absl::StatusCode::kInvalidArgument},
-      {EOPNOTSUPP, "EOPNOTSUPP", absl::StatusCode::kUnimplemented},
-      {EINVAL, "EINVAL", absl::StatusCode::kInvalidArgument},
-  };
   {
     auto d = OpenOk();
     ASSERT_NE(d, nullptr);
-    for (const Case& c : cases) {
-      SCOPED_TRACE(c.errno_name);
+    for (const test::ErrnoCase& c : test::kRegistrationErrnos) {
+      SCOPED_TRACE(c.name);
       ops_->FailNext(Call::kRegMr, c.err);
-      auto m = d->RegisterHost(kAddr, 4096, Access::kLocalWrite);
+      auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite);
       ASSERT_FALSE(m.ok());
       EXPECT_EQ(m.status().code(), c.code);
       EXPECT_THAT(m.status().message(),
-                  AllOf(HasSubstr("ibv_reg_mr_iova2 on rxe0"), HasSubstr(c.errno_name),
+                  AllOf(HasSubstr("ibv_reg_mr_iova2 on rxe0"), HasSubstr(c.name),
                         HasSubstr("LOCAL_WRITE")));
       EXPECT_EQ(d->live_mrs(), 0);
     }
     // A later registration still works and is undone.
-    auto m = d->RegisterHost(kAddr, 4096, Access::kLocalWrite);
+    auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite);
     ASSERT_TRUE(m.ok()) << m.status();
     ASSERT_TRUE(d->Deregister(*m).ok());
   }
@@ -300,7 +317,7 @@ TEST_F(VerbsDomainTest, LengthAboveMaxMrSizeIsRefusedWithoutCallingTheDriver) {
   ops_->AddDevice(spec);
   auto d = OpenOk();
   ASSERT_NE(d, nullptr);
-  auto m = d->RegisterHost(kAddr, 2 << 20, Access::kLocalWrite);
+  auto m = d->RegisterHost(HostMemory{kAddr, 2 << 20}, Access::kLocalWrite);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(m.status().message(), AllOf(HasSubstr("rxe0"), HasSubstr("max_mr_size")));
   EXPECT_EQ(ops_->calls(Call::kRegMr), 0);
@@ -359,7 +376,7 @@ TEST_F(VerbsDomainTest, DeregisterFailureNamesTheCallAndKeepsTheMrCounted) {
   ops_->AddDevice("rxe0");
   auto d = OpenOk();
   ASSERT_NE(d, nullptr);
-  auto m = d->RegisterHost(kAddr, 4096, Access::kLocalWrite);
+  auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite);
   ASSERT_TRUE(m.ok()) << m.status();
   ops_->FailNext(Call::kDeregMr, EBUSY);
   absl::Status s = d->Deregister(*m);

@@ -1,0 +1,60 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// cache_options.h: what a `RegistrationCache` is configured with
+// (`CacheOptions`) and what it reports (`CacheStats`); cache.h has the cache.
+//
+//   auto cache = dmareg::RegistrationCache::Create(
+//       domain, {.max_regions = 4096, .max_bytes = size_t{1} << 30});
+//   dmareg::CacheStats s = (*cache)->stats();
+//   printf("%llu hits, %llu misses\n", (unsigned long long)s.hits,
+//          (unsigned long long)s.misses);
+
+#ifndef DMAREG_CACHE_OPTIONS_H_
+#define DMAREG_CACHE_OPTIONS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace dmareg {
+
+class MemoryMonitor;
+
+// Where a cache learns of unmapped memory when no monitor is given.
+enum class Monitoring {
+  kAutomatic,     // a UserfaultfdMonitor of the cache's own; Create fails if
+                  // the kernel refuses one
+  kExplicitOnly,  // an ExplicitMonitor: the application calls Invalidate
+                  // (or the monitor's Notify) itself
+};
+
+struct CacheOptions {
+  size_t max_regions = 0;  // 0: no limit
+  size_t max_bytes = 0;    // 0: no limit
+  // The monitor feeding this cache (share one between caches over the same
+  // memory: a range can be watched by one userfaultfd only). Empty: as
+  // `monitoring` says. Fixed at Create; SetLimits ignores both fields.
+  std::shared_ptr<MemoryMonitor> monitor;
+  Monitoring monitoring = Monitoring::kAutomatic;
+};
+
+struct CacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;                 // requests that registered
+  uint64_t evictions = 0;              // mappings evicted to keep the limits
+  uint64_t invalidations = 0;          // Invalidate() calls
+  uint64_t invalidated_regions = 0;    // mappings those calls retired
+  uint64_t registration_failures = 0;  // domain refused a registration
+  uint64_t retried_registrations = 0;  // raced with Invalidate, redone
+  uint64_t dmabuf_registrations = 0;   // uncached dma-buf registrations
+  uint64_t monitor_events = 0;         // unmap events applied from the monitor
+  uint64_t monitor_overruns = 0;       // fell behind the monitor's log: dropped all
+  uint64_t uncached_registrations = 0; // memory the monitor cannot watch: not cached
+  uint64_t live_regions = 0;           // mappings held on the device now
+  uint64_t registered_bytes = 0;       // bytes those cover
+  uint64_t referenced_regions = 0;     // of them, with a handle out
+};
+
+}  // namespace dmareg
+
+#endif  // DMAREG_CACHE_OPTIONS_H_

@@ -1,0 +1,57 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// RecentInvalidations: the last few ranges a cache invalidated, numbered by
+// an epoch, so that a miss that registered without the cache's lock can ask
+// "was my span invalidated since I looked?" and redo its registration if so.
+//
+//   const uint64_t epoch = recent.epoch();      // under the lock, before
+//   ... register `span` with no lock held ...
+//   if (recent.InvalidatedSince(epoch, span))   // under the lock, after
+//     ... deregister and retry ...
+//
+// It keeps kCapacity records: a miss whose epoch has dropped out of them
+// cannot tell, so it is told yes (a needless retry, never a stale mapping).
+// Not thread-safe: the cache's mutex guards it.
+
+#ifndef DMAREG_SRC_CORE_RECENT_INVALIDATIONS_H_
+#define DMAREG_SRC_CORE_RECENT_INVALIDATIONS_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "dmareg/range.h"
+
+namespace dmareg::internal {
+
+class RecentInvalidations {
+ public:
+  static constexpr size_t kCapacity = 64;
+
+  // The epoch of the newest record (0 before any).
+  uint64_t epoch() const { return epoch_; }
+
+  void Record(Range r) {
+    ++epoch_;
+    ranges_[epoch_ % kCapacity] = r;
+  }
+
+  // True if a range overlapping `r` was recorded after `epoch`, or if that
+  // can no longer be told.
+  bool InvalidatedSince(uint64_t epoch, Range r) const {
+    if (epoch_ == epoch) return false;
+    if (epoch_ - epoch >= kCapacity) return true;
+    for (uint64_t e = epoch + 1; e <= epoch_; ++e) {
+      if (ranges_[e % kCapacity].Overlaps(r)) return true;
+    }
+    return false;
+  }
+
+ private:
+  uint64_t epoch_ = 0;
+  std::array<Range, kCapacity> ranges_;  // epoch e at e % kCapacity
+};
+
+}  // namespace dmareg::internal
+
+#endif  // DMAREG_SRC_CORE_RECENT_INVALIDATIONS_H_
