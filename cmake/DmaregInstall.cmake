@@ -1,22 +1,40 @@
-# Install: library, public headers, CMake package (dmareg::dmareg), pkg-config.
+# Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#
+# Install: the core library and its headers, the CMake package (dmareg::dmareg
+# plus the components that cmake/DmaregComponents.cmake installed) and
+# dmareg.pc. Included last, once every component is known.
 include(CMakePackageConfigHelpers)
 
-install(TARGETS dmareg EXPORT dmaregTargets
+install(TARGETS dmareg EXPORT dmareg-targets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY include/dmareg DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(EXPORT dmaregTargets NAMESPACE dmareg::
-  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/dmareg)
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  FILE_SET HEADERS DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT dmareg-targets NAMESPACE dmareg:: DESTINATION ${DMAREG_CMAKE_INSTALL_DIR})
+
+# What dmaregConfig.cmake needs to tell a component that was not built from
+# one that does not exist, and to load each after those it needs.
+get_property(DMAREG_BUILT_COMPONENTS GLOBAL PROPERTY DMAREG_BUILT_COMPONENTS)
+get_property(DMAREG_KNOWN_COMPONENTS GLOBAL PROPERTY DMAREG_KNOWN_COMPONENTS)
+list(APPEND DMAREG_KNOWN_COMPONENTS ${DMAREG_BUILT_COMPONENTS})
+list(REMOVE_DUPLICATES DMAREG_KNOWN_COMPONENTS)
+list(JOIN DMAREG_BUILT_COMPONENTS ", " DMAREG_BUILT_COMPONENTS_TEXT)
+set(DMAREG_COMPONENT_NEEDS "")
+foreach(c IN LISTS DMAREG_BUILT_COMPONENTS)
+  get_property(needs GLOBAL PROPERTY DMAREG_COMPONENT_NEEDS_${c})
+  if(needs)
+    string(APPEND DMAREG_COMPONENT_NEEDS "set(_dmareg_needs_${c} \"${needs}\")\n")
+  endif()
+endforeach()
+
 configure_package_config_file(cmake/dmaregConfig.cmake.in
-  ${CMAKE_CURRENT_BINARY_DIR}/dmaregConfig.cmake
-  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/dmareg)
-write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/dmaregConfigVersion.cmake
+  ${PROJECT_BINARY_DIR}/dmaregConfig.cmake
+  INSTALL_DESTINATION ${DMAREG_CMAKE_INSTALL_DIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/dmaregConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
-install(FILES ${CMAKE_CURRENT_BINARY_DIR}/dmaregConfig.cmake
-  ${CMAKE_CURRENT_BINARY_DIR}/dmaregConfigVersion.cmake
-  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/dmareg)
-file(RELATIVE_PATH DMAREG_PC_INCLUDE_REL
-  ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_FULL_INCLUDEDIR})
-configure_file(cmake/dmareg.pc.in ${CMAKE_CURRENT_BINARY_DIR}/dmareg.pc @ONLY)
-install(FILES ${CMAKE_CURRENT_BINARY_DIR}/dmareg.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+install(FILES ${PROJECT_BINARY_DIR}/dmaregConfig.cmake
+  ${PROJECT_BINARY_DIR}/dmaregConfigVersion.cmake
+  DESTINATION ${DMAREG_CMAKE_INSTALL_DIR})
+
+configure_file(cmake/dmareg.pc.in ${PROJECT_BINARY_DIR}/dmareg.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/dmareg.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

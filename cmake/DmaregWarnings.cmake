@@ -1,3 +1,4 @@
+# Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 # Warnings every target of ours gets (not third-party code).
 add_library(dmareg_warnings INTERFACE)
 target_compile_options(dmareg_warnings INTERFACE -Wall -Wextra -Wno-missing-field-initializers

@@ -49,9 +49,10 @@ struct ibv_pd;
 
 namespace dmareg {
 
-namespace internal {
-class VerbsOps;  // the seam over libibverbs (src/verbs/verbs_ops.h)
-}
+namespace testing {
+class VerbsOps;           // the seam over libibverbs: dmareg/testing/verbs_ops.h
+class VerbsDomainAccess;  // opens a VerbsDomain over a given VerbsOps (dmareg::testing)
+}  // namespace testing
 
 struct VerbsDomainOptions {
   // Register host memory with IBV_ACCESS_ON_DEMAND (no pinning; the device
@@ -93,17 +94,11 @@ class VerbsDomain final : public Domain {
   // Names of the RDMA devices present; empty (not an error) when there are
   // none or the kernel has no RDMA support.
   static absl::StatusOr<std::vector<std::string>> ListDevices();
-  static absl::StatusOr<std::vector<std::string>> ListDevices(
-      std::shared_ptr<internal::VerbsOps> ops);
 
   // Opens `device_name` ("" = the first device). NotFound when there is no
   // such device (the message lists those present).
   static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(
       std::string_view device_name = "", VerbsDomainOptions options = {});
-  // The same over another implementation of the verbs calls (tests).
-  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(
-      std::shared_ptr<internal::VerbsOps> ops, std::string_view device_name = "",
-      VerbsDomainOptions options = {});
 
   // Deallocates the PD and closes the device. Every mapping must have been
   // deregistered (a RegistrationCache holds the domain until its last
@@ -136,12 +131,21 @@ class VerbsDomain final : public Domain {
   }
 
  private:
-  VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string name,
+  // Open and ListDevices over `ops`; tests reach them through
+  // dmareg::testing::OpenVerbsDomain and ListVerbsDevices.
+  friend class testing::VerbsDomainAccess;
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenWith(
+      std::shared_ptr<testing::VerbsOps> ops, std::string_view device_name,
+      VerbsDomainOptions options);
+  static absl::StatusOr<std::vector<std::string>> ListDevicesWith(
+      std::shared_ptr<testing::VerbsOps> ops);
+
+  VerbsDomain(std::shared_ptr<testing::VerbsOps> ops, std::string name,
               VerbsDomainOptions options, ibv_context* context, ibv_pd* pd);
   absl::Status Probe();  // fills caps_ and info_; called once by Open
   absl::Status CheckLength(const char* call, size_t length) const;
 
-  const std::shared_ptr<internal::VerbsOps> ops_;
+  const std::shared_ptr<testing::VerbsOps> ops_;
   const std::string name_;
   const VerbsDomainOptions options_;
   ibv_context* const context_;

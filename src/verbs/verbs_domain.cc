@@ -77,10 +77,10 @@ unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand) {
 }
 
 absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices() {
-  return ListDevices(internal::MakeRealVerbsOps());
+  return ListDevicesWith(internal::MakeRealVerbsOps());
 }
 
-absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices(
+absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevicesWith(
     std::shared_ptr<internal::VerbsOps> ops) {
   if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
   DeviceList list(*ops);
@@ -95,10 +95,10 @@ absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices(
 
 absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Open(std::string_view device_name,
                                                                VerbsDomainOptions options) {
-  return Open(internal::MakeRealVerbsOps(), device_name, options);
+  return OpenWith(internal::MakeRealVerbsOps(), device_name, options);
 }
 
-absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Open(
+absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
     std::shared_ptr<internal::VerbsOps> ops, std::string_view device_name,
     VerbsDomainOptions options) {
   if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");

@@ -60,7 +60,7 @@ TEST_F(VerbsRcTest, WriteAndReadMoveEveryByte) {
     size_t offset, length;
   } pieces[] = {{0, 1}, {1, 4095}, {4096, 8192 + 17}, {12305, kLen - 12305}};
   for (const Piece& p : pieces) {
-    SCOPED_TRACE(testing::Message() << "WRITE offset " << p.offset << " length " << p.length);
+    SCOPED_TRACE(::testing::Message() << "WRITE offset " << p.offset << " length " << p.length);
     ASSERT_TRUE(pair_.a->Write(src.data() + p.offset, p.length, s->lkey(),
                                d->IovaFor(dst.data() + p.offset), d->rkey())
                     .ok());

@@ -12,16 +12,17 @@
 
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
+#include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
 #include "common/errno_cases.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "unit/verbs/fake_verbs_ops.h"
 
 namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
+using ::dmareg::testing::OpenVerbsDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
@@ -34,7 +35,7 @@ class VerbsCacheTest : public ::testing::Test {
     buf_ = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ASSERT_NE(buf_, MAP_FAILED);
     ops_->AddDevice("rxe0");
-    auto domain = VerbsDomain::Open(ops_, "rxe0");
+    auto domain = OpenVerbsDomain(ops_, "rxe0");
     ASSERT_TRUE(domain.ok()) << domain.status();
     domain_ = *domain;
     auto cache = RegistrationCache::Create(domain_, {.monitoring = Monitoring::kExplicitOnly});

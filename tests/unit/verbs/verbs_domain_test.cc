@@ -16,14 +16,16 @@
 
 #include "absl/status/status.h"
 #include "common/errno_cases.h"
+#include "dmareg/testing/fake_verbs_ops.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "unit/verbs/fake_verbs_ops.h"
 
 namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
+using ::dmareg::testing::ListVerbsDevices;
+using ::dmareg::testing::OpenVerbsDomain;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -36,7 +38,7 @@ class VerbsDomainTest : public ::testing::Test {
  protected:
   std::shared_ptr<VerbsDomain> OpenOk(std::string_view name = "rxe0",
                                       VerbsDomainOptions options = {}) {
-    auto domain = VerbsDomain::Open(ops_, name, options);
+    auto domain = OpenVerbsDomain(ops_, name, options);
     EXPECT_TRUE(domain.ok()) << domain.status();
     return domain.ok() ? *domain : nullptr;
   }
@@ -53,20 +55,20 @@ class VerbsDomainTest : public ::testing::Test {
 TEST_F(VerbsDomainTest, ListsDevices) {
   ops_->AddDevice("rxe0");
   ops_->AddDevice("mlx5_0");
-  auto names = VerbsDomain::ListDevices(ops_);
+  auto names = ListVerbsDevices(ops_);
   ASSERT_TRUE(names.ok()) << names.status();
   EXPECT_THAT(*names, ElementsAre("rxe0", "mlx5_0"));
 }
 
 TEST_F(VerbsDomainTest, NoKernelSupportMeansNoDevices) {
   ops_->FailNext(Call::kGetDeviceList, ENOSYS);
-  auto names = VerbsDomain::ListDevices(ops_);
+  auto names = ListVerbsDevices(ops_);
   ASSERT_TRUE(names.ok()) << names.status();
   EXPECT_TRUE(names->empty());
 }
 
 TEST_F(VerbsDomainTest, OpenWithNoDeviceIsNotFound) {
-  auto domain = VerbsDomain::Open(ops_);
+  auto domain = OpenVerbsDomain(ops_);
   EXPECT_EQ(domain.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(domain.status().message(), HasSubstr("no RDMA device"));
 }
@@ -92,7 +94,7 @@ TEST_F(VerbsDomainTest, OpensFirstOrNamedDevice) {
 
 TEST_F(VerbsDomainTest, UnknownNameListsThePresentDevices) {
   ops_->AddDevice("rxe0");
-  auto domain = VerbsDomain::Open(ops_, "mlx5_9");
+  auto domain = OpenVerbsDomain(ops_, "mlx5_9");
   EXPECT_EQ(domain.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(domain.status().message(), AllOf(HasSubstr("mlx5_9"), HasSubstr("rxe0")));
 }
@@ -114,7 +116,7 @@ TEST_F(VerbsDomainTest, OpenFailuresNameCallDeviceErrnoAndLeakNothing) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     ops_->FailNext(c.call, c.err);
-    auto domain = VerbsDomain::Open(ops_, "rxe0");
+    auto domain = OpenVerbsDomain(ops_, "rxe0");
     ASSERT_FALSE(domain.ok());
     EXPECT_EQ(domain.status().code(), c.code);
     EXPECT_THAT(domain.status().message(),

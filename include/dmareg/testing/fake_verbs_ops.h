@@ -1,21 +1,24 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// A VerbsOps with no device behind it: devices are described by their
-// attributes and dma-buf probe answer, objects are heap structs, every call is
-// counted, and any call can be told to fail with an errno.
+// testing/fake_verbs_ops.h: a VerbsOps with no device behind it (library
+// dmareg::testing): devices are described by their attributes and dma-buf
+// probe answer, objects are heap structs, every call is counted, and any call
+// can be told to fail with an errno.
 //
 //   auto ops = std::make_shared<FakeVerbsOps>();
 //   ops->AddDevice("rxe0");
-//   auto domain = dmareg::VerbsDomain::Open(ops, "rxe0").value();
+//   auto domain = dmareg::testing::OpenVerbsDomain(ops, "rxe0").value();
 //   ops->FailNext(FakeVerbsOps::Call::kRegMr, EFAULT);
 //   EXPECT_FALSE(domain->RegisterHost(buf, 4096, {}).ok());
 //   EXPECT_EQ(ops->live_mrs(), 0);
 
-#ifndef DMAREG_TESTS_UNIT_VERBS_FAKE_VERBS_OPS_H_
-#define DMAREG_TESTS_UNIT_VERBS_FAKE_VERBS_OPS_H_
+#ifndef DMAREG_TESTING_FAKE_VERBS_OPS_H_
+#define DMAREG_TESTING_FAKE_VERBS_OPS_H_
 
 #include <infiniband/verbs.h>
 
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -23,11 +26,11 @@
 #include <string>
 #include <vector>
 
-#include "verbs/verbs_ops.h"
+#include "dmareg/testing/verbs_ops.h"
 
 namespace dmareg::testing {
 
-class FakeVerbsOps final : public internal::VerbsOps {
+class FakeVerbsOps final : public VerbsOps {
  public:
   enum class Call {
     kGetDeviceList,
@@ -115,4 +118,4 @@ class FakeVerbsOps final : public internal::VerbsOps {
 
 }  // namespace dmareg::testing
 
-#endif  // DMAREG_TESTS_UNIT_VERBS_FAKE_VERBS_OPS_H_
+#endif  // DMAREG_TESTING_FAKE_VERBS_OPS_H_

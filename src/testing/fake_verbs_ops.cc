@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "unit/verbs/fake_verbs_ops.h"
+#include "dmareg/testing/fake_verbs_ops.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,0 +1,91 @@
+# Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#
+# README.md's code must compile: each ```c++ / ```cpp block (and ```c, as C)
+# is written out at configure time as a translation unit of its own and
+# compiled in the OBJECT library dmareg_readme_blocks against the headers of
+# this tree, so a README that does not compile fails the build, and with it
+# scripts/test. A README change re-runs the extraction (CMAKE_CONFIGURE_DEPENDS).
+# A `#line` directive makes compiler errors point into README.md. Blocks that
+# include a verbs header are compiled only when the verbs backend is built.
+
+set(_readme ${PROJECT_SOURCE_DIR}/README.md)
+set(_readme_dir ${PROJECT_BINARY_DIR}/readme)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_readme})
+file(READ ${_readme} _text)
+
+set(_sources "")
+set(_skipped 0)
+set(_index 0)
+set(_pos 0)  # offset of the unread rest of the text
+string(LENGTH "${_text}" _len)
+while(_pos LESS _len)
+  # The next fence that opens a line.
+  string(SUBSTRING "${_text}" ${_pos} -1 _rest)
+  string(FIND "\n${_rest}" "\n```" _open)
+  if(_open EQUAL -1)
+    break()
+  endif()
+  math(EXPR _pos "${_pos} + ${_open} + 3")
+  string(SUBSTRING "${_text}" ${_pos} -1 _rest)
+  string(FIND "${_rest}" "\n" _eol)
+  if(_eol EQUAL -1)
+    break()
+  endif()
+  string(SUBSTRING "${_rest}" 0 ${_eol} _lang)
+  string(STRIP "${_lang}" _lang)
+  math(EXPR _pos "${_pos} + ${_eol} + 1")  # the block's first line
+  string(SUBSTRING "${_text}" 0 ${_pos} _before)
+  string(SUBSTRING "${_text}" ${_pos} -1 _rest)
+  string(FIND "\n${_rest}" "\n```" _close)
+  if(_close EQUAL -1)
+    message(FATAL_ERROR "README.md: a ``` block is not closed")
+  endif()
+  string(SUBSTRING "${_rest}" 0 ${_close} _body)
+  math(EXPR _pos "${_pos} + ${_close} + 3")  # past the closing fence
+
+  if(_lang MATCHES "^(c\\+\\+|cpp)$")
+    set(_ext cc)
+  elseif(_lang STREQUAL "c")
+    set(_ext c)
+  else()
+    continue()
+  endif()
+  math(EXPR _index "${_index} + 1")
+  if(_body MATCHES "#include [<\"](infiniband/|dmareg/verbs_domain.h|dmareg/testing/.*verbs)"
+     AND NOT TARGET dmareg_verbs)
+    math(EXPR _skipped "${_skipped} + 1")
+    continue()
+  endif()
+  # The line of README.md the block starts on.
+  string(REGEX REPLACE "[^\n]" "" _newlines "${_before}")
+  string(LENGTH "${_newlines}" _line)
+  math(EXPR _line "${_line} + 1")
+  set(_file ${_readme_dir}/block${_index}.${_ext})
+  # Rewritten only when changed, so an unrelated README edit recompiles nothing.
+  file(WRITE ${_file}.new "#line ${_line} \"${_readme}\"\n${_body}")
+  file(COPY_FILE ${_file}.new ${_file} ONLY_IF_DIFFERENT)
+  file(REMOVE ${_file}.new)
+  list(APPEND _sources ${_file})
+endwhile()
+
+# Blocks that left the README leave the build too.
+file(GLOB _old ${_readme_dir}/block*)
+list(REMOVE_ITEM _old ${_sources})
+if(_old)
+  file(REMOVE ${_old})
+endif()
+
+if(_sources)
+  add_library(dmareg_readme_blocks OBJECT ${_sources})
+  target_link_libraries(dmareg_readme_blocks PRIVATE dmareg dmareg_testing dmareg_warnings)
+  if(TARGET dmareg_verbs)
+    target_link_libraries(dmareg_readme_blocks PRIVATE dmareg_verbs PkgConfig::DMAREG_IBVERBS)
+  endif()
+endif()
+list(LENGTH _sources _count)
+if(_skipped)
+  set(_skipped ", ${_skipped} not (they need the verbs backend)")
+else()
+  set(_skipped "")
+endif()
+message(STATUS "README.md: ${_count} C/C++ code blocks compiled with the tests${_skipped}")
