@@ -1,3 +1,5 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
 // End-to-end check of the VFIO set-up that scripts/vm/run provides: maps two
 // host buffers into the edu device's IOMMU domain through VFIO (type1 v2),
 // lets the edu DMA engine copy RAM -> device -> RAM, and compares.
