@@ -29,10 +29,10 @@ void Stats(const dmareg::RegistrationCache& cache, const dmareg::testing::FakeDo
   std::printf(
       "  stats: hits %llu, misses %llu, evictions %llu, invalidations %llu, live %llu "
       "(%llu KiB), referenced %llu | device holds %lld registrations\n",
-      (unsigned long long)s.hits, (unsigned long long)s.misses,
-      (unsigned long long)s.evictions, (unsigned long long)s.invalidations,
-      (unsigned long long)s.live_regions, (unsigned long long)s.registered_bytes >> 10,
-      (unsigned long long)s.referenced_regions, (long long)fake.live_registrations());
+      (unsigned long long)s.hits, (unsigned long long)s.misses, (unsigned long long)s.evictions,
+      (unsigned long long)s.invalidations, (unsigned long long)s.live_regions,
+      (unsigned long long)s.registered_bytes >> 10, (unsigned long long)s.referenced_regions,
+      (long long)fake.live_registrations());
 }
 
 }  // namespace
@@ -47,7 +47,8 @@ int main() {
       dmareg::RegistrationCache::Create(fake);
   if (!made.ok()) {
     std::printf("(%s)\n", std::string(made.status().message()).c_str());
-    made = dmareg::RegistrationCache::Create(fake, {.monitoring = dmareg::Monitoring::kExplicitOnly});
+    made =
+        dmareg::RegistrationCache::Create(fake, {.monitoring = dmareg::Monitoring::kExplicitOnly});
   }
   std::unique_ptr<dmareg::RegistrationCache> cache = std::move(made).value();
   std::printf("monitor: %s\n\n", std::string(cache->monitor().name()).c_str());
@@ -58,7 +59,8 @@ int main() {
   std::printf("1. A miss registers; requests inside the span are hits:\n");
   auto a = cache->Acquire(buf, 16 * page, Access::kLocalWrite);
   Show("Acquire(buf, 16 pages, LOCAL_WRITE)", a);
-  Show("Acquire(buf + 3 pages + 100, 100 B)", cache->Acquire(buf + 3 * page + 100, 100, Access::kLocalWrite));
+  Show("Acquire(buf + 3 pages + 100, 100 B)",
+       cache->Acquire(buf + 3 * page + 100, 100, Access::kLocalWrite));
   Stats(*cache, *fake);
 
   std::printf("2. More rights than cached: the union is registered, the old one retired:\n");
@@ -69,7 +71,8 @@ int main() {
 
   std::printf("3. Invalidate with a handle out: no longer handed out, freed with the handle:\n");
   if (!cache->Invalidate(buf + 10 * page, page).ok()) return 1;
-  Show("Acquire(buf + 10 pages, 1 page, REMOTE_WRITE)", cache->Acquire(buf + 10 * page, page, Access::kRemoteWrite));
+  Show("Acquire(buf + 10 pages, 1 page, REMOTE_WRITE)",
+       cache->Acquire(buf + 10 * page, page, Access::kRemoteWrite));
   std::printf("  (handle b still reads lkey %u; dropping it now)\n", b->lkey());
   b->Reset();
   a->Reset();
@@ -88,22 +91,26 @@ int main() {
   const uint32_t old_lkey = c->lkey();
   c->Reset();
   munmap(buf + 48 * page, 4 * page);
-  mmap(buf + 48 * page, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  mmap(buf + 48 * page, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+       -1, 0);
   if (cache->monitor().name() == "explicit") {
     (void)cache->monitor().Notify(buf + 48 * page, 4 * page);  // what an allocator would do
   }
   auto d = cache->Acquire(buf + 48 * page, 4 * page, Access::kLocalWrite);
   Show("Acquire(buf + 48 pages, 4 pages) again", d);
-  std::printf("  new mapping: %s (old lkey %u)\n", d.ok() && d->lkey() != old_lkey ? "yes" : "NO", old_lkey);
+  std::printf("  new mapping: %s (old lkey %u)\n", d.ok() && d->lkey() != old_lkey ? "yes" : "NO",
+              old_lkey);
   d->Reset();
   Stats(*cache, *fake);
 
   std::printf("6. Bad input is a clear error:\n");
   Show("Acquire(buf, 0 bytes)", cache->Acquire(buf, 0, {}));
-  Show("Acquire(buf, 1, unknown access bit)", cache->Acquire(buf, 1, dmareg::AccessFlags::FromBits(1u << 12)));
+  Show("Acquire(buf, 1, unknown access bit)",
+       cache->Acquire(buf, 1, dmareg::AccessFlags::FromBits(1u << 12)));
 
   cache.reset();
-  std::printf("cache destroyed: device holds %lld registrations\n", (long long)fake->live_registrations());
+  std::printf("cache destroyed: device holds %lld registrations\n",
+              (long long)fake->live_registrations());
   munmap(buf, 64 * page);
   return fake->live_registrations() == 0 ? 0 : 1;
 }

@@ -66,8 +66,7 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       return false;
     }
   }
-  if (f->size == 0 || f->size > (1u << 30) || f->iters <= 0 || f->depth <= 0 ||
-      f->depth > 128) {
+  if (f->size == 0 || f->size > (1u << 30) || f->iters <= 0 || f->depth <= 0 || f->depth > 128) {
     std::fprintf(stderr, "rdma_write: need 0 < size <= 1 GiB, iters > 0, 0 < depth <= 128\n");
     return false;
   }
@@ -132,8 +131,8 @@ int main(int argc, char** argv) {
       acquire_time += std::chrono::steady_clock::now() - t0;
       if (!local.ok()) return Fail("acquire source", local.status());
       if (!remote.ok()) return Fail("acquire destination", remote.status());
-      absl::Status st = pair->a->PostWrite(from, flags.size, local->lkey(),
-                                           remote->IovaFor(to), remote->rkey(), s);
+      absl::Status st = pair->a->PostWrite(from, flags.size, local->lkey(), remote->IovaFor(to),
+                                           remote->rkey(), s);
       if (!st.ok()) return Fail("post", st);
       in_flight[s] = InFlight{std::move(*local), std::move(*remote)};
       ++posted;
@@ -160,16 +159,15 @@ int main(int argc, char** argv) {
 
   const dmareg::CacheStats st = (*cache)->stats();
   const double bytes = static_cast<double>(flags.size) * flags.iters;
-  std::printf("device %s: %d RDMA WRITEs of %zu bytes, depth %d, all bytes verified\n",
-              dev.c_str(), flags.iters, flags.size, flags.depth);
-  std::printf("  %.3f s, %.1f MB/s, %.0f writes/s\n", secs, bytes / secs / 1e6,
-              flags.iters / secs);
-  std::printf("  cache: %llu hits, %llu misses, %llu live regions (%llu bytes), "
-              "%.0f ns per Acquire on average\n",
-              static_cast<unsigned long long>(st.hits),
-              static_cast<unsigned long long>(st.misses),
-              static_cast<unsigned long long>(st.live_regions),
-              static_cast<unsigned long long>(st.registered_bytes),
-              static_cast<double>(acquire_time.count()) / (2.0 * flags.iters));
+  std::printf("device %s: %d RDMA WRITEs of %zu bytes, depth %d, all bytes verified\n", dev.c_str(),
+              flags.iters, flags.size, flags.depth);
+  std::printf("  %.3f s, %.1f MB/s, %.0f writes/s\n", secs, bytes / secs / 1e6, flags.iters / secs);
+  std::printf(
+      "  cache: %llu hits, %llu misses, %llu live regions (%llu bytes), "
+      "%.0f ns per Acquire on average\n",
+      static_cast<unsigned long long>(st.hits), static_cast<unsigned long long>(st.misses),
+      static_cast<unsigned long long>(st.live_regions),
+      static_cast<unsigned long long>(st.registered_bytes),
+      static_cast<double>(acquire_time.count()) / (2.0 * flags.iters));
   return 0;
 }

@@ -50,15 +50,16 @@ class AccessFlags {
   }
 
   constexpr uint32_t bits() const { return bits_; }
-  constexpr bool Has(AccessFlags other) const {
-    return (bits_ & other.bits_) == other.bits_;
-  }
+  constexpr bool Has(AccessFlags other) const { return (bits_ & other.bits_) == other.bits_; }
   constexpr bool empty() const { return bits_ == 0; }
 
   constexpr AccessFlags operator|(AccessFlags o) const { return FromBits(bits_ | o.bits_); }
   constexpr AccessFlags operator&(AccessFlags o) const { return FromBits(bits_ & o.bits_); }
   constexpr AccessFlags Without(AccessFlags o) const { return FromBits(bits_ & ~o.bits_); }
-  constexpr AccessFlags& operator|=(AccessFlags o) { bits_ |= o.bits_; return *this; }
+  constexpr AccessFlags& operator|=(AccessFlags o) {
+    bits_ |= o.bits_;
+    return *this;
+  }
   constexpr bool operator==(const AccessFlags&) const = default;
 
  private:
@@ -68,13 +69,12 @@ class AccessFlags {
 constexpr AccessFlags operator|(Access a, Access b) { return AccessFlags(a) | b; }
 
 // Every bit this version of the library knows.
-inline constexpr AccessFlags kAllAccess =
-    Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite |
-    Access::kRemoteAtomic | Access::kRelaxedOrdering;
+inline constexpr AccessFlags kAllAccess = Access::kLocalWrite | Access::kRemoteRead |
+                                          Access::kRemoteWrite | Access::kRemoteAtomic |
+                                          Access::kRelaxedOrdering;
 
 // The rights part (everything but the ordering hint).
-inline constexpr AccessFlags kAccessRights =
-    kAllAccess.Without(Access::kRelaxedOrdering);
+inline constexpr AccessFlags kAccessRights = kAllAccess.Without(Access::kRelaxedOrdering);
 
 // InvalidArgument naming the unknown bits, or OK.
 absl::Status ValidateAccess(AccessFlags access);

@@ -83,8 +83,8 @@ class RegistrationCache {
  public:
   // InvalidArgument if `domain` is null; FailedPrecondition if monitoring is
   // automatic and the kernel refuses a userfaultfd (the message says why).
-  static absl::StatusOr<std::unique_ptr<RegistrationCache>> Create(
-      std::shared_ptr<Domain> domain, CacheOptions options = {});
+  static absl::StatusOr<std::unique_ptr<RegistrationCache>> Create(std::shared_ptr<Domain> domain,
+                                                                   CacheOptions options = {});
 
   // Drops every unreferenced mapping now; referenced ones go with their
   // last handle.
@@ -93,8 +93,7 @@ class RegistrationCache {
   RegistrationCache& operator=(const RegistrationCache&) = delete;
 
   absl::StatusOr<Registration> Acquire(const HostMemory& memory, AccessFlags access);
-  absl::StatusOr<Registration> Acquire(const void* addr, size_t length,
-                                       AccessFlags access) {
+  absl::StatusOr<Registration> Acquire(const void* addr, size_t length, AccessFlags access) {
     return Acquire(HostMemory{addr, length}, access);
   }
   absl::StatusOr<Registration> Acquire(const DmaBufMemory& memory, AccessFlags access);

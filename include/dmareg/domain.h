@@ -65,17 +65,17 @@ struct DomainCapabilities {
   std::vector<Range> iova_ranges;
   // Width of the device's DMA addresses: IOVAs must lie below 2^bits.
   int dma_address_bits = 64;
-  uint64_t max_mappings = 0;                 // 0: no known limit
-  uint64_t max_mapping_bytes = UINT64_MAX;   // longest single mapping
-  uint64_t page_sizes = 4096;                // bit N set: pages of 2^N bytes
-  bool caller_iova = false;       // Register* honour a caller-chosen IOVA
-  bool dmabuf_import = false;     // RegisterDmaBuf is implemented by the driver
-  bool on_demand_paging = false;  // mappings need no pinning (verbs ODP)
+  uint64_t max_mappings = 0;                // 0: no known limit
+  uint64_t max_mapping_bytes = UINT64_MAX;  // longest single mapping
+  uint64_t page_sizes = 4096;               // bit N set: pages of 2^N bytes
+  bool caller_iova = false;                 // Register* honour a caller-chosen IOVA
+  bool dmabuf_import = false;               // RegisterDmaBuf is implemented by the driver
+  bool on_demand_paging = false;            // mappings need no pinning (verbs ODP)
 };
 
 // The result of one registration.
 struct DeviceMapping {
-  uint32_t lkey = 0;    // verbs keys; 0 where the device has none (VFIO)
+  uint32_t lkey = 0;  // verbs keys; 0 where the device has none (VFIO)
   uint32_t rkey = 0;
   uint64_t iova = 0;    // device address of the first byte
   uint64_t length = 0;  // bytes mapped from `iova` on

@@ -38,8 +38,8 @@ struct HostMemory {
 };
 
 struct DmaBufMemory {
-  int fd = -1;           // a dma-buf fd; the caller keeps ownership
-  uint64_t offset = 0;   // byte offset into the dma-buf
+  int fd = -1;          // a dma-buf fd; the caller keeps ownership
+  uint64_t offset = 0;  // byte offset into the dma-buf
   size_t length = 0;
   // The IOVA the device should use for the first byte; empty: `offset`
   // (what ibv_reg_dmabuf_mr does when asked for no particular address).

@@ -92,9 +92,7 @@ class Range {
     return Range(b, e);  // b <= e: b <= begin_ <= end_, and b <= top
   }
   // True if both ends are multiples of `page` (a power of two).
-  constexpr bool PageAligned(uint64_t page) const {
-    return ((begin_ | end_) & (page - 1)) == 0;
-  }
+  constexpr bool PageAligned(uint64_t page) const { return ((begin_ | end_) & (page - 1)) == 0; }
 
   constexpr bool operator==(const Range&) const = default;
 

@@ -31,9 +31,9 @@ namespace dmareg {
 
 // The immutable description of one cached mapping. Read through a handle.
 struct RegistrationInfo {
-  uintptr_t addr = 0;   // first byte covered (page-aligned for host memory)
-  size_t length = 0;    // bytes covered
-  uint64_t iova = 0;    // device address of `addr`
+  uintptr_t addr = 0;  // first byte covered (page-aligned for host memory)
+  size_t length = 0;   // bytes covered
+  uint64_t iova = 0;   // device address of `addr`
   uint32_t lkey = 0;
   uint32_t rkey = 0;
   AccessFlags access;   // what the mapping was registered with
@@ -48,8 +48,7 @@ void ReleaseRegistration(const RegistrationInfo* info) noexcept;
 class Registration {
  public:
   Registration() = default;
-  Registration(Registration&& other) noexcept
-      : info_(std::exchange(other.info_, nullptr)) {}
+  Registration(Registration&& other) noexcept : info_(std::exchange(other.info_, nullptr)) {}
   Registration& operator=(Registration&& other) noexcept {
     if (this != &other) {
       Reset();
@@ -84,9 +83,7 @@ class Registration {
     return info_->iova + (reinterpret_cast<uintptr_t>(p) - info_->addr);
   }
   // The device address of dma-buf offset `offset` (dma-buf handles).
-  uint64_t IovaForOffset(uint64_t offset) const {
-    return info_->iova + (offset - info_->addr);
-  }
+  uint64_t IovaForOffset(uint64_t offset) const { return info_->iova + (offset - info_->addr); }
 
   // True if both handles refer to the same cached mapping.
   bool SameMapping(const Registration& o) const { return info_ == o.info_; }

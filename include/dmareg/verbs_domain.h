@@ -70,9 +70,9 @@ struct VerbsDeviceInfo {
   uint32_t vendor_part_id = 0;
   uint64_t node_guid = 0;  // network byte order, as the device reports it
   uint32_t phys_port_cnt = 0;
-  uint32_t max_mr = 0;          // MRs the device can hold
-  uint64_t max_mr_size = 0;     // longest MR
-  uint64_t page_size_cap = 0;   // bit N set: pages of 2^N bytes
+  uint32_t max_mr = 0;            // MRs the device can hold
+  uint64_t max_mr_size = 0;       // longest MR
+  uint64_t page_size_cap = 0;     // bit N set: pages of 2^N bytes
   uint64_t odp_general_caps = 0;  // IBV_ODP_SUPPORT* bits
   uint32_t odp_rc_caps = 0;       // IBV_ODP_SUPPORT_* bits for RC, as reported
   uint32_t odp_ud_caps = 0;
@@ -97,8 +97,8 @@ class VerbsDomain final : public Domain {
 
   // Opens `device_name` ("" = the first device). NotFound when there is no
   // such device (the message lists those present).
-  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(
-      std::string_view device_name = "", VerbsDomainOptions options = {});
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(std::string_view device_name = "",
+                                                           VerbsDomainOptions options = {});
 
   // Deallocates the PD and closes the device. Every mapping must have been
   // deregistered (a RegistrationCache holds the domain until its last
@@ -113,8 +113,7 @@ class VerbsDomain final : public Domain {
   const VerbsDomainOptions& options() const { return options_; }
 
   // `DeviceMapping::handle` is the `ibv_mr*`.
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
-                                             AccessFlags access) override;
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   absl::Status Deregister(const DeviceMapping& mapping) override;
@@ -126,9 +125,7 @@ class VerbsDomain final : public Domain {
   // MRs registered through this domain and not yet deregistered.
   int64_t live_mrs() const { return live_.load(std::memory_order_relaxed); }
   int64_t total_registrations() const { return total_reg_.load(std::memory_order_relaxed); }
-  int64_t total_deregistrations() const {
-    return total_dereg_.load(std::memory_order_relaxed);
-  }
+  int64_t total_deregistrations() const { return total_dereg_.load(std::memory_order_relaxed); }
 
  private:
   // Open and ListDevices over `ops`; tests reach them through
@@ -140,8 +137,8 @@ class VerbsDomain final : public Domain {
   static absl::StatusOr<std::vector<std::string>> ListDevicesWith(
       std::shared_ptr<testing::VerbsOps> ops);
 
-  VerbsDomain(std::shared_ptr<testing::VerbsOps> ops, std::string name,
-              VerbsDomainOptions options, ibv_context* context, ibv_pd* pd);
+  VerbsDomain(std::shared_ptr<testing::VerbsOps> ops, std::string name, VerbsDomainOptions options,
+              ibv_context* context, ibv_pd* pd);
   absl::Status Probe();  // fills caps_ and info_; called once by Open
   absl::Status CheckLength(const char* call, size_t length) const;
 

@@ -25,11 +25,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FAIL(...)                                           \
-  do {                                                      \
-    fprintf(stderr, "edu-dma-check: " __VA_ARGS__);         \
+#define FAIL(...)                                                 \
+  do {                                                            \
+    fprintf(stderr, "edu-dma-check: " __VA_ARGS__);               \
     fprintf(stderr, " (errno %d: %s)\n", errno, strerror(errno)); \
-    exit(1);                                                \
+    exit(1);                                                      \
   } while (0)
 
 enum { kEduBuf = 0x40000, kLen = 2048, kSrcIova = 0x100000, kDstIova = 0x200000 };
@@ -59,7 +59,8 @@ static void map(int container, void *p, uint64_t iova) {
                                        .vaddr = (uintptr_t)p,
                                        .iova = iova,
                                        .size = 4096};
-  if (ioctl(container, VFIO_IOMMU_MAP_DMA, &m)) FAIL("VFIO_IOMMU_MAP_DMA iova 0x%llx", (unsigned long long)iova);
+  if (ioctl(container, VFIO_IOMMU_MAP_DMA, &m))
+    FAIL("VFIO_IOMMU_MAP_DMA iova 0x%llx", (unsigned long long)iova);
 }
 
 static void unmap(int container, uint64_t iova) {
@@ -82,7 +83,8 @@ int main(void) {
   int group = open(path, O_RDWR);
   if (group < 0) FAIL("open %s", path);
   struct vfio_group_status gs = {.argsz = sizeof gs};
-  if (ioctl(group, VFIO_GROUP_GET_STATUS, &gs) || !(gs.flags & VFIO_GROUP_FLAGS_VIABLE)) FAIL("group not viable");
+  if (ioctl(group, VFIO_GROUP_GET_STATUS, &gs) || !(gs.flags & VFIO_GROUP_FLAGS_VIABLE))
+    FAIL("group not viable");
   if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container)) FAIL("VFIO_GROUP_SET_CONTAINER");
   if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) FAIL("VFIO_SET_IOMMU");
   int dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
@@ -111,14 +113,14 @@ int main(void) {
   memset(dst, 0, 4096);
   map(container, src, kSrcIova);
   map(container, dst, kDstIova);
-  dma(kSrcIova, kEduBuf, 0);      // RAM -> device
-  dma(kEduBuf, kDstIova, 2);      // device -> RAM
+  dma(kSrcIova, kEduBuf, 0);  // RAM -> device
+  dma(kEduBuf, kDstIova, 2);  // device -> RAM
   if (memcmp(src, dst, kLen) != 0) FAIL("data copied through the edu device differs");
   for (int i = kLen; i < 4096; i++)
     if (dst[i] != 0) FAIL("edu wrote past the transfer");
   unmap(container, kSrcIova);
   unmap(container, kDstIova);
-  printf("edu-dma-check: ok: ident 0x%08x, %d bytes RAM -> edu -> RAM through IOVAs 0x%x/0x%x\n", ident, kLen,
-         kSrcIova, kDstIova);
+  printf("edu-dma-check: ok: ident 0x%08x, %d bytes RAM -> edu -> RAM through IOVAs 0x%x/0x%x\n",
+         ident, kLen, kSrcIova, kDstIova);
   return 0;
 }

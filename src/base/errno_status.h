@@ -7,9 +7,8 @@
 #ifndef DMAREG_SRC_BASE_ERRNO_STATUS_H_
 #define DMAREG_SRC_BASE_ERRNO_STATUS_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace dmareg::internal {
 

@@ -22,9 +22,7 @@ extern std::atomic<uint32_t> fork_generation_value;
 // Installs the atfork handler (once per process); returns the generation.
 uint32_t WatchForks();
 
-inline uint32_t ForkGeneration() {
-  return fork_generation_value.load(std::memory_order_relaxed);
-}
+inline uint32_t ForkGeneration() { return fork_generation_value.load(std::memory_order_relaxed); }
 
 }  // namespace dmareg::internal
 

@@ -97,8 +97,7 @@ class IovaAllocator {
   // bad alignment; ResourceExhausted, naming the request, the free total
   // and the largest free extent, when nothing fits. Changes nothing on
   // failure.
-  absl::StatusOr<Range> Allocate(uint64_t length, uint64_t alignment = 0)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<Range> Allocate(uint64_t length, uint64_t alignment = 0) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Takes exactly `iova` (an identity mapping, a caller-chosen IOVA).
   // InvalidArgument if it is empty or not whole pages, or, naming the usable
@@ -129,7 +128,7 @@ class IovaAllocator {
 
  private:
   using ExtentMap = absl::btree_map<uint64_t, uint64_t>;  // begin -> end
-  static constexpr int kClasses = 64;  // class of a length: floor(log2)
+  static constexpr int kClasses = 64;                     // class of a length: floor(log2)
 
   IovaAllocator(uint64_t page_size, int address_bits, std::vector<Range> usable);
 
@@ -154,7 +153,7 @@ class IovaAllocator {
   // free_ again, split by size class, so Allocate skips classes too short.
   std::array<ExtentMap, kClasses> free_by_class_ ABSL_GUARDED_BY(mu_);
   uint64_t nonempty_classes_ ABSL_GUARDED_BY(mu_) = 0;  // bit k: class k
-  ExtentMap allocated_ ABSL_GUARDED_BY(mu_);  // what Allocate and Reserve took
+  ExtentMap allocated_ ABSL_GUARDED_BY(mu_);            // what Allocate and Reserve took
   uint64_t free_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t allocated_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };

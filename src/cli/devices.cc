@@ -181,16 +181,15 @@ std::string RenderText(const DevicesReport& report) {
                           ProbeErrno(i.dmabuf_probe_errno));
     absl::StrAppendFormat(&out, "    ODP (RC): %s (general caps %#x, rc caps %#x)\n",
                           c.on_demand_paging ? "yes" : "no", i.odp_general_caps, i.odp_rc_caps);
-    absl::StrAppendFormat(&out,
-                          "    max_mr_size %#x, page_size_cap %#x, max_mr %d, fork %s\n",
+    absl::StrAppendFormat(&out, "    max_mr_size %#x, page_size_cap %#x, max_mr %d, fork %s\n",
                           i.max_mr_size, i.page_size_cap, i.max_mr, ForkName(i.fork_status));
     for (const PortReport& p : r.ports) {
       if (!p.error.empty() && p.state.empty()) {
         absl::StrAppend(&out, "    port ", p.port, ": ", p.error, "\n");
         continue;
       }
-      absl::StrAppendFormat(&out, "    port %d: %s, %s, active MTU %d, lid %d\n", p.port,
-                            p.state, p.link_layer, p.active_mtu, p.lid);
+      absl::StrAppendFormat(&out, "    port %d: %s, %s, active MTU %d, lid %d\n", p.port, p.state,
+                            p.link_layer, p.active_mtu, p.lid);
       for (const rc::GidEntry& g : p.gids) {
         absl::StrAppendFormat(&out, "      gid[%d] %s (%s)\n", g.index, g.ToString(),
                               std::string(g.TypeName()));
@@ -217,14 +216,14 @@ std::string RenderJson(const DevicesReport& report) {
     }
     const DomainCapabilities& c = r.caps;
     const VerbsDeviceInfo& i = r.info;
-    absl::StrAppend(&o, ",\"fw_ver\":", JsonString(i.fw_ver), ",\"vendor_id\":", i.vendor_id,
-                    ",\"vendor_part_id\":", i.vendor_part_id,
-                    ",\"dmabuf_mr\":", JsonBool(c.dmabuf_import),
-                    ",\"dmabuf_probe\":", JsonString(ProbeErrno(i.dmabuf_probe_errno)),
-                    ",\"odp\":", JsonBool(c.on_demand_paging), ",\"odp_general_caps\":", i.odp_general_caps,
-                    ",\"odp_rc_caps\":", i.odp_rc_caps, ",\"max_mr_size\":", i.max_mr_size,
-                    ",\"page_size_cap\":", i.page_size_cap, ",\"max_mr\":", i.max_mr,
-                    ",\"fork\":", JsonString(ForkName(i.fork_status)), ",\"ports\":[");
+    absl::StrAppend(
+        &o, ",\"fw_ver\":", JsonString(i.fw_ver), ",\"vendor_id\":", i.vendor_id,
+        ",\"vendor_part_id\":", i.vendor_part_id, ",\"dmabuf_mr\":", JsonBool(c.dmabuf_import),
+        ",\"dmabuf_probe\":", JsonString(ProbeErrno(i.dmabuf_probe_errno)),
+        ",\"odp\":", JsonBool(c.on_demand_paging), ",\"odp_general_caps\":", i.odp_general_caps,
+        ",\"odp_rc_caps\":", i.odp_rc_caps, ",\"max_mr_size\":", i.max_mr_size,
+        ",\"page_size_cap\":", i.page_size_cap, ",\"max_mr\":", i.max_mr,
+        ",\"fork\":", JsonString(ForkName(i.fork_status)), ",\"ports\":[");
     std::vector<std::string> ports;
     for (const PortReport& p : r.ports) {
       std::vector<std::string> gids;
@@ -245,8 +244,8 @@ std::string RenderJson(const DevicesReport& report) {
   for (const VfioDeviceReport& d : report.vfio) {
     vfio.push_back(absl::StrCat(
         "{\"pci_address\":", JsonString(d.pci_address), ",\"vendor\":", JsonString(d.vendor),
-        ",\"device\":", JsonString(d.device), ",\"iommu_group\":",
-        d.iommu_group.empty() ? "null" : JsonString(d.iommu_group),
+        ",\"device\":", JsonString(d.device),
+        ",\"iommu_group\":", d.iommu_group.empty() ? "null" : JsonString(d.iommu_group),
         ",\"group_node\":", JsonBool(d.group_node), "}"));
   }
   std::string out = absl::StrCat("{\"rdma\":[", absl::StrJoin(rdma, ","), "]");

@@ -22,8 +22,8 @@ std::string AccessToString(AccessFlags access) {
     Access bit;
     const char* name;
   } kNames[] = {
-      {Access::kLocalWrite, "LOCAL_WRITE"},   {Access::kRemoteRead, "REMOTE_READ"},
-      {Access::kRemoteWrite, "REMOTE_WRITE"}, {Access::kRemoteAtomic, "REMOTE_ATOMIC"},
+      {Access::kLocalWrite, "LOCAL_WRITE"},           {Access::kRemoteRead, "REMOTE_READ"},
+      {Access::kRemoteWrite, "REMOTE_WRITE"},         {Access::kRemoteAtomic, "REMOTE_ATOMIC"},
       {Access::kRelaxedOrdering, "RELAXED_ORDERING"},
   };
   std::string out;
@@ -31,7 +31,8 @@ std::string AccessToString(AccessFlags access) {
     if (access.Has(n.bit)) absl::StrAppend(&out, out.empty() ? "" : "|", n.name);
   }
   const uint32_t unknown = access.bits() & ~kAllAccess.bits();
-  if (unknown != 0) absl::StrAppend(&out, out.empty() ? "" : "|", absl::Hex(unknown, absl::kZeroPad8));
+  if (unknown != 0)
+    absl::StrAppend(&out, out.empty() ? "" : "|", absl::Hex(unknown, absl::kZeroPad8));
   return out.empty() ? "NONE" : out;
 }
 

@@ -21,10 +21,10 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
   if (monitor == nullptr && options.monitoring == Monitoring::kAutomatic) {
     absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> uffd = UserfaultfdMonitor::Create();
     if (!uffd.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "RegistrationCache on ", domain->name(),
-          ": automatic monitoring needs a userfaultfd: ", uffd.status().message(),
-          "; or pass monitoring = kExplicitOnly and report unmaps yourself"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("RegistrationCache on ", domain->name(),
+                       ": automatic monitoring needs a userfaultfd: ", uffd.status().message(),
+                       "; or pass monitoring = kExplicitOnly and report unmaps yourself"));
     }
     monitor = *std::move(uffd);
   } else if (monitor == nullptr) {
@@ -65,12 +65,12 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const HostMemory& memory
   const std::optional<Range> span = Range::PagesHolding(addr, memory.length, core_->page_size());
   // One test for every bad request: null, no span, a caller's IOVA (the
   // cache picks them), unknown access bits.
-  if (addr == 0 || !span || memory.iova || (access.bits() & ~kAllAccess.bits()) != 0)
-      [[unlikely]] {
+  if (addr == 0 || !span || memory.iova || (access.bits() & ~kAllAccess.bits()) != 0) [[unlikely]] {
     return InvalidHostRequest(memory, access);
   }
   const AccessFlags want = NormalizeAccess(access);
-  if (internal::Region* r = core_->TryHit(*span, want)) [[likely]] return Registration(r);
+  if (internal::Region* r = core_->TryHit(*span, want)) [[likely]]
+    return Registration(r);
   absl::StatusOr<internal::Region*> r = core_->AcquireHost(*span, want);
   if (!r.ok()) return r.status();
   return Registration(*r);

@@ -39,7 +39,8 @@ CacheCore::~CacheCore() = default;
 
 Region* CacheCore::FastHit(Range span, AccessFlags want) {
   ThreadRefs* t = thread_refs_.Mine();
-  if (t == nullptr) [[unlikely]] return FastHitShared(span, want);
+  if (t == nullptr) [[unlikely]]
+    return FastHitShared(span, want);
   return HitWith(t, span, want);
 }
 
@@ -234,8 +235,11 @@ void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
   for (Region* r : regions) {
     // A failed deregistration (device gone) still ends the mapping for us:
     // the kernel drops it with the device. Counted, not retried.
-    const DeviceMapping m{.lkey = r->lkey, .rkey = r->rkey, .iova = r->iova,
-                          .length = r->length, .handle = HandleOf(r)};
+    const DeviceMapping m{.lkey = r->lkey,
+                          .rkey = r->rkey,
+                          .iova = r->iova,
+                          .length = r->length,
+                          .handle = HandleOf(r)};
     if (!forked) (void)domain_->Deregister(m);
   }
   {

@@ -35,12 +35,12 @@
 #ifndef DMAREG_SRC_CORE_CACHE_CORE_H_
 #define DMAREG_SRC_CORE_CACHE_CORE_H_
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-
-#include <sys/types.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/inlined_vector.h"
@@ -94,7 +94,8 @@ class CacheCore {
   // which also takes the slow cases (pending events, no table yet).
   Region* TryHit(Range span, AccessFlags want) {
     ThreadRefs* t = thread_refs_.Mine();
-    if (t == nullptr || EventsPending()) [[unlikely]] return nullptr;
+    if (t == nullptr || EventsPending()) [[unlikely]]
+      return nullptr;
     return HitWith(t, span, want);
   }
   // Applies pending monitor events; FailedPrecondition in a forked child.
@@ -183,8 +184,7 @@ class CacheCore {
   // Removes `victims` from the index and the CLOCK ring and marks them dead;
   // those with no handle out are appended to `to_free` (and leave the
   // accounting), the others are freed by their last handle.
-  void RetireAll(const RegionList& victims, RegionList* to_free)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetireAll(const RegionList& victims, RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Claims `r` for freeing (true; the caller frees it) if it is dead, not
   // yet claimed, and has no reference left.
   bool SettleDead(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -253,12 +253,12 @@ class CacheCore {
   CacheOptions options_ ABSL_GUARDED_BY(mu_);
   RangeIndex index_;  // writers hold mu_; Probe runs without it
   RegionPool pool_ ABSL_GUARDED_BY(mu_);
-  Region* const region_base_;  // pool_.base(), for hits (no lock)
+  Region* const region_base_;                          // pool_.base(), for hits (no lock)
   Region* clock_hand_ ABSL_GUARDED_BY(mu_) = nullptr;  // ring of indexed regions
   size_t live_regions_ ABSL_GUARDED_BY(mu_) = 0;       // mapped on the device
   size_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t dead_referenced_ ABSL_GUARDED_BY(mu_) = 0;    // retired, handles out
-  size_t reserved_regions_ ABSL_GUARDED_BY(mu_) = 0;   // misses in flight
+  size_t dead_referenced_ ABSL_GUARDED_BY(mu_) = 0;   // retired, handles out
+  size_t reserved_regions_ ABSL_GUARDED_BY(mu_) = 0;  // misses in flight
   size_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Invalidations for misses in flight to check against.
   RecentInvalidations recent_ ABSL_GUARDED_BY(mu_);
@@ -266,7 +266,7 @@ class CacheCore {
   std::atomic<uint64_t> log_cursor_{0};
 
   CacheStats counters_ ABSL_GUARDED_BY(mu_);  // all but hits and the gauges
-  StripedCounter hits_;  // hits not counted in a thread's table
+  StripedCounter hits_;                       // hits not counted in a thread's table
   // Created under mu_ (see the lifetime note above); read without it.
   ThreadRefTables thread_refs_;
   std::atomic<int64_t> refs_{1};  // the owner + allocated regions

@@ -74,8 +74,7 @@ absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_fr
       return absl::ResourceExhaustedError(absl::StrFormat(
           "registration cache full on %s: %u mappings (%u bytes) held, limits %u mappings / "
           "%u bytes, nothing unreferenced to evict",
-          domain_->name(), live_regions_, live_bytes_, options_.max_regions,
-          options_.max_bytes));
+          domain_->name(), live_regions_, live_bytes_, options_.max_regions, options_.max_bytes));
     }
   }
   return absl::OkStatus();

@@ -52,8 +52,8 @@ class CacheCore::MissScope {
 
 // The lock is taken and released through MissScope, which the analysis
 // cannot follow; the helpers it calls are annotated.
-absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+absl::StatusOr<Region*> CacheCore::Miss(Range request,
+                                        AccessFlags want) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   for (int attempt = 0;; ++attempt) {
     // Past the optimistic attempts, mu_ is held across the registration.
     const bool hold_lock = attempt >= kOptimisticAttempts;
@@ -84,9 +84,9 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want)
       scope.Unlock();
       (void)domain_->Deregister(*m);
       if (attempt + 1 >= kMaxAttempts) {
-        return absl::AbortedError(absl::StrFormat(
-            "%s was unmapped or replaced during each of %d registrations on %s",
-            plan.span.ToString(), kMaxAttempts, domain_->name()));
+        return absl::AbortedError(
+            absl::StrFormat("%s was unmapped or replaced during each of %d registrations on %s",
+                            plan.span.ToString(), kMaxAttempts, domain_->name()));
       }
       continue;
     }
@@ -128,9 +128,9 @@ absl::StatusOr<CacheCore::MissPlan> CacheCore::PlanMiss(Range request, AccessFla
   }
   if (plan.span.length() > max_bytes) {
     ++counters_.registration_failures;
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "span of %u bytes exceeds the largest mapping %s allows (%u bytes)", plan.span.length(),
-        domain_->name(), max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("span of %u bytes exceeds the largest mapping %s allows (%u bytes)",
+                        plan.span.length(), domain_->name(), max_bytes));
   }
   if (absl::Status room = MakeRoom(1, plan.span.length(), to_free); !room.ok()) {
     ++counters_.registration_failures;
@@ -145,10 +145,8 @@ absl::StatusOr<CacheCore::MissPlan> CacheCore::PlanMiss(Range request, AccessFla
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
   auto watch = [&] {
-    plan.cacheable = monitor_
-                         ->Watch(reinterpret_cast<const void*>(plan.span.begin()),
-                                 plan.span.length())
-                         .ok();
+    plan.cacheable =
+        monitor_->Watch(reinterpret_cast<const void*>(plan.span.begin()), plan.span.length()).ok();
   };
   auto narrow_to_request = [&] {
     plan.span = plan.request;
@@ -176,8 +174,7 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
   return m;
 }
 
-Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m,
-                               RegionList* to_free) {
+Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, RegionList* to_free) {
   if (!plan.cacheable) {
     // Unmaps there would go unseen: hand out a mapping that no later
     // request can hit, deregistered with its handle.
@@ -248,9 +245,9 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, Access
 }
 
 absl::Status CacheCore::PoolFullError() const {
-  return absl::ResourceExhaustedError(absl::StrFormat(
-      "registration cache on %s holds as many mappings as it has room for (%u)", domain_->name(),
-      pool_.max_regions()));
+  return absl::ResourceExhaustedError(
+      absl::StrFormat("registration cache on %s holds as many mappings as it has room for (%u)",
+                      domain_->name(), pool_.max_regions()));
 }
 
 Region* CacheCore::NewRegion(Range span, AccessFlags access, const DeviceMapping& m,

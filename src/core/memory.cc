@@ -16,8 +16,8 @@ absl::Status ValidateHostMemory(const HostMemory& m) {
   }
   const uintptr_t a = reinterpret_cast<uintptr_t>(m.addr);
   if (m.length > std::numeric_limits<uintptr_t>::max() - a) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "host range [%#x, +%#x) wraps around the address space", a, m.length));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("host range [%#x, +%#x) wraps around the address space", a, m.length));
   }
   if (m.iova && m.length > std::numeric_limits<uint64_t>::max() - *m.iova) {
     return absl::InvalidArgumentError(
@@ -30,12 +30,12 @@ absl::Status ValidateDmaBufMemory(const DmaBufMemory& m) {
   if (m.fd < 0) return absl::InvalidArgumentError(absl::StrFormat("bad dma-buf fd %d", m.fd));
   if (m.length == 0) return absl::InvalidArgumentError("dma-buf slice of zero length");
   if (m.length > std::numeric_limits<uint64_t>::max() - m.offset) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "dma-buf slice offset %#x + length %#x wraps around", m.offset, m.length));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("dma-buf slice offset %#x + length %#x wraps around", m.offset, m.length));
   }
   if (m.iova && m.length > std::numeric_limits<uint64_t>::max() - *m.iova) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "dma-buf IOVA %#x + length %#x wraps around", *m.iova, m.length));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("dma-buf IOVA %#x + length %#x wraps around", *m.iova, m.length));
   }
   return absl::OkStatus();
 }

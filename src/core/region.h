@@ -44,7 +44,7 @@ inline constexpr uint64_t kOneRef = uint64_t{1} << 32;
 struct alignas(64) Region : RegistrationInfo {
   std::atomic<uint64_t> state{kFree};
   CacheCore* cache = nullptr;
-  uint32_t index = 0;              // fixed when the pool carves the Region
+  uint32_t index = 0;                // fixed when the pool carves the Region
   std::atomic<uint8_t> accessed{0};  // CLOCK: a hit since the hand passed
   // Owned by the cache's mutex (writers only).
   uint8_t level = 0;     // RangeIndex level
@@ -93,8 +93,8 @@ struct alignas(64) Region : RegistrationInfo {
   // over across incarnations, like the per-thread counts).
   void SetFlags(uint64_t flags, std::memory_order order) {
     uint64_t s = state.load(std::memory_order_relaxed);
-    while (!state.compare_exchange_weak(s, (s & ~kFlags) | flags, order,
-                                        std::memory_order_relaxed)) {
+    while (
+        !state.compare_exchange_weak(s, (s & ~kFlags) | flags, order, std::memory_order_relaxed)) {
     }
   }
 };

@@ -55,8 +55,8 @@ Region* RegionPool::Allocate() {
     // One page of Regions first, doubling up to a huge page at a time; the
     // steps stay aligned, so each huge page is one step.
     const size_t page_regions = static_cast<size_t>(sysconf(_SC_PAGESIZE)) / sizeof(Region);
-    const size_t count =
-        std::min({std::max(capacity_, page_regions), kRegionsPerHugePage, max_regions_ - capacity_});
+    const size_t count = std::min(
+        {std::max(capacity_, page_regions), kRegionsPerHugePage, max_regions_ - capacity_});
     if (count == 0 || !Grow(count)) return nullptr;  // the cache says why
   }
   Region* r = free_;

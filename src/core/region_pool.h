@@ -81,7 +81,7 @@ class RegionPool {
   AlignedMapping reservation_;
   size_t max_regions_ = 0;
   std::unique_ptr<Links[]> link_chunks_[kLinkChunks];  // by Region::index
-  size_t capacity_ = 0;  // Regions committed and constructed
+  size_t capacity_ = 0;                                // Regions committed and constructed
   Region* free_ = nullptr;
   size_t allocated_ = 0;
 };

@@ -20,8 +20,7 @@ ThreadRefs* ThreadRefs::Create() {
   void* p = mmap(nullptr, kTableBytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  madvise(static_cast<char*>(p) + kSmallPagesBytes, kTableBytes - kSmallPagesBytes,
-          MADV_HUGEPAGE);
+  madvise(static_cast<char*>(p) + kSmallPagesBytes, kTableBytes - kSmallPagesBytes, MADV_HUGEPAGE);
   return new ThreadRefs(static_cast<int32_t*>(p));
 }
 
@@ -51,8 +50,8 @@ bool ThreadRefTables::OthersMayHold() const {
   if (n == 0) return false;
   if (n > 1) return true;
   const size_t mine = ThreadSlot();
-  return mine >= kThreadSlots ||
-         tables_[mine + 1].load(std::memory_order_relaxed) != list_[0].load(std::memory_order_relaxed);
+  return mine >= kThreadSlots || tables_[mine + 1].load(std::memory_order_relaxed) !=
+                                     list_[0].load(std::memory_order_relaxed);
 }
 
 int64_t ThreadRefTables::Sum(uint32_t index) const {

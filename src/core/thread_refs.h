@@ -40,14 +40,18 @@ class ThreadRefs {
   ThreadRefs& operator=(const ThreadRefs&) = delete;
 
   // Owner thread only. The counter of region `index` (< kMaxIndex).
-  std::atomic_ref<int32_t> Counter(uint32_t index) { return std::atomic_ref<int32_t>(counts_[index]); }
+  std::atomic_ref<int32_t> Counter(uint32_t index) {
+    return std::atomic_ref<int32_t>(counts_[index]);
+  }
   // Owner thread only: plain increments, the owner is the only writer.
   static void Add(std::atomic_ref<int32_t> c, int32_t n) {
     // release: whoever sums and sees this value also sees `busy` set before
     // it (see CacheCore::Release).
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_release);
   }
-  void CountHit() { hits_.store(hits_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  void CountHit() {
+    hits_.store(hits_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 
   // Any thread.
   int32_t Get(uint32_t index) const {
@@ -85,9 +89,7 @@ class ThreadRefTables {
 
   // This thread's table, or nullptr (none yet, no slot yet or at all, or
   // disabled): one TLS load and one indexed load, no branch.
-  ThreadRefs* Mine() const {
-    return tables_[tls_thread_slot].load(std::memory_order_acquire);
-  }
+  ThreadRefs* Mine() const { return tables_[tls_thread_slot].load(std::memory_order_acquire); }
   // Mine(), creating it if this thread has a slot and tables are enabled.
   // Callers serialise CreateMine with OthersMayHold (the cache's mutex).
   ThreadRefs* CreateMine();

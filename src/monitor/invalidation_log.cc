@@ -20,8 +20,7 @@ void InvalidationLog::WaitQuiet() const {
   }
 }
 
-uint64_t InvalidationLog::ReadSince(uint64_t cursor, std::vector<Range>* out,
-                                    bool* overrun) const {
+uint64_t InvalidationLog::ReadSince(uint64_t cursor, std::vector<Range>* out, bool* overrun) const {
   MutexLock lock(&mu_);
   const uint64_t h = head_.load(std::memory_order_relaxed);
   *overrun = h - cursor > kCapacity;

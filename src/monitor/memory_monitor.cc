@@ -26,9 +26,9 @@ uint64_t MemoryMonitor::events() const { return log_->head(); }
 absl::Status MemoryMonitor::Notify(const void* addr, size_t length) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
   if (length == 0 || length - 1 > std::numeric_limits<uintptr_t>::max() - a) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "Notify(%p, %u) on the %s monitor: the range is empty or wraps around", addr, length,
-        name()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Notify(%p, %u) on the %s monitor: the range is empty or wraps around",
+                        addr, length, name()));
   }
   // Bytes, not pages: each cache rounds out to its own page size. A range
   // that ends at the top of the address space is clamped (b is exclusive).

@@ -34,15 +34,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "absl/container/btree_map.h"
 #include "base/fork_generation.h"
 #include "base/mutex.h"
+#include "dmareg/monitor.h"
 #include "monitor/invalidation_log.h"
 #include "monitor/vma.h"
-#include "dmareg/monitor.h"
 
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
@@ -78,8 +78,8 @@ int OpenUserfaultfd(std::string* why) {
 #endif
   *why = absl::StrFormat(
       "userfaultfd: %s (%s); with UFFD_USER_MODE_ONLY: %s (%s); /dev/userfaultfd: %s",
-      strerror(first), internal::ErrnoName(first), strerror(second),
-      internal::ErrnoName(second), strerror(errno));
+      strerror(first), internal::ErrnoName(first), strerror(second), internal::ErrnoName(second),
+      strerror(errno));
   return -1;
 }
 
@@ -177,8 +177,7 @@ absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create()
   return monitor;
 }
 
-UserfaultfdMonitor::UserfaultfdMonitor(std::unique_ptr<State> state)
-    : state_(std::move(state)) {}
+UserfaultfdMonitor::UserfaultfdMonitor(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 UserfaultfdMonitor::~UserfaultfdMonitor() {
   // In a forked child the reader exists only in the parent, and the
@@ -239,8 +238,8 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
   // a split mapping fails (vma.h).
   absl::StatusOr<Range> span = internal::MappingSpanOfSelf(state_->maps, *range);
   if (!span.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "UFFDIO_REGISTER on userfaultfd: ", what, " is not mapped: ", span.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("UFFDIO_REGISTER on userfaultfd: ", what,
+                                                   " is not mapped: ", span.status().message()));
   }
   uffdio_register reg = {};
   reg.range.start = span->begin();
@@ -270,9 +269,9 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
   const int err = errno;
   switch (err) {
     case EBUSY:
-      return absl::FailedPreconditionError(absl::StrCat(
-          "UFFDIO_REGISTER on userfaultfd: ", what,
-          " is watched by another userfaultfd (share one monitor between caches)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("UFFDIO_REGISTER on userfaultfd: ", what,
+                       " is watched by another userfaultfd (share one monitor between caches)"));
     case EINVAL:
       return absl::InvalidArgumentError(absl::StrCat(
           "UFFDIO_REGISTER on userfaultfd: cannot watch ", what,

@@ -32,8 +32,7 @@ absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
     // makes, without touching the pages.
     if (msync(reinterpret_cast<void*>(m.addr), m.length, MS_ASYNC) != 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "fake registration on %s: [%#x, +%#x) is not mapped (EFAULT)", name_, m.addr,
-          m.length));
+          "fake registration on %s: [%#x, +%#x) is not mapped (EFAULT)", name_, m.addr, m.length));
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -50,10 +49,8 @@ absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
 absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const HostMemory& memory,
                                                        AccessFlags access) {
   const auto addr = reinterpret_cast<uintptr_t>(memory.addr);
-  return Add(LiveMapping{.addr = addr,
-                         .length = memory.length,
-                         .access = access,
-                         .iova = memory.iova.value_or(addr)});
+  return Add(LiveMapping{
+      .addr = addr, .length = memory.length, .access = access, .iova = memory.iova.value_or(addr)});
 }
 
 absl::StatusOr<DeviceMapping> FakeDomain::RegisterDmaBuf(const DmaBufMemory& memory,
@@ -70,11 +67,10 @@ absl::StatusOr<DeviceMapping> FakeDomain::RegisterDmaBuf(const DmaBufMemory& mem
 absl::Status FakeDomain::Deregister(const DeviceMapping& mapping) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = live_.find(mapping.lkey);
-  if (it == live_.end() || it->second.iova != mapping.iova ||
-      it->second.length != mapping.length) {
-    return absl::NotFoundError(absl::StrFormat(
-        "fake deregister on %s: no mapping with lkey %u at IOVA %#x, %#x bytes", name_,
-        mapping.lkey, mapping.iova, mapping.length));
+  if (it == live_.end() || it->second.iova != mapping.iova || it->second.length != mapping.length) {
+    return absl::NotFoundError(
+        absl::StrFormat("fake deregister on %s: no mapping with lkey %u at IOVA %#x, %#x bytes",
+                        name_, mapping.lkey, mapping.iova, mapping.length));
   }
   live_.erase(it);
   total_dereg_.fetch_add(1);

@@ -176,8 +176,8 @@ ibv_mr* FakeVerbsOps::RegMrIova2(ibv_pd* pd, void* addr, size_t length, uint64_t
   return NewMr(pd, addr, length);
 }
 
-ibv_mr* FakeVerbsOps::RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova,
-                                  int fd, int access) {
+ibv_mr* FakeVerbsOps::RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd,
+                                  int access) {
   std::lock_guard<std::mutex> lock(mu_);
   if (fd < 0) {  // the open-time probe: answer as the driver would
     ++calls_[Call::kRegDmaBufMr];

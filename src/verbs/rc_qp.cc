@@ -93,8 +93,8 @@ absl::StatusOr<int> FindRoceGidIndex(ibv_context* context, uint8_t port,
     if (rank(g) < 3 && (best == nullptr || rank(g) < rank(*best))) best = &g;
   }
   if (best == nullptr) {
-    return absl::NotFoundError(absl::StrFormat(
-        "%s port %d: no RoCE GID (is the netdev up and addressed?)", device, port));
+    return absl::NotFoundError(
+        absl::StrFormat("%s port %d: no RoCE GID (is the netdev up and addressed?)", device, port));
   }
   return best->index;
 }
@@ -139,8 +139,8 @@ absl::StatusOr<std::unique_ptr<RcQp>> RcQp::Create(ibv_context* context, ibv_pd*
   if (const int err = ibv_query_device(context, &dattr); err != 0) {
     return ErrnoStatus(err, "ibv_query_device", dev);
   }
-  const int rd_atom = std::min({static_cast<int>(options.max_rd_atomic), dattr.max_qp_rd_atom,
-                                dattr.max_qp_init_rd_atom});
+  const int rd_atom = std::min(
+      {static_cast<int>(options.max_rd_atomic), dattr.max_qp_rd_atom, dattr.max_qp_init_rd_atom});
   q->options_.max_rd_atomic = static_cast<uint8_t>(std::max(rd_atom, 1));
 
   ibv_port_attr pattr;
@@ -196,8 +196,8 @@ absl::StatusOr<std::unique_ptr<RcQp>> RcQp::Create(ibv_context* context, ibv_pd*
   attr.pkey_index = 0;
   attr.port_num = options.port;
   // The QP allows everything; each MR's own access flags decide.
-  attr.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
-                         IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
+  attr.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
+                         IBV_ACCESS_REMOTE_ATOMIC;
   if (const int err = ibv_modify_qp(
           q->qp_, &attr, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
       err != 0) {
@@ -234,10 +234,10 @@ absl::Status RcQp::Connect(const RcEndpoint& remote) {
     attr.ah_attr.grh.sgid_index = static_cast<uint8_t>(gid_index_);
     attr.ah_attr.grh.hop_limit = 64;
   }
-  if (const int err = ibv_modify_qp(qp_, &attr,
-                                    IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-                                        IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                                        IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+  if (const int err =
+          ibv_modify_qp(qp_, &attr,
+                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
       err != 0) {
     return ErrnoStatus(err, "ibv_modify_qp", device_, "INIT->RTR");
   }
@@ -250,8 +250,7 @@ absl::Status RcQp::Connect(const RcEndpoint& remote) {
   attr.max_rd_atomic = options_.max_rd_atomic;
   if (const int err = ibv_modify_qp(qp_, &attr,
                                     IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
-                                        IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
-                                        IBV_QP_MAX_QP_RD_ATOMIC);
+                                        IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
       err != 0) {
     return ErrnoStatus(err, "ibv_modify_qp", device_, "RTR->RTS");
   }
@@ -281,11 +280,10 @@ absl::Status RcQp::Post(ibv_wr_opcode opcode, void* local, size_t length, uint32
   return absl::OkStatus();
 }
 
-absl::Status RcQp::PostWrite(const void* local, size_t length, uint32_t lkey,
-                             uint64_t remote_addr, uint32_t rkey, uint64_t wr_id) {
+absl::Status RcQp::PostWrite(const void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
+                             uint32_t rkey, uint64_t wr_id) {
   // The device only reads the local buffer of a WRITE.
-  return Post(IBV_WR_RDMA_WRITE, const_cast<void*>(local), length, lkey, remote_addr, rkey,
-              wr_id);
+  return Post(IBV_WR_RDMA_WRITE, const_cast<void*>(local), length, lkey, remote_addr, rkey, wr_id);
 }
 
 absl::Status RcQp::PostRead(void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
@@ -317,16 +315,15 @@ absl::Status RcQp::WaitCompletions(int n, std::chrono::milliseconds timeout,
     // soak on 2 vCPUs ran past 600 s on 7.3 where it takes ~200 s this way.
     if (got == 0) sched_yield();
     if (got == 0 && std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "%s: %d of %d completions after %d ms", device_, done, n, timeout.count()));
+      return absl::DeadlineExceededError(absl::StrFormat("%s: %d of %d completions after %d ms",
+                                                         device_, done, n, timeout.count()));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status RcQp::Write(const void* local, size_t length, uint32_t lkey,
-                         uint64_t remote_addr, uint32_t rkey,
-                         std::chrono::milliseconds timeout) {
+absl::Status RcQp::Write(const void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
+                         uint32_t rkey, std::chrono::milliseconds timeout) {
   if (absl::Status s = PostWrite(local, length, lkey, remote_addr, rkey); !s.ok()) return s;
   return WaitCompletions(1, timeout);
 }
@@ -337,8 +334,8 @@ absl::Status RcQp::Read(void* local, size_t length, uint32_t lkey, uint64_t remo
   return WaitCompletions(1, timeout);
 }
 
-absl::StatusOr<RcLoopback> ConnectLoopback(ibv_context* context, ibv_pd* pd,
-                                           std::string device, RcQpOptions options) {
+absl::StatusOr<RcLoopback> ConnectLoopback(ibv_context* context, ibv_pd* pd, std::string device,
+                                           RcQpOptions options) {
   RcLoopback pair;
   absl::StatusOr<std::unique_ptr<RcQp>> a = RcQp::Create(context, pd, device, options);
   if (!a.ok()) return a.status();

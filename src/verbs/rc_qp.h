@@ -42,7 +42,7 @@ struct GidEntry {
   std::array<uint8_t, 16> gid{};
   uint32_t type = 0;  // IBV_GID_TYPE_IB / _ROCE_V1 / _ROCE_V2
   uint32_t ndev_ifindex = 0;
-  std::string ToString() const;  // "::ffff:10.0.0.1"
+  std::string ToString() const;        // "::ffff:10.0.0.1"
   absl::string_view TypeName() const;  // "IB", "RoCE v1", "RoCE v2"
   bool ipv4_mapped() const;
 };
@@ -54,8 +54,7 @@ absl::StatusOr<std::vector<GidEntry>> ListGids(ibv_context* context, uint8_t por
 // The GID index an RC QP on a RoCE port should use: a RoCE v2 entry with an
 // IPv4-mapped address first (routable over plain IPv4 set-ups such as rxe on
 // veth or virtio-net), then any RoCE v2, then RoCE v1. NotFound if none.
-absl::StatusOr<int> FindRoceGidIndex(ibv_context* context, uint8_t port,
-                                     const std::string& device);
+absl::StatusOr<int> FindRoceGidIndex(ibv_context* context, uint8_t port, const std::string& device);
 
 // What one side tells the other to connect an RC QP.
 struct RcEndpoint {
@@ -85,8 +84,7 @@ struct RcQpOptions {
 class RcQp {
  public:
   static absl::StatusOr<std::unique_ptr<RcQp>> Create(ibv_context* context, ibv_pd* pd,
-                                                      std::string device,
-                                                      RcQpOptions options = {});
+                                                      std::string device, RcQpOptions options = {});
   ~RcQp();
   RcQp(const RcQp&) = delete;
   RcQp& operator=(const RcQp&) = delete;
@@ -97,8 +95,8 @@ class RcQp {
 
   // Post one signaled work request (one SGE). `remote_addr` is an IOVA of
   // the peer's MR (Registration::IovaFor on the peer).
-  absl::Status PostWrite(const void* local, size_t length, uint32_t lkey,
-                         uint64_t remote_addr, uint32_t rkey, uint64_t wr_id = 0);
+  absl::Status PostWrite(const void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
+                         uint32_t rkey, uint64_t wr_id = 0);
   absl::Status PostRead(void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
                         uint32_t rkey, uint64_t wr_id = 0);
   // Waits for `n` completions; the first failed one is an error naming its
@@ -108,8 +106,8 @@ class RcQp {
   // Post one request and wait for it.
   absl::Status Write(const void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
                      uint32_t rkey, std::chrono::milliseconds timeout = kDefaultTimeout);
-  absl::Status Read(void* local, size_t length, uint32_t lkey, uint64_t remote_addr,
-                    uint32_t rkey, std::chrono::milliseconds timeout = kDefaultTimeout);
+  absl::Status Read(void* local, size_t length, uint32_t lkey, uint64_t remote_addr, uint32_t rkey,
+                    std::chrono::milliseconds timeout = kDefaultTimeout);
 
   ibv_qp* qp() const { return qp_; }
   ibv_cq* cq() const { return cq_; }
@@ -135,8 +133,8 @@ struct RcLoopback {
   std::unique_ptr<RcQp> a;
   std::unique_ptr<RcQp> b;
 };
-absl::StatusOr<RcLoopback> ConnectLoopback(ibv_context* context, ibv_pd* pd,
-                                           std::string device, RcQpOptions options = {});
+absl::StatusOr<RcLoopback> ConnectLoopback(ibv_context* context, ibv_pd* pd, std::string device,
+                                           RcQpOptions options = {});
 
 }  // namespace dmareg::rc
 

@@ -145,11 +145,7 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
 
 VerbsDomain::VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string name,
                          VerbsDomainOptions options, ibv_context* context, ibv_pd* pd)
-    : ops_(std::move(ops)),
-      name_(std::move(name)),
-      options_(options),
-      context_(context),
-      pd_(pd) {
+    : ops_(std::move(ops)), name_(std::move(name)), options_(options), context_(context), pd_(pd) {
   caps_.device_name = name_;
   caps_.kind = DeviceKind::kRdma;
   caps_.caller_iova = true;  // ibv_reg_mr_iova2 / ibv_reg_dmabuf_mr take any IOVA
@@ -179,8 +175,8 @@ absl::Status VerbsDomain::Probe() {
   caps_.max_mappings = static_cast<uint64_t>(a.max_mr);
   // Per-transport bits mean nothing unless the device supports ODP at all.
   const bool odp_general = (info_.odp_general_caps & IBV_ODP_SUPPORT) != 0;
-  constexpr uint32_t kRcDataCaps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV |
-                                   IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
+  constexpr uint32_t kRcDataCaps =
+      IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV | IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
   caps_.on_demand_paging = odp_general && (info_.odp_rc_caps & kRcDataCaps) != 0;
 
   // A driver that implements dma-buf MRs looks the fd up first and answers
@@ -213,8 +209,8 @@ absl::Status VerbsDomain::Probe() {
 absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
   if (length > info_.max_mr_size) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("%s on %s: length %#x exceeds the device's max_mr_size %#x", call,
-                        name_, length, info_.max_mr_size));
+        absl::StrFormat("%s on %s: length %#x exceeds the device's max_mr_size %#x", call, name_,
+                        length, info_.max_mr_size));
   }
   return absl::OkStatus();
 }
@@ -226,8 +222,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory
   const uint64_t iova = memory.iova.value_or(reinterpret_cast<uintptr_t>(memory.addr));
   const unsigned int flags = ToIbvAccessFlags(access, options_.on_demand);
   errno = 0;
-  ibv_mr* mr =
-      ops_->RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
+  ibv_mr* mr = ops_->RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
   if (mr == nullptr) {
     const int err = errno;
     std::string detail = absl::StrFormat("[%p, +%#x) access %s", memory.addr, memory.length,

@@ -10,13 +10,9 @@ namespace {
 
 class RealVerbsOps final : public VerbsOps {
  public:
-  ibv_device** GetDeviceList(int* num_devices) override {
-    return ibv_get_device_list(num_devices);
-  }
+  ibv_device** GetDeviceList(int* num_devices) override { return ibv_get_device_list(num_devices); }
   void FreeDeviceList(ibv_device** list) override { ibv_free_device_list(list); }
-  const char* GetDeviceName(ibv_device* device) override {
-    return ibv_get_device_name(device);
-  }
+  const char* GetDeviceName(ibv_device* device) override { return ibv_get_device_name(device); }
   ibv_context* OpenDevice(ibv_device* device) override { return ibv_open_device(device); }
   int CloseDevice(ibv_context* context) override { return ibv_close_device(context); }
   ibv_pd* AllocPd(ibv_context* context) override { return ibv_alloc_pd(context); }
@@ -28,8 +24,8 @@ class RealVerbsOps final : public VerbsOps {
                      unsigned int access) override {
     return ibv_reg_mr_iova2(pd, addr, length, iova, access);
   }
-  ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova,
-                      int fd, int access) override {
+  ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd,
+                      int access) override {
     return ibv_reg_dmabuf_mr(pd, offset, length, iova, fd, access);
   }
   int DeregMr(ibv_mr* mr) override { return ibv_dereg_mr(mr); }

@@ -142,9 +142,9 @@ class DmaregBackend {
   using Token = const char*;
 
   DmaregBackend() {
-    auto cache = dmareg::RegistrationCache::Create(
-        std::make_shared<dmareg::testing::NoopDomain>(),
-        {.monitoring = dmareg::Monitoring::kExplicitOnly});
+    auto cache =
+        dmareg::RegistrationCache::Create(std::make_shared<dmareg::testing::NoopDomain>(),
+                                          {.monitoring = dmareg::Monitoring::kExplicitOnly});
     if (!cache.ok()) Die("RegistrationCache::Create failed");
     cache_ = std::move(*cache);
   }
@@ -180,9 +180,10 @@ class UcxBackend {
           return UCS_OK;
         },
         .mem_dereg = [](void*, ucs_rcache_t*, ucs_rcache_region_t*) {},
-        .dump_region = [](void*, ucs_rcache_t*, ucs_rcache_region_t*, char* buf, size_t max) {
-          if (max > 0) buf[0] = '\0';
-        },
+        .dump_region =
+            [](void*, ucs_rcache_t*, ucs_rcache_region_t*, char* buf, size_t max) {
+              if (max > 0) buf[0] = '\0';
+            },
     };
     ucs_rcache_params_t params = {};
     params.region_struct_size = sizeof(ucs_rcache_region_t);
@@ -227,7 +228,8 @@ class UcxBackend {
     return r;
   }
   void Remove(Token r) {
-    ucs_rcache_region_invalidate(rcache_, r, [](void*) {}, nullptr);
+    ucs_rcache_region_invalidate(
+        rcache_, r, [](void*) {}, nullptr);
   }
   uint64_t registrations() const { return regs_; }
 

@@ -46,8 +46,8 @@ std::unique_ptr<dmareg::RegistrationCache> MakeCache(Mon mon,
       *m = dmareg::ExplicitMonitor::Create();
       break;
   }
-  auto cache = dmareg::RegistrationCache::Create(
-      std::make_shared<dmareg::testing::NoopDomain>(), {.monitor = *m});
+  auto cache = dmareg::RegistrationCache::Create(std::make_shared<dmareg::testing::NoopDomain>(),
+                                                 {.monitor = *m});
   if (!cache.ok()) Die("RegistrationCache::Create failed");
   return std::move(*cache);
 }

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/sanitizers.h"
 #include "absl/strings/str_format.h"
+#include "common/sanitizers.h"
 
 namespace dmareg::soak {
 namespace {
@@ -64,7 +64,6 @@ struct Block {
 };
 
 uintptr_t PageDown(uintptr_t x) { return x & ~(kPage - 1); }
-
 
 class Worker {
  public:
@@ -218,9 +217,8 @@ class Worker {
     void* dest = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (dest == MAP_FAILED) return Fail("mmap placeholder failed");
     void* p = MAP_FAILED;
-    Replace(old, old + b.len, [&] {
-      p = mremap(b.p, b.len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest);
-    });
+    Replace(old, old + b.len,
+            [&] { p = mremap(b.p, b.len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest); });
     ++result_.mremaps;
     if (p == MAP_FAILED) {
       munmap(dest, len);
@@ -285,8 +283,8 @@ class Worker {
                                                "private mapping", "shared mapping"};
       return Fail(absl::StrFormat(
           "%s; in a %s [%p, +%u) (last op on it: %s), registration [%#x, +%#x) lkey %u",
-          s.ToString(), kKinds[static_cast<int>(b.kind)], b.p, b.len, b.last_op,
-          reg->info().addr, reg->length(), reg->lkey()));
+          s.ToString(), kKinds[static_cast<int>(b.kind)], b.p, b.len, b.last_op, reg->info().addr,
+          reg->length(), reg->lkey()));
     }
     if (Chance(10)) held_[next_held_++ % kHeld] = *std::move(reg);
   }

@@ -32,8 +32,8 @@ ptrdiff_t FindMismatch(const void* p, size_t n, uint32_t seed, size_t first_inde
 
 bool ReplacePages(void* addr, size_t len) {
   if (munmap(addr, len) != 0) return false;
-  return mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-              0) == addr;
+  return mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+         addr;
 }
 
 int ChildExitCode(pid_t pid) {

@@ -46,8 +46,8 @@ TEST_P(CacheModelTest, RandomOperationsAgreeWithTheModel) {
   std::mt19937_64 rng(GetParam());
   auto fake = std::make_shared<FakeDomain>();
   auto cache = RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
-  char* base = static_cast<char*>(mmap(nullptr, kPages * kPage, PROT_NONE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  char* base = static_cast<char*>(
+      mmap(nullptr, kPages * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   ASSERT_NE(base, MAP_FAILED);
   const uintptr_t b0 = reinterpret_cast<uintptr_t>(base);
 
@@ -142,16 +142,16 @@ TEST_P(CacheModelTest, RandomOperationsAgreeWithTheModel) {
         if (sa.first.Overlaps(inv.a, inv.b)) retired.insert(lkey);
       }
     } else if (kind < 96) {  // New limits
-      limits = CacheOptions{rng() % 2 ? 0 : 1 + rng() % 48,
-                            rng() % 2 ? 0 : (1 + rng() % 256) * kPage};
+      limits =
+          CacheOptions{rng() % 2 ? 0 : 1 + rng() % 48, rng() % 2 ? 0 : (1 + rng() % 256) * kPage};
       absl::Status s = cache->SetLimits(limits);
       ASSERT_TRUE(s.ok() || s.code() == absl::StatusCode::kResourceExhausted) << s;
     } else if (kind < 97) {  // Flush
       cache->Flush();
     } else {  // dma-buf: uncached, released with the handle
-      auto d = cache->Acquire(DmaBufMemory{.fd = 5, .offset = (rng() % 16) * kPage,
-                                           .length = kPage},
-                              Access::kRemoteRead);
+      auto d =
+          cache->Acquire(DmaBufMemory{.fd = 5, .offset = (rng() % 16) * kPage, .length = kPage},
+                         Access::kRemoteRead);
       if (d.ok()) {
         ASSERT_TRUE(d->is_dmabuf());
       } else {

@@ -50,7 +50,8 @@ class CacheRefsTest : public ::testing::TestWithParam<bool> {
   // Page `i` of the test's memory, one page long.
   Region* Get(int i) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(mem_) + static_cast<uintptr_t>(i) * kPage;
-    absl::StatusOr<Region*> r = core_->AcquireHost(*Range::FromLength(a, kPage), NormalizeAccess({}));
+    absl::StatusOr<Region*> r =
+        core_->AcquireHost(*Range::FromLength(a, kPage), NormalizeAccess({}));
     return r.ok() ? *r : nullptr;
   }
   bool Registered(const Region* r) const {
@@ -81,8 +82,8 @@ TEST_P(CacheRefsTest, ThreadExitsWithHandlesOut) {
   std::vector<Region*> held;
   std::thread([&] {
     for (int i = 0; i < 16; ++i) {
-      held.push_back(Get(i));   // miss
-      core->Release(Get(i));    // hit, released
+      held.push_back(Get(i));  // miss
+      core->Release(Get(i));   // hit, released
     }
   }).join();
   for (Region* r : held) ASSERT_NE(r, nullptr);

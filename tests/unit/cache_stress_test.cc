@@ -34,10 +34,11 @@ constexpr int kOpsPerThread = 50000;
 
 TEST(CacheStressTest, ConcurrentAcquireReleaseInvalidate) {
   auto fake = std::make_shared<FakeDomain>();
-  auto cache = RegistrationCache::Create(
-      fake, {.max_regions = 64, .monitoring = Monitoring::kExplicitOnly}).value();
-  char* base = static_cast<char*>(mmap(nullptr, kPages * kPage, PROT_NONE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  auto cache =
+      RegistrationCache::Create(fake, {.max_regions = 64, .monitoring = Monitoring::kExplicitOnly})
+          .value();
+  char* base = static_cast<char*>(
+      mmap(nullptr, kPages * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   ASSERT_NE(base, MAP_FAILED);
   const uintptr_t b0 = reinterpret_cast<uintptr_t>(base);
   std::atomic<int> failures{0};

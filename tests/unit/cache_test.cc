@@ -14,8 +14,8 @@
 namespace dmareg {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FakeDomain;
+using ::testing::HasSubstr;
 
 const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
@@ -96,8 +96,7 @@ constexpr uintptr_t kLastPage = ~uintptr_t{0} & ~uintptr_t{0xfff};
 void* At(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
 TEST_F(CacheTest, RequestsTouchingTheLastPageAreRefusedOnAnEmptyCache) {
-  for (auto [addr, len] : {std::pair{kLastPage, size_t{1}},
-                           std::pair{kLastPage - kPage, kPage + 1},
+  for (auto [addr, len] : {std::pair{kLastPage, size_t{1}}, std::pair{kLastPage - kPage, kPage + 1},
                            std::pair{kLastPage + 0x800, size_t{0x7ff}}}) {
     auto r = cache_->Acquire(At(addr), len, {});
     ASSERT_FALSE(r.ok()) << std::hex << addr << " +" << len;
@@ -288,7 +287,8 @@ TEST_F(CacheTest, ReferencedRegionsAreNeverEvicted) {
 
 TEST_F(CacheTest, ByteLimitAndShrinkingLimits) {
   ASSERT_TRUE(cache_->SetLimits({.max_bytes = 8 * kPage}).ok());
-  for (size_t i = 0; i < 4; ++i) ASSERT_TRUE(cache_->Acquire(page(300 + 4 * i), 2 * kPage, {}).ok());
+  for (size_t i = 0; i < 4; ++i)
+    ASSERT_TRUE(cache_->Acquire(page(300 + 4 * i), 2 * kPage, {}).ok());
   EXPECT_EQ(cache_->stats().registered_bytes, 8 * kPage);
   EXPECT_EQ(cache_->Acquire(page(400), 9 * kPage, {}).status().code(),
             absl::StatusCode::kResourceExhausted);
@@ -308,9 +308,11 @@ TEST_F(CacheTest, FlushDropsOnlyUnreferenced) {
 }
 
 TEST_F(CacheTest, DmaBufIsRegisteredPerRequestAndReleasedWithTheHandle) {
-  auto a = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
+  auto a =
+      cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
   ASSERT_TRUE(a.ok()) << a.status();
-  auto b = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
+  auto b =
+      cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
   ASSERT_TRUE(b.ok());
   EXPECT_FALSE(a->SameMapping(*b));  // fd numbers are not identities
   EXPECT_TRUE(a->is_dmabuf());

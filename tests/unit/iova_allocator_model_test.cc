@@ -89,13 +89,13 @@ class PageModel {
 TEST(IovaAllocatorModelTest, RandomOperationsMatchAPageBitmap) {
   IovaAllocator::Options o;
   o.address_bits = 20;  // 256 pages
-  o.ranges = {R(0xf1000, 0x100000), R(0x80000, 0xf0000),  R(0, 0x7a000),
-              R(0x7c800, 0x7f800),  R(0x100000, 0x200000)};
+  o.ranges = {R(0xf1000, 0x100000), R(0x80000, 0xf0000), R(0, 0x7a000), R(0x7c800, 0x7f800),
+              R(0x100000, 0x200000)};
   auto a = MakeOrDie(o);
   ASSERT_TRUE(a);
   // Unsorted, touching, unaligned and past the mask, all normalised.
-  ASSERT_THAT(a->usable(), ElementsAre(R(0x1000, 0x7a000), R(0x7d000, 0x7f000),
-                                       R(0x80000, 0xf0000), R(0xf1000, 0x100000)));
+  ASSERT_THAT(a->usable(), ElementsAre(R(0x1000, 0x7a000), R(0x7d000, 0x7f000), R(0x80000, 0xf0000),
+                                       R(0xf1000, 0x100000)));
   PageModel model(a->usable());
   std::map<uint64_t, uint64_t> live;  // begin -> end
   std::vector<Range> freed;

@@ -134,8 +134,8 @@ TEST(IovaAllocatorCreateTest, LargerPagesTrimMoreAndDropALargerFirstPage) {
 }
 
 TEST(IovaAllocatorCreateTest, RejectsBadOptionsNamingWhatItGot) {
-  for (uint64_t page : {uint64_t{0}, uint64_t{1}, uint64_t{2048}, uint64_t{3000},
-                        uint64_t{0x3000}, kVfioPageSizes}) {
+  for (uint64_t page : {uint64_t{0}, uint64_t{1}, uint64_t{2048}, uint64_t{3000}, uint64_t{0x3000},
+                        kVfioPageSizes}) {
     IovaAllocator::Options o;
     o.page_size = page;
     absl::StatusOr<std::unique_ptr<IovaAllocator>> a = IovaAllocator::Create(o);

@@ -19,23 +19,22 @@
 #include <utility>
 #include <vector>
 
+#include "common/sanitizers.h"
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
 #include "dmareg/monitor_c.h"
 #include "dmareg/testing/fake_domain.h"
-#include "common/test_memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/sanitizers.h"
 #include "monitor/invalidation_log.h"
 
-extern "C" int dmareg_test_notify_from_c(struct dmareg_monitor* m, const void* addr,
-                                         size_t length);
+extern "C" int dmareg_test_notify_from_c(struct dmareg_monitor* m, const void* addr, size_t length);
 
 namespace dmareg {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FakeDomain;
+using ::testing::HasSubstr;
 
 const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
@@ -66,7 +65,8 @@ TEST(InvalidationLogTest, PublishReadAndOverrun) {
   EXPECT_EQ(out[1], *Range::FromBounds(0x8000, 0x9000));
   EXPECT_FALSE(log.Pending(2));
 
-  for (size_t i = 0; i < internal::InvalidationLog::kCapacity; ++i) log.Publish(*Range::FromLength(i, 1));
+  for (size_t i = 0; i < internal::InvalidationLog::kCapacity; ++i)
+    log.Publish(*Range::FromLength(i, 1));
   out.clear();
   EXPECT_EQ(log.ReadSince(1, &out, &overrun), internal::InvalidationLog::kCapacity + 2);
   EXPECT_TRUE(overrun) << "a reader that fell a whole ring behind must be told";
@@ -157,9 +157,9 @@ TEST_F(ExplicitMonitorTest, OneMonitorFeedsEveryCache) {
 
 TEST_F(ExplicitMonitorTest, BadRangesAreRejected) {
   EXPECT_EQ(monitor_->Notify(mem_.p, 0).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(monitor_->Notify(reinterpret_cast<void*>(~uintptr_t{0} - 10), 100)
-                              .message()),
-              HasSubstr("wraps"));
+  EXPECT_THAT(
+      std::string(monitor_->Notify(reinterpret_cast<void*>(~uintptr_t{0} - 10), 100).message()),
+      HasSubstr("wraps"));
   EXPECT_EQ(monitor_->events(), 0u) << "a rejected range must publish nothing";
   // The last page of the address space is a valid (if odd) range.
   EXPECT_TRUE(monitor_->Notify(reinterpret_cast<void*>(~uintptr_t{0} - 9), 10).ok());
@@ -284,8 +284,8 @@ TEST_F(UserfaultfdMonitorTest, MapFixedOverARangeIsSeen) {
   ASSERT_TRUE(mem.ok());
   const uint32_t k1 = AcquireKey(mem.p, 4 * kPage);
   // No munmap call: MAP_FIXED replaces the pages in place.
-  ASSERT_EQ(mmap(mem.p, 4 * kPage, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+  ASSERT_EQ(mmap(mem.p, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                 -1, 0),
             mem.p);
   EXPECT_NE(AcquireKey(mem.p, 4 * kPage), k1);
 }
@@ -296,8 +296,8 @@ TEST_F(UserfaultfdMonitorTest, MremapAwayIsSeen) {
   ASSERT_TRUE(mem.ok() && dest.ok());
   const uint32_t k1 = AcquireKey(mem.p, 4 * kPage);
   ASSERT_EQ(mremap(mem.p, 4 * kPage, 4 * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, dest.p), dest.p);
-  ASSERT_EQ(mmap(mem.p, 4 * kPage, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+  ASSERT_EQ(mmap(mem.p, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                 -1, 0),
             mem.p);
   EXPECT_NE(AcquireKey(mem.p, 4 * kPage), k1) << "the old range kept its mapping";
 }
@@ -453,8 +453,8 @@ TEST(DefaultMonitoringTest, AutomaticIsUserfaultfdOrAClearError) {
     return;
   }
   EXPECT_EQ((*cache)->monitor().name(), "userfaultfd");
-  auto explicit_only =
-      RegistrationCache::Create(std::make_shared<FakeDomain>(), {.monitoring = Monitoring::kExplicitOnly});
+  auto explicit_only = RegistrationCache::Create(std::make_shared<FakeDomain>(),
+                                                 {.monitoring = Monitoring::kExplicitOnly});
   ASSERT_TRUE(explicit_only.ok());
   EXPECT_EQ((*explicit_only)->monitor().name(), "explicit");
 }

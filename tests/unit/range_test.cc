@@ -31,9 +31,9 @@ TEST(RangeTest, PagesHoldingRoundsOutAndRefusesTheLastPage) {
   std::optional<Range> r = Range::PagesHolding(0x1001, 0x1000, kPage);
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, *Range::FromBounds(0x1000, 0x3000));
-  EXPECT_FALSE(Range::PagesHolding(0x1000, 0, kPage));       // empty
-  EXPECT_FALSE(Range::PagesHolding(0x2000, kMax, kPage));    // wraps
-  EXPECT_FALSE(Range::PagesHolding(kLastPage, 1, kPage));    // the last page
+  EXPECT_FALSE(Range::PagesHolding(0x1000, 0, kPage));     // empty
+  EXPECT_FALSE(Range::PagesHolding(0x2000, kMax, kPage));  // wraps
+  EXPECT_FALSE(Range::PagesHolding(kLastPage, 1, kPage));  // the last page
   EXPECT_FALSE(Range::PagesHolding(kLastPage - kPage, kPage + 1, kPage));
   // The page before the last one is fine, and its rounded end is nonzero.
   r = Range::PagesHolding(kLastPage - kPage, kPage, kPage);

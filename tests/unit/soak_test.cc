@@ -6,18 +6,19 @@
 // when it began, and a registration handed out over a page replaced after
 // it began is a stale translation. The same soak runs on rxe in the VM
 // (tests/device/verbs/verbs_soak_test.cc) with RDMA and real bytes.
+#include "common/soak.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
-#include "common/soak.h"
 #include "dmareg/cache.h"
 #include "dmareg/monitor.h"
 #include "dmareg/testing/fake_domain.h"
@@ -115,7 +116,8 @@ TEST_P(SoakTest, NoStaleTranslationNoLeak) {
   auto cache =
       RegistrationCache::Create(fake, {.max_regions = c.max_regions, .monitor = monitor}).value();
   ModelChecker checker(*fake, c.userfaultfd ? nullptr : monitor.get());
-  const soak::Result r = soak::Run(*cache, checker, {.threads = SoakThreads(), .ops = 100000, .seed = SoakSeed()});
+  const soak::Result r =
+      soak::Run(*cache, checker, {.threads = SoakThreads(), .ops = 100000, .seed = SoakSeed()});
   const CacheStats s = cache->stats();
   EXPECT_EQ(r.failures, 0u) << r.first_failure;
   EXPECT_EQ(r.ops, 100000u);
@@ -126,9 +128,8 @@ TEST_P(SoakTest, NoStaleTranslationNoLeak) {
   EXPECT_EQ(fake->live_registrations(), 0) << "registrations leaked";
   RecordProperty("summary", r.Summary());
   std::printf("%s\n  cache: %u hits, %u misses, %u monitor events, %u evictions\n",
-              r.Summary().c_str(), static_cast<unsigned>(s.hits),
-              static_cast<unsigned>(s.misses), static_cast<unsigned>(s.monitor_events),
-              static_cast<unsigned>(s.evictions));
+              r.Summary().c_str(), static_cast<unsigned>(s.hits), static_cast<unsigned>(s.misses),
+              static_cast<unsigned>(s.monitor_events), static_cast<unsigned>(s.evictions));
 }
 
 INSTANTIATE_TEST_SUITE_P(Monitors, SoakTest,
@@ -141,8 +142,7 @@ INSTANTIATE_TEST_SUITE_P(Monitors, SoakTest,
 // soak must catch stale translations.
 TEST(SoakCheckerTest, CatchesAnUnmonitoredCache) {
   auto fake = std::make_shared<FakeDomain>();
-  auto cache =
-      RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
+  auto cache = RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
   ModelChecker checker(*fake, nullptr);
   const soak::Result r = soak::Run(*cache, checker, {.threads = 1, .ops = 20000, .seed = 3});
   EXPECT_GT(r.failures, 0u) << "the model let stale translations through: " << r.Summary();

@@ -1,10 +1,9 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "monitor/vma.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include "gtest/gtest.h"
 
@@ -38,10 +37,8 @@ TEST(MappingSpanTest, SpansTheWholeMappingsHoldingTheRange) {
 
 TEST(MappingSpanTest, AHoleOrAnUnmappedRangeIsNotFound) {
   // The gap between 0x452000 and 0x651000 is not mapped.
-  EXPECT_EQ(MappingSpan(kMaps, R(0x451000, 0x652000)).status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(MappingSpan(kMaps, R(0x500000, 0x501000)).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(MappingSpan(kMaps, R(0x451000, 0x652000)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(MappingSpan(kMaps, R(0x500000, 0x501000)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(MappingSpan(kMaps, R(0x7fff0000, 0x7fff1000)).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(MappingSpan("", R(0x1000, 0x2000)).status().code(), absl::StatusCode::kNotFound);

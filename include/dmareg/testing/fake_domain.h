@@ -20,8 +20,8 @@
 #define DMAREG_TESTING_FAKE_DOMAIN_H_
 
 #include <atomic>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -40,7 +40,7 @@ class FakeDomain : public Domain {
     AccessFlags access;
     bool dmabuf = false;
     int fd = -1;
-    uint64_t tag = 0;  // the tag source's value when registration began
+    uint64_t tag = 0;   // the tag source's value when registration began
     uint64_t iova = 0;  // where the device sees `addr`
   };
 
@@ -51,8 +51,7 @@ class FakeDomain : public Domain {
   DomainCapabilities& mutable_capabilities() { return caps_; }
 
   // IOVA = VA (as verbs), or the caller's IOVA; the offset for dma-bufs.
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
-                                             AccessFlags access) override;
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   // NotFound for a mapping it does not hold (or whose extent differs).
@@ -89,12 +88,12 @@ class FakeDomain : public Domain {
   DomainCapabilities caps_;
   mutable std::mutex mu_;
   absl::flat_hash_map<uint32_t, LiveMapping> live_;  // by lkey; guarded by mu_
-  uint32_t next_key_ = 1;                           // guarded by mu_
-  int fail_next_ = 0;                               // guarded by mu_
-  absl::Status fail_status_;                        // guarded by mu_
-  absl::Status dereg_status_;                       // guarded by mu_
-  std::function<void(uintptr_t, size_t)> hook_;     // guarded by mu_
-  std::function<uint64_t()> tag_source_;            // guarded by mu_
+  uint32_t next_key_ = 1;                            // guarded by mu_
+  int fail_next_ = 0;                                // guarded by mu_
+  absl::Status fail_status_;                         // guarded by mu_
+  absl::Status dereg_status_;                        // guarded by mu_
+  std::function<void(uintptr_t, size_t)> hook_;      // guarded by mu_
+  std::function<uint64_t()> tag_source_;             // guarded by mu_
   std::atomic<bool> require_mapped_{false};
   std::atomic<int64_t> total_{0};
   std::atomic<int64_t> total_dereg_{0};
@@ -107,8 +106,7 @@ class NoopDomain : public Domain {
   NoopDomain() : name_("noop") { caps_.device_name = name_; }
   const std::string& name() const override { return name_; }
   const DomainCapabilities& capabilities() const override { return caps_; }
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
-                                             AccessFlags) override {
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags) override {
     const auto a = reinterpret_cast<uint64_t>(memory.addr);
     const auto key = static_cast<uint32_t>(a >> 12);
     return DeviceMapping{key, key, a, memory.length, 0};

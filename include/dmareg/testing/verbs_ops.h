@@ -49,17 +49,17 @@ class VerbsOps {
   virtual int QueryDeviceEx(ibv_context* context, ibv_device_attr_ex* attr) = 0;
   virtual ibv_mr* RegMrIova2(ibv_pd* pd, void* addr, size_t length, uint64_t iova,
                              unsigned int access) = 0;
-  virtual ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length,
-                              uint64_t iova, int fd, int access) = 0;
+  virtual ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd,
+                              int access) = 0;
   virtual int DeregMr(ibv_mr* mr) = 0;
   virtual ibv_fork_status IsForkInitialized() = 0;
 };
 
 // VerbsDomain::Open over `ops` instead of libibverbs: the same device
 // selection, probing and errors. InvalidArgument if `ops` is null.
-absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenVerbsDomain(
-    std::shared_ptr<VerbsOps> ops, std::string_view device_name = "",
-    VerbsDomainOptions options = {});
+absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenVerbsDomain(std::shared_ptr<VerbsOps> ops,
+                                                             std::string_view device_name = "",
+                                                             VerbsDomainOptions options = {});
 
 // VerbsDomain::ListDevices over `ops`. InvalidArgument if `ops` is null.
 absl::StatusOr<std::vector<std::string>> ListVerbsDevices(std::shared_ptr<VerbsOps> ops);

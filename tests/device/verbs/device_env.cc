@@ -24,15 +24,14 @@ void RdmaTest::SetUp() {
   const std::string wanted = WantedRdmaDevice();
   absl::StatusOr<std::vector<std::string>> names = VerbsDomain::ListDevices();
   ASSERT_TRUE(names.ok()) << names.status();
-  const bool present =
-      !names->empty() &&
-      (wanted.empty() || std::find(names->begin(), names->end(), wanted) != names->end());
+  const bool present = !names->empty() && (wanted.empty() || std::find(names->begin(), names->end(),
+                                                                       wanted) != names->end());
   if (!present) {
     if (InVm()) {
-      const std::string what = wanted.empty() ? "there is no RDMA device"
-                                              : "RDMA device " + wanted + " is missing";
-      FAIL() << "DMAREG_IN_VM=1 but " << what << " (present: "
-             << (names->empty() ? "none" : absl::StrJoin(*names, ", ")) << ")";
+      const std::string what =
+          wanted.empty() ? "there is no RDMA device" : "RDMA device " + wanted + " is missing";
+      FAIL() << "DMAREG_IN_VM=1 but " << what
+             << " (present: " << (names->empty() ? "none" : absl::StrJoin(*names, ", ")) << ")";
     }
     GTEST_SKIP() << kNoDeviceReason;
   }

@@ -26,8 +26,7 @@
 
 namespace dmareg::device_test {
 
-inline constexpr char kNoDeviceReason[] =
-    "no RDMA device; run scripts/vm/run -- ctest -L device";
+inline constexpr char kNoDeviceReason[] = "no RDMA device; run scripts/vm/run -- ctest -L device";
 
 // DMAREG_IN_VM=1: set by the VM harness, where every device must be present.
 bool InVm();

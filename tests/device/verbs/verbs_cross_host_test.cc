@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -118,8 +118,8 @@ absl::StatusOr<int> Accept(const std::string& ip, uint16_t port) {
   if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(s, 1) != 0) {
     const int err = errno;
     close(s);
-    return absl::InternalError(absl::StrCat("bind/listen ", ip, ":", port, ": ",
-                                            std::strerror(err)));
+    return absl::InternalError(
+        absl::StrCat("bind/listen ", ip, ":", port, ": ", std::strerror(err)));
   }
   pollfd p{s, POLLIN, 0};
   const int r = poll(&p, 1, static_cast<int>(kIoTimeout.count() * 1000));
@@ -170,8 +170,8 @@ void Serve(RegistrationCache& cache, VerbsDomain& domain, const std::string& loc
   absl::StatusOr<int> fd = Accept(local_ip, TestPort());
   ASSERT_TRUE(fd.ok()) << fd.status();
   Conn conn(*fd);
-  ASSERT_TRUE(conn.Send(absl::StrCat((*qp)->endpoint().Encode(), " ", reg->IovaFor(buf.data()),
-                                     " ", reg->rkey(), " ", kLen))
+  ASSERT_TRUE(conn.Send(absl::StrCat((*qp)->endpoint().Encode(), " ", reg->IovaFor(buf.data()), " ",
+                                     reg->rkey(), " ", kLen))
                   .ok());
   absl::StatusOr<std::string> line = conn.Receive();
   ASSERT_TRUE(line.ok()) << line.status();

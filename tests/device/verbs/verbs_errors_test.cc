@@ -112,7 +112,8 @@ TEST_F(VerbsErrorsTest, DmaBufOnADeviceWithoutSupportIsUnimplemented) {
     fd = *memfd;
   }
 
-  auto reg = cache_->Acquire(DmaBufMemory{.fd = fd, .offset = 0, .length = len}, Access::kLocalWrite);
+  auto reg =
+      cache_->Acquire(DmaBufMemory{.fd = fd, .offset = 0, .length = len}, Access::kLocalWrite);
   ASSERT_FALSE(reg.ok());
   Show(reg.status());
   EXPECT_EQ(reg.status().code(), absl::StatusCode::kUnimplemented);
@@ -147,8 +148,8 @@ TEST_F(VerbsErrorsTest, UnmappedMemoryIsEfault) {
   // Reserve a range, then give back all but a guard page at each end:
   // nothing is mapped in between, and no later mapping (the cache's own,
   // say) is small enough to land there.
-  char* guarded = static_cast<char*>(
-      mmap(nullptr, 10 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  char* guarded =
+      static_cast<char*>(mmap(nullptr, 10 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(guarded, MAP_FAILED);
   char* const hole = guarded + kPage;
   ASSERT_EQ(munmap(hole, 8 * kPage), 0);
@@ -178,8 +179,8 @@ TEST_F(VerbsErrorsTest, RequestsTouchingTheLastPageAreRefusedBeforeTheDevice) {
   auto held = cache_->Acquire(buf.data(), buf.size(), Access::kLocalWrite);
   ASSERT_TRUE(held.ok()) << held.status();
   const uintptr_t last_page = ~uintptr_t{0} & ~uintptr_t{kPage - 1};
-  for (auto [addr, len] : {std::pair{last_page, size_t{1}},
-                           std::pair{last_page - kPage, kPage + 1}}) {
+  for (auto [addr, len] :
+       {std::pair{last_page, size_t{1}}, std::pair{last_page - kPage, kPage + 1}}) {
     auto reg = cache_->Acquire(reinterpret_cast<void*>(addr), len, Access::kLocalWrite);
     ASSERT_FALSE(reg.ok());
     Show(reg.status());

@@ -107,8 +107,7 @@ TEST_F(VerbsMonitorTest, ForkLeavesTheParentsMrsAlone) {
       code |= 2;
     } else {
       auto own_cache = RegistrationCache::Create(*own);
-      if (!own_cache.ok() ||
-          !(*own_cache)->Acquire(src.data(), kLen, Access::kRemoteRead).ok()) {
+      if (!own_cache.ok() || !(*own_cache)->Acquire(src.data(), kLen, Access::kRemoteRead).ok()) {
         code |= 4;
       }
     }
@@ -163,9 +162,9 @@ class RdmaChecker : public soak::Checker {
       if (!pair.ok()) return pair.status();
       lane->pair = std::move(*pair);
       if (!lane->scratch.ok()) return absl::ResourceExhaustedError("scratch mmap");
-      lane->mr = ibv_reg_mr(domain.pd(), lane->scratch.data(), lane->scratch.size(),
-                            IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ |
-                                IBV_ACCESS_REMOTE_WRITE);
+      lane->mr =
+          ibv_reg_mr(domain.pd(), lane->scratch.data(), lane->scratch.size(),
+                     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE);
       if (lane->mr == nullptr) return absl::InternalError("ibv_reg_mr of scratch failed");
       lanes_.push_back(std::move(lane));
     }
@@ -209,8 +208,7 @@ class RdmaChecker : public soak::Checker {
     // The block as the remote side, through its rkey.
     if (reg.access().Has(Access::kRemoteWrite)) {
       FillPattern(scratch, len, seed + 2);
-      if (absl::Status s =
-              l.pair.b->Write(scratch, len, l.mr->lkey, reg.IovaFor(p), reg.rkey());
+      if (absl::Status s = l.pair.b->Write(scratch, len, l.mr->lkey, reg.IovaFor(p), reg.rkey());
           !s.ok()) {
         return s;
       }
@@ -234,8 +232,8 @@ class RdmaChecker : public soak::Checker {
 
  private:
   static absl::Status Stale(const char* what, const char* p, size_t len, ptrdiff_t at) {
-    return absl::DataLossError(absl::StrFormat(
-        "stale translation: %s of [%p, +%u) differs at byte %d", what, p, len, at));
+    return absl::DataLossError(
+        absl::StrFormat("stale translation: %s of [%p, +%u) differs at byte %d", what, p, len, at));
   }
   std::vector<std::unique_ptr<Lane>> lanes_;
 };

@@ -9,8 +9,6 @@
 // (rxe on 6.1), the registration is refused with a clear status. One of the
 // two always applies, so nothing here skips inside the VM.
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -92,8 +90,8 @@ void VerbsOdpTest::ExpectOnDemandMrsCarryRdma() {
     // WRITE: a's src -> b's dst, one chunk per page.
     for (size_t p = 0; p < kPages; ++p) {
       char* from = src.data() + p * kPage;
-      absl::Status w = pair->a->Write(from, chunk, s->lkey(), d->IovaFor(dst.data() + p * kPage),
-                                      d->rkey());
+      absl::Status w =
+          pair->a->Write(from, chunk, s->lkey(), d->IovaFor(dst.data() + p * kPage), d->rkey());
       ASSERT_TRUE(w.ok()) << "page " << p << ": " << w;
     }
     EXPECT_EQ(FindChunkMismatch(dst.data(), chunk, 31), -1) << "WRITE of " << chunk << " bytes";
@@ -111,10 +109,7 @@ void VerbsOdpTest::ExpectOnDemandMrsCarryRdma() {
     // MR reads the new pages (a pinned MR keeps reading the old ones: see
     // verbs_rc_test's InvalidateAfterRemapHandsOutTheNewPages).
     char* const addr = src.data();
-    ASSERT_EQ(munmap(addr, kLen), 0);
-    void* again = mmap(addr, kLen, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    ASSERT_EQ(again, static_cast<void*>(addr));
+    ASSERT_TRUE(test::ReplacePages(addr, kLen));
     FillPattern(addr, kLen, 32);
     std::memset(back.data(), 0, kLen);
     for (size_t p = 0; p < kPages; ++p) {
@@ -131,7 +126,8 @@ void VerbsOdpTest::ExpectOnDemandMrsCarryRdma() {
       std::memset(dst.data(), 0, kLen);
       absl::Status w = pair->a->Write(addr + kOffset, kProbeLen, s->lkey(),
                                       d->IovaFor(dst.data() + kOffset), d->rkey());
-      const bool intact = w.ok() && FindMismatch(dst.data() + kOffset, kProbeLen, 32, kOffset) == -1;
+      const bool intact =
+          w.ok() && FindMismatch(dst.data() + kOffset, kProbeLen, 32, kOffset) == -1;
       std::printf("  probe: a %zu-byte WRITE from page offset %zu over ODP MRs arrived %s\n",
                   kProbeLen, kOffset, intact ? "intact" : "corrupted (the device's defect)");
       RecordProperty("odp_unaligned_multi_packet", intact ? "intact" : "corrupted");
@@ -163,8 +159,8 @@ void VerbsOdpTest::ExpectOnDemandRegistrationRefused() {
     ASSERT_FALSE(reg.ok());
     std::printf("  status: %s\n", reg.status().ToString().c_str());
     // rxe on 6.1 says EINVAL; newer kernels say EOPNOTSUPP.
-    EXPECT_THAT(reg.status().code(), AnyOf(absl::StatusCode::kInvalidArgument,
-                                           absl::StatusCode::kUnimplemented));
+    EXPECT_THAT(reg.status().code(),
+                AnyOf(absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnimplemented));
     EXPECT_THAT(reg.status().message(),
                 AllOf(HasSubstr("ibv_reg_mr_iova2 on " + device_),
                       AnyOf(HasSubstr("EINVAL"), HasSubstr("EOPNOTSUPP")),

@@ -61,8 +61,9 @@ TEST_F(VerbsRcTest, WriteAndReadMoveEveryByte) {
   } pieces[] = {{0, 1}, {1, 4095}, {4096, 8192 + 17}, {12305, kLen - 12305}};
   for (const Piece& p : pieces) {
     SCOPED_TRACE(::testing::Message() << "WRITE offset " << p.offset << " length " << p.length);
-    ASSERT_TRUE(pair_.a->Write(src.data() + p.offset, p.length, s->lkey(),
-                               d->IovaFor(dst.data() + p.offset), d->rkey())
+    ASSERT_TRUE(pair_.a
+                    ->Write(src.data() + p.offset, p.length, s->lkey(),
+                            d->IovaFor(dst.data() + p.offset), d->rkey())
                     .ok());
     EXPECT_EQ(FindMismatch(dst.data(), p.offset + p.length, 1), -1);
   }
@@ -167,8 +168,8 @@ TEST_F(VerbsRcTest, InvalidateAfterRemapHandsOutTheNewPages) {
 
   // The stale translation: the old MR still pins and reads the old pages.
   // This is what a cache that missed the unmap would hand out.
-  absl::Status r = pair_.b->Read(dst.data(), kMapLen, d->lkey(), old_reg->IovaFor(addr),
-                                 old_reg->rkey());
+  absl::Status r =
+      pair_.b->Read(dst.data(), kMapLen, d->lkey(), old_reg->IovaFor(addr), old_reg->rkey());
   ASSERT_TRUE(r.ok()) << r;
   EXPECT_EQ(FindMismatch(dst.data(), kMapLen, 100), -1) << "old MR should see the old pages";
 

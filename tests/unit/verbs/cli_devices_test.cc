@@ -3,8 +3,6 @@
 // `dmareg devices` without devices: scanning a made-up sysfs tree for
 // vfio-pci devices, and rendering a made-up report as text and JSON.
 
-#include "cli/devices.h"
-
 #include <infiniband/verbs.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "cli/devices.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -11,10 +11,10 @@
 #include <memory>
 
 #include "absl/status/status.h"
+#include "common/errno_cases.h"
 #include "dmareg/cache.h"
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
-#include "common/errno_cases.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -105,8 +105,8 @@ TEST_F(VerbsCacheTest, InvalidateRetiresTheMrOnceUnreferenced) {
 }
 
 TEST_F(VerbsCacheTest, DmaBufOnRxeIsUnimplementedAndLeavesNothing) {
-  auto reg = cache_->Acquire(DmaBufMemory{.fd = 5, .offset = 0, .length = 4096},
-                             Access::kLocalWrite);
+  auto reg =
+      cache_->Acquire(DmaBufMemory{.fd = 5, .offset = 0, .length = 4096}, Access::kLocalWrite);
   ASSERT_FALSE(reg.ok());
   EXPECT_EQ(reg.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(reg.status().message(), HasSubstr("rxe0"));

@@ -148,8 +148,7 @@ TEST_F(VerbsDomainTest, ProbesDmaBufSupport) {
 TEST_F(VerbsDomainTest, ProbesOdpCaps) {
   auto rc = FakeVerbsOps::RxeLike("odp_rc");
   rc.attr.odp_caps.general_caps = IBV_ODP_SUPPORT;
-  rc.attr.odp_caps.per_transport_caps.rc_odp_caps =
-      IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
+  rc.attr.odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
   auto no_general = FakeVerbsOps::RxeLike("odp_no_general");
   no_general.attr.odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_SEND;
   auto ud_only = FakeVerbsOps::RxeLike("odp_ud_only");
@@ -163,8 +162,7 @@ TEST_F(VerbsDomainTest, ProbesOdpCaps) {
   auto d = OpenOk("odp_rc");
   ASSERT_NE(d, nullptr);
   EXPECT_TRUE(d->capabilities().on_demand_paging);
-  EXPECT_EQ(d->device_info().odp_rc_caps,
-            uint32_t{IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ});
+  EXPECT_EQ(d->device_info().odp_rc_caps, uint32_t{IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ});
   EXPECT_EQ(d->device_info().odp_general_caps, uint64_t{IBV_ODP_SUPPORT});
 
   d = OpenOk("odp_no_general");
@@ -299,9 +297,8 @@ TEST_F(VerbsDomainTest, RegistrationErrnosBecomeStatusesNamingCallDeviceErrno) {
       auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite);
       ASSERT_FALSE(m.ok());
       EXPECT_EQ(m.status().code(), c.code);
-      EXPECT_THAT(m.status().message(),
-                  AllOf(HasSubstr("ibv_reg_mr_iova2 on rxe0"), HasSubstr(c.name),
-                        HasSubstr("LOCAL_WRITE")));
+      EXPECT_THAT(m.status().message(), AllOf(HasSubstr("ibv_reg_mr_iova2 on rxe0"),
+                                              HasSubstr(c.name), HasSubstr("LOCAL_WRITE")));
       EXPECT_EQ(d->live_mrs(), 0);
     }
     // A later registration still works and is undone.
@@ -330,8 +327,8 @@ TEST_F(VerbsDomainTest, DmaBufOnDeviceWithoutSupportIsUnimplementedWithoutACall)
   auto d = OpenOk();
   ASSERT_NE(d, nullptr);
   const int probe_calls = ops_->calls(Call::kRegDmaBufMr);
-  auto m = d->RegisterDmaBuf(DmaBufMemory{.fd = 7, .offset = 0, .length = 4096},
-                             Access::kLocalWrite);
+  auto m =
+      d->RegisterDmaBuf(DmaBufMemory{.fd = 7, .offset = 0, .length = 4096}, Access::kLocalWrite);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(m.status().message(), AllOf(HasSubstr("ibv_reg_dmabuf_mr on rxe0"),
@@ -364,8 +361,7 @@ TEST_F(VerbsDomainTest, DmaBufRegistrationPassesOffsetIovaAndFd) {
     ASSERT_TRUE(d->Deregister(*m).ok());
 
     ops_->FailNext(Call::kRegDmaBufMr, EBADF);
-    m = d->RegisterDmaBuf(DmaBufMemory{.fd = 99, .offset = 0, .length = 4096},
-                          Access::kLocalWrite);
+    m = d->RegisterDmaBuf(DmaBufMemory{.fd = 99, .offset = 0, .length = 4096}, Access::kLocalWrite);
     ASSERT_FALSE(m.ok());
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(m.status().message(), AllOf(HasSubstr("ibv_reg_dmabuf_mr on mlx5_0"),
