@@ -57,6 +57,11 @@ TEST(MemoryTest, HostValidation) {
   absl::Status wrap = ValidateHostMemory({high, 100});
   EXPECT_EQ(wrap.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(wrap.message(), HasSubstr("wraps"));
+  // A caller's IOVA must leave room for the whole length too.
+  EXPECT_TRUE(ValidateHostMemory({buf, sizeof(buf), UINT64_MAX - sizeof(buf)}).ok());
+  absl::Status iova = ValidateHostMemory({buf, sizeof(buf), UINT64_MAX - 4});
+  EXPECT_EQ(iova.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(iova.message(), HasSubstr("IOVA"));
 }
 
 TEST(MemoryTest, DmaBufValidation) {
