@@ -1,0 +1,429 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// ExternalMemoryRegistry over FakeDomain: chunks, device mappings at a
+// caller's IOVA and every refusal, each of which must leave the registry and
+// the domain as they were. The fake never touches the memory, so addresses
+// are plain numbers.
+
+#include "dmareg/external_memory.h"
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "dmareg/testing/fake_domain.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dmareg {
+namespace {
+
+using testing::FakeDomain;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kBase = 0x7f00'0000'0000;  // VA of the test chunks
+constexpr uint64_t kIova = 0x5a5a'0000'0000;
+
+const void* At(uint64_t addr) { return reinterpret_cast<const void*>(addr); }
+
+class ExternalMemoryTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    registry_.reset();  // deregisters whatever a test left mapped
+    EXPECT_EQ(fake_->live_registrations(), 0);
+    EXPECT_EQ(fake_->total_registrations(), fake_->total_deregistrations());
+  }
+  // Registered chunk [kBase, kBase + pages * kPage), no IOVA table.
+  void RegisterChunk(uint64_t pages = 16) {
+    ASSERT_TRUE(registry_->Register(At(kBase), pages * kPage, kPage).ok());
+  }
+
+  std::shared_ptr<FakeDomain> fake_ = std::make_shared<FakeDomain>("fake0");
+  std::unique_ptr<ExternalMemoryRegistry> registry_ = std::make_unique<ExternalMemoryRegistry>();
+};
+
+TEST_F(ExternalMemoryTest, RegisterLookupUnregister) {
+  const std::vector<uint64_t> iovas = {0x10000, 0x11000, 0x20000, 0x21000};
+  ASSERT_TRUE(registry_->Register(At(kBase), 4 * kPage, kPage, iovas).ok());
+  EXPECT_EQ(registry_->chunk_count(), 1u);
+  std::optional<ExternalMemoryChunk> c = registry_->Lookup(At(kBase + 3 * kPage + 5));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->va, Range::FromLength(kBase, 4 * kPage));
+  EXPECT_EQ(c->page_size, kPage);
+  EXPECT_EQ(c->iovas, iovas);
+  EXPECT_FALSE(registry_->Lookup(At(kBase + 4 * kPage)).has_value());
+  EXPECT_FALSE(registry_->Lookup(At(kBase - 1)).has_value());
+  ASSERT_TRUE(registry_->Unregister(At(kBase), 4 * kPage).ok());
+  EXPECT_EQ(registry_->chunk_count(), 0u);
+  EXPECT_FALSE(registry_->Lookup(At(kBase)).has_value());
+}
+
+TEST_F(ExternalMemoryTest, RegisterRefusesBadChunks) {
+  const std::vector<uint64_t> two = {0x10000, 0x11000};
+  const std::vector<uint64_t> unaligned_iova = {0x10000, 0x11001};
+  struct Case {
+    const char* what;
+    uint64_t addr, length, page;
+    std::span<const uint64_t> iovas;
+    const char* message;
+  } cases[] = {
+      {"zero length", kBase, 0, kPage, {}, "zero length"},
+      {"null", 0, kPage, kPage, {}, "null address"},
+      {"page size 0", kBase, kPage, 0, {}, "power of two"},
+      {"page size 3000", kBase, 3 * 3000, 3000, {}, "power of two"},
+      {"unaligned address", kBase + 8, kPage, kPage, {}, "whole pages"},
+      {"unaligned length", kBase, kPage + 1, kPage, {}, "whole pages"},
+      {"last page", ~kPage + 1, kPage, kPage, {}, "end of the address space"},
+      {"wraps", ~kPage + 1, 2 * kPage, kPage, {}, "end of the address space"},
+      {"IOVA table too short", kBase, 3 * kPage, kPage, two, "2 IOVAs for 3 pages"},
+      {"IOVA table too long", kBase, kPage, kPage, two, "2 IOVAs for 1 pages"},
+      {"IOVA not a page start", kBase, 2 * kPage, kPage, unaligned_iova, "0x11001"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    absl::Status s = registry_->Register(At(c.addr), c.length, c.page, c.iovas);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(s.message(), HasSubstr(c.message));
+    EXPECT_THAT(s.message(), HasSubstr("Register of"));
+  }
+  EXPECT_EQ(registry_->chunk_count(), 0u);
+}
+
+TEST_F(ExternalMemoryTest, OverlappingChunksAreRefusedAdjacentOnesAreNot) {
+  ASSERT_TRUE(registry_->Register(At(kBase), 4 * kPage, kPage).ok());
+  absl::Status s = registry_->Register(At(kBase + 3 * kPage), 2 * kPage, kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_THAT(s.message(), HasSubstr(Range::FromLength(kBase, 4 * kPage)->ToString()));
+  s = registry_->Register(At(kBase - kPage), 8 * kPage, kPage);  // covers it
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_EQ(registry_->chunk_count(), 1u);
+  EXPECT_TRUE(registry_->Register(At(kBase + 4 * kPage), kPage, kPage).ok());
+  EXPECT_TRUE(registry_->Register(At(kBase - 2 * kPage), 2 * kPage, kPage).ok());
+  EXPECT_EQ(registry_->chunk_count(), 3u);
+}
+
+TEST_F(ExternalMemoryTest, UnregisterTakesExactlyAChunk) {
+  RegisterChunk(4);
+  absl::Status s = registry_->Unregister(At(kBase + 8 * kPage), kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  s = registry_->Unregister(At(kBase), 2 * kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("unregistered whole"));
+  s = registry_->Unregister(At(kBase + kPage), kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(registry_->chunk_count(), 1u);
+}
+
+TEST_F(ExternalMemoryTest, UnregisterWhileMappedIsRefused) {
+  RegisterChunk(4);
+  ASSERT_TRUE(registry_->DmaMap(fake_, At(kBase), kIova, kPage, {}).ok());
+  ASSERT_TRUE(registry_->DmaMap(fake_, At(kBase + kPage), kIova + kPage, kPage, {}).ok());
+  absl::Status s = registry_->Unregister(At(kBase), 4 * kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("2 device mapping"));
+  EXPECT_THAT(s.message(), HasSubstr("on fake0"));
+  EXPECT_EQ(registry_->chunk_count(), 1u);
+  EXPECT_EQ(fake_->live_registrations(), 2);
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), kIova, kPage).ok());
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase + kPage), kIova + kPage, kPage).ok());
+  EXPECT_TRUE(registry_->Unregister(At(kBase), 4 * kPage).ok());
+}
+
+TEST_F(ExternalMemoryTest, DmaMapRegistersAtTheCallersIova) {
+  RegisterChunk();
+  const AccessFlags access = Access::kRemoteWrite | Access::kRemoteRead;
+  absl::StatusOr<DeviceMapping> m =
+      registry_->DmaMap(fake_, At(kBase + 2 * kPage + 64), kIova + 64, 3 * kPage, access);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->iova, kIova + 64);
+  EXPECT_EQ(m->length, 3 * kPage);
+  std::vector<FakeDomain::LiveMapping> live = fake_->live_mappings();
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_EQ(live[0].addr, kBase + 2 * kPage + 64);
+  EXPECT_EQ(live[0].iova, kIova + 64);
+  EXPECT_EQ(live[0].length, 3 * kPage);
+  EXPECT_EQ(live[0].access, access);
+
+  std::vector<ExternalMemoryMapping> all = registry_->mappings();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].domain, "fake0");
+  EXPECT_EQ(all[0].va, kBase + 2 * kPage + 64);
+  EXPECT_EQ(all[0].iova, kIova + 64);
+  EXPECT_EQ(all[0].length, 3 * kPage);
+  EXPECT_EQ(all[0].refs, 1u);
+  EXPECT_EQ(all[0].mapping.lkey, m->lkey);
+
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase + 2 * kPage + 64), kIova + 64, 3 * kPage).ok());
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  EXPECT_EQ(registry_->mapping_count(), 0u);
+}
+
+TEST_F(ExternalMemoryTest, TheIdenticalMappingAgainIsShared) {
+  RegisterChunk();
+  absl::StatusOr<DeviceMapping> a = registry_->DmaMap(fake_, At(kBase), kIova, 2 * kPage, {});
+  absl::StatusOr<DeviceMapping> b = registry_->DmaMap(fake_, At(kBase), kIova, 2 * kPage, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->lkey, b->lkey);
+  EXPECT_EQ(a->handle, b->handle);
+  EXPECT_EQ(fake_->total_registrations(), 1);
+  EXPECT_EQ(registry_->mappings().at(0).refs, 2u);
+
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), kIova, 2 * kPage).ok());
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  EXPECT_EQ(registry_->mappings().at(0).refs, 1u);
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), kIova, 2 * kPage).ok());
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  absl::Status s = registry_->DmaUnmap(fake_, At(kBase), kIova, 2 * kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(s.message(), HasSubstr("DmaUnmap on fake0"));
+}
+
+TEST_F(ExternalMemoryTest, OverlappingIovasOnOneDomainAreRefused) {
+  RegisterChunk();
+  ASSERT_TRUE(registry_->DmaMap(fake_, At(kBase), kIova, 4 * kPage, {}).ok());
+  struct Case {
+    const char* what;
+    uint64_t va, iova, length;
+  } cases[] = {
+      {"same IOVA, other VA", kBase + 8 * kPage, kIova, 4 * kPage},
+      {"tail overlaps", kBase + 8 * kPage, kIova + 3 * kPage, 2 * kPage},
+      {"head overlaps", kBase + 8 * kPage, kIova - kPage, 2 * kPage},
+      {"inside", kBase + kPage, kIova + kPage, kPage},
+      {"around", kBase + 8 * kPage, kIova - kPage, 6 * kPage},
+      {"same VA, shorter", kBase, kIova, 2 * kPage},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    absl::StatusOr<DeviceMapping> m = registry_->DmaMap(fake_, At(c.va), c.iova, c.length, {});
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kAlreadyExists) << m.status();
+    // Both mappings are named.
+    EXPECT_THAT(m.status().message(), HasSubstr(Range::FromLength(c.iova, c.length)->ToString()));
+    EXPECT_THAT(m.status().message(), HasSubstr(Range::FromLength(kIova, 4 * kPage)->ToString()));
+  }
+  // The same extent with other rights is not the same mapping.
+  absl::StatusOr<DeviceMapping> m =
+      registry_->DmaMap(fake_, At(kBase), kIova, 4 * kPage, Access::kRemoteWrite);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kAlreadyExists) << m.status();
+  EXPECT_EQ(fake_->total_registrations(), 1);
+  EXPECT_EQ(registry_->mappings().at(0).refs, 1u);
+  // Adjacent IOVAs, and the same IOVA on another domain, are fine.
+  EXPECT_TRUE(registry_->DmaMap(fake_, At(kBase + 4 * kPage), kIova + 4 * kPage, kPage, {}).ok());
+  EXPECT_TRUE(registry_->DmaMap(fake_, At(kBase + 8 * kPage), kIova - kPage, kPage, {}).ok());
+  auto other = std::make_shared<FakeDomain>("fake1");
+  EXPECT_TRUE(registry_->DmaMap(other, At(kBase), kIova, 4 * kPage, {}).ok());
+  EXPECT_EQ(registry_->mapping_count(), 4u);
+  std::vector<ExternalMemoryMapping> all = registry_->mappings();
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[0].iova, kIova - kPage);
+  EXPECT_EQ(all[3].domain, "fake1");
+  ASSERT_TRUE(registry_->DmaUnmap(other, At(kBase), kIova, 4 * kPage).ok());
+  EXPECT_EQ(other->live_registrations(), 0);
+}
+
+TEST_F(ExternalMemoryTest, AMappingIsUndoneWhole) {
+  RegisterChunk();
+  ASSERT_TRUE(registry_->DmaMap(fake_, At(kBase), kIova, 4 * kPage, {}).ok());
+  struct Case {
+    const char* what;
+    uint64_t va, iova, length;
+  } cases[] = {
+      {"head", kBase, kIova, kPage},
+      {"tail", kBase + 3 * kPage, kIova + 3 * kPage, kPage},
+      {"longer", kBase, kIova, 5 * kPage},
+      {"other VA", kBase + kPage, kIova, 4 * kPage},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    absl::Status s = registry_->DmaUnmap(fake_, At(c.va), c.iova, c.length);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(s.message(), HasSubstr("a mapping is undone whole"));
+  }
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  EXPECT_EQ(registry_->mappings().at(0).refs, 1u);
+  absl::Status s = registry_->DmaUnmap(fake_, At(kBase), kIova + 8 * kPage, kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  auto other = std::make_shared<FakeDomain>("fake1");
+  s = registry_->DmaUnmap(other, At(kBase), kIova, 4 * kPage);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(s.message(), HasSubstr("fake1"));
+  EXPECT_EQ(fake_->live_registrations(), 1);
+}
+
+TEST_F(ExternalMemoryTest, DmaMapRefusesBadInputBeforeTheDomain) {
+  RegisterChunk();
+  ASSERT_TRUE(registry_->Register(At(kBase + 16 * kPage), 4 * kPage, kPage).ok());  // adjacent
+  struct Case {
+    const char* what;
+    uint64_t va, iova, length;
+    uint32_t access;
+    absl::StatusCode code;
+    const char* message;
+  } cases[] = {
+      {"zero length", kBase, kIova, 0, 0, absl::StatusCode::kInvalidArgument, "zero length"},
+      {"VA wraps", ~uint64_t{0} - 10, kIova, 100, 0, absl::StatusCode::kInvalidArgument,
+       "VA range wraps"},
+      {"IOVA wraps", kBase, ~uint64_t{0} - kPage + 1, 2 * kPage, 0,
+       absl::StatusCode::kInvalidArgument, "IOVA range wraps"},
+      {"unknown access bits", kBase, kIova, kPage, 1u << 20, absl::StatusCode::kInvalidArgument,
+       "unknown access bits"},
+      {"not registered", kBase - 4 * kPage, kIova, kPage, 0, absl::StatusCode::kFailedPrecondition,
+       "Register it first"},
+      {"runs past its chunk", kBase + 15 * kPage, kIova, 2 * kPage, 0,
+       absl::StatusCode::kInvalidArgument, "runs past the end of its chunk"},
+      {"VA/IOVA page offsets differ", kBase, kIova + 8, kPage, 0,
+       absl::StatusCode::kInvalidArgument, "offset within the device's 0x1000-byte pages"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    absl::StatusOr<DeviceMapping> m =
+        registry_->DmaMap(fake_, At(c.va), c.iova, c.length, AccessFlags::FromBits(c.access));
+    EXPECT_EQ(m.status().code(), c.code) << m.status();
+    EXPECT_THAT(m.status().message(), HasSubstr(c.message));
+    EXPECT_THAT(m.status().message(), HasSubstr("DmaMap on fake0"));
+  }
+  absl::StatusOr<DeviceMapping> m = registry_->DmaMap(nullptr, At(kBase), kIova, kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fake_->total_registrations(), 0);
+  EXPECT_EQ(registry_->mapping_count(), 0u);
+}
+
+TEST_F(ExternalMemoryTest, TheDevicesCapabilitiesAreHonoured) {
+  RegisterChunk();
+  DomainCapabilities& caps = fake_->mutable_capabilities();
+  caps.caller_iova = false;
+  absl::StatusOr<DeviceMapping> m = registry_->DmaMap(fake_, At(kBase), kIova, kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("cannot place mappings at a caller's IOVA"));
+  caps.caller_iova = true;
+
+  caps.dma_address_bits = 28;  // edu's mask
+  const uint64_t top = uint64_t{1} << 28;
+  m = registry_->DmaMap(fake_, At(kBase), top - kPage, 2 * kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kOutOfRange) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("28-bit DMA mask"));
+  m = registry_->DmaMap(fake_, At(kBase), top - 2 * kPage, 2 * kPage, {});  // ends at the top
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), top - 2 * kPage, 2 * kPage).ok());
+  caps.dma_address_bits = 64;
+
+  caps.iova_ranges = {*Range::FromLength(0x100000, 0x100000), *Range::FromLength(kIova, kPage)};
+  m = registry_->DmaMap(fake_, At(kBase), kIova, 2 * kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kOutOfRange) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("outside the device's IOVA ranges"));
+  EXPECT_THAT(m.status().message(), HasSubstr(caps.iova_ranges[1].ToString()));
+  m = registry_->DmaMap(fake_, At(kBase), 0x1ff000, 2 * kPage, {});  // across both
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kOutOfRange) << m.status();
+  m = registry_->DmaMap(fake_, At(kBase), kIova, kPage, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), kIova, kPage).ok());
+  caps.iova_ranges.clear();
+
+  // The smallest of the device's pages decides: 2 MiB pages and 64 KiB pages.
+  caps.page_sizes = (uint64_t{1} << 21) | (uint64_t{1} << 16);
+  m = registry_->DmaMap(fake_, At(kBase), kIova + kPage, kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("0x10000-byte pages"));
+  m = registry_->DmaMap(fake_, At(kBase), kIova + 0x10000, kPage, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), kIova + 0x10000, kPage).ok());
+  EXPECT_EQ(fake_->total_registrations(), 3);
+}
+
+TEST_F(ExternalMemoryTest, AChunksIovaTableDecides) {
+  // Pages 0-1 contiguous at 0x100000, page 2 elsewhere, page 3 after it.
+  const std::vector<uint64_t> iovas = {0x100000, 0x101000, 0x300000, 0x301000};
+  ASSERT_TRUE(registry_->Register(At(kBase), 4 * kPage, kPage, iovas).ok());
+
+  absl::StatusOr<DeviceMapping> m =
+      registry_->DmaMap(fake_, At(kBase + 100), 0x100000 + 100, 2 * kPage - 100, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase + 100), 0x100000 + 100, 2 * kPage - 100).ok());
+
+  m = registry_->DmaMap(fake_, At(kBase), 0x200000, kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("gives VA"));
+  m = registry_->DmaMap(fake_, At(kBase + kPage), 0x101000, 2 * kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("not contiguous"));
+
+  // Without an IOVA: the table's.
+  m = registry_->DmaMap(fake_, At(kBase + 2 * kPage + 8), 2 * kPage - 8, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->iova, 0x300008u);
+  m = registry_->DmaMap(fake_, At(kBase + kPage), 2 * kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase + 2 * kPage + 8), 0x300008, 2 * kPage - 8).ok());
+
+  // A chunk without a table has no IOVA to give.
+  ASSERT_TRUE(registry_->Register(At(kBase + 8 * kPage), kPage, kPage).ok());
+  m = registry_->DmaMap(fake_, At(kBase + 8 * kPage), kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("no IOVA table"));
+  m = registry_->DmaMap(fake_, At(kBase + 16 * kPage), kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition) << m.status();
+  EXPECT_EQ(fake_->total_registrations(), 2);
+}
+
+TEST_F(ExternalMemoryTest, AFailedDomainCallChangesNothing) {
+  RegisterChunk();
+  fake_->FailNextRegistrations(1, absl::ResourceExhaustedError("out of MRs"));
+  absl::StatusOr<DeviceMapping> m = registry_->DmaMap(fake_, At(kBase), kIova, kPage, {});
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(m.status().message(), HasSubstr("DmaMap on fake0"));
+  EXPECT_THAT(m.status().message(), HasSubstr("out of MRs"));
+  EXPECT_EQ(registry_->mapping_count(), 0u);
+  EXPECT_TRUE(registry_->Unregister(At(kBase), 16 * kPage).ok());  // nothing holds it
+  RegisterChunk();
+  EXPECT_TRUE(registry_->DmaMap(fake_, At(kBase), kIova, kPage, {}).ok());
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase), kIova, kPage).ok());
+}
+
+TEST_F(ExternalMemoryTest, MappingsHoldTheirDomainUntilUnmappedOrDestroyed) {
+  RegisterChunk();
+  auto other = std::make_shared<FakeDomain>("fake1");
+  ASSERT_TRUE(registry_->DmaMap(other, At(kBase), kIova, kPage, {}).ok());
+  ASSERT_TRUE(registry_->DmaMap(other, At(kBase), kIova, kPage, {}).ok());
+  ASSERT_TRUE(registry_->DmaMap(fake_, At(kBase + kPage), kIova, kPage, {}).ok());
+  const long before = other.use_count();
+  EXPECT_GT(before, 1);
+  registry_.reset();
+  EXPECT_EQ(other.use_count(), 1);
+  EXPECT_EQ(other->live_registrations(), 0);
+  EXPECT_EQ(fake_->live_registrations(), 0);
+}
+
+TEST_F(ExternalMemoryTest, ThreadsMapAndUnmapDisjointRanges) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 200;
+  constexpr uint64_t kPerThread = 8;
+  RegisterChunk(kThreads * kPerThread);
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const uint64_t va = kBase + t * kPerThread * kPage;
+      const uint64_t iova = kIova + t * kPerThread * kPage;
+      for (int i = 0; i < kRounds; ++i) {
+        const uint64_t len = (1 + i % kPerThread) * kPage;
+        // Its own range, and one range every thread shares (refcounted).
+        if (!registry_->DmaMap(fake_, At(va), iova, len, {}).ok()) ++failures[t];
+        if (!registry_->DmaMap(fake_, At(kBase), kIova - kPage, kPage, {}).ok()) ++failures[t];
+        if (registry_->mappings().empty()) ++failures[t];
+        if (!registry_->Lookup(At(va)).has_value()) ++failures[t];
+        if (!registry_->DmaUnmap(fake_, At(kBase), kIova - kPage, kPage).ok()) ++failures[t];
+        if (!registry_->DmaUnmap(fake_, At(va), iova, len).ok()) ++failures[t];
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+  EXPECT_EQ(registry_->mapping_count(), 0u);
+  EXPECT_EQ(fake_->live_registrations(), 0);
+  EXPECT_TRUE(registry_->Unregister(At(kBase), kThreads * kPerThread * kPage).ok());
+}
+
+}  // namespace
+}  // namespace dmareg
