@@ -6,7 +6,8 @@
 
 #include "dmareg/access.h"        // IWYU pragma: export
 #include "dmareg/cache.h"         // IWYU pragma: export
-#include "dmareg/domain.h"        // IWYU pragma: export
+#include "dmareg/domain.h"
+#include "dmareg/external_memory.h"        // IWYU pragma: export
 #include "dmareg/memory.h"        // IWYU pragma: export
 #include "dmareg/registration.h"  // IWYU pragma: export
 
