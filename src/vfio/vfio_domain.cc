@@ -229,6 +229,7 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::OpenWith(
 
 absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
   State& s = *state_;
+  s.mu.AssertHeld();  // the caller's lock (the header cannot name it)
   const std::string dev_path = absl::StrCat("/dev/vfio/", group);
   int group_fd = given_group_fd;
   if (group_fd < 0) {
