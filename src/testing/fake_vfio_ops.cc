@@ -1,0 +1,603 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/testing/fake_vfio_ops.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dmareg::testing {
+namespace {
+
+constexpr const char* kDevices = "/sys/bus/pci/devices/";
+constexpr uint64_t kRegionShift = 40;  // vfio-pci: region index << 40 = its offset
+constexpr size_t kConfigSize = 256;
+
+bool StartsWith(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+uint64_t SmallestPage(uint64_t page_sizes) { return page_sizes & (~page_sizes + 1); }
+
+}  // namespace
+
+FakeVfioOps::FakeVfioOps(IommuSpec spec) : spec_(std::move(spec)) {}
+
+FakeVfioOps::~FakeVfioOps() {
+  for (const auto& [p, size] : mmaps_) ::munmap(p, size);
+}
+
+void FakeVfioOps::AddDevice(DeviceSpec spec) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Device& d = devices_[spec.address];
+  d.present = true;
+  d.config.assign(kConfigSize, 0);
+  std::memcpy(d.config.data(), &spec.id, sizeof(spec.id));
+  groups_.try_emplace(spec.group);
+  d.spec = std::move(spec);
+}
+
+void FakeVfioOps::RemoveDevice(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(address);
+  if (it == devices_.end()) return;
+  it->second.present = false;
+  ++it->second.generation;
+}
+
+void FakeVfioOps::SetDriver(const std::string& address, const std::string& driver) {
+  std::lock_guard<std::mutex> lock(mu_);
+  devices_[address].spec.driver = driver;
+}
+
+void FakeVfioOps::SetGroupViable(int group, bool viable) {
+  std::lock_guard<std::mutex> lock(mu_);
+  groups_[group].viable = viable;
+}
+
+void FakeVfioOps::SetDmaEntryLimit(uint32_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  spec_.dma_entry_limit = limit;
+}
+
+void FakeVfioOps::SetRawInfo(std::vector<uint8_t> bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  raw_info_ = std::move(bytes);
+}
+
+void FakeVfioOps::InjectMapping(int container_fd, uint64_t iova, uint64_t size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Container* c = ContainerOf(container_fd)) {
+    c->maps[iova] = KernelMapping{0, iova, size, VFIO_DMA_MAP_FLAG_READ};
+    if (c->avail > 0) --c->avail;
+  }
+}
+
+void FakeVfioOps::FailNext(Call call, int err, int times) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int i = 0; i < times; ++i) failures_[call].push_back(err);
+}
+
+int FakeVfioOps::calls(Call call) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = calls_.find(call);
+  return it == calls_.end() ? 0 : it->second;
+}
+
+int64_t FakeVfioOps::live_fds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(fds_.size());
+}
+
+int64_t FakeVfioOps::live_mmaps() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(mmaps_.size());
+}
+
+int64_t FakeVfioOps::live_containers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(containers_.size());
+}
+
+std::vector<FakeVfioOps::KernelMapping> FakeVfioOps::kernel_mappings(int container_fd) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<KernelMapping> out;
+  if (const Container* c = const_cast<FakeVfioOps*>(this)->ContainerOf(container_fd)) {
+    for (const auto& [iova, m] : c->maps) out.push_back(m);
+  }
+  return out;
+}
+
+int FakeVfioOps::iommu_type(int container_fd) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Container* c = const_cast<FakeVfioOps*>(this)->ContainerOf(container_fd);
+  return c == nullptr ? 0 : c->type;
+}
+
+std::vector<int> FakeVfioOps::container_groups(int container_fd) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Container* c = const_cast<FakeVfioOps*>(this)->ContainerOf(container_fd);
+  return c == nullptr ? std::vector<int>{} : std::vector<int>(c->groups.begin(), c->groups.end());
+}
+
+std::vector<uint8_t> FakeVfioOps::config(const std::string& address) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(address);
+  return it == devices_.end() ? std::vector<uint8_t>{} : it->second.config;
+}
+
+// ---- helpers (mu_ held) ----
+
+int FakeVfioOps::TakeFailure(Call call) {
+  ++calls_[call];
+  auto it = failures_.find(call);
+  if (it == failures_.end() || it->second.empty()) return 0;
+  const int err = it->second.front();
+  it->second.erase(it->second.begin());
+  return err;
+}
+
+int FakeVfioOps::Fail(int err) {
+  errno = err;
+  return -1;
+}
+
+FakeVfioOps::Container* FakeVfioOps::ContainerOf(int fd) {
+  auto it = fds_.find(fd);
+  if (it == fds_.end() || it->second.kind != Kind::kContainer) return nullptr;
+  auto c = containers_.find(it->second.id);
+  return c == containers_.end() ? nullptr : &c->second;
+}
+
+FakeVfioOps::Group* FakeVfioOps::GroupOf(int fd, int* number) {
+  auto it = fds_.find(fd);
+  if (it == fds_.end() || it->second.kind != Kind::kGroup) return nullptr;
+  *number = it->second.id;
+  return &groups_[it->second.id];
+}
+
+FakeVfioOps::Device* FakeVfioOps::LiveDevice(int fd) {
+  auto it = fds_.find(fd);
+  if (it == fds_.end() || it->second.kind != Kind::kDevice) return nullptr;
+  auto d = devices_.find(it->second.device);
+  if (d == devices_.end() || !d->second.present || d->second.generation != it->second.generation) {
+    return nullptr;
+  }
+  return &d->second;
+}
+
+void FakeVfioOps::Leave(int group_number) {
+  Group& g = groups_[group_number];
+  auto it = containers_.find(g.container);
+  g.container = -1;
+  if (it == containers_.end()) return;
+  Container& c = it->second;
+  c.groups.erase(group_number);
+  if (c.groups.empty()) {  // the kernel releases the IOMMU with the last group
+    c.type = 0;
+    c.maps.clear();
+    c.avail = 0;
+  }
+  MaybeRelease(it->first);
+}
+
+void FakeVfioOps::MaybeRelease(int container_id) {
+  auto it = containers_.find(container_id);
+  if (it != containers_.end() && it->second.fds == 0 && it->second.groups.empty()) {
+    containers_.erase(it);
+  }
+}
+
+// ---- the calls ----
+
+int FakeVfioOps::Open(const std::string& path, int /*flags*/) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kOpen)) return Fail(err);
+  const int fd = next_fd_;
+  if (path == "/dev/vfio/vfio") {
+    const int id = next_container_++;
+    containers_[id].fds = 1;
+    fds_[fd] = Fd{Kind::kContainer, id, "", 0};
+    ++next_fd_;
+    return fd;
+  }
+  if (!StartsWith(path, "/dev/vfio/")) return Fail(ENOENT);
+  int number = -1;
+  try {
+    number = std::stoi(path.substr(10));
+  } catch (...) {
+    return Fail(ENOENT);
+  }
+  // /dev/vfio/N exists while a device of the group is bound to vfio-pci.
+  bool bound = false;
+  for (const auto& [address, d] : devices_) {
+    bound = bound || (d.present && d.spec.group == number && d.spec.driver == "vfio-pci");
+  }
+  if (!bound) return Fail(ENOENT);
+  Group& g = groups_[number];
+  if (g.open) return Fail(EBUSY);
+  g.open = true;
+  fds_[fd] = Fd{Kind::kGroup, number, "", 0};
+  ++next_fd_;
+  return fd;
+}
+
+int FakeVfioOps::Close(int fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = fds_.find(fd);
+  if (it == fds_.end()) return Fail(EBADF);
+  const Fd f = it->second;
+  fds_.erase(it);
+  if (f.kind == Kind::kContainer) {
+    --containers_[f.id].fds;
+    MaybeRelease(f.id);
+  } else if (f.kind == Kind::kGroup) {
+    Group& g = groups_[f.id];
+    g.open = false;
+    if (g.container >= 0) Leave(f.id);  // closing the group unsets its container
+  }
+  return 0;
+}
+
+int FakeVfioOps::GetApiVersion(int container_fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ContainerOf(container_fd) ? VFIO_API_VERSION : Fail(EBADF);
+}
+
+int FakeVfioOps::CheckExtension(int container_fd, int extension) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!ContainerOf(container_fd)) return Fail(EBADF);
+  if (extension == VFIO_TYPE1v2_IOMMU) return spec_.type1v2 ? 1 : 0;
+  if (extension == VFIO_TYPE1_IOMMU) return spec_.type1 ? 1 : 0;
+  return 0;
+}
+
+int FakeVfioOps::SetIommu(int container_fd, int iommu_type) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kSetIommu)) return Fail(err);
+  Container* c = ContainerOf(container_fd);
+  if (c == nullptr) return Fail(EBADF);
+  if (c->groups.empty() || c->type != 0) return Fail(EINVAL);
+  const bool supported = (iommu_type == VFIO_TYPE1v2_IOMMU && spec_.type1v2) ||
+                         (iommu_type == VFIO_TYPE1_IOMMU && spec_.type1);
+  if (!supported) return Fail(ENODEV);
+  c->type = iommu_type;
+  c->avail = spec_.dma_entry_limit;
+  return 0;
+}
+
+int FakeVfioOps::IommuGetInfo(int container_fd, vfio_iommu_type1_info* info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kGetInfo)) return Fail(err);
+  Container* c = ContainerOf(container_fd);
+  if (c == nullptr) return Fail(EBADF);
+  if (c->type == 0) return Fail(EINVAL);
+  constexpr size_t kMinSize = offsetof(vfio_iommu_type1_info, cap_offset) + sizeof(uint32_t);
+  const uint32_t argsz = info->argsz;
+  if (argsz < kMinSize) return Fail(EINVAL);
+  std::vector<uint8_t> answer;
+  if (!raw_info_.empty()) {
+    answer = raw_info_;
+  } else {
+    // The fixed part, then the caps at 8-byte aligned offsets, as the kernel builds them.
+    answer.resize(sizeof(vfio_iommu_type1_info));
+    vfio_iommu_type1_info fixed{};
+    fixed.flags = VFIO_IOMMU_INFO_PGSIZES;
+    fixed.iova_pgsizes = spec_.page_sizes;
+    std::vector<size_t> cap_starts;
+    if (spec_.report_ranges) {
+      vfio_iommu_type1_info_cap_iova_range head{};
+      head.header.id = VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE;
+      head.header.version = 1;
+      head.nr_iovas = static_cast<uint32_t>(spec_.ranges.size());
+      cap_starts.push_back(answer.size());
+      answer.resize(answer.size() + sizeof(head) + spec_.ranges.size() * sizeof(vfio_iova_range));
+      std::memcpy(answer.data() + cap_starts.back(), &head, sizeof(head));
+      std::memcpy(answer.data() + cap_starts.back() + sizeof(head), spec_.ranges.data(),
+                  spec_.ranges.size() * sizeof(vfio_iova_range));
+    }
+    if (spec_.report_dma_avail) {
+      vfio_iommu_type1_info_dma_avail cap{};
+      cap.header.id = VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL;
+      cap.header.version = 1;
+      cap.avail = c->avail;
+      answer.resize((answer.size() + 7) & ~size_t{7});
+      cap_starts.push_back(answer.size());
+      answer.resize(answer.size() + sizeof(cap));
+      std::memcpy(answer.data() + cap_starts.back(), &cap, sizeof(cap));
+    }
+    for (size_t i = 0; i + 1 < cap_starts.size(); ++i) {
+      const auto next = static_cast<uint32_t>(cap_starts[i + 1]);
+      std::memcpy(answer.data() + cap_starts[i] + offsetof(vfio_info_cap_header, next), &next,
+                  sizeof(next));
+    }
+    if (!cap_starts.empty()) {
+      fixed.flags |= VFIO_IOMMU_INFO_CAPS;
+      fixed.cap_offset = static_cast<uint32_t>(sizeof(vfio_iommu_type1_info));
+    }
+    fixed.argsz = static_cast<uint32_t>(answer.size());
+    std::memcpy(answer.data(), &fixed, sizeof(fixed));
+  }
+  if (argsz >= answer.size()) {
+    std::memcpy(info, answer.data(), answer.size());
+    info->argsz = argsz;
+    return 0;
+  }
+  // Too small for the caps: the fixed part, no caps, and the size needed.
+  vfio_iommu_type1_info fixed{};
+  std::memcpy(&fixed, answer.data(), std::min(answer.size(), sizeof(fixed)));
+  fixed.cap_offset = 0;
+  fixed.argsz = static_cast<uint32_t>(answer.size());
+  std::memcpy(info, &fixed, std::min<size_t>(argsz, sizeof(fixed)));
+  return 0;
+}
+
+int FakeVfioOps::MapDma(int container_fd, const vfio_iommu_type1_dma_map* map) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kMapDma)) return Fail(err);
+  Container* c = ContainerOf(container_fd);
+  if (c == nullptr) return Fail(EBADF);
+  if (c->type == 0) return Fail(EINVAL);
+  const uint32_t prot = map->flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE);
+  if (map->flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) return Fail(EINVAL);
+  const uint64_t page = SmallestPage(spec_.page_sizes);
+  if (prot == 0 || map->size == 0 || ((map->size | map->iova | map->vaddr) & (page - 1)) != 0) {
+    return Fail(EINVAL);
+  }
+  const uint64_t last = map->iova + map->size - 1;
+  if (last < map->iova || map->vaddr + map->size - 1 < map->vaddr) return Fail(EINVAL);
+  for (const auto& [iova, m] : c->maps) {
+    if (iova <= last && map->iova <= iova + m.size - 1) return Fail(EEXIST);
+  }
+  if (c->avail == 0) return Fail(ENOSPC);
+  bool valid = false;
+  for (const vfio_iova_range& r : spec_.ranges) {
+    valid = valid || (r.start <= map->iova && last <= r.end);
+  }
+  if (!valid) return Fail(EINVAL);
+  c->maps[map->iova] = KernelMapping{map->vaddr, map->iova, map->size, prot};
+  --c->avail;
+  return 0;
+}
+
+int FakeVfioOps::UnmapDma(int container_fd, vfio_iommu_type1_dma_unmap* unmap) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kUnmapDma)) return Fail(err);
+  Container* c = ContainerOf(container_fd);
+  if (c == nullptr) return Fail(EBADF);
+  if (c->type == 0) return Fail(EINVAL);
+  const uint64_t page = SmallestPage(spec_.page_sizes);
+  const uint64_t iova = unmap->iova;
+  const uint64_t size = unmap->size;
+  if (size == 0 || ((iova | size) & (page - 1)) != 0 || iova + size - 1 < iova) {
+    return Fail(EINVAL);
+  }
+  const uint64_t last = iova + size - 1;
+  auto containing = [&](uint64_t x) -> const KernelMapping* {
+    for (const auto& [b, m] : c->maps) {
+      if (b <= x && x <= b + m.size - 1) return &m;
+    }
+    return nullptr;
+  };
+  if (c->type == VFIO_TYPE1v2_IOMMU) {
+    // v2: no mapping may be bisected by the range; nothing is removed if one is.
+    const KernelMapping* first = containing(iova);
+    const KernelMapping* end = containing(last);
+    if ((first && first->iova != iova) || (end && end->iova + end->size != iova + size)) {
+      unmap->size = 0;
+      return Fail(EINVAL);
+    }
+  }
+  uint64_t unmapped = 0;
+  for (auto it = c->maps.begin(); it != c->maps.end();) {
+    const KernelMapping& m = it->second;
+    const bool touches = m.iova <= last && iova <= m.iova + m.size - 1;
+    if (!touches) {
+      ++it;
+      continue;
+    }
+    // v1: a range starting after a mapping's first IOVA stops the walk.
+    if (c->type != VFIO_TYPE1v2_IOMMU && iova > m.iova) break;
+    unmapped += m.size;
+    it = c->maps.erase(it);
+    ++c->avail;
+  }
+  unmap->size = unmapped;
+  return 0;
+}
+
+int FakeVfioOps::GroupGetStatus(int group_fd, vfio_group_status* status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kGroupGetStatus)) return Fail(err);
+  int number = -1;
+  Group* g = GroupOf(group_fd, &number);
+  if (g == nullptr) return Fail(EBADF);
+  status->flags = (g->viable ? VFIO_GROUP_FLAGS_VIABLE : 0) |
+                  (g->container >= 0 ? VFIO_GROUP_FLAGS_CONTAINER_SET : 0);
+  return 0;
+}
+
+int FakeVfioOps::GroupSetContainer(int group_fd, int container_fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kSetContainer)) return Fail(err);
+  int number = -1;
+  Group* g = GroupOf(group_fd, &number);
+  auto cfd = fds_.find(container_fd);
+  if (g == nullptr || cfd == fds_.end() || cfd->second.kind != Kind::kContainer) {
+    return Fail(EBADF);
+  }
+  if (g->container >= 0) return Fail(EINVAL);
+  if (!g->viable) return Fail(EPERM);
+  g->container = cfd->second.id;
+  // With the IOMMU set, the kernel attaches the group and replays the
+  // container's mappings into it: they stay in `maps`, visible to all.
+  containers_[g->container].groups.insert(number);
+  return 0;
+}
+
+int FakeVfioOps::GroupUnsetContainer(int group_fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kUnsetContainer)) return Fail(err);
+  int number = -1;
+  Group* g = GroupOf(group_fd, &number);
+  if (g == nullptr) return Fail(EBADF);
+  if (g->container < 0) return Fail(EINVAL);
+  Leave(number);
+  return 0;
+}
+
+int FakeVfioOps::GroupGetDeviceFd(int group_fd, const std::string& device) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kGetDeviceFd)) return Fail(err);
+  int number = -1;
+  Group* g = GroupOf(group_fd, &number);
+  if (g == nullptr) return Fail(EBADF);
+  if (g->container < 0 || containers_[g->container].type == 0) return Fail(EINVAL);
+  auto d = devices_.find(device);
+  if (d == devices_.end() || !d->second.present || d->second.spec.group != number ||
+      d->second.spec.driver != "vfio-pci") {
+    return Fail(ENODEV);
+  }
+  const int fd = next_fd_++;
+  fds_[fd] = Fd{Kind::kDevice, number, device, d->second.generation};
+  return fd;
+}
+
+int FakeVfioOps::DeviceGetInfo(int device_fd, vfio_device_info* info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (LiveDevice(device_fd) == nullptr) return Fail(fds_.count(device_fd) ? ENODEV : EBADF);
+  info->flags = VFIO_DEVICE_FLAGS_PCI;
+  info->num_regions = VFIO_PCI_NUM_REGIONS;
+  info->num_irqs = VFIO_PCI_NUM_IRQS;
+  return 0;
+}
+
+int FakeVfioOps::DeviceGetRegionInfo(int device_fd, vfio_region_info* info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kRegionInfo)) return Fail(err);
+  Device* d = LiveDevice(device_fd);
+  if (d == nullptr) return Fail(fds_.count(device_fd) ? ENODEV : EBADF);
+  if (info->index >= VFIO_PCI_NUM_REGIONS) return Fail(EINVAL);
+  info->offset = uint64_t{info->index} << kRegionShift;
+  info->flags = 0;
+  info->size = 0;
+  info->cap_offset = 0;
+  if (info->index == VFIO_PCI_BAR0_REGION_INDEX) {
+    info->size = d->spec.bar0_size;
+    info->flags =
+        VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP;
+  } else if (info->index == VFIO_PCI_CONFIG_REGION_INDEX) {
+    info->size = kConfigSize;
+    info->flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+  }
+  return 0;
+}
+
+void* FakeVfioOps::Mmap(size_t length, int prot, int fd, off_t offset) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kMmap)) {
+    errno = err;
+    return MAP_FAILED;
+  }
+  Device* d = LiveDevice(fd);
+  if (d == nullptr || offset != 0 || length == 0 || length > d->spec.bar0_size) {
+    errno = d == nullptr ? ENODEV : EINVAL;
+    return MAP_FAILED;
+  }
+  // Plain memory standing in for BAR0, with its identification register.
+  void* p = ::mmap(nullptr, length, prot | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return p;
+  if (prot & PROT_WRITE) {
+    std::memcpy(p, &d->spec.bar0_word0, sizeof(d->spec.bar0_word0));
+  }
+  mmaps_[p] = length;
+  return p;
+}
+
+int FakeVfioOps::Munmap(void* addr, size_t length) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = mmaps_.find(addr);
+  if (it == mmaps_.end() || it->second != length) return Fail(EINVAL);
+  ::munmap(addr, length);
+  mmaps_.erase(it);
+  return 0;
+}
+
+ssize_t FakeVfioOps::Pread(int fd, void* buf, size_t count, off_t offset) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kPread)) return Fail(err);
+  Device* d = LiveDevice(fd);
+  if (d == nullptr) return Fail(fds_.count(fd) ? ENODEV : EBADF);
+  const uint64_t config = uint64_t{VFIO_PCI_CONFIG_REGION_INDEX} << kRegionShift;
+  const uint64_t off = static_cast<uint64_t>(offset);
+  if (off < config || off - config >= kConfigSize) return Fail(EINVAL);
+  const size_t n = std::min<size_t>(count, kConfigSize - (off - config));
+  std::memcpy(buf, d->config.data() + (off - config), n);
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t FakeVfioOps::Pwrite(int fd, const void* buf, size_t count, off_t offset) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (int err = TakeFailure(Call::kPwrite)) return Fail(err);
+  Device* d = LiveDevice(fd);
+  if (d == nullptr) return Fail(fds_.count(fd) ? ENODEV : EBADF);
+  const uint64_t config = uint64_t{VFIO_PCI_CONFIG_REGION_INDEX} << kRegionShift;
+  const uint64_t off = static_cast<uint64_t>(offset);
+  if (off < config || off - config >= kConfigSize) return Fail(EINVAL);
+  const size_t n = std::min<size_t>(count, kConfigSize - (off - config));
+  std::memcpy(d->config.data() + (off - config), buf, n);
+  return static_cast<ssize_t>(n);
+}
+
+int FakeVfioOps::ReadLink(const std::string& path, std::string* target) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!StartsWith(path, kDevices)) return ENOENT;
+  const std::string rest = path.substr(std::strlen(kDevices));
+  const size_t slash = rest.find('/');
+  if (slash == std::string::npos) return EINVAL;  // the folder is no link
+  auto d = devices_.find(rest.substr(0, slash));
+  if (d == devices_.end() || !d->second.present) return ENOENT;
+  const std::string leaf = rest.substr(slash + 1);
+  if (leaf == "iommu_group") {
+    *target = "../../../kernel/iommu_groups/" + std::to_string(d->second.spec.group);
+    return 0;
+  }
+  if (leaf == "driver") {
+    if (d->second.spec.driver.empty()) return ENOENT;
+    *target = "../../../bus/pci/drivers/" + d->second.spec.driver;
+    return 0;
+  }
+  return ENOENT;
+}
+
+int FakeVfioOps::ListDir(const std::string& path, std::vector<std::string>* names) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (path + "/" != kDevices) return ENOENT;
+  names->clear();
+  for (const auto& [address, d] : devices_) {
+    if (d.present) names->push_back(address);
+  }
+  return 0;
+}
+
+bool FakeVfioOps::PathExists(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (StartsWith(path, kDevices)) {
+    auto d = devices_.find(path.substr(std::strlen(kDevices)));
+    return d != devices_.end() && d->second.present;
+  }
+  const std::string groups = "/sys/kernel/iommu_groups/";
+  if (StartsWith(path, groups)) {
+    const std::string n = path.substr(groups.size());
+    for (const auto& [address, d] : devices_) {
+      if (d.present && std::to_string(d.spec.group) == n) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace dmareg::testing

@@ -1,0 +1,606 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// VfioContainer: the mapping table, the groups, the IOMMU info and the IOVA
+// allocator of one container.
+//
+// One allocator, over the ranges clipped to the narrowest DMA mask of any
+// device that has joined. Every device in a container sees every mapping,
+// so an automatic pick must be reachable by all of them: the narrowest mask
+// is the only window that is. (One allocator per mask would let a wide
+// device use more space, at the price of mirroring every reservation into
+// every allocator; edu-class devices with a 28-bit mask have 256 MiB, and a
+// wide device still gets IOVA = VA above it.) The window only narrows: a
+// narrow device that detaches usually comes back. Mappings not picked by the
+// allocator (IOVA = VA, caller IOVAs) hold the parts of their range that lie
+// inside the window, so picks avoid them; the allocator is rebuilt from the
+// table whenever the window or the ranges change.
+
+#include <fcntl.h>
+#include <linux/vfio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/errno_status.h"
+#include "base/iova_allocator.h"
+#include "base/mutex.h"
+#include "dmareg/vfio.h"
+#include "vfio/iommu_info.h"
+#include "vfio/vfio_ops.h"
+
+namespace dmareg {
+
+namespace internal {
+
+// One row of the table (keyed by IOVA).
+struct VfioTableEntry {
+  uint64_t va = 0;
+  uint64_t length = 0;
+  bool writable = false;
+  uint32_t refs = 0;
+  std::vector<Range> held;  // what this entry holds in the allocator
+};
+
+}  // namespace internal
+
+using Entry = internal::VfioTableEntry;
+
+struct VfioContainer::State {
+  struct Group {
+    int fd = -1;
+    bool joined_here = true;  // false: joined by a primary process (not ours to unset)
+  };
+  const int preferred_type;  // type1v2 where the kernel has it
+  const bool adopted;        // the IOMMU type was set by another process
+
+  // Lock order: after VfioDomain's lock; before the allocator's (a leaf).
+  mutable internal::Mutex mu;
+  std::map<uint64_t, Entry> table ABSL_GUARDED_BY(mu);  // by IOVA; disjoint
+  std::map<int, Group> groups ABSL_GUARDED_BY(mu);      // group number -> fd
+  VfioContainerInfo info ABSL_GUARDED_BY(mu);           // iommu_type 0: not set
+  int narrowest_bits ABSL_GUARDED_BY(mu) = 64;
+  std::unique_ptr<internal::IovaAllocator> allocator ABSL_GUARDED_BY(mu);
+
+  State(int type, bool adopted_type) : preferred_type(type), adopted(adopted_type) {}
+};
+
+namespace {
+
+std::string Describe(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
+  return absl::StrFormat("{va %#x, iova [%#x, %#x), %s}", va, iova, iova + length,
+                         writable ? "rw" : "ro");
+}
+
+std::string RangesString(const std::vector<Range>& ranges) {
+  if (ranges.empty()) return "(none)";
+  return absl::StrJoin(ranges, ", ",
+                       [](std::string* out, const Range& r) { out->append(r.ToString()); });
+}
+
+bool InsideOne(const std::vector<Range>& ranges, Range r) {
+  if (ranges.empty()) return true;  // the kernel gave none: any IOVA
+  for (const Range& x : ranges) {
+    if (x.Contains(r)) return true;
+  }
+  return false;
+}
+
+// The parts of `r` inside the allocator's usable space.
+std::vector<Range> PartsInside(const internal::IovaAllocator& a, Range r) {
+  std::vector<Range> parts;
+  for (const Range& u : a.usable()) {
+    if (u.Overlaps(r)) parts.push_back(u.Intersect(r));
+  }
+  return parts;
+}
+
+}  // namespace
+
+VfioContainer::VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type)
+    : ops_(std::move(ops)), fd_(fd) {
+  state_ = std::make_unique<State>(preferred_type, /*adopted_type=*/false);
+}
+
+VfioContainer::~VfioContainer() {
+  if (fd_ >= 0) ops_->Close(fd_);
+}
+
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Open() {
+  return OpenWith(internal::MakeRealVfioOps());
+}
+
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Adopt(int container_fd,
+                                                                    int iommu_type) {
+  return AdoptWith(internal::MakeRealVfioOps(), container_fd, iommu_type);
+}
+
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::OpenWith(
+    std::shared_ptr<testing::VfioOps> ops) {
+  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+  constexpr const char* kPath = "/dev/vfio/vfio";
+  const int fd = ops->Open(kPath, O_RDWR);
+  if (fd < 0) {
+    const int err = errno;
+    return internal::ErrnoStatus(err, "open", kPath,
+                                 err == ENOENT ? "VFIO is not loaded (modprobe vfio-pci)" : "");
+  }
+  // From here the container owns the fd and closes it on every failure.
+  std::shared_ptr<VfioContainer> c(new VfioContainer(ops, fd, 0));
+  const int version = ops->GetApiVersion(fd);
+  if (version != VFIO_API_VERSION) {
+    if (version < 0) return internal::ErrnoStatus(errno, "VFIO_GET_API_VERSION", kPath);
+    return absl::FailedPreconditionError(
+        absl::StrFormat("VFIO_GET_API_VERSION on %s: API version %d, this library speaks %d", kPath,
+                        version, VFIO_API_VERSION));
+  }
+  int type = 0;
+  if (ops->CheckExtension(fd, VFIO_TYPE1v2_IOMMU) > 0) {
+    type = VFIO_TYPE1v2_IOMMU;
+  } else if (ops->CheckExtension(fd, VFIO_TYPE1_IOMMU) > 0) {
+    type = VFIO_TYPE1_IOMMU;
+  } else {
+    return absl::FailedPreconditionError(
+        absl::StrCat("VFIO_CHECK_EXTENSION on ", kPath,
+                     ": neither the type1v2 nor the type1 IOMMU is supported (is the IOMMU on?)"));
+  }
+  c->state_ = std::make_unique<State>(type, /*adopted_type=*/false);
+  return c;
+}
+
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::AdoptWith(
+    std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type) {
+  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+  if (container_fd < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("adopting container fd ", container_fd));
+  }
+  std::shared_ptr<VfioContainer> c(new VfioContainer(ops, container_fd, iommu_type));
+  if (iommu_type != VFIO_TYPE1v2_IOMMU && iommu_type != VFIO_TYPE1_IOMMU) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adopting container fd ", container_fd, ": IOMMU type ", iommu_type, " is not type1 (",
+        VFIO_TYPE1_IOMMU, ") or type1v2 (", VFIO_TYPE1v2_IOMMU, ")"));
+  }
+  c->state_ = std::make_unique<State>(iommu_type, /*adopted_type=*/true);
+  absl::StatusOr<VfioContainerInfo> info = internal::ReadIommuInfo(*ops, container_fd, iommu_type);
+  if (!info.ok()) return info.status();
+  State& s = *c->state_;
+  internal::MutexLock lock(&s.mu);
+  s.info = *std::move(info);
+  internal::IovaAllocator::Options o;
+  o.ranges = s.info.iova_ranges;
+  o.page_size = internal::SmallestPage(s.info.page_sizes);
+  absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> a = internal::IovaAllocator::Create(o);
+  if (a.ok()) s.allocator = *std::move(a);  // else: only caller IOVAs and IOVA = VA
+  return c;
+}
+
+bool VfioContainer::iommu_set() const {
+  internal::MutexLock lock(&state_->mu);
+  return state_->info.iommu_type != 0;
+}
+
+VfioContainerInfo VfioContainer::info() const {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  if (s.info.iommu_type != 0) {
+    absl::StatusOr<VfioContainerInfo> fresh =
+        internal::ReadIommuInfo(*ops_, fd_, s.info.iommu_type);
+    if (fresh.ok()) s.info = *std::move(fresh);  // else: the last one read
+  }
+  return s.info;
+}
+
+std::vector<VfioMapping> VfioContainer::mappings() const {
+  internal::MutexLock lock(&state_->mu);
+  std::vector<VfioMapping> out;
+  for (const auto& [iova, e] : state_->table) {
+    out.push_back(VfioMapping{e.va, iova, e.length, e.writable, e.refs});
+  }
+  return out;
+}
+
+std::vector<int> VfioContainer::groups() const {
+  internal::MutexLock lock(&state_->mu);
+  std::vector<int> out;
+  for (const auto& [group, g] : state_->groups) out.push_back(group);
+  return out;
+}
+
+std::vector<Range> VfioContainer::allocator_ranges() const {
+  internal::MutexLock lock(&state_->mu);
+  return state_->allocator ? state_->allocator->usable() : std::vector<Range>{};
+}
+
+int VfioContainer::allocator_address_bits() const {
+  internal::MutexLock lock(&state_->mu);
+  return state_->narrowest_bits;
+}
+
+namespace {
+
+// Common argument checks of Map and MapAnywhere; `page` is the IOMMU page.
+absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t page) {
+  if (length == 0) return absl::InvalidArgumentError("VFIO map of zero bytes");
+  if (!Range::FromLength(va, length) || !Range::FromLength(iova, length)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "VFIO map of va %#x / iova %#x, %#x bytes: wraps past the top of the address space", va,
+        iova, length));
+  }
+  if (((va | iova | length) & (page - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("VFIO map of va %#x at iova %#x, %#x bytes: not whole IOMMU pages of %#x",
+                        va, iova, length, page));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Everything below runs under state_->mu; the helpers take the State.
+namespace {
+
+absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
+                       size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
+                       bool writable) {
+  vfio_iommu_type1_dma_map map{};
+  map.argsz = sizeof(map);
+  map.flags = VFIO_DMA_MAP_FLAG_READ | (writable ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+  map.vaddr = va;
+  map.iova = iova;
+  map.size = length;
+  if (ops.MapDma(fd, &map) == 0) return absl::OkStatus();
+  const int err = errno;
+  const std::string device = absl::StrCat("VFIO container (fd ", fd, ")");
+  const std::string what = Describe(va, iova, length, writable);
+  switch (err) {
+    case EEXIST:
+      return absl::AlreadyExistsError(absl::StrCat(
+          "VFIO_IOMMU_MAP_DMA on ", device, ": ", what,
+          " overlaps a mapping this process's table does not hold (another process sharing "
+          "the container?)"));
+    case ENOSPC:
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "VFIO_IOMMU_MAP_DMA on ", device, ": ", what, ": the kernel's dma_entry_limit is spent (",
+          info.dma_avail ? absl::StrCat("dma_avail was ", *info.dma_avail, " when last read, ")
+                         : std::string(),
+          table_size,
+          " mappings in this table); raise /sys/module/vfio_iommu_type1/parameters/"
+          "dma_entry_limit or map fewer, larger buffers"));
+    default:
+      return internal::ErrnoStatus(err, "VFIO_IOMMU_MAP_DMA", device, what);
+  }
+}
+
+absl::StatusOr<uint64_t> KernelUnmap(testing::VfioOps& ops, int fd, uint64_t iova,
+                                     uint64_t length) {
+  vfio_iommu_type1_dma_unmap unmap{};
+  unmap.argsz = sizeof(unmap);
+  unmap.iova = iova;
+  unmap.size = length;
+  if (ops.UnmapDma(fd, &unmap) != 0) {
+    return internal::ErrnoStatus(errno, "VFIO_IOMMU_UNMAP_DMA",
+                                 absl::StrCat("VFIO container (fd ", fd, ")"),
+                                 absl::StrFormat("iova [%#x, %#x)", iova, iova + length));
+  }
+  return unmap.size;
+}
+
+}  // namespace
+
+absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  const bool set = s.info.iommu_type != 0;
+  const uint64_t page = set ? internal::SmallestPage(s.info.page_sizes) : 4096;
+  if (absl::Status st = CheckExtent(va, iova, length, page); !st.ok()) return st;
+  const Range r = *Range::FromLength(iova, length);
+
+  // The table first: an identical entry is a reference, any other overlap a conflict.
+  auto it = s.table.upper_bound(iova);
+  if (it != s.table.begin()) --it;
+  for (; it != s.table.end() && it->first < r.end(); ++it) {
+    Entry& e = it->second;
+    if (!Range::FromLength(it->first, e.length)->Overlaps(r)) continue;
+    if (it->first == iova && e.length == length && e.va == va && e.writable == writable) {
+      ++e.refs;
+      return absl::OkStatus();
+    }
+    return absl::AlreadyExistsError(absl::StrCat("VFIO map ", Describe(va, iova, length, writable),
+                                                 " overlaps mapping ",
+                                                 Describe(e.va, it->first, e.length, e.writable)));
+  }
+  Entry entry{va, length, writable, 1, {}};
+  if (set) {
+    if (!InsideOne(s.info.iova_ranges, r)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("VFIO map ", Describe(va, iova, length, writable),
+                       ": IOVA outside the IOMMU's ranges ", RangesString(s.info.iova_ranges)));
+    }
+    if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
+        !st.ok()) {
+      return st;
+    }
+    if (s.allocator) {
+      for (const Range& part : PartsInside(*s.allocator, r)) {
+        if (absl::Status st = s.allocator->Reserve(part); !st.ok()) {
+          // Cannot happen while the table and the allocator agree; undo.
+          for (const Range& h : entry.held) (void)s.allocator->Free(h);
+          (void)KernelUnmap(*ops_, fd_, iova, length);
+          return st;
+        }
+        entry.held.push_back(part);
+      }
+    }
+  }  // Not set: pending, applied by the first AttachGroup.
+  s.table.emplace(iova, std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length, bool writable,
+                                                    int address_bits) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  if (s.info.iommu_type == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VFIO container (fd ", fd_, "): no group attached, so no IOVA can be chosen yet"));
+  }
+  const uint64_t page = internal::SmallestPage(s.info.page_sizes);
+  if (absl::Status st = CheckExtent(va, va, length, page); !st.ok()) return st;
+  const Range identity = *Range::FromLength(va, length);
+
+  // IOVA = VA: inside the ranges, below the mask, not page 0, and free.
+  bool free = identity.begin() != 0 && InsideOne(s.info.iova_ranges, identity) &&
+              (address_bits >= 64 || identity.end() <= (uint64_t{1} << address_bits));
+  if (free) {
+    auto it = s.table.upper_bound(identity.begin());
+    if (it != s.table.begin()) --it;
+    for (; it != s.table.end() && it->first < identity.end(); ++it) {
+      if (Range::FromLength(it->first, it->second.length)->Overlaps(identity)) free = false;
+    }
+  }
+  Entry entry{va, length, writable, 1, {}};
+  uint64_t iova = 0;
+  if (free) {
+    iova = va;
+    if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
+        !st.ok()) {
+      return st;
+    }
+    if (s.allocator) {
+      for (const Range& part : PartsInside(*s.allocator, identity)) {
+        if (absl::Status st = s.allocator->Reserve(part); !st.ok()) {
+          for (const Range& h : entry.held) (void)s.allocator->Free(h);
+          (void)KernelUnmap(*ops_, fd_, iova, length);
+          return st;
+        }
+        entry.held.push_back(part);
+      }
+    }
+  } else {
+    if (!s.allocator) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "VFIO container (fd %d): va %#x + %#x cannot be mapped at IOVA = VA and no IOVA "
+          "space is left below the %d-bit mask in the ranges %s",
+          fd_, va, length, s.narrowest_bits, RangesString(s.info.iova_ranges)));
+    }
+    absl::StatusOr<Range> picked = s.allocator->Allocate(length);
+    if (!picked.ok()) return picked.status();
+    iova = picked->begin();
+    if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
+        !st.ok()) {
+      (void)s.allocator->Free(*picked);
+      return st;
+    }
+    entry.held.push_back(*picked);
+  }
+  s.table.emplace(iova, std::move(entry));
+  return iova;
+}
+
+absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  const std::optional<Range> r = Range::FromLength(iova, length);
+  if (length == 0 || !r) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("VFIO unmap of iova %#x, %#x bytes: empty or wraps", iova, length));
+  }
+  auto exact = s.table.find(iova);
+  if (exact != s.table.end() && exact->second.length == length) {
+    Entry& e = exact->second;
+    if (e.refs > 1) {
+      --e.refs;
+      return absl::OkStatus();
+    }
+    if (s.info.iommu_type != 0) {
+      absl::StatusOr<uint64_t> unmapped = KernelUnmap(*ops_, fd_, iova, length);
+      if (!unmapped.ok()) return unmapped.status();
+      if (*unmapped != length) {
+        // The kernel did not hold what the table says (another process
+        // unmapped it?). The table follows the request: the entry goes.
+        if (s.allocator) {
+          for (const Range& h : e.held) (void)s.allocator->Free(h);
+        }
+        s.table.erase(exact);
+        return absl::InternalError(absl::StrFormat(
+            "VFIO_IOMMU_UNMAP_DMA on VFIO container (fd %d): iova [%#x, %#x) unmapped %#x "
+            "bytes, the table held %#x",
+            fd_, iova, iova + length, *unmapped, length));
+      }
+    }
+    if (s.allocator) {
+      for (const Range& h : e.held) (void)s.allocator->Free(h);
+    }
+    s.table.erase(exact);
+    return absl::OkStatus();
+  }
+  // Not an exact entry: name what it touches.
+  std::vector<std::string> touched;
+  auto it = s.table.upper_bound(iova);
+  if (it != s.table.begin()) --it;
+  for (; it != s.table.end() && it->first < r->end(); ++it) {
+    if (Range::FromLength(it->first, it->second.length)->Overlaps(*r)) {
+      touched.push_back(Describe(it->second.va, it->first, it->second.length, it->second.writable));
+    }
+  }
+  if (touched.empty()) {
+    return absl::NotFoundError(absl::StrFormat(
+        "VFIO unmap of iova [%#x, %#x): nothing mapped there", iova, iova + length));
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "VFIO unmap of iova [%#x, %#x) is not the exact extent of one mapping (it touches %s); "
+      "the type1 IOMMU cannot split a mapping: unmap each one whole",
+      iova, iova + length, absl::StrJoin(touched, ", ")));
+}
+
+// The allocator over the window (ranges below `bits`), holding what the
+// table holds there; nullptr when no usable space is left. `held` gets each
+// entry's parts, by IOVA. Nothing is changed here.
+static absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> BuildAllocator(
+    const VfioContainerInfo& info, int bits, const std::map<uint64_t, Entry>& table,
+    std::map<uint64_t, std::vector<Range>>* held);
+
+absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bits,
+                                        bool already_joined) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  const std::string device = absl::StrCat("VFIO group ", group);
+  if (s.groups.count(group) != 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(device, " is already attached to container fd ", fd_));
+  }
+  if (!already_joined && ops_->GroupSetContainer(group_fd, fd_) != 0) {
+    return internal::ErrnoStatus(errno, "VFIO_GROUP_SET_CONTAINER", device,
+                                 absl::StrCat("container fd ", fd_));
+  }
+  auto undo_join = [&] {
+    if (!already_joined) ops_->GroupUnsetContainer(group_fd);
+  };
+  const int bits = std::min(s.narrowest_bits, address_bits);
+
+  if (s.info.iommu_type != 0) {
+    // The kernel replays the container's mappings into the new group itself.
+    if (bits < s.narrowest_bits) {
+      std::map<uint64_t, std::vector<Range>> held;
+      auto a = BuildAllocator(s.info, bits, s.table, &held);
+      if (!a.ok()) {
+        undo_join();
+        return a.status();
+      }
+      s.allocator = *std::move(a);
+      for (auto& [iova, parts] : held) s.table[iova].held = std::move(parts);
+      s.narrowest_bits = bits;
+    }
+    s.groups[group] = State::Group{group_fd, !already_joined};
+    return absl::OkStatus();
+  }
+
+  // The first group: set the IOMMU, read what it offers, apply the table.
+  if (ops_->SetIommu(fd_, s.preferred_type) != 0) {
+    const int err = errno;
+    undo_join();
+    return internal::ErrnoStatus(err, "VFIO_SET_IOMMU", absl::StrCat("container fd ", fd_),
+                                 absl::StrCat("type ", s.preferred_type, ", for ", device));
+  }
+  absl::StatusOr<VfioContainerInfo> info = internal::ReadIommuInfo(*ops_, fd_, s.preferred_type);
+  if (!info.ok()) {
+    undo_join();  // the last group out releases the IOMMU
+    return info.status();
+  }
+  const uint64_t page = internal::SmallestPage(info->page_sizes);
+  for (const auto& [iova, e] : s.table) {
+    absl::Status st = CheckExtent(e.va, iova, e.length, page);
+    if (st.ok() && !InsideOne(info->iova_ranges, *Range::FromLength(iova, e.length))) {
+      st = absl::InvalidArgumentError(
+          absl::StrCat("IOVA outside the IOMMU's ranges ", RangesString(info->iova_ranges)));
+    }
+    if (!st.ok()) {
+      undo_join();
+      return absl::Status(st.code(), absl::StrCat("attaching ", device, ": pending mapping ",
+                                                  Describe(e.va, iova, e.length, e.writable),
+                                                  " cannot be applied: ", st.message()));
+    }
+  }
+  std::map<uint64_t, std::vector<Range>> held;
+  auto allocator = BuildAllocator(*info, bits, s.table, &held);
+  if (!allocator.ok()) {
+    undo_join();
+    return allocator.status();
+  }
+  size_t applied = 0;
+  for (const auto& [iova, e] : s.table) {
+    absl::Status st = KernelMap(*ops_, fd_, *info, applied, e.va, iova, e.length, e.writable);
+    if (!st.ok()) {
+      // Undo what was applied (the unset would drop it too; be explicit).
+      for (auto undo = s.table.begin(); applied > 0; ++undo, --applied) {
+        (void)KernelUnmap(*ops_, fd_, undo->first, undo->second.length);
+      }
+      undo_join();
+      return absl::Status(
+          st.code(), absl::StrCat("attaching ", device, ": replaying mapping ",
+                                  Describe(e.va, iova, e.length, e.writable), ": ", st.message()));
+    }
+    ++applied;
+  }
+  s.info = *std::move(info);
+  s.allocator = *std::move(allocator);
+  for (auto& [iova, parts] : held) s.table[iova].held = std::move(parts);
+  s.narrowest_bits = bits;
+  s.groups[group] = State::Group{group_fd, !already_joined};
+  return absl::OkStatus();
+}
+
+absl::Status VfioContainer::DetachGroup(int group_fd, int group) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  auto it = s.groups.find(group);
+  if (it == s.groups.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("VFIO group ", group, " is not attached to container fd ", fd_));
+  }
+  if (it->second.joined_here && ops_->GroupUnsetContainer(group_fd) != 0) {
+    return internal::ErrnoStatus(errno, "VFIO_GROUP_UNSET_CONTAINER",
+                                 absl::StrCat("VFIO group ", group));
+  }
+  s.groups.erase(it);
+  if (s.groups.empty() && !s.adopted) {
+    // The kernel released the IOMMU and dropped its mappings; the table
+    // stays, to be replayed by the next attach.
+    s.info.iommu_type = 0;
+    s.info.dma_avail.reset();
+  }
+  return absl::OkStatus();
+}
+
+static absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> BuildAllocator(
+    const VfioContainerInfo& info, int bits, const std::map<uint64_t, Entry>& table,
+    std::map<uint64_t, std::vector<Range>>* held) {
+  internal::IovaAllocator::Options o;
+  o.ranges = info.iova_ranges;
+  o.address_bits = bits;
+  o.page_size = internal::SmallestPage(info.page_sizes);
+  absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> a = internal::IovaAllocator::Create(o);
+  if (!a.ok()) {
+    // Nothing usable in the window: automatic picks fail, IOVA = VA and
+    // caller IOVAs still work.
+    for (const auto& [iova, e] : table) (*held)[iova];
+    return std::unique_ptr<internal::IovaAllocator>();
+  }
+  for (const auto& [iova, e] : table) {
+    std::vector<Range>& parts = (*held)[iova];
+    parts = PartsInside(**a, *Range::FromLength(iova, e.length));
+    for (const Range& part : parts) {
+      if (absl::Status st = (*a)->Reserve(part); !st.ok()) return st;
+    }
+  }
+  return a;
+}
+
+}  // namespace dmareg
