@@ -46,8 +46,13 @@ absl::StatusOr<OwnedFd> Listen(const UnixSocketAddress& a, absl::string_view nam
     struct stat st;
     if (err != EADDRINUSE || a.abstract() || ::lstat(a.path(), &st) != 0 || !S_ISSOCK(st.st_mode) ||
         SomeoneListens(a)) {
-      return ErrnoStatus(err, "bind", name,
-                         err == EADDRINUSE ? "another VFIO fd server holds the name" : "");
+      if (err == EADDRINUSE) {
+        return absl::AlreadyExistsError(absl::StrFormat(
+            "bind on %s: Address already in use (EADDRINUSE): another VFIO fd server holds the "
+            "name",
+            name));
+      }
+      return ErrnoStatus(err, "bind", name);
     }
     // A socket file left by a server that is gone: replace it.
     if (::unlink(a.path()) != 0) return ErrnoStatus(errno, "unlink", name, "stale socket");
