@@ -51,6 +51,9 @@
 
 namespace dmareg {
 
+namespace internal {
+class ContainerFdProvider;  // serves the container to other processes (vfio_fd_sharing.h)
+}  // namespace internal
 namespace testing {
 class VfioOps;     // the seam over the kernel: dmareg/testing/vfio_ops.h
 class VfioAccess;  // opens containers and domains over a given VfioOps
@@ -130,6 +133,7 @@ class VfioContainer {
  private:
   friend class VfioDomain;
   friend class testing::VfioAccess;
+  friend class internal::ContainerFdProvider;
   struct State;
 
   static absl::StatusOr<std::shared_ptr<VfioContainer>> OpenWith(
@@ -152,6 +156,12 @@ class VfioContainer {
   absl::StatusOr<uint64_t> MapAnywhere(uint64_t va, uint64_t length, bool writable,
                                        int address_bits);
   const std::shared_ptr<testing::VfioOps>& ops() const { return ops_; }
+  // A close-on-exec duplicate of attached group `group`'s fd, made under
+  // the lock so a concurrent Detach cannot close it in between; NotFound
+  // when the group is not attached here.
+  absl::StatusOr<int> DupGroupFd(int group) const;
+  // The IOMMU type set on the container; FailedPrecondition before it is.
+  absl::StatusOr<int> IommuType() const;
 
   const std::shared_ptr<testing::VfioOps> ops_;
   const int fd_;

@@ -206,6 +206,30 @@ std::vector<VfioMapping> VfioContainer::mappings() const {
   return out;
 }
 
+absl::StatusOr<int> VfioContainer::DupGroupFd(int group) const {
+  internal::MutexLock lock(&state_->mu);
+  auto it = state_->groups.find(group);
+  if (it == state_->groups.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("IOMMU group %d is not attached to VFIO container fd %d", group, fd_));
+  }
+  const int dup = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) {
+    return internal::ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)",
+                                 absl::StrFormat("IOMMU group %d", group));
+  }
+  return dup;
+}
+
+absl::StatusOr<int> VfioContainer::IommuType() const {
+  internal::MutexLock lock(&state_->mu);
+  if (state_->info.iommu_type == 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "VFIO container fd %d has no IOMMU type yet: no group has joined it", fd_));
+  }
+  return state_->info.iommu_type;
+}
+
 std::vector<int> VfioContainer::groups() const {
   internal::MutexLock lock(&state_->mu);
   std::vector<int> out;
