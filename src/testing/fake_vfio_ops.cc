@@ -527,6 +527,17 @@ int FakeVfioOps::Munmap(void* addr, size_t length) {
   return 0;
 }
 
+int FakeVfioOps::PopulateWrite(uint64_t, uint64_t) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++populate_calls_;
+  return 0;
+}
+
+int FakeVfioOps::populate_calls() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return populate_calls_;
+}
+
 ssize_t FakeVfioOps::Pread(int fd, void* buf, size_t count, off_t offset) {
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kPread)) return Fail(err);

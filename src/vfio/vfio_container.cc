@@ -273,6 +273,16 @@ namespace {
 absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
                        size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
                        bool writable) {
+  if (!writable) {
+    // type1 pins a read-only mapping without FOLL_WRITE: a private page the
+    // process never wrote is pinned as the shared zero page (or a page still
+    // shared copy-on-write), and the process's next write moves it to a new
+    // page the device never sees. Populating for write first (content kept)
+    // gives the process its own pages before they are pinned. Memory the
+    // process cannot write cannot move that way; errors are the kernel's to
+    // report in MAP_DMA.
+    (void)ops.PopulateWrite(va, length);
+  }
   vfio_iommu_type1_dma_map map{};
   map.argsz = sizeof(map);
   map.flags = VFIO_DMA_MAP_FLAG_READ | (writable ? VFIO_DMA_MAP_FLAG_WRITE : 0);

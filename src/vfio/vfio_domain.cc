@@ -133,7 +133,10 @@ absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevicesWith(
 
 absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view pci_address,
                                                              VfioDomainOptions options) {
-  return OpenWith(internal::MakeRealVfioOps(), pci_address, std::move(options));
+  // A device joins its container through the container's own seam.
+  std::shared_ptr<testing::VfioOps> ops =
+      options.container != nullptr ? options.container->ops() : internal::MakeRealVfioOps();
+  return OpenWith(std::move(ops), pci_address, std::move(options));
 }
 
 namespace {
@@ -378,7 +381,9 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
 
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
-  if (!s.attached) return absl::FailedPreconditionError(DetachedMessage(name_, "RegisterHost"));
+  // Detached, the mapping still goes into the container's table: the kernel
+  // gets it now if another device keeps the container in use, else when a
+  // device attaches again (DPDK refuses mappings with no device).
   uint64_t iova = 0;
   if (memory.iova) {
     if (absl::Status st = container_->Map(va, *memory.iova, length, writable); !st.ok()) return st;

@@ -60,6 +60,12 @@ class RealVfioOps final : public VfioOps {
     return ::mmap(nullptr, length, prot, MAP_SHARED, fd, offset);
   }
   int Munmap(void* addr, size_t length) override { return ::munmap(addr, length); }
+  int PopulateWrite(uint64_t va, uint64_t length) override {
+#ifndef MADV_POPULATE_WRITE
+    constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; older headers lack it
+#endif
+    return ::madvise(reinterpret_cast<void*>(va), length, MADV_POPULATE_WRITE);
+  }
   ssize_t Pread(int fd, void* buf, size_t count, off_t offset) override {
     return ::pread(fd, buf, count, offset);
   }

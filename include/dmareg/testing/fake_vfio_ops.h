@@ -136,6 +136,9 @@ class FakeVfioOps final : public VfioOps {
   int DeviceGetRegionInfo(int device_fd, vfio_region_info* info) override;
   void* Mmap(size_t length, int prot, int fd, off_t offset) override;
   int Munmap(void* addr, size_t length) override;
+  // Counts the calls (populate_calls()); memory is the test's own.
+  int PopulateWrite(uint64_t va, uint64_t length) override;
+  int populate_calls() const;
   ssize_t Pread(int fd, void* buf, size_t count, off_t offset) override;
   ssize_t Pwrite(int fd, const void* buf, size_t count, off_t offset) override;
   int ReadLink(const std::string& path, std::string* target) override;
@@ -178,6 +181,7 @@ class FakeVfioOps final : public VfioOps {
   void MaybeRelease(int container_id);
 
   mutable std::mutex mu_;
+  int populate_calls_ = 0;  // guarded by mu_
   IommuSpec spec_;
   std::vector<uint8_t> raw_info_;
   std::map<std::string, Device> devices_;

@@ -63,6 +63,9 @@ class VfioOps {
   // failure; munmap(2): 0, or -1 with errno set.
   virtual void* Mmap(size_t length, int prot, int fd, off_t offset) = 0;
   virtual int Munmap(void* addr, size_t length) = 0;
+  // madvise(MADV_POPULATE_WRITE): gives [va, va + length) private pages of
+  // its own, content kept, before a read-only pin. 0 or -1 with errno.
+  virtual int PopulateWrite(uint64_t va, uint64_t length) = 0;
   // pread(2)/pwrite(2): bytes transferred, or -1 with errno set.
   virtual ssize_t Pread(int fd, void* buf, size_t count, off_t offset) = 0;
   virtual ssize_t Pwrite(int fd, const void* buf, size_t count, off_t offset) = 0;
