@@ -60,7 +60,7 @@ class ContainerFdProvider final : public VfioFdProvider {
   }
 
   const std::shared_ptr<VfioContainer> container_;
-  Mutex mu_;  // a leaf
+  Mutex mu_;                            // a leaf
   int last_ ABSL_GUARDED_BY(mu_) = -1;  // the duplicate handed out last
 };
 

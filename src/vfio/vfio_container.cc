@@ -224,8 +224,8 @@ absl::StatusOr<int> VfioContainer::DupGroupFd(int group) const {
 absl::StatusOr<int> VfioContainer::IommuType() const {
   internal::MutexLock lock(&state_->mu);
   if (state_->info.iommu_type == 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "VFIO container fd %d has no IOMMU type yet: no group has joined it", fd_));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("VFIO container fd %d has no IOMMU type yet: no group has joined it", fd_));
   }
   return state_->info.iommu_type;
 }
