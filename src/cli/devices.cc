@@ -18,6 +18,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/errno_status.h"
+#ifdef DMAREG_CLI_HAVE_VFIO
+#include "dmareg/vfio.h"
+#endif
+#include "nlohmann/json.hpp"
 
 namespace dmareg::cli {
 namespace {
@@ -80,34 +84,13 @@ bool IsPciAddress(const std::string& s) {
   return true;
 }
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string HexString(uint64_t v) { return absl::StrFormat("0x%x", v); }
 
-const char* JsonBool(bool b) { return b ? "true" : "false"; }
+std::string RangesText(const std::vector<Range>& ranges) {
+  std::vector<std::string> parts;
+  for (const Range& r : ranges) parts.push_back(r.ToString());
+  return parts.empty() ? "(none reported)" : absl::StrJoin(parts, " ");
+}
 
 }  // namespace
 
@@ -163,6 +146,48 @@ std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
   return out;
 }
 
+void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices) {
+#ifndef DMAREG_CLI_HAVE_VFIO
+  for (VfioDeviceReport& d : devices)
+    d.probe = VfioProbeReport{.error = "dmareg built without VFIO"};
+#else
+  std::shared_ptr<VfioContainer> container;
+  std::vector<std::shared_ptr<VfioDomain>> opened;  // all stay in the container
+  for (VfioDeviceReport& d : devices) {
+    VfioProbeReport& p = d.probe.emplace();
+    if (!d.group_node) {
+      p.error = "no /dev/vfio/" + d.iommu_group;
+      continue;
+    }
+    if (container == nullptr) {
+      absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::Open();
+      if (!c.ok()) {
+        p.error = c.status().ToString();
+        continue;
+      }
+      container = *c;
+    }
+    VfioDomainOptions options;
+    options.container = container;
+    absl::StatusOr<std::shared_ptr<VfioDomain>> domain = VfioDomain::Open(d.pci_address, options);
+    if (!domain.ok()) {
+      p.error = domain.status().ToString();
+      continue;
+    }
+    opened.push_back(*domain);
+    const VfioContainerInfo info = container->info();
+    p.iommu_type = info.iommu_type == 3 ? "type1v2" : info.iommu_type == 1 ? "type1" : "unset";
+    p.iova_ranges = info.iova_ranges;
+    p.dma_avail = info.dma_avail;
+    p.page_sizes = info.page_sizes;
+  }
+  // Every device that opened shares the one container: say how many it holds.
+  for (VfioDeviceReport& d : devices) {
+    if (d.probe->error.empty()) d.probe->container_groups = static_cast<int>(opened.size());
+  }
+#endif
+}
+
 std::string RenderText(const DevicesReport& report) {
   std::string out = absl::StrCat("RDMA devices: ", report.rdma.size(), "\n");
   if (!report.rdma_error.empty()) absl::StrAppend(&out, "  (", report.rdma_error, ")\n");
@@ -202,58 +227,91 @@ std::string RenderText(const DevicesReport& report) {
     absl::StrAppendFormat(&out, "  %s  vendor %s device %s  iommu group %s%s\n", d.pci_address,
                           d.vendor, d.device, d.iommu_group.empty() ? "-" : d.iommu_group,
                           d.group_node ? absl::StrCat(" (/dev/vfio/", d.iommu_group, ")") : "");
+    if (!d.probe.has_value()) continue;
+    const VfioProbeReport& p = *d.probe;
+    if (!p.error.empty()) {
+      absl::StrAppend(&out, "    cannot open: ", p.error, "\n");
+      continue;
+    }
+    absl::StrAppendFormat(&out, "    container: %s, %d group(s); dma_avail %s; page sizes %#x\n",
+                          p.iommu_type, p.container_groups,
+                          p.dma_avail ? absl::StrCat(*p.dma_avail) : "(not reported)",
+                          p.page_sizes);
+    absl::StrAppend(&out, "    IOVA ranges: ", RangesText(p.iova_ranges), "\n");
   }
   return out;
 }
 
 std::string RenderJson(const DevicesReport& report) {
-  std::vector<std::string> rdma;
+  // ordered_json: fields in the order written here, as a reader expects.
+  using Json = nlohmann::ordered_json;
+  Json rdma = Json::array();
   for (const RdmaDeviceReport& r : report.rdma) {
-    std::string o = absl::StrCat("{\"name\":", JsonString(r.name));
+    Json o = {{"name", r.name}};
     if (!r.error.empty()) {
-      rdma.push_back(absl::StrCat(o, ",\"error\":", JsonString(r.error), "}"));
+      o["error"] = r.error;
+      rdma.push_back(std::move(o));
       continue;
     }
     const DomainCapabilities& c = r.caps;
     const VerbsDeviceInfo& i = r.info;
-    absl::StrAppend(
-        &o, ",\"fw_ver\":", JsonString(i.fw_ver), ",\"vendor_id\":", i.vendor_id,
-        ",\"vendor_part_id\":", i.vendor_part_id, ",\"dmabuf_mr\":", JsonBool(c.dmabuf_import),
-        ",\"dmabuf_probe\":", JsonString(ProbeErrno(i.dmabuf_probe_errno)),
-        ",\"odp\":", JsonBool(c.on_demand_paging), ",\"odp_general_caps\":", i.odp_general_caps,
-        ",\"odp_rc_caps\":", i.odp_rc_caps, ",\"max_mr_size\":", i.max_mr_size,
-        ",\"page_size_cap\":", i.page_size_cap, ",\"max_mr\":", i.max_mr,
-        ",\"fork\":", JsonString(ForkName(i.fork_status)), ",\"ports\":[");
-    std::vector<std::string> ports;
+    o["fw_ver"] = i.fw_ver;
+    o["vendor_id"] = i.vendor_id;
+    o["vendor_part_id"] = i.vendor_part_id;
+    o["dmabuf_mr"] = c.dmabuf_import;
+    o["dmabuf_probe"] = ProbeErrno(i.dmabuf_probe_errno);
+    o["odp"] = c.on_demand_paging;
+    o["odp_general_caps"] = i.odp_general_caps;
+    o["odp_rc_caps"] = i.odp_rc_caps;
+    o["max_mr_size"] = i.max_mr_size;
+    o["page_size_cap"] = i.page_size_cap;
+    o["max_mr"] = i.max_mr;
+    o["fork"] = ForkName(i.fork_status);
+    Json ports = Json::array();
     for (const PortReport& p : r.ports) {
-      std::vector<std::string> gids;
+      Json gids = Json::array();
       for (const rc::GidEntry& g : p.gids) {
-        gids.push_back(absl::StrCat("{\"index\":", g.index, ",\"gid\":", JsonString(g.ToString()),
-                                    ",\"type\":", JsonString(std::string(g.TypeName())), "}"));
+        gids.push_back(
+            {{"index", g.index}, {"gid", g.ToString()}, {"type", std::string(g.TypeName())}});
       }
-      std::string po = absl::StrCat("{\"port\":", p.port, ",\"state\":", JsonString(p.state),
-                                    ",\"link_layer\":", JsonString(p.link_layer),
-                                    ",\"active_mtu\":", p.active_mtu, ",\"lid\":", p.lid,
-                                    ",\"gids\":[", absl::StrJoin(gids, ","), "]");
-      if (!p.error.empty()) absl::StrAppend(&po, ",\"error\":", JsonString(p.error));
-      ports.push_back(po + "}");
+      Json po = {{"port", p.port},
+                 {"state", p.state},
+                 {"link_layer", p.link_layer},
+                 {"active_mtu", p.active_mtu},
+                 {"lid", p.lid},
+                 {"gids", std::move(gids)}};
+      if (!p.error.empty()) po["error"] = p.error;
+      ports.push_back(std::move(po));
     }
-    rdma.push_back(absl::StrCat(o, absl::StrJoin(ports, ","), "]}"));
+    o["ports"] = std::move(ports);
+    rdma.push_back(std::move(o));
   }
-  std::vector<std::string> vfio;
+  Json vfio = Json::array();
   for (const VfioDeviceReport& d : report.vfio) {
-    vfio.push_back(absl::StrCat(
-        "{\"pci_address\":", JsonString(d.pci_address), ",\"vendor\":", JsonString(d.vendor),
-        ",\"device\":", JsonString(d.device),
-        ",\"iommu_group\":", d.iommu_group.empty() ? "null" : JsonString(d.iommu_group),
-        ",\"group_node\":", JsonBool(d.group_node), "}"));
+    Json o = {{"pci_address", d.pci_address}, {"vendor", d.vendor}, {"device", d.device}};
+    o["iommu_group"] = d.iommu_group.empty() ? Json(nullptr) : Json(d.iommu_group);
+    o["group_node"] = d.group_node;
+    if (d.probe.has_value()) {
+      const VfioProbeReport& p = *d.probe;
+      if (!p.error.empty()) {
+        o["error"] = p.error;
+      } else {
+        Json ranges = Json::array();
+        for (const Range& r : p.iova_ranges) {
+          ranges.push_back({{"begin", HexString(r.begin())}, {"end", HexString(r.end())}});
+        }
+        o["container"] = {{"iommu_type", p.iommu_type}, {"groups", p.container_groups}};
+        o["iova_ranges"] = std::move(ranges);
+        o["dma_avail"] = p.dma_avail ? Json(*p.dma_avail) : Json(nullptr);
+        o["page_sizes"] = HexString(p.page_sizes);
+      }
+    }
+    vfio.push_back(std::move(o));
   }
-  std::string out = absl::StrCat("{\"rdma\":[", absl::StrJoin(rdma, ","), "]");
-  if (!report.rdma_error.empty()) {
-    absl::StrAppend(&out, ",\"rdma_error\":", JsonString(report.rdma_error));
-  }
-  absl::StrAppend(&out, ",\"vfio\":[", absl::StrJoin(vfio, ","), "]}\n");
-  return out;
+  Json out = {{"rdma", std::move(rdma)}};
+  if (!report.rdma_error.empty()) out["rdma_error"] = report.rdma_error;
+  out["vfio"] = std::move(vfio);
+  return out.dump() + "\n";
 }
 
 }  // namespace dmareg::cli

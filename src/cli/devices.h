@@ -13,10 +13,12 @@
 #define DMAREG_SRC_CLI_DEVICES_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dmareg/domain.h"
+#include "dmareg/range.h"
 #include "dmareg/verbs_domain.h"
 #include "verbs/rc_qp.h"
 
@@ -40,12 +42,23 @@ struct RdmaDeviceReport {
   std::vector<PortReport> ports;
 };
 
+// What opening a VFIO device into a container found (ProbeVfioDevices).
+struct VfioProbeReport {
+  std::string error;         // why it could not be opened; empty when it was
+  std::string iommu_type;    // "type1v2", "type1"
+  int container_groups = 0;  // groups in the container it joined
+  std::vector<Range> iova_ranges;
+  std::optional<uint32_t> dma_avail;
+  uint64_t page_sizes = 0;  // bit N set: IOMMU pages of 2^N bytes
+};
+
 struct VfioDeviceReport {
-  std::string pci_address;  // "0000:00:03.0"
-  std::string vendor;       // "0x1234"
-  std::string device;       // "0x11e8"
-  std::string iommu_group;  // "3"; empty when the device has none
-  bool group_node = false;  // /dev/vfio/<group> exists
+  std::string pci_address;               // "0000:00:03.0"
+  std::string vendor;                    // "0x1234"
+  std::string device;                    // "0x11e8"
+  std::string iommu_group;               // "3"; empty when the device has none
+  bool group_node = false;               // /dev/vfio/<group> exists
+  std::optional<VfioProbeReport> probe;  // absent: not probed
 };
 
 struct DevicesReport {
@@ -61,6 +74,11 @@ std::vector<RdmaDeviceReport> CollectRdmaDevices(std::string* error);
 // PCI address order; group nodes looked up under `dev_root`/vfio.
 std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
                                               const std::string& dev_root);
+
+// Opens each device that has a group node into one container, as a process
+// using them all would, and records the container's IOMMU facts (or why it
+// could not: a group busy in another process, not viable, ...).
+void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices);
 
 std::string RenderText(const DevicesReport& report);
 std::string RenderJson(const DevicesReport& report);

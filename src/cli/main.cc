@@ -21,7 +21,9 @@ constexpr char kUsage[] =
     "commands:\n"
     "  devices [--json]  list RDMA devices (capabilities probed by opening each:\n"
     "                    dma-buf MRs, on-demand paging, MR limits, ports, GIDs)\n"
-    "                    and PCI devices bound to vfio-pci with their IOMMU groups\n"
+    "                    and PCI devices bound to vfio-pci: IOMMU group, and from\n"
+    "                    opening them into one VFIO container its IOMMU type,\n"
+    "                    IOVA ranges, dma_avail and page sizes\n"
     "  help              this text\n"
     "\n"
     "Exits 0 when the listing worked, also when there are no devices.\n";
@@ -42,6 +44,7 @@ int Devices(const std::vector<std::string_view>& args) {
   dmareg::cli::DevicesReport report;
   report.rdma = dmareg::cli::CollectRdmaDevices(&report.rdma_error);
   report.vfio = dmareg::cli::ScanVfioDevices("/sys", "/dev");
+  dmareg::cli::ProbeVfioDevices(report.vfio);
   std::cout << (json ? dmareg::cli::RenderJson(report) : dmareg::cli::RenderText(report));
   return 0;
 }

@@ -105,6 +105,16 @@ DevicesReport SampleReport() {
   broken.error = "ibv_open_device on mlx5_0: Permission denied (EACCES)";
   r.rdma.push_back(broken);
   r.vfio.push_back(VfioDeviceReport{"0000:00:04.0", "0x1234", "0x11e8", "4", true});
+  VfioProbeReport probe;
+  probe.iommu_type = "type1v2";
+  probe.container_groups = 2;
+  probe.iova_ranges = {*Range::FromBounds(0, 0xfee00000),
+                       *Range::FromBounds(0xfef00000, 1ull << 39)};
+  probe.dma_avail = 65533;
+  probe.page_sizes = 0x40201000;
+  r.vfio.back().probe = probe;
+  r.vfio.push_back(VfioDeviceReport{"0000:00:05.0", "0x1234", "0x11e8", "7", true});
+  r.vfio.back().probe = VfioProbeReport{.error = "VFIO group 7 is busy"};
   return r;
 }
 
@@ -115,6 +125,10 @@ TEST(RenderTest, TextNamesCapabilitiesPortsAndGroups) {
   EXPECT_THAT(text, HasSubstr("gid[1] ::ffff:10.0.0.1 (RoCE v2)"));
   EXPECT_THAT(text, HasSubstr("cannot open: ibv_open_device on mlx5_0"));
   EXPECT_THAT(text, HasSubstr("0000:00:04.0  vendor 0x1234 device 0x11e8  iommu group 4"));
+  EXPECT_THAT(text, HasSubstr("container: type1v2, 2 group(s); dma_avail 65533; page sizes "
+                              "0x40201000"));
+  EXPECT_THAT(text, HasSubstr("IOVA ranges: [0, 0xfee00000) [0xfef00000, 0x8000000000)"));
+  EXPECT_THAT(text, HasSubstr("cannot open: VFIO group 7 is busy"));
 }
 
 TEST(RenderTest, JsonIsEscapedAndComplete) {
@@ -125,6 +139,10 @@ TEST(RenderTest, JsonIsEscapedAndComplete) {
   EXPECT_THAT(json, HasSubstr("\"gid\":\"::ffff:10.0.0.1\",\"type\":\"RoCE v2\""));
   EXPECT_THAT(json, HasSubstr("\"name\":\"mlx5_\\\"0\\\"\""));
   EXPECT_THAT(json, HasSubstr("\"iommu_group\":\"4\",\"group_node\":true"));
+  EXPECT_THAT(json, HasSubstr("\"container\":{\"iommu_type\":\"type1v2\",\"groups\":2}"));
+  EXPECT_THAT(json, HasSubstr("\"iova_ranges\":[{\"begin\":\"0x0\",\"end\":\"0xfee00000\"}"));
+  EXPECT_THAT(json, HasSubstr("\"dma_avail\":65533,\"page_sizes\":\"0x40201000\""));
+  EXPECT_THAT(json, HasSubstr("\"group_node\":true,\"error\":\"VFIO group 7 is busy\""));
   EXPECT_EQ(RenderJson(DevicesReport{}), "{\"rdma\":[],\"vfio\":[]}\n");
 }
 
