@@ -361,21 +361,42 @@ absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, boo
         !st.ok()) {
       return st;
     }
-    if (s.allocator) {
-      for (const Range& part : PartsInside(*s.allocator, r)) {
-        if (absl::Status st = s.allocator->Reserve(part); !st.ok()) {
-          // Cannot happen while the table and the allocator agree; undo.
-          for (const Range& h : entry.held) (void)s.allocator->Free(h);
-          (void)KernelUnmap(*ops_, fd_, iova, length);
-          return st;
-        }
-        entry.held.push_back(part);
-      }
-    }
+    // The allocator learns of this IOVA only if a pick lands on it
+    // (MapAnywhere): a caller's map+unmap costs no allocator work.
   }  // Not set: pending, applied by the first AttachGroup.
   s.table.emplace(iova, std::move(entry));
   return absl::OkStatus();
 }
+
+// An allocator window that no table entry overlaps. Mappings not placed by
+// the allocator (caller IOVAs, IOVA = VA) enter it lazily: when a pick lands
+// on one, its parts are reserved (and held by its entry, freed with it) and
+// the pick is retried; each retry reserves at least one more entry.
+namespace {
+
+absl::StatusOr<Range> PickFree(internal::IovaAllocator& allocator, std::map<uint64_t, Entry>& table,
+                               uint64_t length) {
+  for (;;) {
+    absl::StatusOr<Range> picked = allocator.Allocate(length);
+    if (!picked.ok()) return picked.status();
+    bool clash = false;
+    auto it = table.upper_bound(picked->begin());
+    if (it != table.begin()) --it;
+    for (; it != table.end() && it->first < picked->end(); ++it) {
+      Entry& e = it->second;
+      if (!e.held.empty() || !Range::FromLength(it->first, e.length)->Overlaps(*picked)) continue;
+      if (!clash) (void)allocator.Free(*picked);
+      clash = true;
+      for (const Range& part : PartsInside(allocator, *Range::FromLength(it->first, e.length))) {
+        if (absl::Status st = allocator.Reserve(part); !st.ok()) return st;
+        e.held.push_back(part);
+      }
+    }
+    if (!clash) return *picked;
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length, bool writable,
                                                     int address_bits) {
@@ -407,16 +428,6 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
         !st.ok()) {
       return st;
     }
-    if (s.allocator) {
-      for (const Range& part : PartsInside(*s.allocator, identity)) {
-        if (absl::Status st = s.allocator->Reserve(part); !st.ok()) {
-          for (const Range& h : entry.held) (void)s.allocator->Free(h);
-          (void)KernelUnmap(*ops_, fd_, iova, length);
-          return st;
-        }
-        entry.held.push_back(part);
-      }
-    }
   } else {
     if (!s.allocator) {
       return absl::ResourceExhaustedError(absl::StrFormat(
@@ -424,7 +435,7 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
           "space is left below the %d-bit mask in the ranges %s",
           fd_, va, length, s.narrowest_bits, RangesString(s.info.iova_ranges)));
     }
-    absl::StatusOr<Range> picked = s.allocator->Allocate(length);
+    absl::StatusOr<Range> picked = PickFree(*s.allocator, s.table, length);
     if (!picked.ok()) return picked.status();
     iova = picked->begin();
     if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);

@@ -150,6 +150,42 @@ TEST_F(VfioDomainTest, IovaPolicy) {
   EXPECT_EQ(domain_->total_unmaps(), 5);
 }
 
+// Caller IOVAs and IOVA = VA mappings enter the allocator only when a pick
+// lands on them; picks still never overlap them, and their space is free
+// again once they go.
+TEST_F(VfioDomainTest, AllocatorPicksStepAroundCallerIovas) {
+  domain_ = OpenOk({.dma_address_bits = 28});
+  // Where first fit would place a one-page pick (the first page above 0 is
+  // never handed out): occupy it, and the page after, with caller IOVAs.
+  auto probe = domain_->RegisterHost({At(0x7f0000000000), kPage}, {});
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  const uint64_t first_fit = probe->iova;
+  ASSERT_TRUE(domain_->Deregister(*probe).ok());
+  auto a = domain_->RegisterHost({At(0x7f0000100000), kPage, first_fit}, {});
+  auto b = domain_->RegisterHost({At(0x7f0000200000), kPage, first_fit + kPage}, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<DeviceMapping> picks;
+  for (int i = 0; i < 3; ++i) {
+    auto p = domain_->RegisterHost({At(0x7f0000300000 + i * kPage), kPage}, {});
+    ASSERT_TRUE(p.ok()) << p.status();
+    for (const DeviceMapping& m : {*a, *b}) {
+      EXPECT_FALSE(Range::FromLength(p->iova, kPage)->Overlaps(*Range::FromLength(m.iova, kPage)))
+          << "pick " << i << " landed on a caller IOVA";
+    }
+    picks.push_back(*p);
+  }
+  EXPECT_EQ(KernelMappings(), 5u);
+  ASSERT_TRUE(domain_->Deregister(*a).ok());
+  // a's page is free for picks again.
+  auto reuse = domain_->RegisterHost({At(0x7f0000400000), kPage}, {});
+  ASSERT_TRUE(reuse.ok()) << reuse.status();
+  EXPECT_EQ(reuse->iova, first_fit);
+  picks.push_back(*reuse);
+  picks.push_back(*b);
+  for (const DeviceMapping& m : picks) ASSERT_TRUE(domain_->Deregister(m).ok());
+  EXPECT_EQ(KernelMappings(), 0u);
+}
+
 TEST_F(VfioDomainTest, BadInputIsRefusedBeforeTheKernel) {
   domain_ = OpenOk({.dma_address_bits = 28});
   struct Case {
