@@ -1,0 +1,265 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// VFIO map+unmap through dmareg against the raw ioctls, in the same run, and
+// cached Acquire hits over a VFIO domain against the same over verbs. Needs
+// a device bound to vfio-pci (and an RDMA device for the verbs rows): run it
+// in the VM, e.g.
+//
+//   scripts/vm/run --mem 3072 -- build-bench/tests/bench/vfio_bench
+//
+// Rows (each argument is the mapping's size in bytes):
+//   BM_RawMapUnmap        VFIO_IOMMU_MAP_DMA + VFIO_IOMMU_UNMAP_DMA on the container
+//   BM_DomainMapUnmap     VfioDomain::RegisterHost at that IOVA + Deregister
+//   BM_DmaMapUnmap        ExternalMemoryRegistry::DmaMap + DmaUnmap (validation included)
+//   BM_HitVfio / BM_HitVerbs   RegistrationCache::Acquire of a cached range
+// Figures under the VM's TCG emulation are slow in absolute terms and noisy
+// (the guest kernel allocates and zeroes IOMMU page-table pages on the
+// emulated CPU); the ratios between rows of one run are what compare.
+//
+// dmareg's own cost, natively, needs no device (these rows run anywhere):
+//   BM_FakeKernelMapUnmap     the fake kernel's MAP_DMA + UNMAP_DMA alone
+//   BM_DomainOverFakeKernel   VfioDomain::RegisterHost + Deregister over it
+// Their difference is what the domain adds to each map+unmap.
+#include <linux/vfio.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "benchmark/benchmark.h"
+#include "dmareg/cache.h"
+#include "dmareg/external_memory.h"
+#include "dmareg/testing/fake_vfio_ops.h"
+#include "dmareg/testing/vfio_ops.h"
+#include "dmareg/vfio.h"
+#ifdef DMAREG_BENCH_HAVE_VERBS
+#include "dmareg/verbs_domain.h"
+#endif
+
+namespace {
+
+constexpr uint64_t kIova = 1ull << 32;  // clear of everything else in the container
+
+struct Env {
+  std::shared_ptr<dmareg::VfioContainer> container;
+  std::shared_ptr<dmareg::VfioDomain> domain;
+  std::string error;
+};
+
+Env& TheEnv() {
+  static Env* env = [] {
+    auto* e = new Env;
+    const char* dev = std::getenv("DMAREG_VFIO_DEVICE");
+    if (dev == nullptr) {
+      e->error = "no DMAREG_VFIO_DEVICE (run in the VM: scripts/vm/run)";
+      return e;
+    }
+    auto c = dmareg::VfioContainer::Open();
+    if (!c.ok()) {
+      e->error = c.status().ToString();
+      return e;
+    }
+    dmareg::VfioDomainOptions o;
+    o.container = *c;
+    auto d = dmareg::VfioDomain::Open(dev, o);
+    if (!d.ok()) {
+      e->error = d.status().ToString();
+      return e;
+    }
+    e->container = *c;
+    e->domain = *d;
+    return e;
+  }();
+  return *env;
+}
+
+// Populated memory, so that pinning measures the IOMMU work and not faults.
+struct Buffer {
+  explicit Buffer(size_t n) : size(n) {
+    p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) p = nullptr;
+  }
+  ~Buffer() {
+    if (p != nullptr) munmap(p, size);
+  }
+  void* p;
+  size_t size;
+};
+
+bool Ready(benchmark::State& state, Buffer& buf) {
+  if (!TheEnv().error.empty()) {
+    state.SkipWithError(TheEnv().error.c_str());
+    return false;
+  }
+  if (buf.p == nullptr) {
+    state.SkipWithError("mmap failed");
+    return false;
+  }
+  return true;
+}
+
+void BM_RawMapUnmap(benchmark::State& state) {
+  Buffer buf(state.range(0));
+  if (!Ready(state, buf)) return;
+  const int fd = TheEnv().container->fd();
+  for (auto _ : state) {
+    vfio_iommu_type1_dma_map map = {};
+    map.argsz = sizeof map;
+    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+    map.vaddr = reinterpret_cast<uintptr_t>(buf.p);
+    map.iova = kIova;
+    map.size = buf.size;
+    vfio_iommu_type1_dma_unmap unmap = {};
+    unmap.argsz = sizeof unmap;
+    unmap.iova = kIova;
+    unmap.size = buf.size;
+    if (ioctl(fd, VFIO_IOMMU_MAP_DMA, &map) != 0 || ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) {
+      state.SkipWithError("raw VFIO map/unmap failed");
+      return;
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+
+void BM_DomainMapUnmap(benchmark::State& state) {
+  Buffer buf(state.range(0));
+  if (!Ready(state, buf)) return;
+  dmareg::VfioDomain& domain = *TheEnv().domain;
+  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
+  for (auto _ : state) {
+    auto m = domain.RegisterHost(dmareg::HostMemory{buf.p, buf.size, kIova}, access);
+    if (!m.ok() || !domain.Deregister(*m).ok()) {
+      state.SkipWithError("VfioDomain map/unmap failed");
+      return;
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+
+void BM_DmaMapUnmap(benchmark::State& state) {
+  Buffer buf(state.range(0));
+  if (!Ready(state, buf)) return;
+  dmareg::ExternalMemoryRegistry registry;
+  if (!registry.Register(buf.p, buf.size, 4096).ok()) {
+    state.SkipWithError("Register failed");
+    return;
+  }
+  std::shared_ptr<dmareg::Domain> domain = TheEnv().domain;
+  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
+  for (auto _ : state) {
+    if (!registry.DmaMap(domain, buf.p, kIova, buf.size, access).ok() ||
+        !registry.DmaUnmap(domain, buf.p, kIova, buf.size).ok()) {
+      state.SkipWithError("DmaMap/DmaUnmap failed");
+      return;
+    }
+  }
+  (void)registry.Unregister(buf.p, buf.size);
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+
+void Hits(benchmark::State& state, std::shared_ptr<dmareg::Domain> domain) {
+  Buffer buf(1 << 20);
+  auto cache = dmareg::RegistrationCache::Create(std::move(domain));
+  if (!cache.ok()) {
+    state.SkipWithError(cache.status().ToString().c_str());
+    return;
+  }
+  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
+  { auto warm = (*cache)->Acquire(buf.p, buf.size, access); }
+  for (auto _ : state) {
+    auto r = (*cache)->Acquire(static_cast<char*>(buf.p) + 4096, 8192, access);
+    benchmark::DoNotOptimize(r);
+  }
+}
+
+void BM_HitVfio(benchmark::State& state) {
+  Buffer probe(4096);
+  if (!Ready(state, probe)) return;
+  Hits(state, TheEnv().domain);
+}
+
+#ifdef DMAREG_BENCH_HAVE_VERBS
+void BM_HitVerbs(benchmark::State& state) {
+  const char* dev = std::getenv("DMAREG_RXE_DEV");
+  auto d = dmareg::VerbsDomain::Open(dev == nullptr ? "" : dev);
+  if (!d.ok()) {
+    state.SkipWithError(d.status().ToString().c_str());
+    return;
+  }
+  Hits(state, *d);
+}
+BENCHMARK(BM_HitVerbs);
+#endif
+
+// ---- dmareg's own cost, over the fake kernel (no device needed)
+
+constexpr uint64_t kFakeVa = 0x7f0000000000;
+
+void BM_FakeKernelMapUnmap(benchmark::State& state) {
+  auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
+  ops->AddDevice({.address = "0000:00:03.0", .group = 5});
+  auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {});
+  if (!domain.ok()) {
+    state.SkipWithError(domain.status().ToString().c_str());
+    return;
+  }
+  const int fd = (*domain)->container()->fd();
+  for (auto _ : state) {
+    vfio_iommu_type1_dma_map map = {};
+    map.argsz = sizeof map;
+    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+    map.vaddr = kFakeVa;
+    map.iova = kIova;
+    map.size = 4096;
+    vfio_iommu_type1_dma_unmap unmap = {};
+    unmap.argsz = sizeof unmap;
+    unmap.iova = kIova;
+    unmap.size = 4096;
+    if (ops->MapDma(fd, &map) != 0 || ops->UnmapDma(fd, &unmap) != 0) {
+      state.SkipWithError("fake map/unmap failed");
+      return;
+    }
+  }
+}
+
+void BM_DomainOverFakeKernel(benchmark::State& state) {
+  auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
+  ops->AddDevice({.address = "0000:00:03.0", .group = 5});
+  auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {});
+  if (!domain.ok()) {
+    state.SkipWithError(domain.status().ToString().c_str());
+    return;
+  }
+  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
+  const dmareg::HostMemory memory{reinterpret_cast<void*>(kFakeVa), 4096, kIova};
+  for (auto _ : state) {
+    auto m = (*domain)->RegisterHost(memory, access);
+    if (!m.ok() || !(*domain)->Deregister(*m).ok()) {
+      state.SkipWithError("VfioDomain over the fake failed");
+      return;
+    }
+  }
+}
+
+BENCHMARK(BM_FakeKernelMapUnmap);
+BENCHMARK(BM_DomainOverFakeKernel);
+
+// 4 KiB to 1 GiB.
+void Sizes(benchmark::internal::Benchmark* b) {
+  for (int64_t s = 4096; s <= (int64_t{1} << 30); s *= 16) b->Arg(s);
+  b->Arg(int64_t{1} << 30);
+  b->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK(BM_RawMapUnmap)->Apply(Sizes);
+BENCHMARK(BM_DomainMapUnmap)->Apply(Sizes);
+BENCHMARK(BM_DmaMapUnmap)->Apply(Sizes);
+BENCHMARK(BM_HitVfio);
+
+}  // namespace
+
+BENCHMARK_MAIN();
