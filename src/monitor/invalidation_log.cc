@@ -3,6 +3,8 @@
 
 #include <sched.h>
 
+#include <algorithm>
+
 namespace dmareg::internal {
 
 void InvalidationLog::Publish(Range r) {
@@ -21,13 +23,22 @@ void InvalidationLog::WaitQuiet() const {
 }
 
 uint64_t InvalidationLog::ReadSince(uint64_t cursor, std::vector<Range>* out, bool* overrun) const {
-  MutexLock lock(&mu_);
-  const uint64_t h = head_.load(std::memory_order_relaxed);
-  *overrun = h - cursor > kCapacity;
-  if (!*overrun) {
-    for (uint64_t e = cursor; e != h; ++e) out->push_back(ring_[e % kCapacity]);
+  // Never allocate under mu_: the event reader needs mu_ to publish, and an
+  // allocation may free memory (an allocator trimming, a sanitizer's
+  // quarantine) that unmaps a watched range, which waits for that reader.
+  // Make room first, then copy; retry if more arrived meanwhile.
+  for (;;) {
+    const uint64_t seen = head_.load(std::memory_order_acquire);
+    out->reserve(out->size() + std::min<uint64_t>(seen - cursor, kCapacity));
+    MutexLock lock(&mu_);
+    const uint64_t h = head_.load(std::memory_order_relaxed);
+    *overrun = h - cursor > kCapacity;
+    if (*overrun) return h;
+    if (h - cursor <= out->capacity() - out->size()) {
+      for (uint64_t e = cursor; e != h; ++e) out->push_back(ring_[e % kCapacity]);
+      return h;
+    }
   }
-  return h;
 }
 
 }  // namespace dmareg::internal

@@ -61,7 +61,8 @@ class InvalidationLog {
   // Read together on every hit; written only when events arrive.
   alignas(64) std::atomic<uint32_t> in_flight_{0};
   std::atomic<uint64_t> head_{0};
-  // Lock order: a leaf; held only for copies into or out of ring_.
+  // Lock order: a leaf; held only for copies into or out of ring_, never
+  // across an allocation (see ReadSince).
   alignas(64) mutable Mutex mu_;
   std::array<Range, kCapacity> ring_ ABSL_GUARDED_BY(mu_);
 };
