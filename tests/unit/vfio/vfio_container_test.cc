@@ -269,7 +269,7 @@ std::vector<uint8_t> InfoWithCap(const std::vector<uint8_t>& cap, uint32_t cap_o
   info.iova_pgsizes = 4096;
   info.cap_offset = cap_offset;
   std::memcpy(b.data(), &info, sizeof(info));
-  std::memcpy(b.data() + sizeof(info), cap.data(), cap.size());
+  if (!cap.empty()) std::memcpy(b.data() + sizeof(info), cap.data(), cap.size());
   return b;
 }
 
