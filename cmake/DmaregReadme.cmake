@@ -6,7 +6,7 @@
 # this tree, so a README that does not compile fails the build, and with it
 # scripts/test. A README change re-runs the extraction (CMAKE_CONFIGURE_DEPENDS).
 # A `#line` directive makes compiler errors point into README.md. Blocks that
-# include a verbs header are compiled only when the verbs backend is built.
+# include a verbs (VFIO) header are compiled only when that backend is built.
 
 set(_readme ${PROJECT_SOURCE_DIR}/README.md)
 set(_readme_dir ${PROJECT_BINARY_DIR}/readme)
@@ -56,6 +56,11 @@ while(_pos LESS _len)
     math(EXPR _skipped "${_skipped} + 1")
     continue()
   endif()
+  if(_body MATCHES "#include [<\"](dmareg/vfio|dmareg/testing/.*vfio|dmareg/testing/edu)"
+     AND NOT TARGET dmareg_vfio)
+    math(EXPR _skipped "${_skipped} + 1")
+    continue()
+  endif()
   # The line of README.md the block starts on.
   string(REGEX REPLACE "[^\n]" "" _newlines "${_before}")
   string(LENGTH "${_newlines}" _line)
@@ -84,7 +89,7 @@ if(_sources)
 endif()
 list(LENGTH _sources _count)
 if(_skipped)
-  set(_skipped ", ${_skipped} not (they need the verbs backend)")
+  set(_skipped ", ${_skipped} not (they need a backend that is off)")
 else()
   set(_skipped "")
 endif()
