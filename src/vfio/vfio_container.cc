@@ -11,9 +11,10 @@
 // every allocator; edu-class devices with a 28-bit mask have 256 MiB, and a
 // wide device still gets IOVA = VA above it.) The window only narrows: a
 // narrow device that detaches usually comes back. Mappings not picked by the
-// allocator (IOVA = VA, caller IOVAs) hold the parts of their range that lie
-// inside the window, so picks avoid them; the allocator is rebuilt from the
-// table whenever the window or the ranges change.
+// allocator (IOVA = VA, caller IOVAs) enter it only when a pick lands on
+// them (PickFree), so a caller's map+unmap costs the allocator nothing; the
+// allocator is rebuilt empty whenever the window or the ranges change, and
+// the table's entries re-enter it the same way.
 
 #include <fcntl.h>
 #include <linux/vfio.h>
@@ -33,76 +34,20 @@
 #include "base/iova_allocator.h"
 #include "base/mutex.h"
 #include "dmareg/vfio.h"
+#include "vfio/container_state.h"
 #include "vfio/iommu_info.h"
 #include "vfio/vfio_ops.h"
 
 namespace dmareg {
 
-namespace internal {
-
-// One row of the table (keyed by IOVA).
-struct VfioTableEntry {
-  uint64_t va = 0;
-  uint64_t length = 0;
-  bool writable = false;
-  uint32_t refs = 0;
-  std::vector<Range> held;  // what this entry holds in the allocator
-};
-
-}  // namespace internal
-
 using Entry = internal::VfioTableEntry;
-
-struct VfioContainer::State {
-  struct Group {
-    int fd = -1;
-    bool joined_here = true;  // false: joined by a primary process (not ours to unset)
-  };
-  const int preferred_type;  // type1v2 where the kernel has it
-  const bool adopted;        // the IOMMU type was set by another process
-
-  // Lock order: after VfioDomain's lock; before the allocator's (a leaf).
-  mutable internal::Mutex mu;
-  std::map<uint64_t, Entry> table ABSL_GUARDED_BY(mu);  // by IOVA; disjoint
-  std::map<int, Group> groups ABSL_GUARDED_BY(mu);      // group number -> fd
-  VfioContainerInfo info ABSL_GUARDED_BY(mu);           // iommu_type 0: not set
-  int narrowest_bits ABSL_GUARDED_BY(mu) = 64;
-  std::unique_ptr<internal::IovaAllocator> allocator ABSL_GUARDED_BY(mu);
-
-  State(int type, bool adopted_type) : preferred_type(type), adopted(adopted_type) {}
-};
-
-namespace {
-
-std::string Describe(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
-  return absl::StrFormat("{va %#x, iova [%#x, %#x), %s}", va, iova, iova + length,
-                         writable ? "rw" : "ro");
-}
-
-std::string RangesString(const std::vector<Range>& ranges) {
-  if (ranges.empty()) return "(none)";
-  return absl::StrJoin(ranges, ", ",
-                       [](std::string* out, const Range& r) { out->append(r.ToString()); });
-}
-
-bool InsideOne(const std::vector<Range>& ranges, Range r) {
-  if (ranges.empty()) return true;  // the kernel gave none: any IOVA
-  for (const Range& x : ranges) {
-    if (x.Contains(r)) return true;
-  }
-  return false;
-}
-
-// The parts of `r` inside the allocator's usable space.
-std::vector<Range> PartsInside(const internal::IovaAllocator& a, Range r) {
-  std::vector<Range> parts;
-  for (const Range& u : a.usable()) {
-    if (u.Overlaps(r)) parts.push_back(u.Intersect(r));
-  }
-  return parts;
-}
-
-}  // namespace
+using internal::CheckExtent;
+using internal::DescribeMapping;
+using internal::InsideOne;
+using internal::KernelMap;
+using internal::KernelUnmap;
+using internal::PartsInside;
+using internal::RangesString;
 
 VfioContainer::VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type)
     : ops_(std::move(ops)), fd_(fd) {
@@ -247,87 +192,6 @@ int VfioContainer::allocator_address_bits() const {
   return state_->narrowest_bits;
 }
 
-namespace {
-
-// Common argument checks of Map and MapAnywhere; `page` is the IOMMU page.
-absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t page) {
-  if (length == 0) return absl::InvalidArgumentError("VFIO map of zero bytes");
-  if (!Range::FromLength(va, length) || !Range::FromLength(iova, length)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "VFIO map of va %#x / iova %#x, %#x bytes: wraps past the top of the address space", va,
-        iova, length));
-  }
-  if (((va | iova | length) & (page - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("VFIO map of va %#x at iova %#x, %#x bytes: not whole IOMMU pages of %#x",
-                        va, iova, length, page));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-// Everything below runs under state_->mu; the helpers take the State.
-namespace {
-
-absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
-                       size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
-                       bool writable) {
-  if (!writable) {
-    // type1 pins a read-only mapping without FOLL_WRITE: a private page the
-    // process never wrote is pinned as the shared zero page (or a page still
-    // shared copy-on-write), and the process's next write moves it to a new
-    // page the device never sees. Populating for write first (content kept)
-    // gives the process its own pages before they are pinned. Memory the
-    // process cannot write cannot move that way; errors are the kernel's to
-    // report in MAP_DMA.
-    (void)ops.PopulateWrite(va, length);
-  }
-  vfio_iommu_type1_dma_map map{};
-  map.argsz = sizeof(map);
-  map.flags = VFIO_DMA_MAP_FLAG_READ | (writable ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-  map.vaddr = va;
-  map.iova = iova;
-  map.size = length;
-  if (ops.MapDma(fd, &map) == 0) return absl::OkStatus();
-  const int err = errno;
-  const std::string device = absl::StrCat("VFIO container (fd ", fd, ")");
-  const std::string what = Describe(va, iova, length, writable);
-  switch (err) {
-    case EEXIST:
-      return absl::AlreadyExistsError(absl::StrCat(
-          "VFIO_IOMMU_MAP_DMA on ", device, ": ", what,
-          " overlaps a mapping this process's table does not hold (another process sharing "
-          "the container?)"));
-    case ENOSPC:
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "VFIO_IOMMU_MAP_DMA on ", device, ": ", what, ": the kernel's dma_entry_limit is spent (",
-          info.dma_avail ? absl::StrCat("dma_avail was ", *info.dma_avail, " when last read, ")
-                         : std::string(),
-          table_size,
-          " mappings in this table); raise /sys/module/vfio_iommu_type1/parameters/"
-          "dma_entry_limit or map fewer, larger buffers"));
-    default:
-      return internal::ErrnoStatus(err, "VFIO_IOMMU_MAP_DMA", device, what);
-  }
-}
-
-absl::StatusOr<uint64_t> KernelUnmap(testing::VfioOps& ops, int fd, uint64_t iova,
-                                     uint64_t length) {
-  vfio_iommu_type1_dma_unmap unmap{};
-  unmap.argsz = sizeof(unmap);
-  unmap.iova = iova;
-  unmap.size = length;
-  if (ops.UnmapDma(fd, &unmap) != 0) {
-    return internal::ErrnoStatus(errno, "VFIO_IOMMU_UNMAP_DMA",
-                                 absl::StrCat("VFIO container (fd ", fd, ")"),
-                                 absl::StrFormat("iova [%#x, %#x)", iova, iova + length));
-  }
-  return unmap.size;
-}
-
-}  // namespace
-
 absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
@@ -346,15 +210,15 @@ absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, boo
       ++e.refs;
       return absl::OkStatus();
     }
-    return absl::AlreadyExistsError(absl::StrCat("VFIO map ", Describe(va, iova, length, writable),
-                                                 " overlaps mapping ",
-                                                 Describe(e.va, it->first, e.length, e.writable)));
+    return absl::AlreadyExistsError(
+        absl::StrCat("VFIO map ", DescribeMapping(va, iova, length, writable), " overlaps mapping ",
+                     DescribeMapping(e.va, it->first, e.length, e.writable)));
   }
   Entry entry{va, length, writable, 1, {}};
   if (set) {
     if (!InsideOne(s.info.iova_ranges, r)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("VFIO map ", Describe(va, iova, length, writable),
+          absl::StrCat("VFIO map ", DescribeMapping(va, iova, length, writable),
                        ": IOVA outside the IOMMU's ranges ", RangesString(s.info.iova_ranges)));
     }
     if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
@@ -492,7 +356,8 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
   if (it != s.table.begin()) --it;
   for (; it != s.table.end() && it->first < r->end(); ++it) {
     if (Range::FromLength(it->first, it->second.length)->Overlaps(*r)) {
-      touched.push_back(Describe(it->second.va, it->first, it->second.length, it->second.writable));
+      touched.push_back(
+          DescribeMapping(it->second.va, it->first, it->second.length, it->second.writable));
     }
   }
   if (touched.empty()) {
@@ -505,12 +370,14 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
       iova, iova + length, absl::StrJoin(touched, ", ")));
 }
 
-// The allocator over the window (ranges below `bits`), holding what the
-// table holds there; nullptr when no usable space is left. `held` gets each
-// entry's parts, by IOVA. Nothing is changed here.
-static absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> BuildAllocator(
-    const VfioContainerInfo& info, int bits, const std::map<uint64_t, Entry>& table,
-    std::map<uint64_t, std::vector<Range>>* held);
+// An empty allocator over the window (ranges below `bits`); nullptr when no
+// usable space is left. The table's entries enter it through PickFree.
+static std::unique_ptr<internal::IovaAllocator> BuildAllocator(const VfioContainerInfo& info,
+                                                               int bits);
+// Entries forget what they held in a replaced allocator.
+static void ForgetHeld(std::map<uint64_t, Entry>& table) {
+  for (auto& [iova, e] : table) e.held.clear();
+}
 
 absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bits,
                                         bool already_joined) {
@@ -533,14 +400,8 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
   if (s.info.iommu_type != 0) {
     // The kernel replays the container's mappings into the new group itself.
     if (bits < s.narrowest_bits) {
-      std::map<uint64_t, std::vector<Range>> held;
-      auto a = BuildAllocator(s.info, bits, s.table, &held);
-      if (!a.ok()) {
-        undo_join();
-        return a.status();
-      }
-      s.allocator = *std::move(a);
-      for (auto& [iova, parts] : held) s.table[iova].held = std::move(parts);
+      s.allocator = BuildAllocator(s.info, bits);
+      ForgetHeld(s.table);
       s.narrowest_bits = bits;
     }
     s.groups[group] = State::Group{group_fd, !already_joined};
@@ -569,15 +430,9 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
     if (!st.ok()) {
       undo_join();
       return absl::Status(st.code(), absl::StrCat("attaching ", device, ": pending mapping ",
-                                                  Describe(e.va, iova, e.length, e.writable),
+                                                  DescribeMapping(e.va, iova, e.length, e.writable),
                                                   " cannot be applied: ", st.message()));
     }
-  }
-  std::map<uint64_t, std::vector<Range>> held;
-  auto allocator = BuildAllocator(*info, bits, s.table, &held);
-  if (!allocator.ok()) {
-    undo_join();
-    return allocator.status();
   }
   size_t applied = 0;
   for (const auto& [iova, e] : s.table) {
@@ -588,15 +443,15 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
         (void)KernelUnmap(*ops_, fd_, undo->first, undo->second.length);
       }
       undo_join();
-      return absl::Status(
-          st.code(), absl::StrCat("attaching ", device, ": replaying mapping ",
-                                  Describe(e.va, iova, e.length, e.writable), ": ", st.message()));
+      return absl::Status(st.code(), absl::StrCat("attaching ", device, ": replaying mapping ",
+                                                  DescribeMapping(e.va, iova, e.length, e.writable),
+                                                  ": ", st.message()));
     }
     ++applied;
   }
+  s.allocator = BuildAllocator(*info, bits);
+  ForgetHeld(s.table);
   s.info = *std::move(info);
-  s.allocator = *std::move(allocator);
-  for (auto& [iova, parts] : held) s.table[iova].held = std::move(parts);
   s.narrowest_bits = bits;
   s.groups[group] = State::Group{group_fd, !already_joined};
   return absl::OkStatus();
@@ -624,28 +479,16 @@ absl::Status VfioContainer::DetachGroup(int group_fd, int group) {
   return absl::OkStatus();
 }
 
-static absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> BuildAllocator(
-    const VfioContainerInfo& info, int bits, const std::map<uint64_t, Entry>& table,
-    std::map<uint64_t, std::vector<Range>>* held) {
+static std::unique_ptr<internal::IovaAllocator> BuildAllocator(const VfioContainerInfo& info,
+                                                               int bits) {
   internal::IovaAllocator::Options o;
   o.ranges = info.iova_ranges;
   o.address_bits = bits;
   o.page_size = internal::SmallestPage(info.page_sizes);
   absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> a = internal::IovaAllocator::Create(o);
-  if (!a.ok()) {
-    // Nothing usable in the window: automatic picks fail, IOVA = VA and
-    // caller IOVAs still work.
-    for (const auto& [iova, e] : table) (*held)[iova];
-    return std::unique_ptr<internal::IovaAllocator>();
-  }
-  for (const auto& [iova, e] : table) {
-    std::vector<Range>& parts = (*held)[iova];
-    parts = PartsInside(**a, *Range::FromLength(iova, e.length));
-    for (const Range& part : parts) {
-      if (absl::Status st = (*a)->Reserve(part); !st.ok()) return st;
-    }
-  }
-  return a;
+  // Nothing usable in the window: automatic picks fail, IOVA = VA and
+  // caller IOVAs still work.
+  return a.ok() ? *std::move(a) : nullptr;
 }
 
 }  // namespace dmareg
