@@ -58,4 +58,18 @@ std::shared_ptr<VerbsDomain> RdmaTest::OpenDomain(VerbsDomainOptions options) {
   return d.ok() ? *d : nullptr;
 }
 
+void RcLoopbackTest::SetUp() {
+  RdmaTest::SetUp();
+  if (IsSkipped() || HasFatalFailure()) return;
+  absl::StatusOr<rc::RcLoopback> pair =
+      rc::ConnectLoopback(domain_->context(), domain_->pd(), device_);
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  pair_ = std::move(*pair);
+}
+
+void RcLoopbackTest::TearDown() {
+  pair_ = {};  // QPs go before the PD
+  RdmaTest::TearDown();
+}
+
 }  // namespace dmareg::device_test

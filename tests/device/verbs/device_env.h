@@ -23,6 +23,7 @@
 #include "dmareg/cache.h"
 #include "dmareg/verbs_domain.h"
 #include "gtest/gtest.h"
+#include "verbs/rc_qp.h"
 
 namespace dmareg::device_test {
 
@@ -53,6 +54,16 @@ class RdmaTest : public ::testing::Test {
   std::string device_;
   std::shared_ptr<VerbsDomain> domain_;
   std::unique_ptr<RegistrationCache> cache_;
+};
+
+// RdmaTest with two RC QPs on the device connected to each other
+// (loopback), torn down before the PD.
+class RcLoopbackTest : public RdmaTest {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  rc::RcLoopback pair_;
 };
 
 }  // namespace dmareg::device_test

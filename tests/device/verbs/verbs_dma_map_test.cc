@@ -22,23 +22,12 @@ constexpr size_t kLen = 256 * 1024;  // small: under TCG every byte is slow
 constexpr size_t kPage = 4096;
 constexpr uint64_t kIova = 0x5a5a'0000'0000;
 
-class VerbsDmaMapTest : public RdmaTest {
+class VerbsDmaMapTest : public RcLoopbackTest {
  protected:
-  void SetUp() override {
-    RdmaTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    absl::StatusOr<rc::RcLoopback> pair =
-        rc::ConnectLoopback(domain_->context(), domain_->pd(), device_);
-    ASSERT_TRUE(pair.ok()) << pair.status();
-    pair_ = std::move(*pair);
-  }
   void TearDown() override {
     registry_.reset();  // its mappings go before the leak check
-    pair_ = {};         // QPs go before the PD
-    RdmaTest::TearDown();
+    RcLoopbackTest::TearDown();
   }
-
-  rc::RcLoopback pair_;
   std::unique_ptr<ExternalMemoryRegistry> registry_ = std::make_unique<ExternalMemoryRegistry>();
 };
 

@@ -31,22 +31,13 @@
 namespace dmareg::device_test {
 namespace {
 
-class VerbsMonitorTest : public RdmaTest {
+class VerbsMonitorTest : public RcLoopbackTest {
  protected:
   void SetUp() override {
-    RdmaTest::SetUp();
+    RcLoopbackTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     ASSERT_EQ(cache_->monitor().name(), "userfaultfd") << "device caches monitor automatically";
-    absl::StatusOr<rc::RcLoopback> pair =
-        rc::ConnectLoopback(domain_->context(), domain_->pd(), device_);
-    ASSERT_TRUE(pair.ok()) << pair.status();
-    pair_ = std::move(*pair);
   }
-  void TearDown() override {
-    pair_ = {};
-    RdmaTest::TearDown();
-  }
-  rc::RcLoopback pair_;
 };
 
 TEST_F(VerbsMonitorTest, MunmapIsNoticedWithoutInvalidate) {

@@ -23,23 +23,7 @@ namespace {
 
 constexpr size_t kLen = 256 * 1024;  // small: under TCG every byte is slow
 
-class VerbsRcTest : public RdmaTest {
- protected:
-  void SetUp() override {
-    RdmaTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    absl::StatusOr<rc::RcLoopback> pair =
-        rc::ConnectLoopback(domain_->context(), domain_->pd(), device_);
-    ASSERT_TRUE(pair.ok()) << pair.status();
-    pair_ = std::move(*pair);
-  }
-  void TearDown() override {
-    pair_ = {};  // QPs go before the PD
-    RdmaTest::TearDown();
-  }
-
-  rc::RcLoopback pair_;
-};
+class VerbsRcTest : public RcLoopbackTest {};
 
 TEST_F(VerbsRcTest, WriteAndReadMoveEveryByte) {
   Mapping src(kLen), dst(kLen), back(kLen);
