@@ -102,22 +102,44 @@ bool Ready(benchmark::State& state, Buffer& buf) {
   return true;
 }
 
+// The raw type1 requests for [va, va + size) at kIova, read-write, built
+// per iteration as a caller of the ioctls would.
+struct RawRequests {
+  RawRequests(uint64_t va, uint64_t size) {
+    map.argsz = sizeof map;
+    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+    map.vaddr = va;
+    map.iova = kIova;
+    map.size = size;
+    unmap.argsz = sizeof unmap;
+    unmap.iova = kIova;
+    unmap.size = size;
+  }
+  vfio_iommu_type1_dma_map map = {};
+  vfio_iommu_type1_dma_unmap unmap = {};
+};
+
+// map+unmap of `memory` through `domain`, once per iteration.
+void DomainMapUnmap(benchmark::State& state, dmareg::Domain& domain,
+                    const dmareg::HostMemory& memory) {
+  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
+  for (auto _ : state) {
+    auto m = domain.RegisterHost(memory, access);
+    if (!m.ok() || !domain.Deregister(*m).ok()) {
+      state.SkipWithError("VfioDomain map/unmap failed");
+      return;
+    }
+  }
+}
+
 void BM_RawMapUnmap(benchmark::State& state) {
   Buffer buf(state.range(0));
   if (!Ready(state, buf)) return;
   const int fd = TheEnv().container->fd();
   for (auto _ : state) {
-    vfio_iommu_type1_dma_map map = {};
-    map.argsz = sizeof map;
-    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
-    map.vaddr = reinterpret_cast<uintptr_t>(buf.p);
-    map.iova = kIova;
-    map.size = buf.size;
-    vfio_iommu_type1_dma_unmap unmap = {};
-    unmap.argsz = sizeof unmap;
-    unmap.iova = kIova;
-    unmap.size = buf.size;
-    if (ioctl(fd, VFIO_IOMMU_MAP_DMA, &map) != 0 || ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) {
+    RawRequests r(reinterpret_cast<uintptr_t>(buf.p), buf.size);
+    if (ioctl(fd, VFIO_IOMMU_MAP_DMA, &r.map) != 0 ||
+        ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &r.unmap) != 0) {
       state.SkipWithError("raw VFIO map/unmap failed");
       return;
     }
@@ -128,15 +150,7 @@ void BM_RawMapUnmap(benchmark::State& state) {
 void BM_DomainMapUnmap(benchmark::State& state) {
   Buffer buf(state.range(0));
   if (!Ready(state, buf)) return;
-  dmareg::VfioDomain& domain = *TheEnv().domain;
-  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
-  for (auto _ : state) {
-    auto m = domain.RegisterHost(dmareg::HostMemory{buf.p, buf.size, kIova}, access);
-    if (!m.ok() || !domain.Deregister(*m).ok()) {
-      state.SkipWithError("VfioDomain map/unmap failed");
-      return;
-    }
-  }
+  DomainMapUnmap(state, *TheEnv().domain, dmareg::HostMemory{buf.p, buf.size, kIova});
   state.SetBytesProcessed(state.iterations() * state.range(0));
 }
 
@@ -199,27 +213,27 @@ BENCHMARK(BM_HitVerbs);
 
 constexpr uint64_t kFakeVa = 0x7f0000000000;
 
-void BM_FakeKernelMapUnmap(benchmark::State& state) {
-  auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
+// A domain over a fake kernel with one device; null (and the benchmark
+// skipped) if it cannot be opened.
+std::shared_ptr<dmareg::VfioDomain> OpenOverFake(
+    benchmark::State& state, const std::shared_ptr<dmareg::testing::FakeVfioOps>& ops) {
   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
   auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {});
   if (!domain.ok()) {
     state.SkipWithError(domain.status().ToString().c_str());
-    return;
+    return nullptr;
   }
-  const int fd = (*domain)->container()->fd();
+  return *domain;
+}
+
+void BM_FakeKernelMapUnmap(benchmark::State& state) {
+  auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
+  std::shared_ptr<dmareg::VfioDomain> domain = OpenOverFake(state, ops);
+  if (domain == nullptr) return;
+  const int fd = domain->container()->fd();
   for (auto _ : state) {
-    vfio_iommu_type1_dma_map map = {};
-    map.argsz = sizeof map;
-    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
-    map.vaddr = kFakeVa;
-    map.iova = kIova;
-    map.size = 4096;
-    vfio_iommu_type1_dma_unmap unmap = {};
-    unmap.argsz = sizeof unmap;
-    unmap.iova = kIova;
-    unmap.size = 4096;
-    if (ops->MapDma(fd, &map) != 0 || ops->UnmapDma(fd, &unmap) != 0) {
+    RawRequests r(kFakeVa, 4096);
+    if (ops->MapDma(fd, &r.map) != 0 || ops->UnmapDma(fd, &r.unmap) != 0) {
       state.SkipWithError("fake map/unmap failed");
       return;
     }
@@ -228,21 +242,9 @@ void BM_FakeKernelMapUnmap(benchmark::State& state) {
 
 void BM_DomainOverFakeKernel(benchmark::State& state) {
   auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
-  ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-  auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {});
-  if (!domain.ok()) {
-    state.SkipWithError(domain.status().ToString().c_str());
-    return;
-  }
-  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
-  const dmareg::HostMemory memory{reinterpret_cast<void*>(kFakeVa), 4096, kIova};
-  for (auto _ : state) {
-    auto m = (*domain)->RegisterHost(memory, access);
-    if (!m.ok() || !(*domain)->Deregister(*m).ok()) {
-      state.SkipWithError("VfioDomain over the fake failed");
-      return;
-    }
-  }
+  std::shared_ptr<dmareg::VfioDomain> domain = OpenOverFake(state, ops);
+  if (domain == nullptr) return;
+  DomainMapUnmap(state, *domain, dmareg::HostMemory{reinterpret_cast<void*>(kFakeVa), 4096, kIova});
 }
 
 BENCHMARK(BM_FakeKernelMapUnmap);
