@@ -173,6 +173,28 @@ TEST_F(VfioEduTest, RefusalsChangeNothing) {
   EXPECT_TRUE(registry.DmaUnmap(domain_, buf.data(), kSrcIova, buf.size()).ok());
 }
 
+// The edu driver refuses what the device cannot do before touching it.
+TEST_F(VfioEduTest, EduRefusesTransfersItCannotDo) {
+  EXPECT_EQ(edu_->ToDevice(kSrcIova, 0).code(), absl::StatusCode::kInvalidArgument);
+  // Ending exactly at the buffer's end kills the VM on qemu 7.2.
+  EXPECT_EQ(edu_->ToDevice(kSrcIova, EduDevice::kBufferSize).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(edu_->FromDevice(kDstIova, 16, EduDevice::kBufferSize).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(edu_->ToDevice(uint64_t{1} << EduDevice::kDmaAddressBits, 16).code(),
+            absl::StatusCode::kInvalidArgument);
+  // And still works afterwards.
+  Mapping src(kPage), dst(kPage);
+  ExternalMemoryRegistry registry;
+  ASSERT_TRUE(registry.Register(src.data(), src.size(), kPage).ok());
+  ASSERT_TRUE(registry.Register(dst.data(), dst.size(), kPage).ok());
+  ASSERT_TRUE(registry.DmaMap(domain_, src.data(), kSrcIova, kPage, DeviceReads()).ok());
+  ASSERT_TRUE(registry.DmaMap(domain_, dst.data(), kDstIova, kPage, DeviceWrites()).ok());
+  ExpectRoundTrip(*edu_, src, kSrcIova, dst, kDstIova, EduDevice::kMaxTransfer, 61);
+  EXPECT_TRUE(registry.DmaUnmap(domain_, src.data(), kSrcIova, kPage).ok());
+  EXPECT_TRUE(registry.DmaUnmap(domain_, dst.data(), kDstIova, kPage).ok());
+}
+
 // dma_entry_limit applies to containers opened after it is written: this
 // test opens its own, and puts the limit back whatever happens.
 class VfioDmaAvailTest : public ::testing::Test {

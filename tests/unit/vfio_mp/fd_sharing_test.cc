@@ -198,6 +198,8 @@ TEST_F(VfioFdSharingTest, BadNamesAreRefused) {
   }
   EXPECT_EQ(VfioFdServer::StartWithProvider(nullptr, {.socket = "@x"}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(VfioFdServer::Start(nullptr, {.socket = "@x"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(VfioFdSharingTest, SecondServerOnTheNameIsAlreadyExists) {
