@@ -11,13 +11,6 @@
 
 namespace dmareg::device_test {
 
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v == nullptr ? std::string() : std::string(v);
-}
-
-bool InVm() { return Env("DMAREG_IN_VM") == "1"; }
-
 std::string WantedRdmaDevice() { return Env("DMAREG_RXE_DEV"); }
 
 void RdmaTest::SetUp() {

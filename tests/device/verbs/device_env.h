@@ -20,6 +20,7 @@
 #include <string>
 
 #include "common/test_memory.h"
+#include "common/vm_env.h"
 #include "dmareg/cache.h"
 #include "dmareg/verbs_domain.h"
 #include "gtest/gtest.h"
@@ -29,16 +30,14 @@ namespace dmareg::device_test {
 
 inline constexpr char kNoDeviceReason[] = "no RDMA device; run scripts/vm/run -- ctest -L device";
 
-// DMAREG_IN_VM=1: set by the VM harness, where every device must be present.
-bool InVm();
 // DMAREG_RXE_DEV, or "" for the first device.
 std::string WantedRdmaDevice();
-// The value of environment variable `name`, or "".
-std::string Env(const char* name);
 
-// Test memory and byte patterns (tests/common).
+// The harness's environment, test memory and byte patterns (tests/common).
+using test::Env;
 using test::FillPattern;
 using test::FindMismatch;
+using test::InVm;
 using test::Mapping;
 using test::PatternByte;
 

@@ -12,13 +12,6 @@
 
 namespace dmareg::device_test {
 
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v == nullptr ? std::string() : std::string(v);
-}
-
-bool InVm() { return Env("DMAREG_IN_VM") == "1"; }
-
 std::vector<std::string> VfioDevices() {
   return absl::StrSplit(Env("DMAREG_VFIO_DEVICES"), ' ', absl::SkipEmpty());
 }

@@ -22,21 +22,22 @@
 
 #include "absl/status/status.h"
 #include "common/test_memory.h"
+#include "common/vm_env.h"
 #include "dmareg/testing/edu_device.h"
 #include "dmareg/vfio.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::device_test {
 
+using test::Env;
 using test::FillPattern;
 using test::FindMismatch;
+using test::InVm;
 using test::Mapping;
 using testing::EduDevice;
 
 inline constexpr char kNoVfioReason[] = "no VFIO edu device; run scripts/vm/run -- ctest -L device";
 
-std::string Env(const char* name);
-bool InVm();
 // DMAREG_VFIO_DEVICES: the edu devices bound to vfio-pci, in slot order.
 std::vector<std::string> VfioDevices();
 
