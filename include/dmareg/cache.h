@@ -49,8 +49,18 @@
 //   descriptors: a deregistration would destroy the parent's mapping). The
 //   parent is unaffected. A child that needs RDMA opens its own domain and
 //   cache.
-// - dma-buf memory is registered per request and not cached (an fd number is
-//   not an identity); the handle deregisters it when dropped.
+// - dma-buf memory is cached by the buffer's identity (dmabuf_id.h: the
+//   dma-buf file's device and inode, never the fd number) and the slice's
+//   pages: two fds of one buffer share a mapping, a new buffer that got a
+//   recycled fd number is a miss. Sub-slices hit, more access merges, the
+//   limits and eviction count dma-buf mappings like host ones. A cached
+//   mapping keeps its buffer alive (the kernel's MR holds a reference), so
+//   the caller may close its fd; InvalidateDmaBuf, eviction or Flush let it
+//   go. Where the kernel may reuse a dma-buf's inode (before Linux 5.18)
+//   dma-bufs are registered per request and deregistered with their handle.
+// - A dma-buf the domain cannot import is registered through the slice's CPU
+//   alias where it has one, as `CacheOptions::dmabuf_policy` allows; a
+//   failure names every attempt with its errno.
 //
 // Thread safety: every method may be called from any thread. Hits take no
 // lock and, on Linux with membarrier(2), no atomic read-modify-write either
@@ -68,6 +78,7 @@
 #include "absl/status/statusor.h"
 #include "dmareg/access.h"
 #include "dmareg/cache_options.h"  // IWYU pragma: export
+#include "dmareg/dmabuf_id.h"
 #include "dmareg/domain.h"
 #include "dmareg/memory.h"
 #include "dmareg/monitor.h"
@@ -77,6 +88,7 @@ namespace dmareg {
 
 namespace internal {
 class CacheCore;
+struct SetAccess;
 }
 
 class RegistrationCache {
@@ -96,10 +108,19 @@ class RegistrationCache {
   absl::StatusOr<Registration> Acquire(const void* addr, size_t length, AccessFlags access) {
     return Acquire(HostMemory{addr, length}, access);
   }
+  // A slice of a dma-buf. `memory.fd` is the caller's and may be closed
+  // once this returns. InvalidArgument if the fd is not a dma-buf (naming
+  // what it is) or the slice reaches past the buffer's end.
   absl::StatusOr<Registration> Acquire(const DmaBufMemory& memory, AccessFlags access);
 
   // Retires every cached mapping overlapping [addr, addr + length).
   absl::Status Invalidate(const void* addr, size_t length);
+  // Retires the cached mappings of that dma-buf slice.
+  absl::Status Invalidate(const DmaBufMemory& memory);
+  // Retires every cached mapping of the buffer `fd` names.
+  absl::Status InvalidateDmaBuf(int fd);
+  // The same, for a buffer whose fds are all closed.
+  void InvalidateDmaBuf(DmaBufId id);
 
   // New limits; evicts unreferenced mappings until inside them. Returns
   // ResourceExhausted (with the limits applied) if referenced mappings alone
@@ -120,6 +141,7 @@ class RegistrationCache {
   Domain& domain() const;
 
  private:
+  friend struct internal::SetAccess;  // registration_set.cc
   explicit RegistrationCache(internal::CacheCore* core);
   internal::CacheCore* core_;  // owned jointly with outstanding mappings
 };

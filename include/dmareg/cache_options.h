@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "dmareg/dmabuf_id.h"
+
 namespace dmareg {
 
 class MemoryMonitor;
@@ -28,6 +30,17 @@ enum class Monitoring {
                   // (or the monitor's Notify) itself
 };
 
+// How a cache registers a dma-buf slice it has no mapping for.
+enum class DmaBufPolicy {
+  // The domain's dma-buf import (ibv_reg_dmabuf_mr); where it fails, the
+  // slice's CPU alias (DmaBufMemory::alias) registered as host memory.
+  kPreferDmaBuf,
+  kDmaBufOnly,  // the dma-buf import or nothing
+  kAliasOnly,   // the CPU alias or nothing
+};
+// "prefer-dmabuf", "dmabuf-only", "alias-only".
+const char* DmaBufPolicyName(DmaBufPolicy policy);
+
 struct CacheOptions {
   size_t max_regions = 0;  // 0: no limit
   size_t max_bytes = 0;    // 0: no limit
@@ -36,6 +49,11 @@ struct CacheOptions {
   // `monitoring` says. Fixed at Create; SetLimits ignores both fields.
   std::shared_ptr<MemoryMonitor> monitor;
   Monitoring monitoring = Monitoring::kAutomatic;
+  DmaBufPolicy dmabuf_policy = DmaBufPolicy::kPreferDmaBuf;
+  // Tells dma-bufs apart (identity and size of an fd's buffer). Empty:
+  // InspectDmaBuf. For tests, and for fds that stand for buffers some other
+  // way. Fixed at Create, like the monitor.
+  DmaBufInspector inspect_dmabuf;
 };
 
 struct CacheStats {
@@ -46,12 +64,17 @@ struct CacheStats {
   uint64_t invalidated_regions = 0;     // mappings those calls retired
   uint64_t registration_failures = 0;   // domain refused a registration
   uint64_t retried_registrations = 0;   // raced with Invalidate, redone
-  uint64_t dmabuf_registrations = 0;    // uncached dma-buf registrations
+  uint64_t dmabuf_hits = 0;             // of `hits`, on dma-buf slices
+  uint64_t dmabuf_misses = 0;           // of `misses`, dma-buf slices registered
+  uint64_t dmabuf_alias_registrations = 0;  // of those, through the CPU alias
+  uint64_t dmabuf_registrations = 0;    // per request, uncached (kernel < 5.18)
   uint64_t monitor_events = 0;          // unmap events applied from the monitor
   uint64_t monitor_overruns = 0;        // fell behind the monitor's log: dropped all
   uint64_t uncached_registrations = 0;  // memory the monitor cannot watch: not cached
   uint64_t live_regions = 0;            // mappings held on the device now
   uint64_t registered_bytes = 0;        // bytes those cover
+  uint64_t dmabuf_regions = 0;          // of live_regions, dma-buf slices
+  uint64_t dmabuf_bytes = 0;            // bytes those cover
   uint64_t referenced_regions = 0;      // of them, with a handle out
 };
 

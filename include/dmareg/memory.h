@@ -44,6 +44,13 @@ struct DmaBufMemory {
   // The IOVA the device should use for the first byte; empty: `offset`
   // (what ibv_reg_dmabuf_mr does when asked for no particular address).
   std::optional<uint64_t> iova;
+  // A CPU mapping of the buffer's byte 0 through which a host registration
+  // pins the very pages of the dma-buf (the memfd behind a udmabuf; a CUDA
+  // pointer where nvidia-peermem lets ibv_reg_mr pin it); null: none. Not
+  // every mapping qualifies: an mmap of the dma-buf fd itself is PFN-mapped
+  // and cannot be pinned. The cache's fallback policy uses it
+  // (`DmaBufPolicy`); the source that made the buffer says whether it has one.
+  const void* alias = nullptr;
 };
 
 absl::Status ValidateHostMemory(const HostMemory& m);

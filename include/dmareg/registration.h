@@ -38,6 +38,7 @@ struct RegistrationInfo {
   uint32_t rkey = 0;
   AccessFlags access;   // what the mapping was registered with
   bool dmabuf = false;  // a dma-buf slice; `addr` is then the slice offset
+  bool via_alias = false;  // a dma-buf slice registered through its CPU alias
 };
 
 namespace internal {
@@ -76,6 +77,9 @@ class Registration {
   size_t length() const { return info_->length; }
   AccessFlags access() const { return info_->access; }
   bool is_dmabuf() const { return info_->dmabuf; }
+  // A dma-buf slice the device reaches through the buffer's CPU alias (the
+  // fallback of DmaBufPolicy); the keys and IOVA work alike.
+  bool via_alias() const { return info_->via_alias; }
   const RegistrationInfo& info() const { return *info_; }
 
   // The device address of host byte `p` (which must lie inside the span).
