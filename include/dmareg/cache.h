@@ -89,7 +89,7 @@ namespace dmareg {
 namespace internal {
 class CacheCore;
 struct SetAccess;
-}
+}  // namespace internal
 
 class RegistrationCache {
  public:

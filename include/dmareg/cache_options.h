@@ -58,24 +58,24 @@ struct CacheOptions {
 
 struct CacheStats {
   uint64_t hits = 0;
-  uint64_t misses = 0;                  // requests that registered
-  uint64_t evictions = 0;               // mappings evicted to keep the limits
-  uint64_t invalidations = 0;           // Invalidate() calls
-  uint64_t invalidated_regions = 0;     // mappings those calls retired
-  uint64_t registration_failures = 0;   // domain refused a registration
-  uint64_t retried_registrations = 0;   // raced with Invalidate, redone
-  uint64_t dmabuf_hits = 0;             // of `hits`, on dma-buf slices
-  uint64_t dmabuf_misses = 0;           // of `misses`, dma-buf slices registered
+  uint64_t misses = 0;                      // requests that registered
+  uint64_t evictions = 0;                   // mappings evicted to keep the limits
+  uint64_t invalidations = 0;               // Invalidate() calls
+  uint64_t invalidated_regions = 0;         // mappings those calls retired
+  uint64_t registration_failures = 0;       // domain refused a registration
+  uint64_t retried_registrations = 0;       // raced with Invalidate, redone
+  uint64_t dmabuf_hits = 0;                 // of `hits`, on dma-buf slices
+  uint64_t dmabuf_misses = 0;               // of `misses`, dma-buf slices registered
   uint64_t dmabuf_alias_registrations = 0;  // of those, through the CPU alias
-  uint64_t dmabuf_registrations = 0;    // per request, uncached (kernel < 5.18)
-  uint64_t monitor_events = 0;          // unmap events applied from the monitor
-  uint64_t monitor_overruns = 0;        // fell behind the monitor's log: dropped all
-  uint64_t uncached_registrations = 0;  // memory the monitor cannot watch: not cached
-  uint64_t live_regions = 0;            // mappings held on the device now
-  uint64_t registered_bytes = 0;        // bytes those cover
-  uint64_t dmabuf_regions = 0;          // of live_regions, dma-buf slices
-  uint64_t dmabuf_bytes = 0;            // bytes those cover
-  uint64_t referenced_regions = 0;      // of them, with a handle out
+  uint64_t dmabuf_registrations = 0;        // per request, uncached (kernel < 5.18)
+  uint64_t monitor_events = 0;              // unmap events applied from the monitor
+  uint64_t monitor_overruns = 0;            // fell behind the monitor's log: dropped all
+  uint64_t uncached_registrations = 0;      // memory the monitor cannot watch: not cached
+  uint64_t live_regions = 0;                // mappings held on the device now
+  uint64_t registered_bytes = 0;            // bytes those cover
+  uint64_t dmabuf_regions = 0;              // of live_regions, dma-buf slices
+  uint64_t dmabuf_bytes = 0;                // bytes those cover
+  uint64_t referenced_regions = 0;          // of them, with a handle out
 };
 
 }  // namespace dmareg

@@ -42,8 +42,8 @@ class DmaBuf {
   DmaBuf() = default;
   // Takes `fd`; `alias` (may be null) is unmapped with munmap(alias,
   // alias_length) when the DmaBuf goes; `alias_fd` (may be -1) closed.
-  DmaBuf(int fd, uint64_t size, std::string source, void* alias = nullptr,
-         size_t alias_length = 0, int alias_fd = -1);
+  DmaBuf(int fd, uint64_t size, std::string source, void* alias = nullptr, size_t alias_length = 0,
+         int alias_fd = -1);
   DmaBuf(DmaBuf&& other) noexcept;
   DmaBuf& operator=(DmaBuf&& other) noexcept;
   DmaBuf(const DmaBuf&) = delete;
@@ -172,10 +172,10 @@ struct DmaBufSources {
     std::string driver;  // drmGetVersion's name, "" if it could not be read
   };
   std::vector<Drm> drm_cards;
-  bool udmabuf = false;             // /dev/udmabuf can be opened
-  std::vector<std::string> heaps;   // names under /dev/dma_heap
-  bool cuda = false;                // libcuda loads and has the dma-buf export
-  std::string cuda_detail;          // why not, or the driver version
+  bool udmabuf = false;            // /dev/udmabuf can be opened
+  std::vector<std::string> heaps;  // names under /dev/dma_heap
+  bool cuda = false;               // libcuda loads and has the dma-buf export
+  std::string cuda_detail;         // why not, or the driver version
 };
 DmaBufSources ProbeDmaBufSources();
 

@@ -36,12 +36,13 @@ struct RegistrationInfo {
   uint64_t iova = 0;   // device address of `addr`
   uint32_t lkey = 0;
   uint32_t rkey = 0;
-  AccessFlags access;   // what the mapping was registered with
-  bool dmabuf = false;  // a dma-buf slice; `addr` is then the slice offset
+  AccessFlags access;      // what the mapping was registered with
+  bool dmabuf = false;     // a dma-buf slice; `addr` is then the slice offset
   bool via_alias = false;  // a dma-buf slice registered through its CPU alias
 };
 
 namespace internal {
+struct SetAccess;
 // Drops the reference `info` holds (defined by the cache).
 void ReleaseRegistration(const RegistrationInfo* info) noexcept;
 }  // namespace internal
@@ -94,6 +95,7 @@ class Registration {
 
  private:
   friend class RegistrationCache;
+  friend struct internal::SetAccess;
   explicit Registration(const RegistrationInfo* info) : info_(info) {}
   const RegistrationInfo* info_ = nullptr;
 };

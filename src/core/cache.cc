@@ -14,6 +14,18 @@
 
 namespace dmareg {
 
+const char* DmaBufPolicyName(DmaBufPolicy policy) {
+  switch (policy) {
+    case DmaBufPolicy::kPreferDmaBuf:
+      return "prefer-dmabuf";
+    case DmaBufPolicy::kDmaBufOnly:
+      return "dmabuf-only";
+    case DmaBufPolicy::kAliasOnly:
+      return "alias-only";
+  }
+  return "unknown";
+}
+
 absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     std::shared_ptr<Domain> domain, CacheOptions options) {
   if (domain == nullptr) return absl::InvalidArgumentError("RegistrationCache needs a domain");
@@ -80,10 +92,35 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memo
                                                         AccessFlags access) {
   if (absl::Status s = ValidateDmaBufMemory(memory); !s.ok()) return s;
   if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
+  if (memory.iova) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "dma-buf slice [%#x, +%#x) of fd %d names IOVA %#x: the cache picks IOVAs itself; map "
+        "at a chosen IOVA with Domain::RegisterDmaBuf",
+        memory.offset, memory.length, memory.fd, *memory.iova));
+  }
   absl::StatusOr<internal::Region*> r = core_->AcquireDmaBuf(memory, NormalizeAccess(access));
   if (!r.ok()) return r.status();
   return Registration(*r);
 }
+
+absl::Status RegistrationCache::Invalidate(const DmaBufMemory& memory) {
+  if (absl::Status s = ValidateDmaBufMemory(memory); !s.ok()) return s;
+  absl::StatusOr<internal::CacheCore::DmaBufSlice> slice = core_->ResolveDmaBuf(memory);
+  if (!slice.ok()) return slice.status();
+  core_->InvalidateDmaBuf(slice->id, slice->span);
+  return absl::OkStatus();
+}
+
+absl::Status RegistrationCache::InvalidateDmaBuf(int fd) {
+  // A one-byte slice resolves the buffer; the whole of it goes.
+  absl::StatusOr<internal::CacheCore::DmaBufSlice> slice =
+      core_->ResolveDmaBuf(DmaBufMemory{.fd = fd, .offset = 0, .length = 0});
+  if (!slice.ok()) return slice.status();
+  core_->InvalidateDmaBuf(slice->id, std::nullopt);
+  return absl::OkStatus();
+}
+
+void RegistrationCache::InvalidateDmaBuf(DmaBufId id) { core_->InvalidateDmaBuf(id, std::nullopt); }
 
 absl::Status RegistrationCache::Invalidate(const void* addr, size_t length) {
   if (absl::Status s = ValidateHostMemory(HostMemory{addr, length}); !s.ok()) return s;

@@ -28,6 +28,9 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
       page_size_(static_cast<size_t>(sysconf(_SC_PAGESIZE))),
       fork_generation_(WatchForks()),
       creator_pid_(getpid()),
+      dmabuf_policy_(options.dmabuf_policy),
+      inspect_dmabuf_(options.inspect_dmabuf),
+      dmabuf_ids_unique_(options.inspect_dmabuf ? true : DmaBufIdsUnique()),
       options_(options),
       region_base_(ABSL_TS_UNCHECKED_READ(pool_).base()),
       thread_refs_(thread_refs && HeavyFenceAvailable()) {
@@ -68,12 +71,12 @@ Region* CacheCore::FastHitShared(Range span, AccessFlags want) {
   return hit;
 }
 
-absl::StatusOr<Region*> CacheCore::AcquireHost(Range span, AccessFlags want) {
+absl::StatusOr<Region*> CacheCore::AcquireHost(Range span, AccessFlags want, bool* created) {
   if (EventsPending()) [[unlikely]] {
     if (absl::Status s = CatchUp(); !s.ok()) return s;
   }
   if (Region* r = FastHit(span, want)) return r;  // counted as a hit there
-  return Miss(span, want);
+  return Miss(span, want, created);
 }
 
 bool CacheCore::TryRefLocked(Region* r) {
@@ -163,10 +166,7 @@ absl::Status CacheCore::ForkedError() const {
 void CacheCore::RetireAll(const RegionList& victims, RegionList* to_free) {
   if (victims.empty()) return;
   for (Region* r : victims) {
-    if (r->indexed) {
-      index_.Remove(r);
-      RingRemove(r);
-    }
+    if (r->indexed) Unindex(r);
     r->SetFlags(kDead, std::memory_order_seq_cst);
   }
   FenceForSum();
@@ -267,7 +267,7 @@ void CacheCore::Close() {
   {
     MutexLock lock(&mu_);
     RegionList all;
-    index_.ForEach([&](Region* r) { all.push_back(r); });
+    ForEachIndexed([&](Region* r) { all.push_back(r); });
     RetireAll(all, &to_free);
   }
   FreeRegions(to_free);
@@ -283,7 +283,7 @@ void CacheCore::Flush() {
     // Flush ignores recent use. Candidates are re-checked after the fence:
     // a hit may have referenced one meanwhile.
     RegionList idle;
-    index_.ForEach([&](Region* r) {
+    ForEachIndexed([&](Region* r) {
       if (RefSum(r) == 0) idle.push_back(r);
     });
     for (Region* r : idle) r->SetFlags(kDead, std::memory_order_seq_cst);
@@ -297,7 +297,10 @@ absl::Status CacheCore::SetLimits(CacheOptions options) {
   absl::Status status;
   {
     MutexLock lock(&mu_);
-    options_ = options;
+    // The dma-buf policy and inspector are fixed at Create, like the monitor.
+    options.dmabuf_policy = dmabuf_policy_;
+    options.inspect_dmabuf = inspect_dmabuf_;
+    options_ = std::move(options);
     status = MakeRoom(0, 0, &to_free);
   }
   FreeRegions(to_free);
@@ -316,8 +319,12 @@ CacheStats CacheCore::stats() const {
   s.live_regions = live_regions_;
   s.registered_bytes = live_bytes_;
   s.referenced_regions = dead_referenced_;
-  index_.ForEach([&](Region* r) {
+  ForEachIndexed([&](Region* r) {
     if (RefSum(r) != 0) ++s.referenced_regions;
+    if (r->dmabuf) {
+      ++s.dmabuf_regions;
+      s.dmabuf_bytes += r->length;
+    }
   });
   return s;
 }

@@ -41,8 +41,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -56,6 +59,7 @@
 #include "core/region_pool.h"
 #include "core/thread_refs.h"
 #include "dmareg/cache_options.h"
+#include "dmareg/dmabuf_id.h"
 #include "dmareg/domain.h"
 #include "dmareg/memory.h"
 #include "dmareg/monitor.h"
@@ -72,10 +76,29 @@ class CacheCore {
             CacheOptions options, bool thread_refs = true);
 
   // `span` page-aligned, non-empty; `want` normalised and valid.
-  absl::StatusOr<Region*> AcquireHost(Range span, AccessFlags want);
-  absl::StatusOr<Region*> AcquireDmaBuf(const DmaBufMemory& m, AccessFlags want);
+  // `*created` (if given): true when this call registered the mapping.
+  absl::StatusOr<Region*> AcquireHost(Range span, AccessFlags want, bool* created = nullptr);
+  // `m` validated (cache_dmabuf.cc).
+  absl::StatusOr<Region*> AcquireDmaBuf(const DmaBufMemory& m, AccessFlags want,
+                                        bool* created = nullptr);
   // `span` page-aligned (may be empty).
   void Invalidate(Range span);
+  // Retires the dma-buf's mappings overlapping `span` (all if empty).
+  void InvalidateDmaBuf(DmaBufId id, std::optional<Range> span);
+  // The dma-buf and the whole pages of `m`'s slice, clipped to the buffer.
+  struct DmaBufSlice {
+    DmaBufId id;
+    Range span;
+  };
+  absl::StatusOr<DmaBufSlice> ResolveDmaBuf(const DmaBufMemory& m) const;
+  // A cached dma-buf mapping covering `slice` with `want`, referenced for
+  // the caller, or null.
+  Region* FindDmaBuf(const DmaBufSlice& slice, AccessFlags want) ABSL_LOCKS_EXCLUDED(mu_);
+  // Retires `r` (which the caller holds a reference on) if it is still
+  // cached: a registration set undoing what it made.
+  void Discard(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
+  // Before Linux 5.18 a dma-buf's inode may be reused: register per request.
+  void SetDmaBufIdsUniqueForTesting(bool unique) { dmabuf_ids_unique_ = unique; }
   absl::Status SetLimits(CacheOptions options);
   CacheOptions limits() const;
   void Flush();
@@ -166,7 +189,7 @@ class CacheCore {
     return i == RangeIndex::kNoIndex ? nullptr : region_base_ + i;
   }
   // --- the miss path (cache_miss.cc) ---
-  absl::StatusOr<Region*> Miss(Range request, AccessFlags want);
+  absl::StatusOr<Region*> Miss(Range request, AccessFlags want, bool* created);
   // Finds the request registered after all, or decides what to register
   // and reserves room for it.
   absl::StatusOr<MissPlan> PlanMiss(Range request, AccessFlags want, RegionList* to_free)
@@ -203,6 +226,32 @@ class CacheCore {
   bool TryRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Region* FastHitShared(Range span, AccessFlags want);
+  // --- dma-bufs (cache_dmabuf.cc) ---
+  // Registers the span as the policy says: the domain's import, then the
+  // CPU alias. The error names every attempt.
+  absl::StatusOr<DeviceMapping> RegisterDmaBufSpan(const DmaBufMemory& m, const DmaBufSlice& s,
+                                                   AccessFlags access, bool* via_alias);
+  absl::StatusOr<Region*> AcquireDmaBufUncached(const DmaBufMemory& m, const DmaBufSlice& s,
+                                                AccessFlags want);
+  Region* FindDmaBufLocked(const DmaBufSlice& slice, AccessFlags want)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DmaBufIndexInsert(Region* r, DmaBufId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if an invalidation of `id` overlapping `span` came after `epoch`.
+  bool DmaBufInvalidatedSince(uint64_t epoch, DmaBufId id, Range span) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes `r` from the index it is in and from the CLOCK ring.
+  void Unindex(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every indexed region, host and dma-buf.
+  template <typename F>
+  void ForEachIndexed(F f) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    index_.ForEach(f);
+    for (const auto& [id, regions] : dmabuf_index_) {
+      for (Region* r : regions) f(r);
+    }
+  }
+  size_t IndexedCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return index_.size() + dmabuf_indexed_;
+  }
   // --- eviction (cache_eviction.cc) ---
   // Evicts until `regions` more mappings of `bytes` fit the limits.
   absl::Status MakeRoom(size_t regions, size_t bytes, RegionList* to_free)
@@ -242,6 +291,9 @@ class CacheCore {
   const size_t page_size_;
   const uint32_t fork_generation_;
   const pid_t creator_pid_;
+  const DmaBufPolicy dmabuf_policy_;
+  const DmaBufInspector inspect_dmabuf_;  // empty: InspectDmaBuf
+  bool dmabuf_ids_unique_;                // set before the cache is shared
 
   // Lock order: mu_, then the process-wide thread-slot lock (base/thread_slot.cc,
   // which a first ThreadSlot() call takes), the userfaultfd monitor's
@@ -262,6 +314,19 @@ class CacheCore {
   size_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Invalidations for misses in flight to check against.
   RecentInvalidations recent_ ABSL_GUARDED_BY(mu_);
+  // Cached dma-buf mappings by buffer (a handful each: slices merge).
+  absl::flat_hash_map<DmaBufId, RegionList> dmabuf_index_ ABSL_GUARDED_BY(mu_);
+  size_t dmabuf_indexed_ ABSL_GUARDED_BY(mu_) = 0;
+  // dma-buf invalidations while dma-buf misses are in flight, to check
+  // those against (dropped when none is).
+  struct DmaBufInvalidation {
+    uint64_t epoch;
+    DmaBufId id;
+    std::optional<Range> span;  // empty: the whole buffer
+  };
+  std::vector<DmaBufInvalidation> dmabuf_recent_ ABSL_GUARDED_BY(mu_);
+  uint64_t dmabuf_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t dmabuf_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   // Monitor events applied so far; written under mu_, read by hits.
   std::atomic<uint64_t> log_cursor_{0};
 

@@ -17,8 +17,7 @@ void CacheCore::EvictOrRevive(const RegionList& candidates, RegionList* to_free)
       continue;
     }
     r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
-    index_.Remove(r);
-    RingRemove(r);
+    Unindex(r);
     Forget(r);
     ++counters_.evictions;
     to_free->push_back(r);
@@ -42,7 +41,7 @@ absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_fr
     return absl::ResourceExhaustedError(absl::StrFormat(
         "a mapping of %u bytes exceeds the cache's max_bytes (%u)", bytes, options_.max_bytes));
   }
-  size_t budget = 2 * index_.size() + 1;
+  size_t budget = 2 * IndexedCount() + 1;
   while (OverLimits(regions, bytes)) {
     // Over the limits even if `batch` (n regions, nb bytes) goes.
     size_t n = 0, nb = 0;

@@ -52,8 +52,8 @@ class CacheCore::MissScope {
 
 // The lock is taken and released through MissScope, which the analysis
 // cannot follow; the helpers it calls are annotated.
-absl::StatusOr<Region*> CacheCore::Miss(Range request,
-                                        AccessFlags want) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
+                                        bool* created) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   for (int attempt = 0;; ++attempt) {
     // Past the optimistic attempts, mu_ is held across the registration.
     const bool hold_lock = attempt >= kOptimisticAttempts;
@@ -90,7 +90,10 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request,
       }
       continue;
     }
-    if (Region* r = AdmitLocked(plan, *m, scope.to_free())) return r;
+    if (Region* r = AdmitLocked(plan, *m, scope.to_free())) {
+      if (created != nullptr) *created = true;
+      return r;
+    }
     const absl::Status full = PoolFullError();
     scope.Unlock();
     (void)domain_->Deregister(*m);
@@ -203,47 +206,6 @@ Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, Reg
   return r;
 }
 
-absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, AccessFlags want) {
-  if (Forked()) return ForkedError();
-  RegionList to_free;
-  absl::Status room;
-  {
-    MutexLock lock(&mu_);
-    room = MakeRoom(1, mem.length, &to_free);
-    if (room.ok()) {
-      ++reserved_regions_;
-      reserved_bytes_ += mem.length;
-    } else {
-      ++counters_.registration_failures;
-    }
-  }
-  FreeRegions(to_free);
-  if (!room.ok()) return room;
-
-  absl::StatusOr<DeviceMapping> m = domain_->RegisterDmaBuf(mem, want);
-  absl::Status full;
-  {
-    MutexLock lock(&mu_);
-    --reserved_regions_;
-    reserved_bytes_ -= mem.length;
-    if (!m.ok()) {
-      ++counters_.registration_failures;
-      return m.status();
-    }
-    // Never indexed: born dead with the caller's reference, freed on release.
-    const Range slice = Range::FromLength(mem.offset, mem.length).value_or(Range());
-    if (Region* r = NewRegion(slice, want, *m, kDead)) {
-      r->dmabuf = true;
-      ++dead_referenced_;
-      ++counters_.dmabuf_registrations;
-      return r;
-    }
-    full = PoolFullError();
-  }
-  (void)domain_->Deregister(*m);
-  return full;
-}
-
 absl::Status CacheCore::PoolFullError() const {
   return absl::ResourceExhaustedError(
       absl::StrFormat("registration cache on %s holds as many mappings as it has room for (%u)",
@@ -264,6 +226,7 @@ Region* CacheCore::NewRegion(Range span, AccessFlags access, const DeviceMapping
   r->rkey = m.rkey;
   r->access = access;
   r->dmabuf = false;
+  r->via_alias = false;
   r->cache = this;
   pool_.links(r).handle = m.handle;
   refs_.fetch_add(1, std::memory_order_relaxed);

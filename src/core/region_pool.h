@@ -20,6 +20,7 @@
 
 #include "base/aligned_mapping.h"
 #include "core/region.h"
+#include "dmareg/dmabuf_id.h"
 
 namespace dmareg::internal {
 
@@ -34,6 +35,7 @@ class RegionPool {
     Region* prev = nullptr;  // CLOCK ring; `next` also links the free list
     Region* next = nullptr;
     uint64_t handle = 0;  // DeviceMapping::handle
+    DmaBufId dmabuf;      // the buffer of a dma-buf region
   };
 
   // Reserves address space for kMaxRegions Regions (1 GiB, nothing

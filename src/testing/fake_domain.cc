@@ -25,7 +25,7 @@ absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
     tag_source = tag_source_;
   }
   if (tag_source) m.tag = tag_source();
-  if (hook && !m.dmabuf) hook(m.addr, m.length);
+  if (hook) hook(m.addr, m.length);
   if (!m.dmabuf && require_mapped_.load()) {
     // msync(MS_ASYNC) is a no-op on mapped anonymous memory and ENOMEM
     // where part of the range is not mapped: the check the kernel's pinning

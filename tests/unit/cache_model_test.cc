@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "dmareg/cache.h"
+#include "dmareg/testing/fake_dmabuf.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gtest/gtest.h"
 
@@ -45,7 +46,11 @@ class CacheModelTest : public ::testing::TestWithParam<uint64_t> {};
 TEST_P(CacheModelTest, RandomOperationsAgreeWithTheModel) {
   std::mt19937_64 rng(GetParam());
   auto fake = std::make_shared<FakeDomain>();
-  auto cache = RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly}).value();
+  testing::FakeDmaBufs bufs;
+  auto cache = RegistrationCache::Create(fake, {.monitoring = Monitoring::kExplicitOnly,
+                                                .inspect_dmabuf = bufs.Inspector()})
+                   .value();
+  const testing::FakeDmaBufs::Buffer dmabuf = bufs.Create(16 * kPage).value();
   char* base = static_cast<char*>(
       mmap(nullptr, kPages * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   ASSERT_NE(base, MAP_FAILED);
@@ -148,10 +153,10 @@ TEST_P(CacheModelTest, RandomOperationsAgreeWithTheModel) {
       ASSERT_TRUE(s.ok() || s.code() == absl::StatusCode::kResourceExhausted) << s;
     } else if (kind < 97) {  // Flush
       cache->Flush();
-    } else {  // dma-buf: uncached, released with the handle
-      auto d =
-          cache->Acquire(DmaBufMemory{.fd = 5, .offset = (rng() % 16) * kPage, .length = kPage},
-                         Access::kRemoteRead);
+    } else {  // dma-buf: cached beside the host ranges, under the same limits
+      auto d = cache->Acquire(
+          DmaBufMemory{.fd = dmabuf.fd, .offset = (rng() % 16) * kPage, .length = kPage},
+          Access::kRemoteRead);
       if (d.ok()) {
         ASSERT_TRUE(d->is_dmabuf());
       } else {
@@ -184,6 +189,7 @@ TEST_P(CacheModelTest, RandomOperationsAgreeWithTheModel) {
   cache.reset();
   EXPECT_EQ(fake->live_registrations(), 0) << "registrations leaked at teardown";
   munmap(base, kPages * kPage);
+  close(dmabuf.fd);
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, CacheModelTest, ::testing::Values(1, 20251121));

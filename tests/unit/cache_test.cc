@@ -307,30 +307,6 @@ TEST_F(CacheTest, FlushDropsOnlyUnreferenced) {
   EXPECT_TRUE(cache_->Acquire(page(500), kPage, {})->SameMapping(*held));
 }
 
-TEST_F(CacheTest, DmaBufIsRegisteredPerRequestAndReleasedWithTheHandle) {
-  auto a =
-      cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b =
-      cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 4096, .length = 8192}, Access::kRemoteRead);
-  ASSERT_TRUE(b.ok());
-  EXPECT_FALSE(a->SameMapping(*b));  // fd numbers are not identities
-  EXPECT_TRUE(a->is_dmabuf());
-  EXPECT_EQ(a->IovaForOffset(4096 + 100), 4096u + 100);
-  EXPECT_EQ(fake_->live_registrations(), 2);
-  a->Reset();
-  b->Reset();
-  EXPECT_EQ(fake_->live_registrations(), 0);
-  EXPECT_EQ(cache_->stats().dmabuf_registrations, 2u);
-}
-
-TEST_F(CacheTest, DmaBufUnsupportedIsAClearStatus) {
-  fake_->mutable_capabilities().dmabuf_import = false;
-  auto a = cache_->Acquire(DmaBufMemory{.fd = 7, .offset = 0, .length = 8192}, {});
-  EXPECT_EQ(a.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(a.status().message(), HasSubstr("fake"));
-}
-
 TEST_F(CacheTest, HandlesMayOutliveTheCache) {
   auto held = cache_->Acquire(page(600), kPage, Access::kLocalWrite);
   { ASSERT_TRUE(cache_->Acquire(page(602), kPage, {}).ok()); }

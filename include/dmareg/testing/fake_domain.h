@@ -62,7 +62,8 @@ class FakeDomain : public Domain {
   // Every later Deregister fails with `status` (the mapping is still dropped,
   // as a kernel drops it when the device is gone).
   void FailDeregistrations(absl::Status status);
-  // Called at the start of every RegisterHost (outside any lock of ours):
+  // Called at the start of every registration, host or dma-buf (with the
+  // offset as `addr`), outside any lock of ours:
   // lets a test run code in the middle of a miss, e.g. Invalidate.
   void SetRegisterHook(std::function<void(uintptr_t addr, size_t length)> hook);
 

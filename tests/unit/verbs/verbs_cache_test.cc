@@ -5,6 +5,7 @@
 // made is deregistered exactly once.
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include "absl/status/status.h"
 #include "common/errno_cases.h"
 #include "dmareg/cache.h"
+#include "dmareg/testing/fake_dmabuf.h"
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
 #include "gmock/gmock.h"
@@ -38,7 +40,8 @@ class VerbsCacheTest : public ::testing::Test {
     auto domain = OpenVerbsDomain(ops_, "rxe0");
     ASSERT_TRUE(domain.ok()) << domain.status();
     domain_ = *domain;
-    auto cache = RegistrationCache::Create(domain_, {.monitoring = Monitoring::kExplicitOnly});
+    auto cache = RegistrationCache::Create(
+        domain_, {.monitoring = Monitoring::kExplicitOnly, .inspect_dmabuf = bufs_.Inspector()});
     ASSERT_TRUE(cache.ok()) << cache.status();
     cache_ = std::move(*cache);
   }
@@ -54,6 +57,7 @@ class VerbsCacheTest : public ::testing::Test {
   char* buf() { return static_cast<char*>(buf_); }
 
   void* buf_ = nullptr;
+  testing::FakeDmaBufs bufs_;
   std::shared_ptr<FakeVerbsOps> ops_ = std::make_shared<FakeVerbsOps>();
   std::shared_ptr<VerbsDomain> domain_;
   std::unique_ptr<RegistrationCache> cache_;
@@ -105,12 +109,70 @@ TEST_F(VerbsCacheTest, InvalidateRetiresTheMrOnceUnreferenced) {
 }
 
 TEST_F(VerbsCacheTest, DmaBufOnRxeIsUnimplementedAndLeavesNothing) {
+  testing::FakeDmaBufs::Buffer b = bufs_.Create(kLen).value();
   auto reg =
-      cache_->Acquire(DmaBufMemory{.fd = 5, .offset = 0, .length = 4096}, Access::kLocalWrite);
+      cache_->Acquire(DmaBufMemory{.fd = b.fd, .offset = 0, .length = 4096}, Access::kLocalWrite);
   ASSERT_FALSE(reg.ok());
   EXPECT_EQ(reg.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(reg.status().message(), HasSubstr("rxe0"));
+  EXPECT_THAT(reg.status().message(), AllOf(HasSubstr("rxe0"), HasSubstr("ibv_reg_dmabuf_mr"),
+                                            HasSubstr("EOPNOTSUPP"), HasSubstr("no CPU alias")));
   EXPECT_EQ(domain_->live_mrs(), 0);
+  close(b.fd);
+}
+
+TEST_F(VerbsCacheTest, DmaBufFallsBackToTheAliasAtTheSameIova) {
+  testing::FakeDmaBufs::Buffer b = bufs_.Create(kLen).value();
+  auto reg = cache_->Acquire(
+      DmaBufMemory{.fd = b.fd, .offset = 8192 + 16, .length = 100, .alias = b.alias},
+      Access::kRemoteWrite);
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  EXPECT_TRUE(reg->via_alias());
+  const FakeVerbsOps::LastReg last = ops_->last_reg();
+  EXPECT_EQ(last.addr, static_cast<char*>(b.alias) + 8192);
+  EXPECT_EQ(last.length, 4096u);
+  EXPECT_EQ(last.iova, 8192u);
+  EXPECT_EQ(reg->IovaForOffset(8192 + 16), 8192u + 16);
+  close(b.fd);
+}
+
+// A NIC whose driver imports dma-bufs (mlx5, efa, ...): the probe answered
+// EBADF for fd -1.
+TEST(VerbsDmaBufImportTest, RegistersTheSliceWithItsFdOffsetIovaAndAccess) {
+  auto ops = std::make_shared<FakeVerbsOps>();
+  FakeVerbsOps::DeviceSpec spec = FakeVerbsOps::RxeLike("mlx5_0");
+  spec.dmabuf_probe_errno = EBADF;
+  ops->AddDevice(spec);
+  std::shared_ptr<VerbsDomain> domain = OpenVerbsDomain(ops, "mlx5_0").value();
+  ASSERT_TRUE(domain->capabilities().dmabuf_import);
+  testing::FakeDmaBufs bufs;
+  {
+    auto cache = RegistrationCache::Create(domain, {.monitoring = Monitoring::kExplicitOnly,
+                                                    .inspect_dmabuf = bufs.Inspector()})
+                     .value();
+    testing::FakeDmaBufs::Buffer b = bufs.Create(16 * 4096).value();
+    auto reg = cache->Acquire(
+        DmaBufMemory{.fd = b.fd, .offset = 3 * 4096 + 7, .length = 4096, .alias = b.alias},
+        Access::kLocalWrite | Access::kRemoteRead);
+    ASSERT_TRUE(reg.ok()) << reg.status();
+    EXPECT_FALSE(reg->via_alias());
+    const FakeVerbsOps::LastReg last = ops->last_reg();
+    EXPECT_EQ(last.fd, b.fd);
+    EXPECT_EQ(last.offset, 3u * 4096);
+    EXPECT_EQ(last.length, 2u * 4096);
+    EXPECT_EQ(last.iova, 3u * 4096);
+    EXPECT_EQ(last.access, static_cast<unsigned>(IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ));
+    EXPECT_EQ(ops->mrs_created(), 1);
+    // The driver's refusal of one buffer is named with its errno.
+    ops->FailNext(Call::kRegDmaBufMr, EINVAL);
+    testing::FakeDmaBufs::Buffer other = bufs.Create(4096).value();
+    auto refused = cache->Acquire(DmaBufMemory{.fd = other.fd, .length = 4096}, {});
+    EXPECT_THAT(refused.status().message(),
+                AllOf(HasSubstr("ibv_reg_dmabuf_mr"), HasSubstr("EINVAL"), HasSubstr("mlx5_0")));
+    EXPECT_EQ(ops->live_mrs(), 1);
+    close(b.fd);
+    close(other.fd);
+  }
+  EXPECT_EQ(ops->live_mrs(), 0);
 }
 
 }  // namespace
