@@ -28,18 +28,17 @@ constexpr uint64_t kPitch = kWidth * (kBpp / 8);
 absl::StatusOr<DrmDevice> DrmDevice::Open(const std::string& card) {
   const int fd = open(card.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return internal::ErrnoStatus(errno, "open", card, "a DRM card");
-  std::string driver;
-  if (drmVersionPtr v = drmGetVersion(fd); v != nullptr) {
-    driver.assign(v->name, v->name_len);
-    drmFreeVersion(v);
-  }
-  uint64_t dumb = 0;
-  if (drmGetCap(fd, DRM_CAP_DUMB_BUFFER, &dumb) != 0 || dumb == 0) {
+  // drmGetVersion answers on every DRM node and nothing else. (Dumb
+  // buffers are not asked about: vgem has them without DRM_CAP_DUMB_BUFFER.)
+  drmVersionPtr v = drmGetVersion(fd);
+  if (v == nullptr) {
+    const int err = errno;
     close(fd);
-    return absl::FailedPreconditionError(
-        absl::StrFormat("DRM card %s (driver %s) offers no dumb buffers (DRM_CAP_DUMB_BUFFER)",
-                        card, driver.empty() ? "unknown" : driver));
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is not a DRM device (drmGetVersion: %s)", card, internal::ErrnoName(err)));
   }
+  std::string driver(v->name, v->name_len);
+  drmFreeVersion(v);
   return DrmDevice(fd, card, std::move(driver));
 }
 
@@ -75,7 +74,14 @@ absl::StatusOr<DmaBuf> DrmDevice::Allocate(uint64_t size) {
   create.bpp = kBpp;
   const std::string bytes = absl::StrFormat("%u bytes", size);
   if (drmIoctl(fd_, DRM_IOCTL_MODE_CREATE_DUMB, &create) != 0) {
-    return internal::ErrnoStatus(errno, "DRM_IOCTL_MODE_CREATE_DUMB", card_, bytes);
+    const int err = errno;
+    if (err == EOPNOTSUPP || err == ENOSYS) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("DRM card %s (driver %s) offers no dumb buffers: "
+                          "DRM_IOCTL_MODE_CREATE_DUMB: %s, %s",
+                          card_, driver_, internal::ErrnoName(err), bytes));
+    }
+    return internal::ErrnoStatus(err, "DRM_IOCTL_MODE_CREATE_DUMB", card_, bytes);
   }
   int dmabuf = -1;
   const int r = drmPrimeHandleToFD(fd_, create.handle, DRM_CLOEXEC | DRM_RDWR, &dmabuf);
