@@ -102,8 +102,10 @@ class DmaBufMapping {
 // Dumb buffers of a DRM device, PRIME-exported (libdrm).
 class DrmDevice {
  public:
-  // "/dev/dri/card0". NotFound / PermissionDenied / FailedPrecondition (no
-  // dumb buffers) naming the card.
+  // "/dev/dri/card0". NotFound / PermissionDenied, or FailedPrecondition
+  // when the file is not a DRM device, naming the card. (vgem makes dumb
+  // buffers without reporting DRM_CAP_DUMB_BUFFER, so a driver without them
+  // is found by Allocate, also as FailedPrecondition.)
   static absl::StatusOr<DrmDevice> Open(const std::string& card);
   DrmDevice(DrmDevice&& other) noexcept;
   DrmDevice& operator=(DrmDevice&& other) noexcept;

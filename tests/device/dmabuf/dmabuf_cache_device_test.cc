@@ -244,7 +244,7 @@ TEST_F(DmaBufCacheTest, TwoNicsAllOrNothing) {
     Mapping src0(kLen), src1(kLen);
     ASSERT_TRUE(src0.ok() && src1.ok());
     test::FillPattern(src0.data(), kLen, 40);
-    test::FillPattern(src1.data(), kLen / 2, 41, kLen / 2);
+    test::FillPattern(src1.data() + kLen / 2, kLen / 2, 41, kLen / 2);
     auto s0 = c0->Acquire(src0.data(), kLen, {});
     auto s1 = c1->Acquire(src1.data(), kLen, {});
     ASSERT_TRUE(s0.ok() && s1.ok()) << s0.status() << s1.status();
