@@ -18,6 +18,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/errno_status.h"
+#ifdef DMAREG_CLI_HAVE_DMABUF
+#include "dmareg/dmabuf.h"
+#endif
 #ifdef DMAREG_CLI_HAVE_VFIO
 #include "dmareg/vfio.h"
 #endif
@@ -82,6 +85,15 @@ bool IsPciAddress(const std::string& s) {
     if (!absl::ascii_isxdigit(static_cast<unsigned char>(s[i]))) return false;
   }
   return true;
+}
+
+// The RDMA devices whose probe imported a dma-buf.
+std::vector<std::string> DmaBufImporters(const DevicesReport& report) {
+  std::vector<std::string> names;
+  for (const RdmaDeviceReport& r : report.rdma) {
+    if (r.error.empty() && r.caps.dmabuf_import) names.push_back(r.name);
+  }
+  return names;
 }
 
 std::string HexString(uint64_t v) { return absl::StrFormat("0x%x", v); }
@@ -188,6 +200,22 @@ void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices) {
 #endif
 }
 
+DmaBufSourcesReport CollectDmaBufSources() {
+  DmaBufSourcesReport r;
+#ifdef DMAREG_CLI_HAVE_DMABUF
+  DmaBufSources s = ProbeDmaBufSources();
+  r.sources_probed = true;
+  for (const DmaBufSources::Drm& d : s.drm_cards) r.drm_cards.push_back({d.card, d.driver});
+  r.udmabuf = s.udmabuf;
+  r.heaps = s.heaps;
+  r.cuda = s.cuda;
+  r.cuda_detail = s.cuda_detail;
+#else
+  r.cuda_detail = "built without the dmabuf component";
+#endif
+  return r;
+}
+
 std::string RenderText(const DevicesReport& report) {
   std::string out = absl::StrCat("RDMA devices: ", report.rdma.size(), "\n");
   if (!report.rdma_error.empty()) absl::StrAppend(&out, "  (", report.rdma_error, ")\n");
@@ -238,6 +266,24 @@ std::string RenderText(const DevicesReport& report) {
                           p.dma_avail ? absl::StrCat(*p.dma_avail) : "(not reported)",
                           p.page_sizes);
     absl::StrAppend(&out, "    IOVA ranges: ", RangesText(p.iova_ranges), "\n");
+  }
+  if (report.dmabuf.has_value()) {
+    const DmaBufSourcesReport& d = *report.dmabuf;
+    const std::vector<std::string> importers = DmaBufImporters(report);
+    absl::StrAppend(&out, "dma-buf:\n  importing RDMA devices: ",
+                    importers.empty() ? "none" : absl::StrJoin(importers, ", "), "\n");
+    if (d.sources_probed) {
+      std::vector<std::string> cards;
+      for (const DmaBufSourcesReport::Drm& c : d.drm_cards) {
+        cards.push_back(c.driver.empty() ? c.card : absl::StrCat(c.card, " (", c.driver, ")"));
+      }
+      absl::StrAppend(&out, "  DRM: ", cards.empty() ? "none" : absl::StrJoin(cards, ", "),
+                      "\n  udmabuf: ", d.udmabuf ? "yes" : "no",
+                      "\n  heaps: ", d.heaps.empty() ? "none" : absl::StrJoin(d.heaps, ", "), "\n");
+    } else {
+      absl::StrAppend(&out, "  DRM, udmabuf, heaps: not probed (built without them)\n");
+    }
+    absl::StrAppend(&out, "  CUDA: ", d.cuda ? "yes" : "no", " (", d.cuda_detail, ")\n");
   }
   return out;
 }
@@ -311,6 +357,22 @@ std::string RenderJson(const DevicesReport& report) {
   Json out = {{"rdma", std::move(rdma)}};
   if (!report.rdma_error.empty()) out["rdma_error"] = report.rdma_error;
   out["vfio"] = std::move(vfio);
+  if (report.dmabuf.has_value()) {
+    const DmaBufSourcesReport& d = *report.dmabuf;
+    Json o = {{"importers", DmaBufImporters(report)}};
+    if (d.sources_probed) {
+      Json cards = Json::array();
+      for (const DmaBufSourcesReport::Drm& c : d.drm_cards) {
+        cards.push_back({{"card", c.card}, {"driver", c.driver}});
+      }
+      o["drm"] = std::move(cards);
+      o["udmabuf"] = d.udmabuf;
+      o["heaps"] = d.heaps;
+    }
+    o["cuda"] = d.cuda;
+    o["cuda_detail"] = d.cuda_detail;
+    out["dmabuf"] = std::move(o);
+  }
   return out.dump() + "\n";
 }
 

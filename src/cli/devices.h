@@ -7,6 +7,7 @@
 //   DevicesReport report;
 //   report.rdma = CollectRdmaDevices();
 //   report.vfio = ScanVfioDevices("/sys", "/dev");
+//   report.dmabuf = CollectDmaBufSources();
 //   std::cout << (json ? RenderJson(report) : RenderText(report));
 
 #ifndef DMAREG_SRC_CLI_DEVICES_H_
@@ -61,10 +62,26 @@ struct VfioDeviceReport {
   std::optional<VfioProbeReport> probe;  // absent: not probed
 };
 
+// What the machine can make dma-bufs from (dmabuf.h, cuda.h).
+struct DmaBufSourcesReport {
+  struct Drm {
+    std::string card;    // /dev/dri/cardN
+    std::string driver;  // "vgem"; "" if unknown
+  };
+  bool sources_probed = false;  // false: built without the kernel sources' probe
+  std::vector<Drm> drm_cards;
+  bool udmabuf = false;
+  std::vector<std::string> heaps;
+  bool cuda = false;        // libcuda loads and a device exports dma-bufs
+  std::string cuda_detail;  // the driver and devices, or why not
+};
+
 struct DevicesReport {
   std::vector<RdmaDeviceReport> rdma;
   std::vector<VfioDeviceReport> vfio;
   std::string rdma_error;  // listing the RDMA devices itself failed
+  // Which NICs import dma-bufs comes from `rdma`; absent: not collected.
+  std::optional<DmaBufSourcesReport> dmabuf;
 };
 
 // Opens every RDMA device once (VerbsDomain::Open) and queries its ports.
@@ -79,6 +96,10 @@ std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
 // using them all would, and records the container's IOMMU facts (or why it
 // could not: a group busy in another process, not viable, ...).
 void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices);
+
+// dma-buf sources (the dmabuf component's probe) and CUDA (libcuda loaded
+// at run time); each part says why it is missing when it is.
+DmaBufSourcesReport CollectDmaBufSources();
 
 std::string RenderText(const DevicesReport& report);
 std::string RenderJson(const DevicesReport& report);

@@ -3,7 +3,7 @@
 // The `dmareg` command.
 //
 //   dmareg devices [--json]   RDMA devices with their probed capabilities,
-//                             and PCI devices bound to vfio-pci
+//                             PCI devices bound to vfio-pci, dma-buf sources
 
 #include <cstdio>
 #include <iostream>
@@ -23,7 +23,10 @@ constexpr char kUsage[] =
     "                    dma-buf MRs, on-demand paging, MR limits, ports, GIDs)\n"
     "                    and PCI devices bound to vfio-pci: IOMMU group, and from\n"
     "                    opening them into one VFIO container its IOMMU type,\n"
-    "                    IOVA ranges, dma_avail and page sizes\n"
+    "                    IOVA ranges, dma_avail and page sizes; which RDMA\n"
+    "                    devices import dma-bufs and what makes them here (DRM\n"
+    "                    cards, udmabuf, heaps, CUDA: libcuda from $DMAREG_LIBCUDA\n"
+    "                    or libcuda.so.1)\n"
     "  help              this text\n"
     "\n"
     "Exits 0 when the listing worked, also when there are no devices.\n";
@@ -45,6 +48,7 @@ int Devices(const std::vector<std::string_view>& args) {
   report.rdma = dmareg::cli::CollectRdmaDevices(&report.rdma_error);
   report.vfio = dmareg::cli::ScanVfioDevices("/sys", "/dev");
   dmareg::cli::ProbeVfioDevices(report.vfio);
+  report.dmabuf = dmareg::cli::CollectDmaBufSources();
   std::cout << (json ? dmareg::cli::RenderJson(report) : dmareg::cli::RenderText(report));
   return 0;
 }

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "dmareg/cuda.h"
 #include "dmareg/dmabuf.h"
 
 namespace dmareg {
@@ -61,9 +62,9 @@ DmaBufSources ProbeDmaBufSources() {
     close(fd);
   }
   s.heaps = ListDir("/dev/dma_heap");
-  // CUDA is probed by the CUDA part of this component (dmareg/cuda.h).
-  s.cuda = false;
-  s.cuda_detail = "not probed here (see dmareg/cuda.h)";
+  const CudaProbe cuda = ProbeCuda();
+  s.cuda = cuda.available;
+  s.cuda_detail = cuda.detail;
   return s;
 }
 

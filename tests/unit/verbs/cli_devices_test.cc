@@ -146,5 +146,43 @@ TEST(RenderTest, JsonIsEscapedAndComplete) {
   EXPECT_EQ(RenderJson(DevicesReport{}), "{\"rdma\":[],\"vfio\":[]}\n");
 }
 
+// dma-buf: the importing NICs come from the RDMA part, sources from the probe.
+DevicesReport DmaBufReport(bool sources_probed) {
+  DevicesReport r = SampleReport();
+  RdmaDeviceReport mlx;
+  mlx.name = "mlx5_1";
+  mlx.caps.dmabuf_import = true;
+  r.rdma.push_back(mlx);
+  DmaBufSourcesReport d;
+  d.sources_probed = sources_probed;
+  if (sources_probed) {
+    d.drm_cards = {{"/dev/dri/card0", "vgem"}};
+    d.heaps = {"system"};
+  }
+  d.cuda = true;
+  d.cuda_detail = "driver 13.0 (libcuda.so.1), 1 device: 0: H200 (dma-buf export: yes)";
+  r.dmabuf = d;
+  return r;
+}
+
+TEST(RenderTest, DmaBufImportersAndSources) {
+  const std::string text = RenderText(DmaBufReport(true));
+  EXPECT_THAT(text, HasSubstr("dma-buf:\n  importing RDMA devices: mlx5_1\n"));
+  EXPECT_THAT(text, HasSubstr("  DRM: /dev/dri/card0 (vgem)\n  udmabuf: no\n  heaps: system\n"));
+  EXPECT_THAT(text, HasSubstr("  CUDA: yes (driver 13.0 (libcuda.so.1), 1 device: 0: H200"));
+  EXPECT_THAT(RenderText(DmaBufReport(false)), HasSubstr("DRM, udmabuf, heaps: not probed"));
+  const std::string json = RenderJson(DmaBufReport(true));
+  EXPECT_THAT(json,
+              HasSubstr("\"dmabuf\":{\"importers\":[\"mlx5_1\"],\"drm\":[{\"card\":"
+                        "\"/dev/dri/card0\",\"driver\":\"vgem\"}],\"udmabuf\":false,"
+                        "\"heaps\":[\"system\"],\"cuda\":true,\"cuda_detail\":\"driver 13.0"));
+  EXPECT_THAT(RenderJson(DmaBufReport(false)),
+              HasSubstr("\"dmabuf\":{\"importers\":[\"mlx5_1\"],\"cuda\":true,"));
+  DevicesReport none;
+  none.dmabuf = DmaBufSourcesReport{.cuda_detail = "CUDA driver libcuda.so.1 does not load"};
+  EXPECT_THAT(RenderText(none), HasSubstr("importing RDMA devices: none"));
+  EXPECT_THAT(RenderText(none), HasSubstr("CUDA: no (CUDA driver libcuda.so.1 does not load)"));
+}
+
 }  // namespace
 }  // namespace dmareg::cli
