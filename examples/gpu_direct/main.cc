@@ -2,15 +2,14 @@
 //
 // gpu_direct: device memory to an RDMA NIC through the registration cache.
 //
-// Makes a dma-buf (a udmabuf here; GPU memory where a GPU is), asks the
-// cache for a registration of it, RDMA WRITEs host bytes into it and READs
-// them back over two loopback RC QPs, and checks every byte through the
-// dma-buf's own CPU mapping. The cache imports the dma-buf
-// (ibv_reg_dmabuf_mr) where the NIC's driver can, and otherwise registers
-// the buffer's CPU alias (the memfd behind a udmabuf), as
-// DmaBufPolicy::kPreferDmaBuf says; the output tells which happened.
+// Takes device memory (GPU memory where libcuda loads and a GPU exports
+// dma-bufs; else a udmabuf), asks the cache for a registration of it, RDMA WRITEs host bytes into
+// it and READs them back over two loopback RC QPs, and checks every byte (through the dma-buf's own
+// CPU mapping, or cuMemcpyDtoH for GPU memory). The cache imports the dma-buf (ibv_reg_dmabuf_mr)
+// where the NIC's driver can, and otherwise registers the buffer's CPU alias (the memfd behind a
+// udmabuf), as DmaBufPolicy::kPreferDmaBuf says; the output tells which happened.
 //
-//   gpu_direct [--device rxe0] [--size 1048576]
+//   gpu_direct [--device rxe0] [--size 1048576] [--udmabuf]
 //
 // With soft-RoCE (no RDMA NIC), on a kernel with udmabuf:
 //   scripts/vm/run --kernel newest -- build/examples/gpu_direct/gpu_direct
@@ -19,11 +18,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "dmareg/cache.h"
+#include "dmareg/cuda.h"
 #include "dmareg/dmabuf.h"
 #include "dmareg/verbs_domain.h"
 #include "verbs/rc_qp.h"
@@ -31,9 +33,10 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: gpu_direct [--device NAME] [--size BYTES]\n"
+    "usage: gpu_direct [--device NAME] [--size BYTES] [--udmabuf]\n"
     "  --device NAME  RDMA device (default: the first one)\n"
-    "  --size BYTES   bytes of device memory, a multiple of 4096 (default 1048576)\n";
+    "  --size BYTES   bytes of device memory, a multiple of 4096 (default 1048576)\n"
+    "  --udmabuf      a udmabuf even where a GPU is\n";
 
 uint8_t Pattern(size_t i) { return static_cast<uint8_t>(i * 13 + (i >> 12)); }
 
@@ -66,6 +69,7 @@ absl::Status CheckThroughMapping(int fd, size_t size) {
 int main(int argc, char** argv) {
   std::string device;
   size_t size = 1 << 20;
+  bool want_gpu = true;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -75,27 +79,13 @@ int main(int argc, char** argv) {
       device = argv[++i];
     } else if (a == "--size" && i + 1 < argc) {
       size = std::strtoull(argv[++i], nullptr, 0);
+    } else if (a == "--udmabuf") {
+      want_gpu = false;
     } else {
       std::fprintf(stderr, "gpu_direct: bad argument '%s'\n%s", argv[i], kUsage);
       return 2;
     }
   }
-
-  // Device memory. The CUDA path (dmareg/cuda.h: a GPU allocation exported
-  // as a dma-buf, libcuda loaded at run time, used when it loads) belongs
-  // here, ahead of the udmabuf; it is added with cuda.h. A udmabuf is what
-  // every kernel with CONFIG_UDMABUF offers, GPU or not.
-  absl::StatusOr<dmareg::UdmabufDevice> udmabuf = dmareg::UdmabufDevice::Open();
-  if (!udmabuf.ok()) {
-    std::fprintf(stderr,
-                 "gpu_direct: no dma-buf source: %s\n"
-                 "  needs /dev/udmabuf (a kernel with CONFIG_UDMABUF, e.g. "
-                 "scripts/vm/run --kernel newest) or a GPU\n",
-                 udmabuf.status().ToString().c_str());
-    return 2;
-  }
-  absl::StatusOr<dmareg::DmaBuf> buf = udmabuf->Allocate(size);
-  if (!buf.ok()) return Fail("allocating device memory", buf.status());
 
   auto domain = dmareg::VerbsDomain::Open(device);
   if (!domain.ok()) return Fail("opening the RDMA device", domain.status());
@@ -103,13 +93,68 @@ int main(int argc, char** argv) {
       *domain, {.dmabuf_policy = dmareg::DmaBufPolicy::kPreferDmaBuf});
   if (!cache.ok()) return Fail("creating the cache", cache.status());
   const std::string& nic = (*domain)->name();
-  std::printf("gpu_direct: %s, %zu bytes of %s memory (dma-buf fd %d)\n", nic.c_str(), size,
-              buf->source().c_str(), buf->fd());
-
-  // The device memory as an RDMA target, and host buffers on either side.
   const dmareg::AccessFlags access =
       dmareg::Access::kLocalWrite | dmareg::Access::kRemoteWrite | dmareg::Access::kRemoteRead;
-  absl::StatusOr<dmareg::Registration> target = (*cache)->Acquire(buf->All(), access);
+
+  // Device memory: GPU memory exported as a dma-buf where libcuda loads and
+  // its first GPU exports dma-bufs (one export per allocation, kept by the
+  // exporter); else a udmabuf, which any kernel with CONFIG_UDMABUF offers.
+  std::shared_ptr<dmareg::CudaDriver> cuda;
+  std::unique_ptr<dmareg::GpuRegistrationCache> gpu;
+  uint64_t gpu_ptr = 0;
+  std::optional<dmareg::DmaBuf> buf;
+  absl::StatusOr<dmareg::Registration> target = absl::UnknownError("no device memory");
+  if (want_gpu) {
+    absl::StatusOr<std::shared_ptr<dmareg::CudaDriver>> driver = dmareg::CudaDriver::Load();
+    absl::StatusOr<bool> exports = driver.ok() && (*driver)->DeviceCount() > 0
+                                       ? (*driver)->DmaBufSupported(0)
+                                       : absl::StatusOr<bool>(false);
+    if (exports.ok() && *exports && (*driver)->UsePrimaryContext(0).ok()) {
+      cuda = *driver;
+    } else {
+      std::printf("gpu_direct: no GPU that exports dma-bufs (%s); using a udmabuf\n",
+                  driver.ok() ? "dma-buf export unsupported" : driver.status().ToString().c_str());
+    }
+  }
+  if (cuda != nullptr) {
+    absl::StatusOr<uint64_t> p = cuda->Allocate(size);
+    if (!p.ok()) return Fail("allocating GPU memory", p.status());
+    gpu_ptr = *p;
+    auto front = dmareg::GpuRegistrationCache::Create(
+        std::make_shared<dmareg::CudaDmaBufExporter>(cuda), {cache->get()});
+    if (!front.ok()) return Fail("creating the GPU front door", front.status());
+    gpu = std::move(*front);
+    std::printf("gpu_direct: %s, %zu bytes of GPU memory (%s, CUDA %s)\n", nic.c_str(), size,
+                cuda->DeviceName(0).c_str(), cuda->VersionString().c_str());
+    target = gpu->Acquire(reinterpret_cast<const void*>(gpu_ptr), size, access);
+  } else {
+    absl::StatusOr<dmareg::UdmabufDevice> udmabuf = dmareg::UdmabufDevice::Open();
+    if (!udmabuf.ok()) {
+      std::fprintf(stderr,
+                   "gpu_direct: no dma-buf source: %s\n"
+                   "  needs /dev/udmabuf (a kernel with CONFIG_UDMABUF, e.g. "
+                   "scripts/vm/run --kernel newest) or a GPU\n",
+                   udmabuf.status().ToString().c_str());
+      return 2;
+    }
+    absl::StatusOr<dmareg::DmaBuf> made = udmabuf->Allocate(size);
+    if (!made.ok()) return Fail("allocating device memory", made.status());
+    buf = std::move(*made);
+    std::printf("gpu_direct: %s, %zu bytes of %s memory (dma-buf fd %d)\n", nic.c_str(), size,
+                buf->source().c_str(), buf->fd());
+    target = (*cache)->Acquire(buf->All(), access);
+  }
+  // Every byte of the device memory, as the device holds it.
+  auto check_device_memory = [&]() -> absl::Status {
+    if (buf) return CheckThroughMapping(buf->fd(), size);
+    std::vector<uint8_t> copy(size);
+    if (absl::Status c = cuda->CopyFromDevice(copy.data(), gpu_ptr, size); !c.ok()) return c;
+    const long bad = Mismatch(copy.data(), size);
+    if (bad >= 0) return absl::DataLossError("byte " + std::to_string(bad) + " of GPU memory");
+    return absl::OkStatus();
+  };
+
+  // The device memory as an RDMA target, and host buffers on either side.
   if (!target.ok()) return Fail("registering the dma-buf", target.status());
   std::printf("gpu_direct: registered %s: lkey %#x rkey %#x\n",
               target->via_alias() ? "through its CPU alias (the NIC cannot import dma-bufs)"
@@ -129,7 +174,7 @@ int main(int argc, char** argv) {
       !w.ok()) {
     return Fail("RDMA WRITE into device memory", w);
   }
-  if (absl::Status c = CheckThroughMapping(buf->fd(), size); !c.ok()) {
+  if (absl::Status c = check_device_memory(); !c.ok()) {
     return Fail("checking the device memory", c);
   }
   if (absl::Status r = pair->b->Read(back.data(), size, b->lkey(), remote, target->rkey());
@@ -141,13 +186,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   // A second request for the same buffer is a hit: no new registration.
-  auto again = (*cache)->Acquire(buf->Slice(0, 4096), access);
+  auto again = gpu ? gpu->Acquire(reinterpret_cast<const void*>(gpu_ptr), 4096, access)
+                   : (*cache)->Acquire(buf->Slice(0, 4096), access);
   if (!again.ok()) return Fail("registering the dma-buf again", again.status());
   const dmareg::CacheStats st = (*cache)->stats();
-  std::printf(
-      "gpu_direct: RDMA WRITE then READ of %zu bytes, all bytes checked through the "
-      "dma-buf's own mapping\n",
-      size);
+  std::printf("gpu_direct: RDMA WRITE then READ of %zu bytes, all bytes checked %s\n", size,
+              buf ? "through the dma-buf's own mapping" : "by copying the GPU memory back");
   std::printf("gpu_direct: cache: %llu hits, %llu misses (%llu dma-buf, %llu through the alias)\n",
               static_cast<unsigned long long>(st.hits), static_cast<unsigned long long>(st.misses),
               static_cast<unsigned long long>(st.dmabuf_misses),
@@ -157,6 +201,12 @@ int main(int argc, char** argv) {
         "gpu_direct: for GPU memory without a CPU alias this needs a NIC whose driver imports\n"
         "  dma-bufs (mlx5, efa, bnxt_re, irdma, ...) or nvidia-peermem, which lets\n"
         "  ibv_reg_mr pin a CUDA pointer\n");
+  }
+  if (gpu) {
+    target = dmareg::Registration();
+    again = dmareg::Registration();
+    (void)gpu->exporter().Release(reinterpret_cast<const void*>(gpu_ptr));
+    (void)cuda->Free(gpu_ptr);
   }
   return 0;
 }
