@@ -40,6 +40,16 @@
 // Mappings hold their domain (shared_ptr); the registry's destructor
 // deregisters what is still mapped.
 //
+// dma-buf chunks (DPDK's rte_extmem_register_dmabuf): memory whose pages are
+// a dma-buf's (GPU memory, a udmabuf) is registered with the buffer's fd and
+// the offset of the chunk's first byte in it. DmaMap then imports the
+// dma-buf slice (RegisterDmaBuf at the caller's IOVA) on domains that can,
+// and maps the chunk's addresses as host memory on the others (which works
+// where that mapping can be pinned: a udmabuf's memfd, nvidia-peermem).
+//
+//   registry.RegisterDmaBuf(gpu_va, len, 4096, dmabuf_fd, /*offset=*/0);
+//   auto m = registry.DmaMap(nic, gpu_va, /*iova=*/0x1'0000'0000, len, access);
+//
 // Thread safety: every method may be called from several threads. One lock
 // guards the registry and is held across the domain's call (so a failed call
 // changes nothing and racing identical maps make one mapping): DmaMap and
@@ -59,6 +69,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "dmareg/access.h"
+#include "dmareg/dmabuf_id.h"
 #include "dmareg/domain.h"
 #include "dmareg/range.h"
 
@@ -73,6 +84,10 @@ struct ExternalMemoryChunk {
   Range va;                     // whole pages
   size_t page_size = 0;         // a power of two
   std::vector<uint64_t> iovas;  // the IOVA of each page, or empty
+  // dma-buf chunks: the registry's own fd of the buffer (valid until the
+  // chunk is unregistered) and the buffer offset of va.begin(); else -1.
+  int dmabuf_fd = -1;
+  uint64_t dmabuf_offset = 0;
 };
 
 // One device mapping made by DmaMap, as a snapshot.
@@ -83,12 +98,16 @@ struct ExternalMemoryMapping {
   uint64_t length = 0;
   uint32_t refs = 0;  // DmaMap calls not yet undone
   AccessFlags access;
+  bool dmabuf = false;    // the device imported the chunk's dma-buf
   DeviceMapping mapping;  // what the domain returned
 };
 
 class ExternalMemoryRegistry {
  public:
   ExternalMemoryRegistry();
+  // `inspect_dmabuf` tells dma-bufs apart for RegisterDmaBuf (empty:
+  // InspectDmaBuf; tests pass testing::FakeDmaBufs' inspector).
+  explicit ExternalMemoryRegistry(DmaBufInspector inspect_dmabuf);
   // Deregisters the mappings still live (errors have no caller to go to).
   ~ExternalMemoryRegistry();
   ExternalMemoryRegistry(const ExternalMemoryRegistry&) = delete;
@@ -98,13 +117,19 @@ class ExternalMemoryRegistry {
   // `page_iovas` (one per page) or without.
   absl::Status Register(const void* addr, size_t length, size_t page_size,
                         std::span<const uint64_t> page_iovas = {});
+  // Declares [addr, addr + length) as the bytes [offset, offset + length)
+  // of the dma-buf `fd` (InvalidArgument if it is not one, or the slice
+  // passes its end). The registry keeps a dup of `fd` until Unregister.
+  absl::Status RegisterDmaBuf(const void* addr, size_t length, size_t page_size, int fd,
+                              uint64_t offset, std::span<const uint64_t> page_iovas = {});
   // Removes the chunk registered exactly as [addr, addr + length).
   absl::Status Unregister(const void* addr, size_t length);
   // The chunk holding `addr`, if any.
   std::optional<ExternalMemoryChunk> Lookup(const void* addr) const;
 
   // Maps [va, va + length) on `domain` with its first byte at `iova`
-  // (domain->RegisterHost with HostMemory::iova).
+  // (domain->RegisterHost with HostMemory::iova; RegisterDmaBuf for a
+  // dma-buf chunk on a domain that imports dma-bufs).
   absl::StatusOr<DeviceMapping> DmaMap(std::shared_ptr<Domain> domain, const void* va,
                                        uint64_t iova, size_t length, AccessFlags access);
   // The same at the IOVA the chunk's table gives `va` (FailedPrecondition
@@ -121,6 +146,9 @@ class ExternalMemoryRegistry {
   size_t mapping_count() const;
 
  private:
+  absl::Status AddChunk(const void* addr, size_t length, size_t page_size,
+                        std::span<const uint64_t> page_iovas, int dmabuf_fd, uint64_t dmabuf_offset,
+                        const std::string& where);
   std::unique_ptr<internal::ExternalMemoryState> state_;
 };
 

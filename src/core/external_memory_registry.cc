@@ -1,5 +1,9 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <iterator>
 #include <map>
@@ -12,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/errno_status.h"
 #include "base/mutex.h"
 #include "dmareg/external_memory.h"
 
@@ -26,6 +31,7 @@ struct ExternalMapping {
   AccessFlags access;  // normalized
   uint32_t refs = 0;
   DeviceMapping mapping;
+  bool dmabuf = false;  // imported from the chunk's dma-buf
 };
 
 class ExternalMemoryState {
@@ -39,7 +45,9 @@ class ExternalMemoryState {
   // RegisterHost/Deregister so that a failed call changes nothing and racing
   // identical maps make one mapping; DmaMap is a control-path call.
   Mutex mu;
-  std::map<uint64_t, ExternalMemoryChunk> chunks ABSL_GUARDED_BY(mu);  // by va.begin()
+  // by va.begin(); a dma-buf chunk's fd is ours, closed when it goes
+  std::map<uint64_t, ExternalMemoryChunk> chunks ABSL_GUARDED_BY(mu);
+  DmaBufInspector inspect_dmabuf;  // empty: InspectDmaBuf
   MappingMap mappings ABSL_GUARDED_BY(mu);
 
   // The chunk holding `addr`, or null.
@@ -138,16 +146,51 @@ absl::Status Prefixed(const std::string& where, const absl::Status& s) {
 ExternalMemoryRegistry::ExternalMemoryRegistry()
     : state_(std::make_unique<internal::ExternalMemoryState>()) {}
 
+ExternalMemoryRegistry::ExternalMemoryRegistry(DmaBufInspector inspect_dmabuf)
+    : ExternalMemoryRegistry() {
+  state_->inspect_dmabuf = std::move(inspect_dmabuf);
+}
+
 ExternalMemoryRegistry::~ExternalMemoryRegistry() {
   internal::MutexLock lock(&state_->mu);
   for (auto& [key, m] : state_->mappings) m.domain->Deregister(m.mapping).IgnoreError();
+  for (auto& [key, c] : state_->chunks) {
+    if (c.dmabuf_fd >= 0) close(c.dmabuf_fd);
+  }
 }
 
 absl::Status ExternalMemoryRegistry::Register(const void* addr, size_t length, size_t page_size,
                                               std::span<const uint64_t> page_iovas) {
-  const auto a = reinterpret_cast<uintptr_t>(addr);
   const std::string where =
-      absl::StrFormat("Register of %s in %#x-byte pages", Span(a, length), page_size);
+      absl::StrFormat("Register of %s in %#x-byte pages",
+                      Span(reinterpret_cast<uintptr_t>(addr), length), page_size);
+  return AddChunk(addr, length, page_size, page_iovas, -1, 0, where);
+}
+
+absl::Status ExternalMemoryRegistry::RegisterDmaBuf(const void* addr, size_t length,
+                                                    size_t page_size, int fd, uint64_t offset,
+                                                    std::span<const uint64_t> page_iovas) {
+  const std::string where =
+      absl::StrFormat("RegisterDmaBuf of %s in %#x-byte pages (fd %d, offset %#x)",
+                      Span(reinterpret_cast<uintptr_t>(addr), length), page_size, fd, offset);
+  absl::StatusOr<DmaBufInfo> info =
+      state_->inspect_dmabuf ? state_->inspect_dmabuf(fd) : InspectDmaBuf(fd);
+  if (!info.ok()) return Prefixed(where, info.status());
+  if (offset > info->size || length > info->size - offset) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: passes the end of %s (%#x bytes)", where,
+                                                      info->id.ToString(), info->size));
+  }
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return internal::ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)", "dma-buf", where);
+  absl::Status s = AddChunk(addr, length, page_size, page_iovas, own, offset, where);
+  if (!s.ok()) close(own);
+  return s;
+}
+
+absl::Status ExternalMemoryRegistry::AddChunk(const void* addr, size_t length, size_t page_size,
+                                              std::span<const uint64_t> page_iovas, int dmabuf_fd,
+                                              uint64_t dmabuf_offset, const std::string& where) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
   if (page_size == 0 || (page_size & (page_size - 1)) != 0) {
     return absl::InvalidArgumentError(where + ": the page size is not a power of two");
   }
@@ -180,7 +223,8 @@ absl::Status ExternalMemoryRegistry::Register(const void* addr, size_t length, s
   }
   state_->chunks.emplace(
       a, ExternalMemoryChunk{*va, page_size,
-                             std::vector<uint64_t>(page_iovas.begin(), page_iovas.end())});
+                             std::vector<uint64_t>(page_iovas.begin(), page_iovas.end()), dmabuf_fd,
+                             dmabuf_offset});
   return absl::OkStatus();
 }
 
@@ -210,6 +254,7 @@ absl::Status ExternalMemoryRegistry::Unregister(const void* addr, size_t length)
         "%s: %u device mapping(s) still use the chunk, e.g. %s; DmaUnmap them first", where, live,
         Describe(*example)));
   }
+  if (it->second.dmabuf_fd >= 0) close(it->second.dmabuf_fd);
   state_->chunks.erase(it);
   return absl::OkStatus();
 }
@@ -257,12 +302,23 @@ absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Dom
     return absl::AlreadyExistsError(absl::StrFormat("%s: overlaps the mapping of %s with access %s",
                                                     where, Describe(m), AccessToString(m.access)));
   }
-  absl::StatusOr<DeviceMapping> mapped = domain->RegisterHost(HostMemory{va, length, iova}, access);
+  // A dma-buf chunk is imported where the device can; elsewhere its
+  // addresses are registered like any host memory.
+  const bool import = chunk->dmabuf_fd >= 0 && domain->capabilities().dmabuf_import;
+  absl::StatusOr<DeviceMapping> mapped =
+      import ? domain->RegisterDmaBuf(
+                   DmaBufMemory{.fd = chunk->dmabuf_fd,
+                                .offset = chunk->dmabuf_offset + (a - chunk->va.begin()),
+                                .length = length,
+                                .iova = iova},
+                   access)
+             : domain->RegisterHost(HostMemory{va, length, iova}, access);
   if (!mapped.ok()) return Prefixed(where, mapped.status());
   const internal::ExternalMemoryState::MappingKey key{reinterpret_cast<uintptr_t>(domain.get()),
                                                       iova};
-  state_->mappings.emplace(key, internal::ExternalMapping{std::move(domain), *vr, *ir,
-                                                          NormalizeAccess(access), 1, *mapped});
+  state_->mappings.emplace(
+      key, internal::ExternalMapping{std::move(domain), *vr, *ir, NormalizeAccess(access), 1,
+                                     *mapped, import});
   return *mapped;
 }
 
@@ -323,7 +379,7 @@ std::vector<ExternalMemoryMapping> ExternalMemoryRegistry::mappings() const {
     out.reserve(state_->mappings.size());
     for (const auto& [key, m] : state_->mappings) {
       out.push_back(ExternalMemoryMapping{m.domain->name(), m.va.begin(), m.iova.begin(),
-                                          m.iova.length(), m.refs, m.access, m.mapping});
+                                          m.iova.length(), m.refs, m.access, m.dmabuf, m.mapping});
     }
   }
   std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) {

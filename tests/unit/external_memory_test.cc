@@ -7,11 +7,16 @@
 
 #include "dmareg/external_memory.h"
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "dmareg/testing/fake_dmabuf.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -423,6 +428,101 @@ TEST_F(ExternalMemoryTest, ThreadsMapAndUnmapDisjointRanges) {
   EXPECT_EQ(registry_->mapping_count(), 0u);
   EXPECT_EQ(fake_->live_registrations(), 0);
   EXPECT_TRUE(registry_->Unregister(At(kBase), kThreads * kPerThread * kPage).ok());
+}
+
+
+// dma-buf chunks (rte_extmem_register_dmabuf): imported where the device
+// can, its addresses registered as host memory where it cannot; the
+// registry's own fd of the buffer lives as long as the chunk.
+class ExternalDmaBufTest : public ExternalMemoryTest {
+ protected:
+  void SetUp() override {
+    registry_ = std::make_unique<ExternalMemoryRegistry>(bufs_.Inspector());
+    buf_ = bufs_.Create(8 * kPage).value();
+  }
+  void TearDown() override {
+    ExternalMemoryTest::TearDown();
+    close(buf_.fd);
+  }
+  static int OpenFds() {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) n += e.exists();
+    return n;
+  }
+
+  testing::FakeDmaBufs bufs_;
+  testing::FakeDmaBufs::Buffer buf_;
+};
+
+TEST_F(ExternalDmaBufTest, ImportedAtTheCallersIovaWithTheChunksOffset) {
+  const int fds = OpenFds();
+  ASSERT_TRUE(registry_->RegisterDmaBuf(At(kBase), 4 * kPage, kPage, buf_.fd, 2 * kPage).ok());
+  EXPECT_EQ(OpenFds(), fds + 1);  // the registry's own
+  std::optional<ExternalMemoryChunk> chunk = registry_->Lookup(At(kBase + kPage));
+  ASSERT_TRUE(chunk.has_value());
+  EXPECT_GE(chunk->dmabuf_fd, 0);
+  EXPECT_NE(chunk->dmabuf_fd, buf_.fd);
+  EXPECT_EQ(chunk->dmabuf_offset, 2 * kPage);
+
+  auto m = registry_->DmaMap(fake_, At(kBase + kPage), kIova, 2 * kPage, Access::kRemoteWrite);
+  ASSERT_TRUE(m.ok()) << m.status();
+  std::vector<FakeDomain::LiveMapping> live = fake_->live_mappings();
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_TRUE(live[0].dmabuf);
+  EXPECT_EQ(live[0].fd, chunk->dmabuf_fd);
+  EXPECT_EQ(live[0].addr, 3 * kPage);  // the chunk's offset + kPage
+  EXPECT_EQ(live[0].iova, kIova);
+  EXPECT_TRUE(registry_->mappings().at(0).dmabuf);
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, At(kBase + kPage), kIova, 2 * kPage).ok());
+  ASSERT_TRUE(registry_->Unregister(At(kBase), 4 * kPage).ok());
+  EXPECT_EQ(OpenFds(), fds);
+}
+
+TEST_F(ExternalDmaBufTest, ADeviceWithoutImportMapsTheAddresses) {
+  fake_->mutable_capabilities().dmabuf_import = false;
+  ASSERT_TRUE(registry_->RegisterDmaBuf(buf_.alias, 8 * kPage, kPage, buf_.fd, 0).ok());
+  auto m = registry_->DmaMap(fake_, buf_.alias, kIova, kPage, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  const FakeDomain::LiveMapping live = fake_->live_mappings().at(0);
+  EXPECT_FALSE(live.dmabuf);
+  EXPECT_EQ(live.addr, reinterpret_cast<uintptr_t>(buf_.alias));
+  EXPECT_FALSE(registry_->mappings().at(0).dmabuf);
+  ASSERT_TRUE(registry_->DmaUnmap(fake_, buf_.alias, kIova, kPage).ok());
+  ASSERT_TRUE(registry_->Unregister(buf_.alias, 8 * kPage).ok());
+}
+
+TEST_F(ExternalDmaBufTest, BadBuffersAreRefusedAndKeepNoFd) {
+  const int fds = OpenFds();
+  EXPECT_THAT(registry_->RegisterDmaBuf(At(kBase), kPage, kPage, -1, 0).message(),
+              HasSubstr("bad dma-buf fd"));
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  EXPECT_THAT(registry_->RegisterDmaBuf(At(kBase), kPage, kPage, p[0], 0).message(),
+              HasSubstr("a pipe"));
+  close(p[0]);
+  close(p[1]);
+  EXPECT_THAT(registry_->RegisterDmaBuf(At(kBase), 2 * kPage, kPage, buf_.fd, 7 * kPage).message(),
+              HasSubstr("passes the end"));
+  EXPECT_THAT(registry_->RegisterDmaBuf(At(kBase), kPage, kPage, buf_.fd, UINT64_MAX).message(),
+              HasSubstr("passes the end"));
+  // A bad chunk with a good buffer: the dup is closed again.
+  EXPECT_THAT(registry_->RegisterDmaBuf(At(kBase + 1), kPage, kPage, buf_.fd, 0).message(),
+              HasSubstr("whole pages"));
+  ASSERT_TRUE(registry_->Register(At(kBase), kPage, kPage).ok());
+  EXPECT_EQ(registry_->RegisterDmaBuf(At(kBase), kPage, kPage, buf_.fd, 0).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(OpenFds(), fds);
+  EXPECT_EQ(registry_->chunk_count(), 1u);
+  ASSERT_TRUE(registry_->Unregister(At(kBase), kPage).ok());
+}
+
+TEST_F(ExternalDmaBufTest, TheRegistryClosesItsFdsWhenItGoes) {
+  const int fds = OpenFds();
+  ASSERT_TRUE(registry_->RegisterDmaBuf(At(kBase), kPage, kPage, buf_.fd, 0).ok());
+  ASSERT_TRUE(registry_->DmaMap(fake_, At(kBase), kIova, kPage, {}).ok());
+  registry_.reset();
+  EXPECT_EQ(OpenFds(), fds);
+  EXPECT_EQ(fake_->live_registrations(), 0);
 }
 
 }  // namespace

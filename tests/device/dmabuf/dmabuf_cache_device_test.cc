@@ -20,6 +20,7 @@
 #include "device/verbs/device_env.h"
 #include "dmareg/dmabuf.h"
 #include "dmareg/dmabuf_id.h"
+#include "dmareg/external_memory.h"
 #include "dmareg/registration_set.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -209,6 +210,64 @@ TEST_F(DmaBufCacheTest, UdmabufFallsBackToItsAliasForRdma) {
   absl::Status r = pair_.b->Read(back.data(), kLen, b->lkey(), t->IovaForOffset(0), t->rkey());
   ASSERT_TRUE(r.ok()) << r;
   EXPECT_EQ(test::FindMismatch(back.data(), kLen, 31), -1);
+}
+
+// A dma-buf chunk in the external-memory registry (rte_extmem_register_dmabuf),
+// mapped on rxe at a caller's IOVA: rxe cannot import it, so the chunk's
+// addresses (a udmabuf's memfd mapping) are registered; RDMA by that IOVA
+// moves the bytes, checked through the dma-buf's own mapping. On 6.1 (no
+// udmabuf) a vgem chunk: registered, and its PFN-mapped addresses refused
+// by the kernel as a clear status.
+TEST_F(DmaBufCacheTest, RegistryDmaBufChunkAtACallersIova) {
+  constexpr uint64_t kIova = 0x5a5a00000000;
+  ExternalMemoryRegistry registry;
+  if (Env("DMAREG_UDMABUF").empty()) {
+    std::optional<DrmDevice> drm = Vgem();
+    ASSERT_TRUE(drm.has_value());
+    absl::StatusOr<DmaBuf> buf = drm->Allocate(kLen);
+    ASSERT_TRUE(buf.ok()) << buf.status();
+    void* cpu = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED, buf->fd(), 0);
+    ASSERT_NE(cpu, MAP_FAILED);
+    ASSERT_TRUE(registry.RegisterDmaBuf(cpu, kLen, kPage, buf->fd(), 0).ok());
+    absl::StatusOr<DeviceMapping> m = registry.DmaMap(domain_, cpu, kIova, kLen, kTarget);
+    ASSERT_FALSE(m.ok());
+    Show(m.status());
+    EXPECT_THAT(m.status().message(),
+                AllOf(HasSubstr("DmaMap on " + device_), HasSubstr("EFAULT")));
+    EXPECT_EQ(registry.mapping_count(), 0u);
+    ASSERT_TRUE(registry.Unregister(cpu, kLen).ok());
+    munmap(cpu, kLen);
+    EXPECT_EQ(domain_->live_mrs(), mrs_);
+    return;
+  }
+  absl::StatusOr<UdmabufDevice> dev = UdmabufDevice::Open(Env("DMAREG_UDMABUF"));
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  absl::StatusOr<DmaBuf> buf = dev->Allocate(kLen);
+  ASSERT_TRUE(buf.ok()) << buf.status();
+  FillThroughMapping(buf->fd(), kLen, 0);
+  ASSERT_TRUE(registry.RegisterDmaBuf(buf->alias(), kLen, kPage, buf->fd(), 0).ok());
+  close(buf->ReleaseFd());  // the registry keeps its own
+  absl::StatusOr<DeviceMapping> m = registry.DmaMap(domain_, buf->alias(), kIova, kLen, kTarget);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->iova, kIova);
+  EXPECT_FALSE(registry.mappings().at(0).dmabuf);  // rxe: the addresses, not an import
+  const int fd = registry.Lookup(buf->alias())->dmabuf_fd;
+
+  Mapping src(kLen), back(kLen);
+  ASSERT_TRUE(src.ok() && back.ok());
+  test::FillPattern(src.data(), kLen, 57);
+  std::memset(back.data(), 0, kLen);
+  auto s = cache_->Acquire(src.data(), kLen, {});
+  auto b = cache_->Acquire(back.data(), kLen, Access::kLocalWrite);
+  ASSERT_TRUE(s.ok() && b.ok()) << s.status() << b.status();
+  absl::Status w = pair_.a->Write(src.data(), kLen, s->lkey(), kIova, m->rkey);
+  ASSERT_TRUE(w.ok()) << w;
+  EXPECT_EQ(MismatchThroughMapping(fd, kLen, 57), -1);
+  absl::Status r = pair_.b->Read(back.data(), kLen - kPage, b->lkey(), kIova + kPage, m->rkey);
+  ASSERT_TRUE(r.ok()) << r;
+  EXPECT_EQ(test::FindMismatch(back.data(), kLen - kPage, 57, kPage), -1);
+  ASSERT_TRUE(registry.DmaUnmap(domain_, buf->alias(), kIova, kLen).ok());
+  ASSERT_TRUE(registry.Unregister(buf->alias(), kLen).ok());
 }
 
 // One buffer on rxe0 and rxe1 through AcquireOnAll; each NIC's own loopback
