@@ -137,6 +137,35 @@ void Destroy(Allocation& a) {
   if (CUresult injected; Failing(f, name, &injected)) return injected; \
   if (!f.initialized) return kNotInitialized;
 
+// The errors the fake gives, with the driver's name and text for each.
+struct ErrorText {
+  CUresult code;
+  const char* name;
+  const char* text;
+};
+constexpr ErrorText kErrors[] = {
+    {kSuccess, "CUDA_SUCCESS", "no error"},
+    {kInvalidValue, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {kOutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {kNotInitialized, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {100, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
+    {kInvalidDevice, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {kInvalidContext, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
+    {kNotFound, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {kNotSupported, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+};
+
+CUresult LookUpError(CUresult error, const char** str, bool name) {
+  for (const ErrorText& e : kErrors) {
+    if (e.code == error) {
+      *str = name ? e.name : e.text;
+      return kSuccess;
+    }
+  }
+  *str = nullptr;
+  return kInvalidValue;
+}
+
 }  // namespace
 
 extern "C" {
@@ -159,74 +188,10 @@ CUresult cuDriverGetVersion(int* version) {
 }
 
 CUresult cuGetErrorString(CUresult error, const char** str) {
-  switch (error) {
-    case kSuccess:
-      *str = "no error";
-      return kSuccess;
-    case kInvalidValue:
-      *str = "invalid argument";
-      return kSuccess;
-    case kOutOfMemory:
-      *str = "out of memory";
-      return kSuccess;
-    case kNotInitialized:
-      *str = "initialization error";
-      return kSuccess;
-    case 100:
-      *str = "no CUDA-capable device is detected";
-      return kSuccess;
-    case kInvalidDevice:
-      *str = "invalid device ordinal";
-      return kSuccess;
-    case kInvalidContext:
-      *str = "invalid device context";
-      return kSuccess;
-    case kNotFound:
-      *str = "named symbol not found";
-      return kSuccess;
-    case kNotSupported:
-      *str = "operation not supported";
-      return kSuccess;
-    default:
-      *str = nullptr;
-      return kInvalidValue;
-  }
+  return LookUpError(error, str, false);
 }
 
-CUresult cuGetErrorName(CUresult error, const char** str) {
-  switch (error) {
-    case kSuccess:
-      *str = "CUDA_SUCCESS";
-      return kSuccess;
-    case kInvalidValue:
-      *str = "CUDA_ERROR_INVALID_VALUE";
-      return kSuccess;
-    case kOutOfMemory:
-      *str = "CUDA_ERROR_OUT_OF_MEMORY";
-      return kSuccess;
-    case kNotInitialized:
-      *str = "CUDA_ERROR_NOT_INITIALIZED";
-      return kSuccess;
-    case 100:
-      *str = "CUDA_ERROR_NO_DEVICE";
-      return kSuccess;
-    case kInvalidDevice:
-      *str = "CUDA_ERROR_INVALID_DEVICE";
-      return kSuccess;
-    case kInvalidContext:
-      *str = "CUDA_ERROR_INVALID_CONTEXT";
-      return kSuccess;
-    case kNotFound:
-      *str = "CUDA_ERROR_NOT_FOUND";
-      return kSuccess;
-    case kNotSupported:
-      *str = "CUDA_ERROR_NOT_SUPPORTED";
-      return kSuccess;
-    default:
-      *str = nullptr;
-      return kInvalidValue;
-  }
-}
+CUresult cuGetErrorName(CUresult error, const char** str) { return LookUpError(error, str, true); }
 
 CUresult cuDeviceGetCount(int* count) {
   FAKE_CUDA_ENTER("cuDeviceGetCount");
