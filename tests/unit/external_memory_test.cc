@@ -430,7 +430,6 @@ TEST_F(ExternalMemoryTest, ThreadsMapAndUnmapDisjointRanges) {
   EXPECT_TRUE(registry_->Unregister(At(kBase), kThreads * kPerThread * kPage).ok());
 }
 
-
 // dma-buf chunks (rte_extmem_register_dmabuf): imported where the device
 // can, its addresses registered as host memory where it cannot; the
 // registry's own fd of the buffer lives as long as the chunk.
