@@ -73,6 +73,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -90,6 +91,20 @@ namespace internal {
 class CacheCore;
 struct SetAccess;
 }  // namespace internal
+
+// A registration whose pages are no longer the ones the process sees
+// (RegistrationCache::CheckPfns).
+struct StaleRegistration {
+  uintptr_t addr = 0;  // the registered span
+  size_t length = 0;
+  uint32_t lkey = 0;
+  uintptr_t first_stale_page = 0;  // the first page whose frame changed
+};
+struct PfnReport {
+  uint64_t checked_regions = 0;
+  uint64_t checked_pages = 0;
+  std::vector<StaleRegistration> stale;  // retired by the check
+};
 
 class RegistrationCache {
  public:
@@ -130,6 +145,17 @@ class RegistrationCache {
 
   // Evicts every unreferenced mapping.
   void Flush();
+
+  // The PFN check, on demand: re-reads the page frames under every cached
+  // pinned host registration and retires those that no longer match what
+  // the process has mapped (memory replaced behind every monitor's back: a
+  // shared file truncated and refilled, a custom allocator's reuse).
+  // FailedPrecondition where /proc/self/pagemap hides PFNs, or when the
+  // cache was created without `pfn_check_every` (nothing was recorded).
+  absl::StatusOr<PfnReport> CheckPfns();
+  // The paging in effect (kAutomatic resolves to one of the others on the
+  // first registration).
+  Paging paging() const;
 
   // Applies the monitor's pending unmap events now. Acquire does it itself;
   // an application that stops acquiring may call it to let go of the pages

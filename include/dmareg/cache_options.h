@@ -41,6 +41,22 @@ enum class DmaBufPolicy {
 // "prefer-dmabuf", "dmabuf-only", "alias-only".
 const char* DmaBufPolicyName(DmaBufPolicy policy);
 
+// How a cache's mappings hold their pages.
+enum class Paging {
+  // Pinned registrations: the pages of the moment stay with the device, and
+  // the memory monitor keeps the cache from handing out stale ones.
+  kPinned,
+  // On-demand paging (verbs ODP, Domain::RegisterHostOnDemand): the device
+  // follows the process's page tables, so a cached mapping never goes stale
+  // and no monitor is needed. Create fails where the domain has no ODP.
+  kOnDemand,
+  // On-demand where the domain offers it and the kernel accepts it, pinned
+  // otherwise (CacheStats::on_demand_fallbacks counts the fallbacks).
+  kAutomatic,
+};
+// "pinned", "on-demand", "automatic".
+const char* PagingName(Paging paging);
+
 struct CacheOptions {
   size_t max_regions = 0;  // 0: no limit
   size_t max_bytes = 0;    // 0: no limit
@@ -50,6 +66,13 @@ struct CacheOptions {
   std::shared_ptr<MemoryMonitor> monitor;
   Monitoring monitoring = Monitoring::kAutomatic;
   DmaBufPolicy dmabuf_policy = DmaBufPolicy::kPreferDmaBuf;
+  Paging paging = Paging::kPinned;
+  // The PFN check, a debugging aid: record the page frames under every
+  // pinned host registration, and re-read them on one hit in
+  // `pfn_check_every` (0: never; RegistrationCache::CheckPfns checks all on
+  // demand). A stale registration found on a hit is retired and the request
+  // registered again. Needs PFNs in /proc/self/pagemap (CAP_SYS_ADMIN).
+  uint32_t pfn_check_every = 0;
   // Tells dma-bufs apart (identity and size of an fd's buffer). Empty:
   // InspectDmaBuf. For tests, and for fds that stand for buffers some other
   // way. Fixed at Create, like the monitor.

@@ -95,6 +95,12 @@ class Domain {
   virtual absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
                                                      AccessFlags access) = 0;
 
+  // Like RegisterHost, with on-demand paging (verbs IBV_ACCESS_ON_DEMAND):
+  // the mapping follows the process's page tables instead of pinning.
+  // Default: Unimplemented, naming the domain.
+  virtual absl::StatusOr<DeviceMapping> RegisterHostOnDemand(const HostMemory& memory,
+                                                             AccessFlags access);
+
   // Maps a dma-buf slice. Default: Unimplemented, naming the domain.
   virtual absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                        AccessFlags access);

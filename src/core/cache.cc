@@ -14,6 +14,18 @@
 
 namespace dmareg {
 
+const char* PagingName(Paging paging) {
+  switch (paging) {
+    case Paging::kPinned:
+      return "pinned";
+    case Paging::kOnDemand:
+      return "on-demand";
+    case Paging::kAutomatic:
+      return "automatic";
+  }
+  return "unknown";
+}
+
 const char* DmaBufPolicyName(DmaBufPolicy policy) {
   switch (policy) {
     case DmaBufPolicy::kPreferDmaBuf:
@@ -136,6 +148,10 @@ absl::Status RegistrationCache::SetLimits(CacheOptions options) {
 }
 CacheOptions RegistrationCache::limits() const { return core_->limits(); }
 void RegistrationCache::Flush() { core_->Flush(); }
+absl::StatusOr<PfnReport> RegistrationCache::CheckPfns() {
+  return absl::UnimplementedError("RegistrationCache::CheckPfns: not built yet");
+}
+Paging RegistrationCache::paging() const { return Paging::kPinned; }
 void RegistrationCache::ApplyMonitorEvents() { (void)core_->CatchUp(); }
 MemoryMonitor& RegistrationCache::monitor() const { return core_->monitor(); }
 CacheStats RegistrationCache::stats() const { return core_->stats(); }

@@ -17,6 +17,11 @@ std::string_view DeviceKindName(DeviceKind kind) {
   return "fake";
 }
 
+absl::StatusOr<DeviceMapping> Domain::RegisterHostOnDemand(const HostMemory&, AccessFlags) {
+  return absl::UnimplementedError(
+      absl::StrCat("on-demand paging is not supported by domain ", name()));
+}
+
 absl::StatusOr<DeviceMapping> Domain::RegisterDmaBuf(const DmaBufMemory&, AccessFlags) {
   return absl::UnimplementedError(
       absl::StrCat("dma-buf registration is not supported by domain ", name()));
