@@ -99,6 +99,8 @@ struct CacheStats {
   uint64_t dmabuf_regions = 0;              // of live_regions, dma-buf slices
   uint64_t dmabuf_bytes = 0;                // bytes those cover
   uint64_t referenced_regions = 0;          // of them, with a handle out
+  uint64_t pfn_checks = 0;                  // regions whose frames were re-read (PFN check)
+  uint64_t pfn_stale = 0;                   // of them, found replaced and retired
 };
 
 }  // namespace dmareg

@@ -148,9 +148,7 @@ absl::Status RegistrationCache::SetLimits(CacheOptions options) {
 }
 CacheOptions RegistrationCache::limits() const { return core_->limits(); }
 void RegistrationCache::Flush() { core_->Flush(); }
-absl::StatusOr<PfnReport> RegistrationCache::CheckPfns() {
-  return absl::UnimplementedError("RegistrationCache::CheckPfns: not built yet");
-}
+absl::StatusOr<PfnReport> RegistrationCache::CheckPfns() { return core_->CheckPfns(); }
 Paging RegistrationCache::paging() const { return Paging::kPinned; }
 void RegistrationCache::ApplyMonitorEvents() { (void)core_->CatchUp(); }
 MemoryMonitor& RegistrationCache::monitor() const { return core_->monitor(); }

@@ -31,11 +31,13 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
       dmabuf_policy_(options.dmabuf_policy),
       inspect_dmabuf_(options.inspect_dmabuf),
       dmabuf_ids_unique_(options.inspect_dmabuf ? true : DmaBufIdsUnique()),
+      pfn_check_every_(options.pfn_check_every),
       options_(options),
       region_base_(ABSL_TS_UNCHECKED_READ(pool_).base()),
       thread_refs_(thread_refs && HeavyFenceAvailable()) {
   // Events from before this cache existed concern no mapping of it.
   log_cursor_.store(log_.head(), std::memory_order_relaxed);
+  InitPfnCheck();
 }
 
 CacheCore::~CacheCore() = default;
@@ -75,7 +77,10 @@ absl::StatusOr<Region*> CacheCore::AcquireHost(Range span, AccessFlags want, boo
   if (EventsPending()) [[unlikely]] {
     if (absl::Status s = CatchUp(); !s.ok()) return s;
   }
-  if (Region* r = FastHit(span, want)) return r;  // counted as a hit there
+  Region* hit = FastHit(span, want);  // counted as a hit there
+  if (pfn_check_every_ != 0) [[unlikely]]
+    hit = SampledPfnCheck(hit);
+  if (hit != nullptr) return hit;
   return Miss(span, want, created);
 }
 
@@ -196,6 +201,7 @@ bool CacheCore::SettleDead(Region* r) {
 void CacheCore::Forget(Region* r) {
   --live_regions_;
   live_bytes_ -= r->length;
+  if (pfn_check_every_ != 0) pfns_.erase(r->index);
 }
 
 void CacheCore::ReleaseDead(Region* r, ThreadRefs* t) {
@@ -300,6 +306,7 @@ absl::Status CacheCore::SetLimits(CacheOptions options) {
     // The dma-buf policy and inspector are fixed at Create, like the monitor.
     options.dmabuf_policy = dmabuf_policy_;
     options.inspect_dmabuf = inspect_dmabuf_;
+    options.pfn_check_every = pfn_check_every_;
     options_ = std::move(options);
     status = MakeRoom(0, 0, &to_free);
   }

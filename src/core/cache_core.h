@@ -52,12 +52,14 @@
 #include "base/asymmetric_fence.h"
 #include "base/fork_generation.h"
 #include "base/mutex.h"
+#include "base/pagemap.h"
 #include "base/striped_counter.h"
 #include "core/range_index.h"
 #include "core/recent_invalidations.h"
 #include "core/region.h"
 #include "core/region_pool.h"
 #include "core/thread_refs.h"
+#include "dmareg/cache.h"
 #include "dmareg/cache_options.h"
 #include "dmareg/dmabuf_id.h"
 #include "dmareg/domain.h"
@@ -119,7 +121,10 @@ class CacheCore {
     ThreadRefs* t = thread_refs_.Mine();
     if (t == nullptr || EventsPending()) [[unlikely]]
       return nullptr;
-    return HitWith(t, span, want);
+    Region* r = HitWith(t, span, want);
+    if (pfn_check_every_ != 0) [[unlikely]]
+      return SampledPfnCheck(r);
+    return r;
   }
   // Applies pending monitor events; FailedPrecondition in a forked child.
   absl::Status CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
@@ -144,6 +149,8 @@ class CacheCore {
   }
   // The owning RegistrationCache is gone: retire everything, drop its share.
   void Close();
+  // RegistrationCache::CheckPfns (cache_pfn.cc).
+  absl::StatusOr<PfnReport> CheckPfns() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   using RegionList = absl::InlinedVector<Region*, 8>;
@@ -252,6 +259,22 @@ class CacheCore {
   size_t IndexedCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return index_.size() + dmabuf_indexed_;
   }
+  // --- the PFN check (cache_pfn.cc) ---
+  // Opens the pagemap when the check is on, or says why it cannot run.
+  void InitPfnCheck();
+  // A hit's region `r` (may be null), or null when this hit was sampled and
+  // found its pages replaced: `r` is then retired and released.
+  Region* SampledPfnCheck(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
+  // The frames under a miss's span, read right after registering it; empty
+  // when not recording (no check, PFNs hidden, not a pinned registration).
+  std::vector<uint64_t> ReadPfnsAfterRegistering(const MissPlan& plan) const;
+  // Keeps `frames` for the newly admitted `r` (if cached and recorded).
+  void RecordPfnsLocked(const Region* r, std::vector<uint64_t> frames)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first page of `r` whose frame differs from the record, or -1.
+  ptrdiff_t FirstStalePage(const Region* r, const std::vector<uint64_t>& now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool PfnsReadable() const { return pagemap_.has_value() && pagemap_->pfns_visible(); }
   // --- eviction (cache_eviction.cc) ---
   // Evicts until `regions` more mappings of `bytes` fit the limits.
   absl::Status MakeRoom(size_t regions, size_t bytes, RegionList* to_free)
@@ -294,6 +317,7 @@ class CacheCore {
   const DmaBufPolicy dmabuf_policy_;
   const DmaBufInspector inspect_dmabuf_;  // empty: InspectDmaBuf
   bool dmabuf_ids_unique_;                // set before the cache is shared
+  const uint32_t pfn_check_every_;        // the PFN check's sampling, fixed at Create; 0: off
 
   // Lock order: mu_, then the process-wide thread-slot lock (base/thread_slot.cc,
   // which a first ThreadSlot() call takes), the userfaultfd monitor's
@@ -335,6 +359,14 @@ class CacheCore {
   // Created under mu_ (see the lifetime note above); read without it.
   ThreadRefTables thread_refs_;
   std::atomic<int64_t> refs_{1};  // the owner + allocated regions
+
+  // The PFN check (cache_pfn.cc).
+  std::optional<PagemapReader> pagemap_;  // opened when the check is on
+  absl::Status pfns_unavailable_;         // why CheckPfns cannot run
+  // Frames under each recorded pinned host region, by Region::index; erased
+  // when the region leaves the accounting (Forget).
+  absl::flat_hash_map<uint32_t, std::vector<uint64_t>> pfns_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> pfn_hits_{0};  // hits seen, for sampling
 };
 
 }  // namespace dmareg::internal

@@ -6,6 +6,7 @@
 // meanwhile.
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "core/cache_core.h"
@@ -67,6 +68,9 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
     if (!hold_lock) scope.Unlock();
 
     absl::StatusOr<DeviceMapping> m = RegisterPlanned(plan);
+    // The PFN check: the frames just pinned (empty when off).
+    std::vector<uint64_t> frames;
+    if (pfn_check_every_ != 0 && m.ok()) frames = ReadPfnsAfterRegistering(plan);
 
     log_.WaitQuiet();
     if (!hold_lock) scope.Lock();
@@ -91,6 +95,7 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
       continue;
     }
     if (Region* r = AdmitLocked(plan, *m, scope.to_free())) {
+      if (!frames.empty()) RecordPfnsLocked(r, std::move(frames));
       if (created != nullptr) *created = true;
       return r;
     }
