@@ -184,12 +184,19 @@ absl::Status OdpRegion::State::ApplyEventsLocked() {
     ++stats.invalidations;
     result.Update(InvalidateLocked(span));
   }
+  bool hit = overrun;
   for (const Range& r : ranges) {
     if (!span.Overlaps(r)) continue;
+    hit = true;
     ++stats.invalidations;
     result.Update(InvalidateLocked(r));
   }
   cursor = next;
+  // New memory at these addresses must be watched again (a no-op for what
+  // the monitor still watches).
+  if (hit) {
+    result.Update(monitor->Watch(reinterpret_cast<const void*>(span.begin()), span.length()));
+  }
   return result;
 }
 
