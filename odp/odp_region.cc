@@ -17,16 +17,17 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/mutex.h"
+#include "base/pagemap.h"
 #include "dmareg/odp.h"
 #include "dmareg/range.h"
 #include "monitor/invalidation_log.h"
-#include "odp/pagemap_pfn.h"
 
 namespace dmareg {
 
@@ -40,7 +41,7 @@ struct OdpRegion::State {
   uint64_t iova = 0;  // the window's first IOVA (fixed)
   uint64_t chunk = 0;
   bool read_pfns = true;
-  internal::PagemapPfns pfns;
+  std::optional<internal::PagemapReader> pfns;  // set when PFNs are visible
 
   mutable internal::Mutex mu;
   OdpWindow window ABSL_GUARDED_BY(mu);
@@ -101,7 +102,10 @@ absl::StatusOr<std::unique_ptr<OdpRegion>> OdpRegion::Create(std::shared_ptr<Odp
                 max_access.Has(Access::kRemoteAtomic);
   s->backend = std::move(backend);
   s->read_pfns = options.read_pfns;
-  if (s->read_pfns) s->pfns = internal::PagemapPfns::Open();
+  if (s->read_pfns) {
+    absl::StatusOr<internal::PagemapReader> reader = internal::PagemapReader::Open();
+    if (reader.ok() && reader->pfns_visible()) s->pfns = std::move(*reader);
+  }
 
   absl::StatusOr<OdpWindow> window =
       s->backend->ReserveWindow(span->begin(), span->length(), max_access);
@@ -203,12 +207,10 @@ absl::Status OdpRegion::State::ApplyEventsLocked() {
 void OdpRegion::State::FillLocked(size_t first, size_t last, bool write) {
   const uint64_t bits = kOdpValid | kOdpDmaMapped | (write ? kOdpWrite : 0);
   std::vector<uint64_t> words;
-  if (read_pfns && pfns.fd() >= 0 && pfns.visible()) {
-    words.resize(last - first);
-    if (!pfns.Read(span.begin() + first * page, last - first, words.data()).ok()) words.clear();
-  }
+  if (pfns && !pfns->Read(span.begin() + first * page, last - first, &words).ok()) words.clear();
   for (size_t p = first; p < last; ++p) {
-    const uint64_t pfn = words.empty() ? 0 : internal::PagemapPfns::Pfn(words[p - first]);
+    const uint64_t w = words.empty() ? 0 : words[p - first];
+    const uint64_t pfn = internal::PagePresent(w) ? internal::PagePfn(w) : 0;
     table[p] = bits | (pfn & kOdpPfnMask);
   }
 }
@@ -296,7 +298,7 @@ uint64_t OdpRegion::page_entry(size_t i) const {
   return i < state_->table.size() ? state_->table[i] : 0;
 }
 
-bool OdpRegion::pfns_visible() const { return state_->read_pfns && state_->pfns.visible(); }
+bool OdpRegion::pfns_visible() const { return state_->pfns.has_value(); }
 
 size_t OdpRegion::table_bytes() const {
   internal::MutexLock lock(&state_->mu);
