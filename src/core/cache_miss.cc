@@ -73,6 +73,8 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
     ApplyEventsLocked(scope.to_free());
     --reserved_regions_;
     reserved_bytes_ -= plan.reserved;
+    if (plan.fell_back) ++counters_.on_demand_fallbacks;
+    if (m.ok() && plan.on_demand) ++counters_.on_demand_registrations;
     if (!m.ok()) {
       ++counters_.registration_failures;
       return m.status();
@@ -147,6 +149,11 @@ absl::StatusOr<CacheCore::MissPlan> CacheCore::PlanMiss(Range request, AccessFla
 }
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
+  if (paging_.load(std::memory_order_relaxed) != Paging::kPinned) {
+    bool refused = false;
+    absl::StatusOr<DeviceMapping> m = RegisterOnDemand(plan, &refused);
+    if (!refused) return m;  // else registered pinned below
+  }
   auto watch = [&] {
     plan.cacheable =
         monitor_->Watch(reinterpret_cast<const void*>(plan.span.begin()), plan.span.length()).ok();

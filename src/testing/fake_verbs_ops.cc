@@ -22,6 +22,15 @@ FakeVerbsOps::DeviceSpec FakeVerbsOps::RxeLike(std::string name) {
   return spec;
 }
 
+FakeVerbsOps::DeviceSpec FakeVerbsOps::OdpCapable(std::string name) {
+  DeviceSpec spec = RxeLike(std::move(name));
+  spec.attr.odp_caps.general_caps = IBV_ODP_SUPPORT;
+  spec.attr.odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV |
+                                                      IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ |
+                                                      IBV_ODP_SUPPORT_ATOMIC;
+  return spec;
+}
+
 void FakeVerbsOps::AddDevice(DeviceSpec spec) {
   std::lock_guard<std::mutex> lock(mu_);
   auto dev = std::make_unique<ibv_device>();
@@ -61,6 +70,10 @@ int64_t FakeVerbsOps::mrs_created() const {
 int64_t FakeVerbsOps::mrs_destroyed() const {
   std::lock_guard<std::mutex> lock(mu_);
   return mrs_destroyed_;
+}
+int64_t FakeVerbsOps::on_demand_mrs_created() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return on_demand_mrs_created_;
 }
 FakeVerbsOps::LastReg FakeVerbsOps::last_reg() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -172,6 +185,14 @@ ibv_mr* FakeVerbsOps::RegMrIova2(ibv_pd* pd, void* addr, size_t length, uint64_t
   if (const int err = TakeFailure(Call::kRegMr); err != 0) {
     errno = err;
     return nullptr;
+  }
+  if ((access & IBV_ACCESS_ON_DEMAND) != 0) {
+    const DeviceSpec* spec = SpecOf(pd->context);
+    if (spec == nullptr || (spec->attr.odp_caps.general_caps & IBV_ODP_SUPPORT) == 0) {
+      errno = spec != nullptr ? spec->on_demand_errno : EINVAL;
+      return nullptr;
+    }
+    ++on_demand_mrs_created_;
   }
   return NewMr(pd, addr, length);
 }

@@ -217,10 +217,20 @@ absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory,
                                                         AccessFlags access) {
+  return RegisterHostWith(memory, access, options_.on_demand);
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostOnDemand(const HostMemory& memory,
+                                                                AccessFlags access) {
+  return RegisterHostWith(memory, access, /*on_demand=*/true);
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostWith(const HostMemory& memory,
+                                                            AccessFlags access, bool on_demand) {
   static constexpr const char* kCall = "ibv_reg_mr_iova2";
   if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
   const uint64_t iova = memory.iova.value_or(reinterpret_cast<uintptr_t>(memory.addr));
-  const unsigned int flags = ToIbvAccessFlags(access, options_.on_demand);
+  const unsigned int flags = ToIbvAccessFlags(access, on_demand);
   errno = 0;
   ibv_mr* mr = ops_->RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
   if (mr == nullptr) {
@@ -228,9 +238,10 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory
     std::string detail = absl::StrFormat("[%p, +%#x) access %s", memory.addr, memory.length,
                                          AccessToString(NormalizeAccess(access)));
     if (memory.iova) absl::StrAppend(&detail, absl::StrFormat(" at IOVA %#x", iova));
-    if (options_.on_demand) {
+    if (on_demand) {
       absl::StrAppend(&detail, " with IBV_ACCESS_ON_DEMAND",
-                      caps_.on_demand_paging ? "" : " (the device reports no ODP support for RC)");
+                      caps_.on_demand_paging ? " (the probe found ODP support for RC)"
+                                             : " (the device reports no ODP support for RC)");
     }
     return internal::ErrnoStatus(err, kCall, name_, detail);
   }

@@ -50,6 +50,9 @@ class FakeVerbsOps final : public VerbsOps {
     // What ibv_reg_dmabuf_mr answers for fd -1: EBADF = implemented.
     int dmabuf_probe_errno = EOPNOTSUPP;
     ibv_fork_status fork_status = IBV_FORK_DISABLED;
+    // What IBV_ACCESS_ON_DEMAND gets where `attr` has no IBV_ODP_SUPPORT:
+    // EINVAL (rxe on 6.1), EOPNOTSUPP (newer kernels that refuse it).
+    int on_demand_errno = EINVAL;
   };
 
   // The arguments of the last registration call.
@@ -67,6 +70,8 @@ class FakeVerbsOps final : public VerbsOps {
 
   // Attributes default to rxe's (max_mr 524287, page_size_cap 0xfffff000, no ODP).
   static DeviceSpec RxeLike(std::string name);
+  // RxeLike with ODP for RC (send, recv, write, read, atomic), as rxe on 7.x.
+  static DeviceSpec OdpCapable(std::string name);
   void AddDevice(DeviceSpec spec);
   void AddDevice(std::string name) { AddDevice(RxeLike(std::move(name))); }
 
@@ -77,8 +82,9 @@ class FakeVerbsOps final : public VerbsOps {
   int64_t live_contexts() const;
   int64_t live_pds() const;
   int64_t live_mrs() const;
-  int64_t mrs_created() const;    // registrations that succeeded (probe excluded)
-  int64_t mrs_destroyed() const;  // deregistrations that succeeded
+  int64_t mrs_created() const;            // registrations that succeeded (probe excluded)
+  int64_t mrs_destroyed() const;          // deregistrations that succeeded
+  int64_t on_demand_mrs_created() const;  // of mrs_created, with IBV_ACCESS_ON_DEMAND
   LastReg last_reg() const;
 
   ibv_device** GetDeviceList(int* num_devices) override;
@@ -112,6 +118,7 @@ class FakeVerbsOps final : public VerbsOps {
   int64_t live_mrs_ = 0;
   int64_t mrs_created_ = 0;
   int64_t mrs_destroyed_ = 0;
+  int64_t on_demand_mrs_created_ = 0;
   uint32_t next_key_ = 0x100;
   LastReg last_;
 };
