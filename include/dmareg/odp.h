@@ -135,6 +135,7 @@ class OdpRegion {
   size_t pages() const;
   uint64_t page_entry(size_t i) const;  // the table's word for page i
   bool pfns_visible() const;            // the table holds real PFNs
+  size_t table_bytes() const;           // the table's memory: 8 bytes per page
   OdpStats stats() const;
   const OdpBackend& backend() const;
 

@@ -130,6 +130,18 @@ class VfioContainer {
   std::vector<Range> allocator_ranges() const;
   int allocator_address_bits() const;
 
+  // Reserves `length` bytes (rounded up to IOMMU pages) of IOVA space from
+  // the allocator, at a multiple of `alignment` (0: the IOMMU page), for
+  // the caller to Map into at fixed IOVAs (an on-demand window). Automatic
+  // picks (MapAnywhere, IOVA = VA) never land inside a reserved range.
+  // FailedPrecondition before a group has joined; ResourceExhausted when no
+  // space is left.
+  absl::StatusOr<Range> ReserveIova(uint64_t length, uint64_t alignment = 0);
+  // Gives back exactly a range ReserveIova returned (its mappings are the
+  // caller's to unmap first). NotFound for anything else.
+  absl::Status ReleaseIova(Range iova);
+  std::vector<Range> reserved_iova() const;  // sorted
+
  private:
   friend class VfioDomain;
   friend class testing::VfioAccess;

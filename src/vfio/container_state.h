@@ -54,6 +54,9 @@ struct VfioContainer::State {
   VfioContainerInfo info ABSL_GUARDED_BY(mu);                              // iommu_type 0: not set
   int narrowest_bits ABSL_GUARDED_BY(mu) = 64;
   std::unique_ptr<internal::IovaAllocator> allocator ABSL_GUARDED_BY(mu);
+  // ReserveIova's ranges (begin -> end): held in the allocator (reserved
+  // again when it is rebuilt) and avoided by IOVA = VA picks.
+  std::map<uint64_t, uint64_t> reserved ABSL_GUARDED_BY(mu);
 
   State(int type, bool adopted_type) : preferred_type(type), adopted(adopted_type) {}
 };

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -239,9 +240,9 @@ absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, boo
 namespace {
 
 absl::StatusOr<Range> PickFree(internal::IovaAllocator& allocator, std::map<uint64_t, Entry>& table,
-                               uint64_t length) {
+                               uint64_t length, uint64_t alignment = 0) {
   for (;;) {
-    absl::StatusOr<Range> picked = allocator.Allocate(length);
+    absl::StatusOr<Range> picked = allocator.Allocate(length, alignment);
     if (!picked.ok()) return picked.status();
     bool clash = false;
     auto it = table.upper_bound(picked->begin());
@@ -283,6 +284,10 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
     for (; it != s.table.end() && it->first < identity.end(); ++it) {
       if (Range::FromLength(it->first, it->second.length)->Overlaps(identity)) free = false;
     }
+    // Nor inside a reserved window: its IOVAs are its owner's to map.
+    auto r = s.reserved.upper_bound(identity.begin());
+    if (r != s.reserved.begin() && std::prev(r)->second > identity.begin()) free = false;
+    if (r != s.reserved.end() && r->first < identity.end()) free = false;
   }
   Entry entry{va, length, writable, 1, {}};
   uint64_t iova = 0;
@@ -311,6 +316,50 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
   }
   s.table.emplace(iova, std::move(entry));
   return iova;
+}
+
+absl::StatusOr<Range> VfioContainer::ReserveIova(uint64_t length, uint64_t alignment) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  if (s.info.iommu_type == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VFIO container (fd ", fd_, "): no group attached, so no IOVA can be reserved yet"));
+  }
+  if (length == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("VFIO container (fd ", fd_, "): reserving 0 bytes of IOVA space"));
+  }
+  if (!s.allocator) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("VFIO container (fd %d): no IOVA space below the %d-bit mask in %s", fd_,
+                        s.narrowest_bits, RangesString(s.info.iova_ranges)));
+  }
+  absl::StatusOr<Range> picked = PickFree(*s.allocator, s.table, length, alignment);
+  if (!picked.ok()) return picked.status();
+  s.reserved.emplace(picked->begin(), picked->end());
+  return *picked;
+}
+
+absl::Status VfioContainer::ReleaseIova(Range iova) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  auto it = s.reserved.find(iova.begin());
+  if (it == s.reserved.end() || it->second != iova.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("VFIO container (fd %d): IOVA %s was not reserved", fd_, iova.ToString()));
+  }
+  s.reserved.erase(it);
+  if (s.allocator) {
+    for (const Range& part : PartsInside(*s.allocator, iova)) (void)s.allocator->Free(part);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Range> VfioContainer::reserved_iova() const {
+  internal::MutexLock lock(&state_->mu);
+  std::vector<Range> out;
+  for (const auto& [begin, end] : state_->reserved) out.push_back(*Range::FromBounds(begin, end));
+  return out;
 }
 
 absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
@@ -374,9 +423,19 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
 // usable space is left. The table's entries enter it through PickFree.
 static std::unique_ptr<internal::IovaAllocator> BuildAllocator(const VfioContainerInfo& info,
                                                                int bits);
-// Entries forget what they held in a replaced allocator.
-static void ForgetHeld(std::map<uint64_t, Entry>& table) {
+// Entries forget what they held in a replaced allocator; reserved windows
+// are reserved in it again (one the new window cannot hold stays out of it,
+// still avoided by IOVA = VA picks).
+static void ForgetHeld(std::map<uint64_t, Entry>& table,
+                       const std::map<uint64_t, uint64_t>& reserved,
+                       internal::IovaAllocator* allocator) {
   for (auto& [iova, e] : table) e.held.clear();
+  if (allocator == nullptr) return;
+  for (const auto& [begin, end] : reserved) {
+    for (const Range& part : PartsInside(*allocator, *Range::FromBounds(begin, end))) {
+      (void)allocator->Reserve(part);
+    }
+  }
 }
 
 absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bits,
@@ -401,7 +460,7 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
     // The kernel replays the container's mappings into the new group itself.
     if (bits < s.narrowest_bits) {
       s.allocator = BuildAllocator(s.info, bits);
-      ForgetHeld(s.table);
+      ForgetHeld(s.table, s.reserved, s.allocator.get());
       s.narrowest_bits = bits;
     }
     s.groups[group] = State::Group{group_fd, !already_joined};
@@ -450,7 +509,7 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
     ++applied;
   }
   s.allocator = BuildAllocator(*info, bits);
-  ForgetHeld(s.table);
+  ForgetHeld(s.table, s.reserved, s.allocator.get());
   s.info = *std::move(info);
   s.narrowest_bits = bits;
   s.groups[group] = State::Group{group_fd, !already_joined};
