@@ -123,6 +123,16 @@ class VerbsDomain final : public Domain {
                                                AccessFlags access) override;
   absl::Status Deregister(const DeviceMapping& mapping) override;
 
+  // An implicit on-demand MR over the whole address space (ibv_reg_mr(pd,
+  // NULL, SIZE_MAX, ...ON_DEMAND)); addresses are IOVAs. Unimplemented
+  // where the probe found no IBV_ODP_SUPPORT_IMPLICIT (nothing is asked).
+  absl::StatusOr<DeviceMapping> RegisterImplicitOnDemand(AccessFlags access);
+  // ibv_advise_mr: prefetch [iova, iova + length) of an on-demand mapping
+  // (IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE when `write`), waiting for the
+  // pages (IBV_ADVISE_MR_FLAG_FLUSH). Unimplemented where the provider has
+  // no advise_mr (EOPNOTSUPP; rxe through rdma-core 44).
+  absl::Status Prefetch(const DeviceMapping& mapping, uint64_t iova, uint64_t length, bool write);
+
   // For creating QPs, CQs, AHs on the same device and PD. Owned by the domain.
   ibv_context* context() const { return context_; }
   ibv_pd* pd() const { return pd_; }
