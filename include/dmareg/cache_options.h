@@ -50,8 +50,10 @@ enum class Paging {
   // follows the process's page tables, so a cached mapping never goes stale
   // and no monitor is needed. Create fails where the domain has no ODP.
   kOnDemand,
-  // On-demand where the domain offers it and the kernel accepts it, pinned
-  // otherwise (CacheStats::on_demand_fallbacks counts the fallbacks).
+  // On-demand while the domain accepts it: the first refusal (Unimplemented,
+  // EOPNOTSUPP, EINVAL) makes the cache pinned for good, that request
+  // included (CacheStats::on_demand_fallbacks says so; paging() then says
+  // kPinned). Other errors are the request's own.
   kAutomatic,
 };
 // "pinned", "on-demand", "automatic".
