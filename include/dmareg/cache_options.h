@@ -50,8 +50,10 @@ enum class Paging {
   // follows the process's page tables, so a cached mapping never goes stale
   // and no monitor is needed. Create fails where the domain has no ODP.
   kOnDemand,
-  // On-demand where the domain offers it and the kernel accepts it, pinned
-  // otherwise (CacheStats::on_demand_fallbacks counts the fallbacks).
+  // On-demand while the domain accepts it: the first refusal (Unimplemented,
+  // EOPNOTSUPP, EINVAL) makes the cache pinned for good, that request
+  // included (CacheStats::on_demand_fallbacks says so; paging() then says
+  // kPinned). Other errors are the request's own.
   kAutomatic,
 };
 // "pinned", "on-demand", "automatic".
@@ -94,6 +96,8 @@ struct CacheStats {
   uint64_t monitor_events = 0;              // unmap events applied from the monitor
   uint64_t monitor_overruns = 0;            // fell behind the monitor's log: dropped all
   uint64_t uncached_registrations = 0;      // memory the monitor cannot watch: not cached
+  uint64_t on_demand_registrations = 0;     // of `misses`, registered with on-demand paging
+  uint64_t on_demand_fallbacks = 0;         // kAutomatic: the domain refused on-demand (0 or 1)
   uint64_t live_regions = 0;                // mappings held on the device now
   uint64_t registered_bytes = 0;            // bytes those cover
   uint64_t dmabuf_regions = 0;              // of live_regions, dma-buf slices

@@ -41,6 +41,12 @@ const char* DmaBufPolicyName(DmaBufPolicy policy) {
 absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     std::shared_ptr<Domain> domain, CacheOptions options) {
   if (domain == nullptr) return absl::InvalidArgumentError("RegistrationCache needs a domain");
+  if (options.paging == Paging::kOnDemand && !domain->capabilities().on_demand_paging) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("RegistrationCache on ", domain->name(),
+                     ": paging = on-demand, but the domain has no on-demand paging; use "
+                     "Paging::kAutomatic to fall back to pinned registrations"));
+  }
   std::shared_ptr<MemoryMonitor> monitor = options.monitor;
   if (monitor == nullptr && options.monitoring == Monitoring::kAutomatic) {
     absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> uffd = UserfaultfdMonitor::Create();
@@ -149,7 +155,7 @@ absl::Status RegistrationCache::SetLimits(CacheOptions options) {
 CacheOptions RegistrationCache::limits() const { return core_->limits(); }
 void RegistrationCache::Flush() { core_->Flush(); }
 absl::StatusOr<PfnReport> RegistrationCache::CheckPfns() { return core_->CheckPfns(); }
-Paging RegistrationCache::paging() const { return Paging::kPinned; }
+Paging RegistrationCache::paging() const { return core_->paging(); }
 void RegistrationCache::ApplyMonitorEvents() { (void)core_->CatchUp(); }
 MemoryMonitor& RegistrationCache::monitor() const { return core_->monitor(); }
 CacheStats RegistrationCache::stats() const { return core_->stats(); }

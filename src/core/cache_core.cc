@@ -29,6 +29,8 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
       fork_generation_(WatchForks()),
       creator_pid_(getpid()),
       dmabuf_policy_(options.dmabuf_policy),
+      paging_option_(options.paging),
+      paging_(options.paging),
       inspect_dmabuf_(options.inspect_dmabuf),
       dmabuf_ids_unique_(options.inspect_dmabuf ? true : DmaBufIdsUnique()),
       pfn_check_every_(options.pfn_check_every),

@@ -105,6 +105,8 @@ class CacheCore {
   CacheOptions limits() const;
   void Flush();
   CacheStats stats() const;
+  // The paging in effect (kAutomatic until the first registration decides).
+  Paging paging() const { return paging_.load(std::memory_order_relaxed); }
   Domain& domain() const { return *domain_; }
   MemoryMonitor& monitor() const { return *monitor_; }
 
@@ -159,12 +161,14 @@ class CacheCore {
     Region* hit = nullptr;  // found registered under the lock: nothing to do
     Range request;          // what was asked for
     AccessFlags want;
-    Range span;             // what to register: the request, or its union
-    AccessFlags access;     // with the overlapped mappings
-    bool merged = false;    // span/access took in cached mappings
-    uint64_t reserved = 0;  // bytes reserved against the limits
-    uint64_t epoch = 0;     // recent_ invalidations seen before registering
-    bool cacheable = true;  // the monitor watches the span
+    Range span;              // what to register: the request, or its union
+    AccessFlags access;      // with the overlapped mappings
+    bool merged = false;     // span/access took in cached mappings
+    uint64_t reserved = 0;   // bytes reserved against the limits
+    uint64_t epoch = 0;      // recent_ invalidations seen before registering
+    bool cacheable = true;   // the monitor watches the span
+    bool on_demand = false;  // registered with on-demand paging
+    bool fell_back = false;  // this miss switched kAutomatic to pinned
   };
   class MissScope;
 
@@ -204,6 +208,12 @@ class CacheCore {
   // Watches and registers the plan's span, narrowing it to the request where
   // the union cannot be watched or registered. No lock needed.
   absl::StatusOr<DeviceMapping> RegisterPlanned(MissPlan& plan);
+  // --- paging (cache_paging.cc) ---
+  // Registers the plan's span on demand (no Watch: the device follows the
+  // page tables). Sets `*refused` when the domain refused on-demand paging
+  // in kAutomatic mode: the cache is pinned from then on and the caller
+  // registers pinned.
+  absl::StatusOr<DeviceMapping> RegisterOnDemand(MissPlan& plan, bool* refused);
   // Makes the new mapping a Region: indexed if cacheable (retiring what it
   // supersedes), else born dead with the caller's reference. Null when the
   // pool is full (the caller deregisters `m`).
@@ -315,6 +325,8 @@ class CacheCore {
   const uint32_t fork_generation_;
   const pid_t creator_pid_;
   const DmaBufPolicy dmabuf_policy_;
+  const Paging paging_option_;            // as configured
+  std::atomic<Paging> paging_;            // in effect; kAutomatic resolves on a miss
   const DmaBufInspector inspect_dmabuf_;  // empty: InspectDmaBuf
   bool dmabuf_ids_unique_;                // set before the cache is shared
   const uint32_t pfn_check_every_;        // the PFN check's sampling, fixed at Create; 0: off

@@ -70,13 +70,16 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
     absl::StatusOr<DeviceMapping> m = RegisterPlanned(plan);
     // The PFN check: the frames just pinned (empty when off).
     std::vector<uint64_t> frames;
-    if (pfn_check_every_ != 0 && m.ok()) frames = ReadPfnsAfterRegistering(plan);
+    // On-demand mappings follow the page tables: nothing to check.
+    if (pfn_check_every_ != 0 && m.ok() && !plan.on_demand) frames = ReadPfnsAfterRegistering(plan);
 
     log_.WaitQuiet();
     if (!hold_lock) scope.Lock();
     ApplyEventsLocked(scope.to_free());
     --reserved_regions_;
     reserved_bytes_ -= plan.reserved;
+    if (plan.fell_back) ++counters_.on_demand_fallbacks;
+    if (m.ok() && plan.on_demand) ++counters_.on_demand_registrations;
     if (!m.ok()) {
       ++counters_.registration_failures;
       return m.status();
@@ -152,6 +155,11 @@ absl::StatusOr<CacheCore::MissPlan> CacheCore::PlanMiss(Range request, AccessFla
 }
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
+  if (paging_.load(std::memory_order_relaxed) != Paging::kPinned) {
+    bool refused = false;
+    absl::StatusOr<DeviceMapping> m = RegisterOnDemand(plan, &refused);
+    if (!refused) return m;  // else registered pinned below
+  }
   auto watch = [&] {
     plan.cacheable =
         monitor_->Watch(reinterpret_cast<const void*>(plan.span.begin()), plan.span.length()).ok();

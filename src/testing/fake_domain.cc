@@ -53,6 +53,28 @@ absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const HostMemory& memory,
       .addr = addr, .length = memory.length, .access = access, .iova = memory.iova.value_or(addr)});
 }
 
+absl::StatusOr<DeviceMapping> FakeDomain::RegisterHostOnDemand(const HostMemory& memory,
+                                                               AccessFlags access) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!od_status_.ok()) {
+      od_refusals_.fetch_add(1);
+      return od_status_;
+    }
+  }
+  const auto addr = reinterpret_cast<uintptr_t>(memory.addr);
+  return Add(LiveMapping{.addr = addr,
+                         .length = memory.length,
+                         .access = access,
+                         .iova = memory.iova.value_or(addr),
+                         .on_demand = true});
+}
+
+void FakeDomain::RefuseOnDemand(absl::Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  od_status_ = std::move(status);
+}
+
 absl::StatusOr<DeviceMapping> FakeDomain::RegisterDmaBuf(const DmaBufMemory& memory,
                                                          AccessFlags access) {
   if (!caps_.dmabuf_import) return Domain::RegisterDmaBuf(memory, access);

@@ -2,6 +2,7 @@
 #include "dmareg/testing/fake_verbs_ops.h"
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -19,6 +20,15 @@ FakeVerbsOps::DeviceSpec FakeVerbsOps::RxeLike(std::string name) {
   a.page_size_cap = 0xfffff000;
   a.max_mr = 524287;
   a.phys_port_cnt = 1;
+  return spec;
+}
+
+FakeVerbsOps::DeviceSpec FakeVerbsOps::OdpCapable(std::string name) {
+  DeviceSpec spec = RxeLike(std::move(name));
+  spec.attr.odp_caps.general_caps = IBV_ODP_SUPPORT;
+  spec.attr.odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV |
+                                                      IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ |
+                                                      IBV_ODP_SUPPORT_ATOMIC;
   return spec;
 }
 
@@ -61,6 +71,10 @@ int64_t FakeVerbsOps::mrs_created() const {
 int64_t FakeVerbsOps::mrs_destroyed() const {
   std::lock_guard<std::mutex> lock(mu_);
   return mrs_destroyed_;
+}
+int64_t FakeVerbsOps::on_demand_mrs_created() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return on_demand_mrs_created_;
 }
 FakeVerbsOps::LastReg FakeVerbsOps::last_reg() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -173,7 +187,23 @@ ibv_mr* FakeVerbsOps::RegMrIova2(ibv_pd* pd, void* addr, size_t length, uint64_t
     errno = err;
     return nullptr;
   }
-  return NewMr(pd, addr, length);
+  if ((access & IBV_ACCESS_ON_DEMAND) != 0) {
+    const DeviceSpec* spec = SpecOf(pd->context);
+    if (spec == nullptr || (spec->attr.odp_caps.general_caps & IBV_ODP_SUPPORT) == 0) {
+      errno = spec != nullptr ? spec->on_demand_errno : EINVAL;
+      return nullptr;
+    }
+    if (addr == nullptr && length == SIZE_MAX &&
+        (spec->attr.odp_caps.general_caps & IBV_ODP_SUPPORT_IMPLICIT) == 0) {
+      errno = EOPNOTSUPP;  // implicit ODP where the device has none
+      return nullptr;
+    }
+    ++on_demand_mrs_created_;
+  }
+  ibv_mr* mr = NewMr(pd, addr, length);
+  mr_access_[mr->lkey] = access;
+  if (addr == nullptr && length == SIZE_MAX) implicit_[mr->lkey] = true;
+  return mr;
 }
 
 ibv_mr* FakeVerbsOps::RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd,
@@ -201,10 +231,36 @@ ibv_mr* FakeVerbsOps::RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, ui
 int FakeVerbsOps::DeregMr(ibv_mr* mr) {
   std::lock_guard<std::mutex> lock(mu_);
   if (const int err = TakeFailure(Call::kDeregMr); err != 0) return err;
+  mr_access_.erase(mr->lkey);
+  implicit_.erase(mr->lkey);
   delete mr;
   --live_mrs_;
   ++mrs_destroyed_;
   return 0;
+}
+
+int FakeVerbsOps::AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags,
+                           ibv_sge* sg_list, uint32_t num_sge) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (const int err = TakeFailure(Call::kAdviseMr); err != 0) return err;
+  if (num_sge == 0 || sg_list == nullptr) return EINVAL;
+  last_advice_ = LastAdvice{advice, flags, sg_list[0].addr, sg_list[0].length, sg_list[0].lkey};
+  for (uint32_t i = 0; i < num_sge; ++i) {
+    auto it = mr_access_.find(sg_list[i].lkey);
+    if (it == mr_access_.end() || (it->second & IBV_ACCESS_ON_DEMAND) == 0) return EINVAL;
+  }
+  const DeviceSpec* spec = SpecOf(pd->context);
+  return spec != nullptr ? spec->advise_errno : EOPNOTSUPP;
+}
+
+FakeVerbsOps::LastAdvice FakeVerbsOps::last_advice() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_advice_;
+}
+
+int64_t FakeVerbsOps::live_implicit_mrs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(implicit_.size());
 }
 
 ibv_fork_status FakeVerbsOps::IsForkInitialized() {

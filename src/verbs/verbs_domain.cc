@@ -3,6 +3,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -217,10 +218,20 @@ absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory,
                                                         AccessFlags access) {
+  return RegisterHostWith(memory, access, options_.on_demand);
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostOnDemand(const HostMemory& memory,
+                                                                AccessFlags access) {
+  return RegisterHostWith(memory, access, /*on_demand=*/true);
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostWith(const HostMemory& memory,
+                                                            AccessFlags access, bool on_demand) {
   static constexpr const char* kCall = "ibv_reg_mr_iova2";
   if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
   const uint64_t iova = memory.iova.value_or(reinterpret_cast<uintptr_t>(memory.addr));
-  const unsigned int flags = ToIbvAccessFlags(access, options_.on_demand);
+  const unsigned int flags = ToIbvAccessFlags(access, on_demand);
   errno = 0;
   ibv_mr* mr = ops_->RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
   if (mr == nullptr) {
@@ -228,9 +239,10 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory
     std::string detail = absl::StrFormat("[%p, +%#x) access %s", memory.addr, memory.length,
                                          AccessToString(NormalizeAccess(access)));
     if (memory.iova) absl::StrAppend(&detail, absl::StrFormat(" at IOVA %#x", iova));
-    if (options_.on_demand) {
+    if (on_demand) {
       absl::StrAppend(&detail, " with IBV_ACCESS_ON_DEMAND",
-                      caps_.on_demand_paging ? "" : " (the device reports no ODP support for RC)");
+                      caps_.on_demand_paging ? " (the probe found ODP support for RC)"
+                                             : " (the device reports no ODP support for RC)");
     }
     return internal::ErrnoStatus(err, kCall, name_, detail);
   }
@@ -266,6 +278,46 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& me
   live_.fetch_add(1, std::memory_order_relaxed);
   total_reg_.fetch_add(1, std::memory_order_relaxed);
   return DeviceMapping{mr->lkey, mr->rkey, iova, memory.length, reinterpret_cast<uintptr_t>(mr)};
+}
+
+absl::StatusOr<DeviceMapping> VerbsDomain::RegisterImplicitOnDemand(AccessFlags access) {
+  static constexpr const char* kCall = "ibv_reg_mr (implicit ODP)";
+  if ((info_.odp_general_caps & IBV_ODP_SUPPORT_IMPLICIT) == 0) {
+    return absl::UnimplementedError(absl::StrCat(
+        kCall, " on ", name_, ": the device reports no IBV_ODP_SUPPORT_IMPLICIT; nothing asked"));
+  }
+  errno = 0;
+  ibv_mr* mr = ops_->RegMrIova2(pd_, nullptr, SIZE_MAX, 0, ToIbvAccessFlags(access, true));
+  if (mr == nullptr) {
+    const int err = errno;
+    return internal::ErrnoStatus(err, kCall, name_,
+                                 absl::StrCat("access ", AccessToString(NormalizeAccess(access))));
+  }
+  live_.fetch_add(1, std::memory_order_relaxed);
+  total_reg_.fetch_add(1, std::memory_order_relaxed);
+  return DeviceMapping{mr->lkey, mr->rkey, 0, SIZE_MAX, reinterpret_cast<uintptr_t>(mr)};
+}
+
+absl::Status VerbsDomain::Prefetch(const DeviceMapping& mapping, uint64_t iova, uint64_t length,
+                                   bool write) {
+  static constexpr const char* kCall = "ibv_advise_mr";
+  const auto advice = write ? IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE : IBV_ADVISE_MR_ADVICE_PREFETCH;
+  // An SGE holds at most 4 GiB - 1: prefetch in pieces of 1 GiB.
+  constexpr uint64_t kPiece = uint64_t{1} << 30;
+  for (uint64_t done = 0; done < length; done += kPiece) {
+    ibv_sge sge{.addr = iova + done,
+                .length = static_cast<uint32_t>(std::min(kPiece, length - done)),
+                .lkey = mapping.lkey};
+    if (const int err = ops_->AdviseMr(pd_, advice, IBV_ADVISE_MR_FLAG_FLUSH, &sge, 1); err != 0) {
+      absl::Status s = internal::ErrnoStatus(
+          err, kCall, name_,
+          absl::StrFormat("%s of IOVA [%#x, +%#x) lkey %#x", write ? "PREFETCH_WRITE" : "PREFETCH",
+                          sge.addr, sge.length, mapping.lkey));
+      if (err == EOPNOTSUPP) return absl::UnimplementedError(s.message());
+      return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {

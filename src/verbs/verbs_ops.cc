@@ -3,7 +3,16 @@
 
 #include <infiniband/verbs.h>
 
+#include <cerrno>
 #include <memory>
+
+namespace dmareg::testing {
+
+int VerbsOps::AdviseMr(ibv_pd*, ibv_advise_mr_advice, uint32_t, ibv_sge*, uint32_t) {
+  return EOPNOTSUPP;
+}
+
+}  // namespace dmareg::testing
 
 namespace dmareg::internal {
 namespace {
@@ -29,6 +38,10 @@ class RealVerbsOps final : public VerbsOps {
     return ibv_reg_dmabuf_mr(pd, offset, length, iova, fd, access);
   }
   int DeregMr(ibv_mr* mr) override { return ibv_dereg_mr(mr); }
+  int AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags, ibv_sge* sg_list,
+               uint32_t num_sge) override {
+    return ibv_advise_mr(pd, advice, flags, sg_list, num_sge);
+  }
   ibv_fork_status IsForkInitialized() override { return ibv_is_fork_initialized(); }
 };
 

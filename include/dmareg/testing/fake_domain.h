@@ -40,8 +40,9 @@ class FakeDomain : public Domain {
     AccessFlags access;
     bool dmabuf = false;
     int fd = -1;
-    uint64_t tag = 0;   // the tag source's value when registration began
-    uint64_t iova = 0;  // where the device sees `addr`
+    uint64_t tag = 0;        // the tag source's value when registration began
+    uint64_t iova = 0;       // where the device sees `addr`
+    bool on_demand = false;  // registered with RegisterHostOnDemand
   };
 
   explicit FakeDomain(std::string name = "fake");
@@ -52,6 +53,9 @@ class FakeDomain : public Domain {
 
   // IOVA = VA (as verbs), or the caller's IOVA; the offset for dma-bufs.
   absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
+  // As RegisterHost, recorded as on-demand; refused as RefuseOnDemand says.
+  absl::StatusOr<DeviceMapping> RegisterHostOnDemand(const HostMemory& memory,
+                                                     AccessFlags access) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   // NotFound for a mapping it does not hold (or whose extent differs).
@@ -59,6 +63,10 @@ class FakeDomain : public Domain {
 
   // The next `n` registrations fail with `status` (and register nothing).
   void FailNextRegistrations(int n, absl::Status status);
+  // Every later RegisterHostOnDemand fails with `status` (OK: accepted
+  // again), as a kernel without ODP refuses IBV_ACCESS_ON_DEMAND.
+  void RefuseOnDemand(absl::Status status);
+  int64_t on_demand_refusals() const { return od_refusals_.load(); }
   // Every later Deregister fails with `status` (the mapping is still dropped,
   // as a kernel drops it when the device is gone).
   void FailDeregistrations(absl::Status status);
@@ -93,12 +101,14 @@ class FakeDomain : public Domain {
   int fail_next_ = 0;                                // guarded by mu_
   absl::Status fail_status_;                         // guarded by mu_
   absl::Status dereg_status_;                        // guarded by mu_
+  absl::Status od_status_;                           // guarded by mu_
   std::function<void(uintptr_t, size_t)> hook_;      // guarded by mu_
   std::function<uint64_t()> tag_source_;             // guarded by mu_
   std::atomic<bool> require_mapped_{false};
   std::atomic<int64_t> total_{0};
   std::atomic<int64_t> total_dereg_{0};
   std::atomic<int64_t> dereg_errors_{0};
+  std::atomic<int64_t> od_refusals_{0};
 };
 
 // Registers nothing, remembers nothing: keys are derived from the address.

@@ -42,6 +42,7 @@ class FakeVerbsOps final : public VerbsOps {
     kRegMr,
     kRegDmaBufMr,
     kDeregMr,
+    kAdviseMr,
   };
 
   struct DeviceSpec {
@@ -50,6 +51,21 @@ class FakeVerbsOps final : public VerbsOps {
     // What ibv_reg_dmabuf_mr answers for fd -1: EBADF = implemented.
     int dmabuf_probe_errno = EOPNOTSUPP;
     ibv_fork_status fork_status = IBV_FORK_DISABLED;
+    // What IBV_ACCESS_ON_DEMAND gets where `attr` has no IBV_ODP_SUPPORT:
+    // EINVAL (rxe on 6.1), EOPNOTSUPP (newer kernels that refuse it).
+    int on_demand_errno = EINVAL;
+    // What ibv_advise_mr answers on an ODP MR (0 = prefetched); EOPNOTSUPP
+    // as bookworm's rdma-core for rxe. A pinned MR always gets EINVAL.
+    int advise_errno = EOPNOTSUPP;
+  };
+
+  // The last ibv_advise_mr call.
+  struct LastAdvice {
+    ibv_advise_mr_advice advice = IBV_ADVISE_MR_ADVICE_PREFETCH;
+    uint32_t flags = 0;
+    uint64_t addr = 0;
+    uint32_t length = 0;
+    uint32_t lkey = 0;
   };
 
   // The arguments of the last registration call.
@@ -67,6 +83,8 @@ class FakeVerbsOps final : public VerbsOps {
 
   // Attributes default to rxe's (max_mr 524287, page_size_cap 0xfffff000, no ODP).
   static DeviceSpec RxeLike(std::string name);
+  // RxeLike with ODP for RC (send, recv, write, read, atomic), as rxe on 7.x.
+  static DeviceSpec OdpCapable(std::string name);
   void AddDevice(DeviceSpec spec);
   void AddDevice(std::string name) { AddDevice(RxeLike(std::move(name))); }
 
@@ -77,9 +95,13 @@ class FakeVerbsOps final : public VerbsOps {
   int64_t live_contexts() const;
   int64_t live_pds() const;
   int64_t live_mrs() const;
-  int64_t mrs_created() const;    // registrations that succeeded (probe excluded)
-  int64_t mrs_destroyed() const;  // deregistrations that succeeded
+  int64_t mrs_created() const;            // registrations that succeeded (probe excluded)
+  int64_t mrs_destroyed() const;          // deregistrations that succeeded
+  int64_t on_demand_mrs_created() const;  // of mrs_created, with IBV_ACCESS_ON_DEMAND
   LastReg last_reg() const;
+  LastAdvice last_advice() const;
+  // Live MRs registered with IBV_ACCESS_ON_DEMAND over NULL, SIZE_MAX.
+  int64_t live_implicit_mrs() const;
 
   ibv_device** GetDeviceList(int* num_devices) override;
   void FreeDeviceList(ibv_device** list) override;
@@ -94,6 +116,8 @@ class FakeVerbsOps final : public VerbsOps {
   ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd,
                       int access) override;
   int DeregMr(ibv_mr* mr) override;
+  int AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags, ibv_sge* sg_list,
+               uint32_t num_sge) override;
   ibv_fork_status IsForkInitialized() override;
 
  private:
@@ -112,6 +136,10 @@ class FakeVerbsOps final : public VerbsOps {
   int64_t live_mrs_ = 0;
   int64_t mrs_created_ = 0;
   int64_t mrs_destroyed_ = 0;
+  int64_t on_demand_mrs_created_ = 0;
+  std::map<uint32_t, unsigned int> mr_access_;  // lkey -> access flags, live MRs
+  std::map<uint32_t, bool> implicit_;           // lkey -> implicit ODP, live MRs
+  LastAdvice last_advice_;
   uint32_t next_key_ = 0x100;
   LastReg last_;
 };

@@ -38,7 +38,7 @@ class VerbsOps {
   // Error conventions are libibverbs' own, per call:
   //   pointer results: nullptr with errno set;
   //   CloseDevice: -1 with errno set;
-  //   DeallocPd, DeregMr, QueryDeviceEx: the errno value itself (0 = OK).
+  //   DeallocPd, DeregMr, QueryDeviceEx, AdviseMr: the errno value itself (0 = OK).
   virtual ibv_device** GetDeviceList(int* num_devices) = 0;
   virtual void FreeDeviceList(ibv_device** list) = 0;
   virtual const char* GetDeviceName(ibv_device* device) = 0;
@@ -52,6 +52,10 @@ class VerbsOps {
   virtual ibv_mr* RegDmaBufMr(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd,
                               int access) = 0;
   virtual int DeregMr(ibv_mr* mr) = 0;
+  // ibv_advise_mr. Default: EOPNOTSUPP, as rdma-core answers for providers
+  // without it.
+  virtual int AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags, ibv_sge* sg_list,
+                       uint32_t num_sge);
   virtual ibv_fork_status IsForkInitialized() = 0;
 };
 
