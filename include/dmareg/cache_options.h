@@ -48,7 +48,8 @@ enum class Paging {
   kPinned,
   // On-demand paging (verbs ODP, Domain::RegisterHostOnDemand): the device
   // follows the process's page tables, so a cached mapping never goes stale
-  // and no monitor is needed. Create fails where the domain has no ODP.
+  // and no monitor is needed (none is opened unless one is given). Create
+  // fails where the domain has no ODP.
   kOnDemand,
   // On-demand while the domain accepts it: the first refusal (Unimplemented,
   // EOPNOTSUPP, EINVAL) makes the cache pinned for good, that request

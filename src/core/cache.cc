@@ -48,6 +48,11 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
                      "Paging::kAutomatic to fall back to pinned registrations"));
   }
   std::shared_ptr<MemoryMonitor> monitor = options.monitor;
+  // On-demand mappings follow the page tables: a userfaultfd would watch
+  // for nothing.
+  if (monitor == nullptr && options.paging == Paging::kOnDemand) {
+    options.monitoring = Monitoring::kExplicitOnly;
+  }
   if (monitor == nullptr && options.monitoring == Monitoring::kAutomatic) {
     absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> uffd = UserfaultfdMonitor::Create();
     if (!uffd.ok()) {
