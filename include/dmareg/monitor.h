@@ -31,9 +31,13 @@
 // kernel frees the addresses before munmap returns, so a thread that maps
 // new memory at those addresses while the munmap is still in flight and
 // acquires it at once may be served the old mapping until the munmap
-// returns. Applications that order their address-space changes (an
-// allocator's lock does) never see this; every asynchronous monitor has
-// the window, only hooks run inside the unmapping call have none.
+// returns. An application meets this window as soon as two threads malloc
+// and free large blocks: glibc's free() of an mmap-backed block calls
+// munmap with no lock held, so another thread's malloc may get the same
+// addresses and acquire them while that munmap is in flight. Every
+// asynchronous monitor has the window; only hooks that run inside the
+// unmapping call, before it, have none, and a cache in on-demand paging
+// (CacheOptions::paging) needs no monitor at all.
 //
 // What each monitor sees (README's "Memory monitors" has the whole table):
 // - `UserfaultfdMonitor` watches every range the cache registers, in
@@ -44,8 +48,10 @@
 //   memory (memfd, MAP_SHARED|MAP_ANONYMOUS; hugetlbfs untested). It cannot watch
 //   regular files' page cache or device memory: such ranges are registered
 //   per request and not cached, so nothing stale can be served. It does not
-//   see a shared file being truncated or hole-punched by anyone: call
-//   `Notify` for those.
+//   see a shared file being truncated or hole-punched by anyone, nor
+//   shmat(SHM_REMAP) over watched memory (the kernel maps the segment
+//   without an unmap event): call `Notify` for those, or use the PFN check
+//   (CacheOptions::pfn_check_every) to find them.
 // - `ExplicitMonitor` sees only what the application tells it (`Notify`);
 //   it is for custom allocators and for caches over fake or device memory.
 // The default (`CacheOptions::monitor` left empty, `monitoring` automatic)
