@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace dmareg::internal {
@@ -100,7 +102,16 @@ absl::Status ErrnoStatus(int err, absl::string_view call, absl::string_view devi
     }
   }
   if (!detail.empty()) absl::StrAppend(&msg, ": ", detail);
-  return absl::Status(err == 0 ? absl::StatusCode::kUnknown : ErrnoToCode(err), msg);
+  absl::Status s(err == 0 ? absl::StatusCode::kUnknown : ErrnoToCode(err), msg);
+  if (err != 0) s.SetPayload(kErrnoPayload, absl::Cord(absl::StrCat(err)));
+  return s;
+}
+
+std::optional<int> ErrnoOf(const absl::Status& s) {
+  const auto p = s.GetPayload(kErrnoPayload);  // absl::optional<absl::Cord>
+  int err = 0;
+  if (!p || !absl::SimpleAtoi(std::string(*p), &err)) return std::nullopt;
+  return err;
 }
 
 }  // namespace dmareg::internal

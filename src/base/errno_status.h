@@ -7,6 +7,8 @@
 #ifndef DMAREG_SRC_BASE_ERRNO_STATUS_H_
 #define DMAREG_SRC_BASE_ERRNO_STATUS_H_
 
+#include <optional>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
@@ -17,9 +19,16 @@ namespace dmareg::internal {
 absl::StatusCode ErrnoToCode(int err);
 
 // "<call> on <device>: <strerror> (<ENAME>)[: <detail>]"; never OK (err 0 is
-// reported as an Unknown error from a call that gave no reason).
+// reported as an Unknown error from a call that gave no reason). The errno
+// travels with the status as a payload (ErrnoOf), so callers that must
+// tell refusals apart need not read the message.
 absl::Status ErrnoStatus(int err, absl::string_view call, absl::string_view device,
                          absl::string_view detail = {});
+
+// The errno an ErrnoStatus carries; empty for any other status (and for
+// one whose payload a caller dropped by rebuilding it).
+inline constexpr char kErrnoPayload[] = "dmareg/errno";
+std::optional<int> ErrnoOf(const absl::Status& s);
 
 // "EFAULT", "EOPNOTSUPP", ... or "errno N".
 absl::string_view ErrnoName(int err);

@@ -4,8 +4,10 @@
 // on-demand mapping follows the process's page tables, so it is cached
 // without a monitor Watch; in kAutomatic mode the domain's first refusal
 // makes the cache pinned for good.
-#include "absl/strings/match.h"
-#include "absl/strings/string_view.h"
+#include <cerrno>
+#include <optional>
+
+#include "base/errno_status.h"
 #include "core/cache_core.h"
 
 namespace dmareg::internal {
@@ -15,9 +17,8 @@ namespace {
 // this one span): no ODP in the domain (Unimplemented, EOPNOTSUPP), or a
 // kernel that rejects the flag itself (rxe before ODP support: EINVAL).
 bool RefusesOnDemand(const absl::Status& s) {
-  const absl::string_view msg = s.message();
-  return s.code() == absl::StatusCode::kUnimplemented || absl::StrContains(msg, "EOPNOTSUPP") ||
-         (s.code() == absl::StatusCode::kInvalidArgument && absl::StrContains(msg, "EINVAL"));
+  const std::optional<int> err = ErrnoOf(s);
+  return s.code() == absl::StatusCode::kUnimplemented || err == EOPNOTSUPP || err == EINVAL;
 }
 }  // namespace
 
