@@ -12,7 +12,7 @@
 // Why the reader only publishes: the kernel holds an unmapping thread (one
 // that may hold any lock of ours or the application's) until the event is
 // read. The reader reads into a stack buffer and copies ranges into the
-// log's ring under a leaf mutex; it allocates nothing (malloc could munmap
+// log without a lock; it allocates nothing (malloc could munmap
 // and wait for this very reader) and takes no other lock.
 #include <errno.h>
 #include <fcntl.h>
