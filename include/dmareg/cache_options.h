@@ -28,6 +28,9 @@ enum class Monitoring {
                   // the kernel refuses one
   kExplicitOnly,  // an ExplicitMonitor: the application calls Invalidate
                   // (or the monitor's Notify) itself
+  kHooks,         // a HooksMonitor of the cache's own, with a userfaultfd
+                  // where the kernel allows one; Create fails if
+                  // libdmareg_hooks is not linked or preloaded
 };
 
 // How a cache registers a dma-buf slice it has no mapping for.

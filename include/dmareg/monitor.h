@@ -135,7 +135,10 @@ class MemoryMonitor {
 
  private:
   friend internal::InvalidationLog& internal::LogOf(MemoryMonitor& monitor);
-  std::unique_ptr<internal::InvalidationLog> log_;
+  std::shared_ptr<internal::InvalidationLog> log_;
+
+  friend class HooksMonitor;  // shares a userfaultfd monitor's log
+  explicit MemoryMonitor(std::shared_ptr<internal::InvalidationLog> log);
 };
 
 // Learns only what it is told (`Notify`); every range is watchable.
@@ -182,6 +185,66 @@ class UserfaultfdMonitor final : public MemoryMonitor {
   // Drops what the log's new events touch from the watched set.
   void PruneWatched();
   std::unique_ptr<State> state_;
+};
+
+// Whether a HooksMonitor also opens a userfaultfd monitor feeding the same
+// log (for what the hooks cannot see: glibc's heap trimming inside free(),
+// raw system calls).
+enum class HooksUserfaultfd {
+  kIfAvailable,  // when the kernel allows one; hooks alone otherwise
+  kRequired,     // Create fails if the kernel refuses one
+  kNever,        // hooks alone
+};
+
+struct HooksMonitorOptions {
+  HooksUserfaultfd userfaultfd = HooksUserfaultfd::kIfAvailable;
+};
+
+// Learns of unmaps from libdmareg_hooks (dmareg/hooks.h), inside the
+// unmapping call and BEFORE it proceeds: munmap, mremap, madvise(DONTNEED,
+// FREE, REMOVE), mmap(MAP_FIXED), shmat(SHM_REMAP), shmdt, brk/sbrk
+// shrinking, and free()/realloc() of glibc's mmap-backed chunks. So no thread
+// can map new memory at those addresses before every cache fed by this
+// monitor has the range: the window of asynchronous monitors is gone for
+// what the hooks see.
+//
+//   // The program links libdmareg_hooks (or runs with
+//   // LD_PRELOAD=libdmareg_hooks.so); then:
+//   auto monitor = dmareg::HooksMonitor::Create();
+//   if (!monitor.ok()) return monitor.status();   // e.g. the library is absent
+//   auto cache = dmareg::RegistrationCache::Create(domain, {.monitor = *monitor});
+//
+// The hooks publish from inside the hooked call without a lock or an
+// allocation (InvalidationLog::Publish is lock-free), so they are safe in
+// signal handlers, after fork and under any lock the caller holds. A range
+// outside everything this monitor was asked to Watch is dropped at once.
+class HooksMonitor final : public MemoryMonitor {
+ public:
+  // Subscribes to libdmareg_hooks, found in the process at run time.
+  // FailedPrecondition if it is not loaded, or loaded without interposing
+  // (dlopen'ed: its munmap is not the one the program calls), or (with
+  // kRequired) if the kernel refuses a userfaultfd.
+  static absl::StatusOr<std::shared_ptr<HooksMonitor>> Create(HooksMonitorOptions options = {});
+  ~HooksMonitor() override;
+
+  // "hooks", or "hooks+userfaultfd" when composed.
+  absl::string_view name() const override;
+  MonitorCoverage coverage() const override;
+  // Widens the span the hooks report to include [addr, addr + length), then
+  // asks the userfaultfd monitor, when composed (its answer decides whether
+  // the range may be cached, as for a UserfaultfdMonitor alone).
+  absl::Status Watch(const void* addr, size_t length) override;
+
+  // The composed userfaultfd monitor, or null.
+  const std::shared_ptr<UserfaultfdMonitor>& userfaultfd() const { return uffd_; }
+  // Ranges the hooks published into the log so far (after the filter).
+  uint64_t hook_events() const;
+
+ private:
+  struct State;  // what the hooks' sink reads: the log, the watched span
+  HooksMonitor(std::shared_ptr<UserfaultfdMonitor> uffd, std::shared_ptr<State> state);
+  std::shared_ptr<UserfaultfdMonitor> uffd_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace dmareg

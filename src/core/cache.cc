@@ -62,6 +62,14 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
                        "; or pass monitoring = kExplicitOnly and report unmaps yourself"));
     }
     monitor = *std::move(uffd);
+  } else if (monitor == nullptr && options.monitoring == Monitoring::kHooks) {
+    absl::StatusOr<std::shared_ptr<HooksMonitor>> hooks = HooksMonitor::Create();
+    if (!hooks.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("RegistrationCache on ", domain->name(),
+                       ": monitoring = hooks: ", hooks.status().message()));
+    }
+    monitor = *std::move(hooks);
   } else if (monitor == nullptr) {
     monitor = ExplicitMonitor::Create();
   }

@@ -4,6 +4,7 @@
 // C notification API.
 #include <cerrno>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "dmareg/monitor.h"
@@ -15,7 +16,9 @@ namespace internal {
 InvalidationLog& LogOf(MemoryMonitor& monitor) { return *monitor.log_; }
 }  // namespace internal
 
-MemoryMonitor::MemoryMonitor() : log_(std::make_unique<internal::InvalidationLog>()) {}
+MemoryMonitor::MemoryMonitor() : log_(std::make_shared<internal::InvalidationLog>()) {}
+MemoryMonitor::MemoryMonitor(std::shared_ptr<internal::InvalidationLog> log)
+    : log_(std::move(log)) {}
 MemoryMonitor::~MemoryMonitor() = default;
 
 void MemoryMonitor::BeginEvents() { log_->BeginEvents(); }
