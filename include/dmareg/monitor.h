@@ -80,9 +80,16 @@ struct dmareg_monitor;  // C handle, see monitor_c.h
 namespace dmareg {
 
 class MemoryMonitor;
+class UserfaultfdMonitor;
 namespace internal {
 class InvalidationLog;
 InvalidationLog& LogOf(MemoryMonitor& monitor);
+// Tests only: while held, the reader leaves the kernel's events unread, so an
+// unmapping thread stays inside munmap with its addresses already free (the
+// window every asynchronous monitor has, made to last).
+void HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold);
+// True once a held reader has events waiting (an unmap is in flight).
+bool UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor);
 }  // namespace internal
 
 // What a monitor learns by itself (without `Notify`).
@@ -179,6 +186,8 @@ class UserfaultfdMonitor final : public MemoryMonitor {
 
  private:
   struct State;  // the descriptors, the reader thread, the watched set
+  friend void internal::HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold);
+  friend bool internal::UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor);
   explicit UserfaultfdMonitor(std::unique_ptr<State> state);
   void ReadLoop();
   void ReadEvents();  // one read(), published

@@ -93,6 +93,8 @@ struct UserfaultfdMonitor::State {
   pthread_t reader{};
   std::atomic<bool> reader_running{false};
   std::atomic<uint64_t> watches{0};
+  std::atomic<bool> hold{false};              // tests: leave events unread
+  std::atomic<bool> held_with_events{false};  // tests: ... and some are waiting
 
   // Lock order: after a cache's mutex, before the log's. The reader never
   // takes it.
@@ -290,9 +292,24 @@ void UserfaultfdMonitor::ReadLoop() {
   for (;;) {
     if (poll(fds, 2, -1) < 0) continue;  // EINTR; nothing else can fail here
     if (fds[1].revents != 0) return;
-    if (fds[0].revents != 0) ReadEvents();
+    if (fds[0].revents == 0) continue;
+    if (state_->hold.load(std::memory_order_acquire)) {
+      state_->held_with_events.store(true, std::memory_order_release);
+      while (state_->hold.load(std::memory_order_acquire)) sched_yield();
+      state_->held_with_events.store(false, std::memory_order_release);
+    }
+    ReadEvents();
   }
 }
+
+namespace internal {
+void HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold) {
+  monitor.state_->hold.store(hold, std::memory_order_release);
+}
+bool UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor) {
+  return monitor.state_->held_with_events.load(std::memory_order_acquire);
+}
+}  // namespace internal
 
 void UserfaultfdMonitor::ReadEvents() {
   uffd_msg msgs[64];
