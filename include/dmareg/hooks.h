@@ -4,7 +4,7 @@
  * memory monitor (dmareg::HooksMonitor in monitor.h).
  *
  * The library defines munmap, mremap, madvise, mmap, shmat, shmdt, brk,
- * sbrk, free and realloc. Linked into a program (before libc, which is
+ * sbrk, free, realloc, reallocarray and malloc_trim. Linked into a program (before libc, which is
  * where a linker puts it) or preloaded (LD_PRELOAD=libdmareg_hooks.so), its
  * definitions come first; each tells its subscribers which range is about to
  * go, then calls the next definition (dlsym(RTLD_NEXT)): libc's, or another
@@ -26,8 +26,10 @@
  *   - madvise MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_REMOVE;
  *   - shmat with SHM_REMAP (the segment's range), shmdt (the attached range);
  *   - brk and sbrk that shrink the heap;
- *   - free and realloc of an mmap-backed chunk of glibc's malloc (glibc
- *     unmaps those with its own internal munmap, which no interposer sees).
+ *   - free, realloc and reallocarray of an mmap-backed chunk of glibc's
+ *     malloc (glibc unmaps those with its own internal munmap, which no
+ *     interposer sees);
+ *   - malloc_trim: the whole main heap.
  * After the call returns: free/realloc that trimmed the main heap (brk).
  * What it cannot see: raw system calls, glibc-internal calls other than the
  * above (non-main arenas returning memory with madvise inside free), other
@@ -54,7 +56,7 @@ enum dmareg_hooks_kind {
   DMAREG_HOOKS_BRK,     /* brk or sbrk shrinking the heap */
   DMAREG_HOOKS_FREE,    /* free of an mmap-backed glibc chunk */
   DMAREG_HOOKS_REALLOC, /* realloc of one */
-  DMAREG_HOOKS_TRIM,    /* free or realloc trimmed the main heap (after the call) */
+  DMAREG_HOOKS_TRIM,    /* free/realloc trimmed the main heap (after the call), malloc_trim */
   DMAREG_HOOKS_KINDS
 };
 

@@ -104,6 +104,8 @@ typedef int (*brk_fn)(void*);
 typedef void* (*sbrk_fn)(intptr_t);
 typedef void (*free_fn)(void*);
 typedef void* (*realloc_fn)(void*, size_t);
+typedef void* (*reallocarray_fn)(void*, size_t, size_t);
+typedef int (*malloc_trim_fn)(size_t);
 
 static struct {
   _Atomic(mmap_fn) mmap;
@@ -117,11 +119,14 @@ static struct {
   _Atomic(sbrk_fn) sbrk;
   _Atomic(free_fn) free;
   _Atomic(realloc_fn) realloc;
+  _Atomic(reallocarray_fn) reallocarray;
+  _Atomic(malloc_trim_fn) malloc_trim;
 } g_next;
 
 static atomic_int g_resolved;           /* 0 not yet, 1 in progress, 2 done */
 static atomic_int g_decodes_malloc;     /* written before g_resolved = 2 */
 static _Atomic uintptr_t g_page = 4096; /* likewise */
+static _Atomic uintptr_t g_first_break; /* likewise: where the main heap starts */
 /* The thread resolving: its own calls made inside dlsym fall back. */
 static __thread int t_resolving __attribute__((tls_model("initial-exec")));
 
@@ -149,6 +154,10 @@ static void resolve(void) {
   atomic_store(&g_next.sbrk, (sbrk_fn)dlsym(RTLD_NEXT, "sbrk"));
   free_fn next_free = (free_fn)dlsym(RTLD_NEXT, "free");
   atomic_store(&g_next.realloc, (realloc_fn)dlsym(RTLD_NEXT, "realloc"));
+  atomic_store(&g_next.reallocarray, (reallocarray_fn)dlsym(RTLD_NEXT, "reallocarray"));
+  atomic_store(&g_next.malloc_trim, (malloc_trim_fn)dlsym(RTLD_NEXT, "malloc_trim"));
+  sbrk_fn next_sbrk = atomic_load(&g_next.sbrk);
+  if (next_sbrk != NULL) atomic_store(&g_first_break, (uintptr_t)next_sbrk(0));
   /* Chunk headers mean something only to glibc's malloc. */
   Dl_info info;
   if (next_free != NULL && dladdr((void*)next_free, &info) != 0 && info.dli_fname != NULL) {
@@ -466,4 +475,30 @@ EXPORT void* realloc(void* p, size_t n) {
   const uintptr_t after = current_break();
   if (after < before) dispatch(DMAREG_HOOKS_TRIM, after, before);
   return q;
+}
+
+EXPORT void* reallocarray(void* p, size_t n, size_t size) {
+  reallocarray_fn next = NEXT(reallocarray);
+  uintptr_t b, e;
+  if (p != NULL && decodes_malloc() && mmapped_chunk(p, &b, &e)) {
+    dispatch(DMAREG_HOOKS_REALLOC, b, e);
+  }
+  if (next != NULL) return next(p, n, size);
+  errno = ENOMEM;
+  return NULL;
+}
+
+/* malloc_trim gives back the main heap's top (brk) and the free pages inside
+ * every heap (madvise): the main heap is reported whole, before. Other
+ * arenas' heaps are not known here. */
+EXPORT int malloc_trim(size_t pad) {
+  if (decodes_malloc()) {
+    const uintptr_t first = atomic_load_explicit(&g_first_break, memory_order_relaxed);
+    const uintptr_t now = current_break();
+    if (first != 0 && first != (uintptr_t)-1 && now > first) {
+      dispatch(DMAREG_HOOKS_TRIM, page_down(first), page_up(now));
+    }
+  }
+  malloc_trim_fn next = NEXT(malloc_trim);
+  return next != NULL ? next(pad) : 0;
 }
