@@ -20,48 +20,63 @@
 //   // A custom allocator recycling memory the kernel cannot see:
 //   (*monitor)->Notify(block, block_size);        // or dmareg_monitor_notify()
 //
-// The guarantee: once munmap, mremap or madvise(MADV_DONTNEED) of memory
-// the monitor watches has returned (or `Notify` of it has returned), no
-// `Acquire` of a cache fed by that monitor returns a mapping over the old
-// pages. Mappings already handed out stay valid for their holders (the
-// device keeps the old pages) and are deregistered with their last handle.
+// The guarantee, per monitor kind. "Covered" means: no `Acquire` of a cache
+// fed by the monitor returns a mapping over the old pages. Mappings already
+// handed out stay valid for their holders (the device keeps the old pages)
+// and are deregistered with their last handle.
 //
-// "Returned" is the ordering: an Acquire that starts after munmap returned
-// (in that thread, or in one that synchronised with it) is covered. The
-// kernel frees the addresses before munmap returns, so a thread that maps
-// new memory at those addresses while the munmap is still in flight and
-// acquires it at once may be served the old mapping until the munmap
-// returns. An application meets this window as soon as two threads malloc
-// and free large blocks: glibc's free() of an mmap-backed block calls
-// munmap with no lock held, so another thread's malloc may get the same
-// addresses and acquire them while that munmap is in flight. Every
-// asynchronous monitor has the window; only hooks that run inside the
-// unmapping call, before it, have none, and a cache in on-demand paging
-// (CacheOptions::paging) needs no monitor at all.
+// - `HooksMonitor` ("hooks", opt-in; the program links or preloads
+//   libdmareg_hooks): covered from the moment the unmapping call STARTS.
+//   Its hooks publish the range inside munmap, mremap, madvise(DONTNEED,
+//   FREE, REMOVE), mmap(MAP_FIXED), shmat(SHM_REMAP), shmdt, brk/sbrk
+//   shrinking, malloc_trim, and free()/realloc() of glibc's mmap-backed
+//   blocks, before the call proceeds; so no thread can get those addresses
+//   back and acquire them first, and shmat(SHM_REMAP) is seen. It does not
+//   see raw system calls, glibc-internal calls other than those (a
+//   non-main arena returning pages with madvise inside free()), other
+//   allocators' unmaps that bypass the dynamic linker, nor file truncation;
+//   brk trimming inside free() is published when free() returns. Composed
+//   with a userfaultfd monitor (the default where the kernel allows one),
+//   those are covered as that monitor covers them.
+// - `UserfaultfdMonitor` (the default): covered once the unmapping call has
+//   RETURNED (in that thread, or in one that synchronised with it). The
+//   kernel frees the addresses before it delivers the event, so a thread that
+//   maps new memory at those addresses while the munmap is in flight and
+//   acquires it at once may be served the old mapping. Ordinary programs
+//   meet this window: glibc's free() of a large block calls munmap with no
+//   lock held, so another thread's malloc may get the same addresses and
+//   acquire them while that munmap is in flight (tests reproduce it). It
+//   watches every range the cache registers, in write-protect mode with no
+//   page ever write-protected (the application's accesses take no extra
+//   fault), and sees munmap (also glibc's own inside free(), brk trimming,
+//   mmap(MAP_FIXED) over a range), mremap and madvise(DONTNEED/FREE/REMOVE)
+//   of anonymous and shared memory (memfd, MAP_SHARED|MAP_ANONYMOUS;
+//   hugetlbfs untested). It cannot watch regular files' page cache or device
+//   memory: such ranges are registered per request and never cached. It does
+//   not see a shared file truncated or hole-punched, nor shmat(SHM_REMAP)
+//   over watched memory (the kernel maps the segment without an unmap event;
+//   a test asserts it stays unseen, so a kernel that starts reporting it is
+//   noticed).
+// - `ExplicitMonitor`: covered once `Notify` of the range has returned; it
+//   sees nothing else. For custom allocators and for caches over fake or
+//   device memory.
+// - No monitor at all, with on-demand paging (CacheOptions::paging, where
+//   the NIC has ODP): nothing to cover. The device follows the process's
+//   page tables and the kernel invalidates its translations before the pages
+//   are freed, so there is no window and shmat(SHM_REMAP) is followed too.
+// - Whatever the monitor, the PFN check (CacheOptions::pfn_check_every,
+//   RegistrationCache::CheckPfns) is a debugging switch that finds cached
+//   pinned mappings whose pages were replaced behind every monitor's back.
 //
-// What each monitor sees (README's "Memory monitors" has the whole table):
-// - `UserfaultfdMonitor` watches every range the cache registers, in
-//   userfaultfd's write-protect mode with no page ever write-protected, so
-//   the application's own accesses take no extra fault. It sees munmap
-//   (also inside glibc's free() and brk trimming, and mmap(MAP_FIXED) over a
-//   range), mremap and madvise(DONTNEED/FREE/REMOVE) of anonymous and shared
-//   memory (memfd, MAP_SHARED|MAP_ANONYMOUS; hugetlbfs untested). It cannot watch
-//   regular files' page cache or device memory: such ranges are registered
-//   per request and not cached, so nothing stale can be served. It does not
-//   see a shared file being truncated or hole-punched by anyone, nor
-//   shmat(SHM_REMAP) over watched memory (the kernel maps the segment
-//   without an unmap event): call `Notify` for those, or use the PFN check
-//   (CacheOptions::pfn_check_every) to find them.
-// - `ExplicitMonitor` sees only what the application tells it (`Notify`);
-//   it is for custom allocators and for caches over fake or device memory.
 // The default (`CacheOptions::monitor` left empty, `monitoring` automatic)
-// is a userfaultfd monitor of the cache's own.
+// is a userfaultfd monitor of the cache's own; `Monitoring::kHooks` gives a
+// hooks monitor (with a userfaultfd where allowed).
 //
-// Thread safety: every method may be called from any thread. `Notify` never
-// waits for a device or for a cache's lock, so it may be called by a thread
-// holding locks of its own (an allocator's); it is not async-signal-safe.
-// Monitors never block in their event path: a thread inside munmap may hold
-// any lock of the application's or ours.
+// Thread safety: every method may be called from any thread. Publishing an
+// event (the hooks, the userfaultfd reader, `Notify` of a valid range) is
+// lock-free: it never waits for a device, a cache's lock or another
+// publisher, so it may run under any lock of the caller's (an allocator's)
+// and inside a signal handler.
 
 #ifndef DMAREG_MONITOR_H_
 #define DMAREG_MONITOR_H_

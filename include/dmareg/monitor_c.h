@@ -12,8 +12,9 @@
  *   if (dmareg_monitor_notify(m, block, size) != 0) abort();
  *
  * Once dmareg_monitor_notify returns 0, no cache fed by that monitor hands
- * out a mapping over the old pages. The call never blocks on a device or on
- * a cache's lock; it is not async-signal-safe.
+ * out a mapping over the old pages. The call is lock-free: it never blocks
+ * on a device, a cache's lock or another caller, and for a valid range it is
+ * async-signal-safe.
  */
 #ifndef DMAREG_MONITOR_C_H_
 #define DMAREG_MONITOR_C_H_

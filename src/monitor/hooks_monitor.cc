@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -56,23 +57,80 @@ absl::StatusOr<HooksApi> FindHooks() {
   return api;
 }
 
+// Which 2 MiB granules of the address space hold watched memory: one bit
+// each, in a lazily touched anonymous mapping (8 MiB of address space for
+// 47 bits; untouched pages read as zero). Bits are set by Watch and never
+// cleared, so an event is dropped only where nothing was ever watched.
+class WatchedGranules {
+ public:
+  static constexpr int kShift = 21;
+  static constexpr uintptr_t kTop = uintptr_t{1} << 47;
+  static constexpr size_t kWords = (kTop >> kShift) / 64;
+
+  WatchedGranules() {
+    void* p = mmap(nullptr, kWords * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) words_ = static_cast<std::atomic<uint64_t>*>(p);
+  }
+  ~WatchedGranules() {
+    if (words_ != nullptr) munmap(words_, kWords * sizeof(uint64_t));
+  }
+  WatchedGranules(const WatchedGranules&) = delete;
+  WatchedGranules& operator=(const WatchedGranules&) = delete;
+
+  void Add(Range r) {
+    if (words_ == nullptr || r.end() > kTop) {
+      beyond_.store(true, std::memory_order_seq_cst);
+      if (words_ == nullptr || r.begin() >= kTop) return;
+    }
+    const uintptr_t last = (std::min<uintptr_t>(r.end(), kTop) - 1) >> kShift;
+    for (uintptr_t g = r.begin() >> kShift; g <= last; ++g) {
+      std::atomic<uint64_t>& w = words_[g / 64];
+      const uint64_t bit = uint64_t{1} << (g % 64);
+      if ((w.load(std::memory_order_relaxed) & bit) == 0)
+        w.fetch_or(bit, std::memory_order_seq_cst);
+    }
+  }
+  // Async-signal-safe: loads only.
+  bool Touches(uintptr_t begin, uintptr_t end) const {
+    if (words_ == nullptr) return true;
+    if (end > kTop) {
+      if (beyond_.load(std::memory_order_seq_cst)) return true;
+      if (begin >= kTop) return false;
+      end = kTop;
+    }
+    const uintptr_t first = begin >> kShift;
+    const uintptr_t last = (end - 1) >> kShift;
+    for (uintptr_t g = first; g <= last;) {
+      const uint64_t w = words_[g / 64].load(std::memory_order_seq_cst);
+      const uintptr_t word_end = (g / 64 + 1) * 64;  // first granule of the next word
+      const uintptr_t upto = std::min<uintptr_t>(last + 1, word_end);
+      const int lo = static_cast<int>(g % 64);
+      const int n = static_cast<int>(upto - g);
+      const uint64_t mask = n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1) << lo;
+      if ((w & mask) != 0) return true;
+      g = upto;
+    }
+    return false;
+  }
+
+ private:
+  std::atomic<uint64_t>* words_ = nullptr;
+  std::atomic<bool> beyond_{false};  // something watched above kTop
+};
+
 }  // namespace
 
 struct HooksMonitor::State {
   HooksApi api;
   int id = -1;
   internal::InvalidationLog* log = nullptr;
-  // The hull of every watched range: events outside it concern no cache.
-  std::atomic<uintptr_t> lo{UINTPTR_MAX};
-  std::atomic<uintptr_t> hi{0};
+  WatchedGranules watched;
   std::atomic<uint64_t> published{0};
 
   static void Sink(void* context, int /*kind*/, uintptr_t begin, uintptr_t end) {
     auto* s = static_cast<State*>(context);
-    if (end <= s->lo.load(std::memory_order_acquire) ||
-        begin >= s->hi.load(std::memory_order_acquire)) {
-      return;
-    }
+    if (!s->watched.Touches(begin, end)) return;
     if (std::optional<Range> r = Range::FromBounds(begin, end)) {
       s->log->Publish(*r);
       s->published.fetch_add(1, std::memory_order_relaxed);
@@ -141,15 +199,8 @@ absl::Status HooksMonitor::Watch(const void* addr, size_t length) {
     return absl::InvalidArgumentError(absl::StrCat("hooks monitor: Watch of ", length, " bytes at ",
                                                    absl::Hex(addr), " is empty or wraps around"));
   }
-  // Widen before the caller registers: an unmap from now on passes the filter.
-  uintptr_t lo = state_->lo.load(std::memory_order_relaxed);
-  while (r->begin() < lo &&
-         !state_->lo.compare_exchange_weak(lo, r->begin(), std::memory_order_seq_cst)) {
-  }
-  uintptr_t hi = state_->hi.load(std::memory_order_relaxed);
-  while (r->end() > hi &&
-         !state_->hi.compare_exchange_weak(hi, r->end(), std::memory_order_seq_cst)) {
-  }
+  // Before the caller registers: an unmap from now on passes the filter.
+  state_->watched.Add(*r);
   if (uffd_ != nullptr) return uffd_->Watch(addr, length);
   return absl::OkStatus();
 }
