@@ -52,17 +52,14 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr size_t kPage = 4096;
-// The window test's block: above glibc's largest dynamic mmap threshold
-// (32 MiB), so malloc mmaps it and free() munmaps it whatever came before.
-// Only a page of it is written or moved: a read-only pin of the untouched
-// rest is cheap.
-constexpr size_t kBig = size_t{40} << 20;
-// The reproduction's blocks: mmap-backed too (the threshold is fixed at
-// kMmapThreshold), and small enough to register dozens under emulation.
+// Blocks above glibc's mmap threshold, which is fixed (so not raised by the
+// first free()): malloc mmaps each and free() munmaps it, with no lock
+// held. Only a page of each is written or moved: a read-only pin of the
+// untouched rest is cheap.
 constexpr size_t kMmapThreshold = 128 * 1024;
 constexpr size_t kBlock = 1 << 20;
 constexpr int kThreads = 6;
-constexpr int kRounds = 8;  // per thread and monitor
+constexpr int kRounds = 6;  // per thread and monitor: lean under emulation
 
 // MRs the kernel holds on `device` for every process, from `rdma -j
 // resource show` (-1 if it cannot be read).
@@ -108,8 +105,7 @@ class VerbsHooksTest : public RcLoopbackTest {
     if (!::dmareg::testing::kGlibcMalloc || dmareg_hooks_decodes_malloc() == 0) {
       GTEST_SKIP() << "free() is not glibc's (a sanitizer's malloc): its munmap is not hooked";
     }
-    // A fixed threshold turns glibc's dynamic one off: every kBlock stays
-    // mmap-backed after the first free().
+    // A fixed threshold turns glibc's dynamic one off.
     ASSERT_EQ(mallopt(M_MMAP_THRESHOLD, kMmapThreshold), 1);
     mrs_before_ = KernelMrCount(device_);
     ASSERT_GE(mrs_before_, 0) << "cannot count MRs with `rdma -j resource show`";
@@ -184,12 +180,12 @@ void VerbsHooksTest::RunWindow(const std::shared_ptr<MemoryMonitor>& monitor,
   auto local = cache.Acquire(lane.scratch.data(), kPage, Access::kLocalWrite);
   ASSERT_TRUE(local.ok()) << local.status();
 
-  char* const a = static_cast<char*>(std::malloc(kBig));
+  char* const a = static_cast<char*>(std::malloc(kBlock));
   ASSERT_NE(a, nullptr);
   const uintptr_t old_addr = reinterpret_cast<uintptr_t>(a);
   FillPattern(FirstPage(a), kPage, 1);  // before Acquire: the pin takes these pages
   {
-    auto r = cache.Acquire(a, kBig, Access::kRemoteRead);
+    auto r = cache.Acquire(a, kBlock, Access::kRemoteRead);
     ASSERT_TRUE(r.ok()) << r.status();
     auto first = ReadBack(lane, *local, *r, FirstPage(a), kPage, 1, 1);
     ASSERT_TRUE(first.ok()) << first.status();
@@ -201,16 +197,16 @@ void VerbsHooksTest::RunWindow(const std::shared_ptr<MemoryMonitor>& monitor,
     HeldWindow window{uffd, std::thread([a] { std::free(a); })};
     while (!internal::UserfaultfdReaderHasEventsWaiting(uffd)) sched_yield();
     // free() is inside munmap now, the addresses already free.
-    b = static_cast<char*>(std::malloc(kBig));
+    b = static_cast<char*>(std::malloc(kBlock));
     ASSERT_EQ(reinterpret_cast<uintptr_t>(b), old_addr) << "malloc did not reuse the addresses";
     FillPattern(FirstPage(b), kPage, 2);
-    auto r = cache.Acquire(b, kBig, Access::kRemoteRead);
+    auto r = cache.Acquire(b, kBlock, Access::kRemoteRead);
     ASSERT_TRUE(r.ok()) << r.status();
     auto got = ReadBack(lane, *local, *r, FirstPage(b), kPage, 1, 2);
     ASSERT_TRUE(got.ok()) << got.status();
     *saw = *got;
     std::printf("  %s: in-flight free() of %zu MiB, READ through the acquired MR saw %s\n",
-                monitor->name().data(), kBig >> 20, SawName(*saw));
+                monitor->name().data(), kBlock >> 20, SawName(*saw));
   }  // the reader goes on, free() returns
   std::free(b);
   local->Reset();
