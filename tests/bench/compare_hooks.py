@@ -19,6 +19,16 @@ from collections import OrderedDict
 
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 COUNTERS = ("hooked", "published", "applied")
+# Rows in this order, whatever order the (interleaved) run had.
+FAMILIES = ("MunmapPage/Unregistered", "MunmapPage/Registered", "MunmapPage/RegisteredApply",
+            "Munmap2MiB/Unregistered", "Munmap2MiB/Registered", "Munmap2MiB/RegisteredApply",
+            "MunmapRefused", "Free1MiB", "MallocFree64", "HitHot")
+MONITORS = ("Libc", "Unsubscribed", "Userfaultfd", "Hooks", "HooksUffd", "Hooks_OutsideSpan",
+            "Explicit")
+
+
+def order(names, known):
+    return sorted(names, key=lambda n: known.index(n) if n in known else len(known))
 
 
 def load(path):
@@ -38,17 +48,20 @@ def main():
             print(f"skipped {row['name']}: {row.get('error_message', '')}")
             continue
         name = row.get("run_name", row["name"])
+        for suffix in ("/manual_time", "/real_time"):
+            name = name.removesuffix(suffix)
         group, _, variant = name.rpartition("/")
         runs.setdefault(group, OrderedDict()).setdefault(variant, []).append(row)
     medians = {}
     for group, variants in runs.items():
-        key = "cpu_time" if group.endswith(("HitHot", "MallocFree64")) else "real_time"
+        key = "cpu_time" if group.endswith(("HitHot", "MallocFree64", "MunmapRefused")) else "real_time"
         for variant, rows in variants.items():
             medians[group, variant] = statistics.median(
                 r[key] * TO_NS[r["time_unit"]] for r in rows)
     print("| benchmark | monitor | ns/op | ratio | hooked | published | applied |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for group, variants in runs.items():
+    for group in order(runs, tuple("BM_" + f for f in FAMILIES)):
+        variants = runs[group]
         # Registered memory against unmapping unregistered memory bare.
         parent = group.rpartition("/")[0]
         if group.endswith("HitHot"):
@@ -57,7 +70,8 @@ def main():
             base = medians.get((parent + "/Unregistered", "Libc"))
         else:
             base = medians.get((group, "Libc"))
-        for variant, rows in variants.items():
+        for variant in order(variants, MONITORS):
+            rows = variants[variant]
             ns = medians[group, variant]
             ratio = f"{ns / base:.2f}" if base else "-"
             counters = [statistics.median(r.get(c, 0.0) for r in rows) for c in COUNTERS]

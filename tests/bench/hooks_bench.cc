@@ -166,6 +166,21 @@ void BM_Munmap(benchmark::State& state, Mon mon, size_t size, bool registered, b
   s.Report(state);
 }
 
+// munmap that the kernel refuses at once (a misaligned address inside a
+// mapping: nothing is unmapped): the system call's floor, so what the hooks
+// add, the sink's publish included, stands out.
+void BM_MunmapRefused(benchmark::State& state, Mon mon) {
+  Setup s;
+  if (std::string why = s.Init(mon, true); !why.empty()) return state.SkipWithError(why.c_str());
+  char* p = MapAt(nullptr, 2 * kPage);
+  s.Start();
+  for (auto _ : state) {
+    if (Unmap(mon, p + 1, kPage) == 0) Die("a misaligned munmap succeeded");
+  }
+  s.Report(state);
+  munmap(p, 2 * kPage);
+}
+
 // free() of a 1 MiB block, mmap-backed (main sets M_MMAP_THRESHOLD below
 // it), every page touched; only the free is timed.
 void BM_FreeLarge(benchmark::State& state, Mon mon) {
@@ -246,6 +261,10 @@ void RegisterAll() {
             ->UseManualTime();
       }
     }
+  }
+  for (const Named& m : all) {
+    benchmark::RegisterBenchmark((std::string("BM_MunmapRefused/") + m.name).c_str(),
+                                 BM_MunmapRefused, m.mon);
   }
   for (const Named& m : all) {
     benchmark::RegisterBenchmark((std::string("BM_Free1MiB/") + m.name).c_str(), BM_FreeLarge,
