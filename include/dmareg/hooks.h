@@ -79,9 +79,10 @@ void dmareg_hooks_unsubscribe(int id);
  * subscribers (for tests and benchmarks); 0 for an unknown kind. */
 uint64_t dmareg_hooks_events(int kind);
 
-/* 1 if free and realloc are glibc's (the next definition lives in libc), so
- * mmap-backed chunks can be recognised; 0 under another allocator (a
- * sanitizer's, jemalloc...), whose unmaps are seen only through munmap. */
+/* 1 if the process's malloc is glibc's (libc's own malloc is the one the
+ * program calls), so mmap-backed chunks can be recognised; 0 under another
+ * allocator (a sanitizer's, jemalloc...), whose unmaps are seen only through
+ * munmap. Another interposer that merely wraps free changes nothing. */
 int dmareg_hooks_decodes_malloc(void);
 
 #ifdef __cplusplus

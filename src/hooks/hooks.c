@@ -25,7 +25,6 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/syscall.h>
@@ -158,12 +157,15 @@ static void resolve(void) {
   atomic_store(&g_next.malloc_trim, (malloc_trim_fn)dlsym(RTLD_NEXT, "malloc_trim"));
   sbrk_fn next_sbrk = atomic_load(&g_next.sbrk);
   if (next_sbrk != NULL) atomic_store(&g_first_break, (uintptr_t)next_sbrk(0));
-  /* Chunk headers mean something only to glibc's malloc. */
-  Dl_info info;
-  if (next_free != NULL && dladdr((void*)next_free, &info) != 0 && info.dli_fname != NULL) {
-    const char* base = strrchr(info.dli_fname, '/');
-    base = base != NULL ? base + 1 : info.dli_fname;
-    atomic_store(&g_decodes_malloc, strncmp(base, "libc.so", 7) == 0);
+  /* Chunk headers mean something only to glibc's malloc: the process's
+   * malloc must be libc's own (a wrapper of free alone, ahead of us or
+   * behind, changes nothing; an allocator that replaces malloc does). */
+  void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+  if (libc != NULL) {
+    void* libc_malloc = dlsym(libc, "malloc");
+    atomic_store(&g_decodes_malloc,
+                 libc_malloc != NULL && libc_malloc == dlsym(RTLD_DEFAULT, "malloc"));
+    dlclose(libc);
   }
   atomic_store(&g_next.free, next_free);
   t_resolving = 0;
