@@ -19,6 +19,15 @@
 //   auto reg = cache->Acquire(buf, len, dmareg::Access::kRemoteWrite);
 //   // reg->lkey(), reg->rkey(), reg->IovaFor(buf)
 //
+// An application that already has a PD (rdma_cm, UCX, its own set-up)
+// wraps it instead; dmareg then owns neither the PD nor its context:
+//
+//   ibv_pd* pd = ibv_alloc_pd(id->verbs);              // the application's
+//   auto domain = dmareg::VerbsDomain::Wrap(pd).value();
+//   ... caches over `domain`, QPs on `pd` ...
+//   cache.reset(); domain.reset();                     // every MR deregistered
+//   ibv_dealloc_pd(pd);                                // the application's again
+//
 // Every failure is a status naming the verbs call, the device and the errno,
 // e.g. "ibv_reg_mr_iova2 on rxe0: Bad address (EFAULT)". A capability the
 // device lacks (dma-buf MRs on rxe) is answered with Unimplemented without
@@ -45,6 +54,7 @@
 #include "dmareg/memory.h"
 
 struct ibv_context;
+struct ibv_mr;
 struct ibv_pd;
 
 namespace dmareg {
@@ -100,9 +110,21 @@ class VerbsDomain final : public Domain {
   static absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(std::string_view device_name = "",
                                                            VerbsDomainOptions options = {});
 
-  // Deallocates the PD and closes the device. Every mapping must have been
-  // deregistered (a RegistrationCache holds the domain until its last
-  // mapping is gone).
+  // A domain over the application's `pd` and its context (pd->context),
+  // probed as Open probes (dma-buf, ODP, MR limits). Not owned: dmareg
+  // never deallocates the PD nor closes the context. Lifetime rule: the PD
+  // and its context must outlive the domain and every cache over it; when
+  // the last of them goes, every MR registered through the domain has been
+  // deregistered (the destructor deregisters any the caller left), so the
+  // application's ibv_dealloc_pd then succeeds. InvalidArgument for a null
+  // PD or a PD with no context.
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Wrap(ibv_pd* pd,
+                                                           VerbsDomainOptions options = {});
+
+  // Deregisters every MR still registered through it; then, when Open made
+  // the domain, deallocates the PD and closes the device (a wrapped domain
+  // leaves both to the application). A RegistrationCache holds the domain
+  // until its last mapping is gone.
   ~VerbsDomain() override;
   VerbsDomain(const VerbsDomain&) = delete;
   VerbsDomain& operator=(const VerbsDomain&) = delete;
@@ -133,9 +155,12 @@ class VerbsDomain final : public Domain {
   // no advise_mr (EOPNOTSUPP; rxe through rdma-core 44).
   absl::Status Prefetch(const DeviceMapping& mapping, uint64_t iova, uint64_t length, bool write);
 
-  // For creating QPs, CQs, AHs on the same device and PD. Owned by the domain.
+  // For creating QPs, CQs, AHs on the same device and PD. Owned by the
+  // domain when Open made it, by the application when wrapped.
   ibv_context* context() const { return context_; }
   ibv_pd* pd() const { return pd_; }
+  // False for a domain made by Wrap (the PD and context are the caller's).
+  bool owns_pd() const { return owns_pd_; }
 
   // MRs registered through this domain and not yet deregistered.
   int64_t live_mrs() const { return live_.load(std::memory_order_relaxed); }
@@ -151,11 +176,15 @@ class VerbsDomain final : public Domain {
       VerbsDomainOptions options);
   static absl::StatusOr<std::vector<std::string>> ListDevicesWith(
       std::shared_ptr<testing::VerbsOps> ops);
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> WrapWith(
+      std::shared_ptr<testing::VerbsOps> ops, ibv_pd* pd, VerbsDomainOptions options);
+  // Records a new MR (for the destructor) and counts it.
+  DeviceMapping Track(ibv_mr* mr, uint64_t iova, uint64_t length);
 
   absl::StatusOr<DeviceMapping> RegisterHostWith(const HostMemory& memory, AccessFlags access,
                                                  bool on_demand);
   VerbsDomain(std::shared_ptr<testing::VerbsOps> ops, std::string name, VerbsDomainOptions options,
-              ibv_context* context, ibv_pd* pd);
+              ibv_context* context, ibv_pd* pd, bool owns_pd);
   absl::Status Probe();  // fills caps_ and info_; called once by Open
   absl::Status CheckLength(const char* call, size_t length) const;
 
@@ -164,6 +193,11 @@ class VerbsDomain final : public Domain {
   const VerbsDomainOptions options_;
   ibv_context* const context_;
   ibv_pd* const pd_;
+  const bool owns_pd_;
+  // The MRs registered and not yet deregistered (the destructor
+  // deregisters them): src/verbs/verbs_domain.cc.
+  struct LiveMrs;
+  const std::unique_ptr<LiveMrs> mrs_;
   // Written by Probe() before the domain is published, read-only after.
   DomainCapabilities caps_;
   VerbsDeviceInfo info_;

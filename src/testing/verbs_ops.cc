@@ -20,6 +20,10 @@ class VerbsDomainAccess {
                                                            VerbsDomainOptions options) {
     return VerbsDomain::OpenWith(std::move(ops), device_name, options);
   }
+  static absl::StatusOr<std::shared_ptr<VerbsDomain>> Wrap(std::shared_ptr<VerbsOps> ops,
+                                                           ibv_pd* pd, VerbsDomainOptions options) {
+    return VerbsDomain::WrapWith(std::move(ops), pd, options);
+  }
   static absl::StatusOr<std::vector<std::string>> ListDevices(std::shared_ptr<VerbsOps> ops) {
     return VerbsDomain::ListDevicesWith(std::move(ops));
   }
@@ -29,6 +33,12 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenVerbsDomain(std::shared_ptr<Ver
                                                              std::string_view device_name,
                                                              VerbsDomainOptions options) {
   return VerbsDomainAccess::Open(std::move(ops), device_name, options);
+}
+
+absl::StatusOr<std::shared_ptr<VerbsDomain>> WrapVerbsDomain(std::shared_ptr<VerbsOps> ops,
+                                                             ibv_pd* pd,
+                                                             VerbsDomainOptions options) {
+  return VerbsDomainAccess::Wrap(std::move(ops), pd, options);
 }
 
 absl::StatusOr<std::vector<std::string>> ListVerbsDevices(std::shared_ptr<VerbsOps> ops) {

@@ -12,13 +12,21 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/errno_status.h"
+#include "base/mutex.h"
 #include "verbs/verbs_ops.h"
 
 namespace dmareg {
+
+struct VerbsDomain::LiveMrs {
+  internal::Mutex mu;
+  absl::flat_hash_set<ibv_mr*> mrs ABSL_GUARDED_BY(mu);
+};
+
 namespace {
 
 // The dma-buf probe registers one page of a non-existent fd.
@@ -139,14 +147,46 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
 
   // From here on the domain owns the context and the PD.
   std::shared_ptr<VerbsDomain> domain(
-      new VerbsDomain(std::move(ops), std::move(name), options, context, pd));
+      new VerbsDomain(std::move(ops), std::move(name), options, context, pd, /*owns_pd=*/true));
+  if (absl::Status probed = domain->Probe(); !probed.ok()) return probed;
+  return domain;
+}
+
+absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Wrap(ibv_pd* pd,
+                                                               VerbsDomainOptions options) {
+  return WrapWith(internal::MakeRealVerbsOps(), pd, options);
+}
+
+absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::WrapWith(
+    std::shared_ptr<internal::VerbsOps> ops, ibv_pd* pd, VerbsDomainOptions options) {
+  if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
+  if (pd == nullptr) {
+    return absl::InvalidArgumentError(
+        "VerbsDomain::Wrap: null ibv_pd (allocate one with ibv_alloc_pd, or use "
+        "VerbsDomain::Open to let dmareg open the device and allocate it)");
+  }
+  if (pd->context == nullptr || pd->context->device == nullptr) {
+    return absl::InvalidArgumentError(
+        "VerbsDomain::Wrap: the ibv_pd has no context (not one ibv_alloc_pd returned?)");
+  }
+  const char* n = ops->GetDeviceName(pd->context->device);
+  std::string name = n != nullptr ? std::string(n) : std::string("(unnamed device)");
+  // Neither the PD nor the context is ours: the destructor leaves them.
+  std::shared_ptr<VerbsDomain> domain(new VerbsDomain(std::move(ops), std::move(name), options,
+                                                      pd->context, pd, /*owns_pd=*/false));
   if (absl::Status probed = domain->Probe(); !probed.ok()) return probed;
   return domain;
 }
 
 VerbsDomain::VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string name,
-                         VerbsDomainOptions options, ibv_context* context, ibv_pd* pd)
-    : ops_(std::move(ops)), name_(std::move(name)), options_(options), context_(context), pd_(pd) {
+                         VerbsDomainOptions options, ibv_context* context, ibv_pd* pd, bool owns_pd)
+    : ops_(std::move(ops)),
+      name_(std::move(name)),
+      options_(options),
+      context_(context),
+      pd_(pd),
+      owns_pd_(owns_pd),
+      mrs_(std::make_unique<LiveMrs>()) {
   caps_.device_name = name_;
   caps_.kind = DeviceKind::kRdma;
   caps_.caller_iova = true;  // ibv_reg_mr_iova2 / ibv_reg_dmabuf_mr take any IOVA
@@ -246,9 +286,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostWith(const HostMemory& me
     }
     return internal::ErrnoStatus(err, kCall, name_, detail);
   }
-  live_.fetch_add(1, std::memory_order_relaxed);
-  total_reg_.fetch_add(1, std::memory_order_relaxed);
-  return DeviceMapping{mr->lkey, mr->rkey, iova, memory.length, reinterpret_cast<uintptr_t>(mr)};
+  return Track(mr, iova, memory.length);
 }
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& memory,
@@ -275,9 +313,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& me
         absl::StrFormat("fd %d offset %#x length %#x access %s", memory.fd, memory.offset,
                         memory.length, AccessToString(NormalizeAccess(access))));
   }
-  live_.fetch_add(1, std::memory_order_relaxed);
-  total_reg_.fetch_add(1, std::memory_order_relaxed);
-  return DeviceMapping{mr->lkey, mr->rkey, iova, memory.length, reinterpret_cast<uintptr_t>(mr)};
+  return Track(mr, iova, memory.length);
 }
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterImplicitOnDemand(AccessFlags access) {
@@ -293,9 +329,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterImplicitOnDemand(AccessFlags 
     return internal::ErrnoStatus(err, kCall, name_,
                                  absl::StrCat("access ", AccessToString(NormalizeAccess(access))));
   }
-  live_.fetch_add(1, std::memory_order_relaxed);
-  total_reg_.fetch_add(1, std::memory_order_relaxed);
-  return DeviceMapping{mr->lkey, mr->rkey, 0, SIZE_MAX, reinterpret_cast<uintptr_t>(mr)};
+  return Track(mr, 0, SIZE_MAX);
 }
 
 absl::Status VerbsDomain::Prefetch(const DeviceMapping& mapping, uint64_t iova, uint64_t length,
@@ -320,14 +354,39 @@ absl::Status VerbsDomain::Prefetch(const DeviceMapping& mapping, uint64_t iova, 
   return absl::OkStatus();
 }
 
+DeviceMapping VerbsDomain::Track(ibv_mr* mr, uint64_t iova, uint64_t length) {
+  {
+    internal::MutexLock lock(&mrs_->mu);
+    mrs_->mrs.insert(mr);
+  }
+  live_.fetch_add(1, std::memory_order_relaxed);
+  total_reg_.fetch_add(1, std::memory_order_relaxed);
+  return DeviceMapping{mr->lkey, mr->rkey, iova, length, reinterpret_cast<uintptr_t>(mr)};
+}
+
 absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
   auto* mr = reinterpret_cast<ibv_mr*>(static_cast<uintptr_t>(mapping.handle));
   if (mr == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("ibv_dereg_mr on ", name_, ": mapping has no ibv_mr handle"));
   }
+  {
+    // Out of the set before the call: once freed, the same address may come
+    // back from another thread's registration.
+    internal::MutexLock lock(&mrs_->mu);
+    if (mrs_->mrs.erase(mr) == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "ibv_dereg_mr on %s: lkey %#x is not an MR registered through this domain (or it was "
+          "deregistered already)",
+          name_, mapping.lkey));
+    }
+  }
   if (const int err = ops_->DeregMr(mr); err != 0) {
     // The MR is still registered; it stays counted as live.
+    {
+      internal::MutexLock lock(&mrs_->mu);
+      mrs_->mrs.insert(mr);
+    }
     return internal::ErrnoStatus(err, "ibv_dereg_mr", name_,
                                  absl::StrFormat("lkey %#x", mapping.lkey));
   }
@@ -337,8 +396,22 @@ absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
 }
 
 VerbsDomain::~VerbsDomain() {
-  // Failures here have no caller to go to; closing the device releases
-  // whatever the kernel still holds for this context.
+  // MRs the caller registered through the domain and never deregistered
+  // (a cache deregisters its own first): a wrapped PD's owner could not
+  // deallocate it while they live. Failures have no caller to go to.
+  absl::flat_hash_set<ibv_mr*> left;
+  {
+    internal::MutexLock lock(&mrs_->mu);
+    left.swap(mrs_->mrs);
+  }
+  for (ibv_mr* mr : left) {
+    if (ops_->DeregMr(mr) == 0) {
+      live_.fetch_sub(1, std::memory_order_relaxed);
+      total_dereg_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  if (!owns_pd_) return;  // the application's PD and context
+  // Closing the device releases whatever the kernel still holds for it.
   ops_->DeallocPd(pd_);
   ops_->CloseDevice(context_);
 }

@@ -6,8 +6,8 @@
 // `VerbsOps` has one virtual function per verbs call the domain makes, with
 // libibverbs' own error conventions, so a test can stand in for a device
 // (its attributes, the errno of each call) without having one.
-// `OpenVerbsDomain` and `ListVerbsDevices` are `VerbsDomain::Open` and
-// `VerbsDomain::ListDevices` over such a stand-in; FakeVerbsOps
+// `OpenVerbsDomain`, `WrapVerbsDomain` and `ListVerbsDevices` are
+// `VerbsDomain::Open`, `Wrap` and `ListDevices` over such a stand-in; FakeVerbsOps
 // (testing/fake_verbs_ops.h) is a ready-made one.
 //
 //   auto ops = std::make_shared<dmareg::testing::FakeVerbsOps>();
@@ -63,6 +63,12 @@ class VerbsOps {
 // selection, probing and errors. InvalidArgument if `ops` is null.
 absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenVerbsDomain(std::shared_ptr<VerbsOps> ops,
                                                              std::string_view device_name = "",
+                                                             VerbsDomainOptions options = {});
+
+// VerbsDomain::Wrap over `ops`: `pd` is one the test allocated through
+// `ops` (ops->AllocPd(ops->OpenDevice(...))) and deallocates itself.
+absl::StatusOr<std::shared_ptr<VerbsDomain>> WrapVerbsDomain(std::shared_ptr<VerbsOps> ops,
+                                                             ibv_pd* pd,
                                                              VerbsDomainOptions options = {});
 
 // VerbsDomain::ListDevices over `ops`. InvalidArgument if `ops` is null.
