@@ -92,15 +92,34 @@ class VfioContainer {
   // (`iommu_type` as the primary told). Its table starts empty (this
   // process's maps).
   static absl::StatusOr<std::shared_ptr<VfioContainer>> Adopt(int container_fd, int iommu_type);
+  // A container the application opened itself (/dev/vfio/vfio), borrowed:
+  // dmareg never closes `container_fd`, which must stay open until the
+  // container and every domain and cache over it are gone (as a wrapped
+  // VerbsDomain's PD must). Either bare (no group yet: the first VfioDomain
+  // to join sets the IOMMU, `iommu_type` or the best the kernel offers) or
+  // already set up (groups joined and the IOMMU type set; `iommu_type` says
+  // which, 0 = type1v2 where the kernel offers it: the kernel cannot be
+  // asked). A domain for a device whose group the application already
+  // joined needs that group's fd (VfioDomainOptions::group_fd, a dup: it is
+  // taken), as /dev/vfio/N opens once. The table starts empty: the kernel
+  // cannot list mappings, so what the application mapped itself is unknown
+  // to dmareg; a map overlapping it is refused by the kernel (EEXIST), and
+  // reported as AlreadyExists saying so. dmareg unmaps all it mapped when
+  // its domains and caches go, so the application's dma_avail is back
+  // where it was. InvalidArgument for a negative fd or a type that is not
+  // type1/type1v2; the ioctl's errno for an fd that is not a VFIO container.
+  static absl::StatusOr<std::shared_ptr<VfioContainer>> Wrap(int container_fd, int iommu_type = 0);
 
-  // Closes the container fd (the kernel then drops its mappings). Domains
-  // hold their container, so it outlives them.
+  // Closes the container fd (the kernel then drops its mappings) unless it
+  // was wrapped (then the application's). Domains hold their container, so
+  // it outlives them.
   ~VfioContainer();
   VfioContainer(const VfioContainer&) = delete;
   VfioContainer& operator=(const VfioContainer&) = delete;
 
   int fd() const { return fd_; }
-  bool iommu_set() const;  // a group attached and the IOMMU type set
+  bool owns_fd() const { return owns_fd_; }  // false: made by Wrap
+  bool iommu_set() const;                    // a group attached and the IOMMU type set
   // Refreshed (dma_avail re-read) on each call when set.
   VfioContainerInfo info() const;
 
@@ -152,7 +171,13 @@ class VfioContainer {
       std::shared_ptr<testing::VfioOps> ops);
   static absl::StatusOr<std::shared_ptr<VfioContainer>> AdoptWith(
       std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type);
-  VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type);
+  static absl::StatusOr<std::shared_ptr<VfioContainer>> WrapWith(
+      std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type);
+  // The IOMMU is set on `c` (adopted or wrapped): read its info and build
+  // the allocator.
+  static absl::Status ReadAdoptedInfo(VfioContainer& c, int iommu_type);
+  VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type,
+                bool owns_fd = true);
 
   // For VfioDomain. Joins `group_fd` (group number `group`) to the container
   // (VFIO_GROUP_SET_CONTAINER unless `already_joined`): the first group sets
@@ -177,6 +202,7 @@ class VfioContainer {
 
   const std::shared_ptr<testing::VfioOps> ops_;
   const int fd_;
+  const bool owns_fd_;
   // The table, groups, info and allocator: src/vfio/vfio_container.cc.
   // Lock order: VfioDomain's lock, then this one, then the allocator's
   // (a leaf). Held across the kernel calls so the table and the kernel

@@ -23,6 +23,11 @@ class VfioAccess {
                                                                        int iommu_type) {
     return VfioContainer::AdoptWith(std::move(ops), container_fd, iommu_type);
   }
+  static absl::StatusOr<std::shared_ptr<VfioContainer>> WrapContainer(std::shared_ptr<VfioOps> ops,
+                                                                      int container_fd,
+                                                                      int iommu_type) {
+    return VfioContainer::WrapWith(std::move(ops), container_fd, iommu_type);
+  }
   static absl::StatusOr<std::shared_ptr<VfioDomain>> OpenDomain(std::shared_ptr<VfioOps> ops,
                                                                 std::string_view address,
                                                                 VfioDomainOptions options) {
@@ -41,6 +46,11 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> AdoptVfioContainer(std::shared_pt
                                                                   int container_fd,
                                                                   int iommu_type) {
   return VfioAccess::AdoptContainer(std::move(ops), container_fd, iommu_type);
+}
+
+absl::StatusOr<std::shared_ptr<VfioContainer>> WrapVfioContainer(std::shared_ptr<VfioOps> ops,
+                                                                 int container_fd, int iommu_type) {
+  return VfioAccess::WrapContainer(std::move(ops), container_fd, iommu_type);
 }
 
 absl::StatusOr<std::shared_ptr<VfioDomain>> OpenVfioDomain(std::shared_ptr<VfioOps> ops,

@@ -87,8 +87,9 @@ absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& i
     case EEXIST:
       return absl::AlreadyExistsError(absl::StrCat(
           "VFIO_IOMMU_MAP_DMA on ", device, ": ", what,
-          " overlaps a mapping this process's table does not hold (another process sharing "
-          "the container?)"));
+          " overlaps a mapping dmareg's table does not hold: one the application made itself "
+          "on a container it handed over (VfioContainer::Wrap), or another process's sharing "
+          "the container; the kernel cannot list them, so choose IOVAs clear of them"));
     case ENOSPC:
       return absl::ResourceExhaustedError(absl::StrCat(
           "VFIO_IOMMU_MAP_DMA on ", device, ": ", what, ": the kernel's dma_entry_limit is spent (",

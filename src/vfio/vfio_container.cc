@@ -50,13 +50,14 @@ using internal::KernelUnmap;
 using internal::PartsInside;
 using internal::RangesString;
 
-VfioContainer::VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type)
-    : ops_(std::move(ops)), fd_(fd) {
+VfioContainer::VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type,
+                             bool owns_fd)
+    : ops_(std::move(ops)), fd_(fd), owns_fd_(owns_fd) {
   state_ = std::make_unique<State>(preferred_type, /*adopted_type=*/false);
 }
 
 VfioContainer::~VfioContainer() {
-  if (fd_ >= 0) ops_->Close(fd_);
+  if (fd_ >= 0 && owns_fd_) ops_->Close(fd_);
 }
 
 absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Open() {
@@ -114,9 +115,14 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::AdoptWith(
         VFIO_TYPE1_IOMMU, ") or type1v2 (", VFIO_TYPE1v2_IOMMU, ")"));
   }
   c->state_ = std::make_unique<State>(iommu_type, /*adopted_type=*/true);
-  absl::StatusOr<VfioContainerInfo> info = internal::ReadIommuInfo(*ops, container_fd, iommu_type);
+  if (absl::Status st = ReadAdoptedInfo(*c, iommu_type); !st.ok()) return st;
+  return c;
+}
+
+absl::Status VfioContainer::ReadAdoptedInfo(VfioContainer& c, int iommu_type) {
+  absl::StatusOr<VfioContainerInfo> info = internal::ReadIommuInfo(*c.ops_, c.fd_, iommu_type);
   if (!info.ok()) return info.status();
-  State& s = *c->state_;
+  State& s = *c.state_;
   internal::MutexLock lock(&s.mu);
   s.info = *std::move(info);
   internal::IovaAllocator::Options o;
@@ -124,7 +130,7 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::AdoptWith(
   o.page_size = internal::SmallestPage(s.info.page_sizes);
   absl::StatusOr<std::unique_ptr<internal::IovaAllocator>> a = internal::IovaAllocator::Create(o);
   if (a.ok()) s.allocator = *std::move(a);  // else: only caller IOVAs and IOVA = VA
-  return c;
+  return absl::OkStatus();
 }
 
 bool VfioContainer::iommu_set() const {

@@ -241,7 +241,11 @@ absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
       const int err = errno;
       std::string why;
       if (err == ENOENT) why = "the group has no device bound to vfio-pci";
-      if (err == EBUSY) why = "the group is already open (another process or domain)";
+      if (err == EBUSY) {
+        why =
+            "the group is already open (another process or domain; or the application's own: "
+            "pass a dup of its fd as VfioDomainOptions::group_fd)";
+      }
       return internal::ErrnoStatus(err, "open", dev_path, why);
     }
   }

@@ -88,6 +88,11 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> OpenVfioContainer(std::shared_ptr
 // VfioContainer::Adopt over `ops`.
 absl::StatusOr<std::shared_ptr<VfioContainer>> AdoptVfioContainer(std::shared_ptr<VfioOps> ops,
                                                                   int container_fd, int iommu_type);
+// VfioContainer::Wrap over `ops`: `container_fd` is one the test opened
+// through `ops` (and closes itself).
+absl::StatusOr<std::shared_ptr<VfioContainer>> WrapVfioContainer(std::shared_ptr<VfioOps> ops,
+                                                                 int container_fd,
+                                                                 int iommu_type = 0);
 // VfioDomain::Open over `ops`. A container in `options` must have been
 // opened over the same `ops` (InvalidArgument otherwise).
 absl::StatusOr<std::shared_ptr<VfioDomain>> OpenVfioDomain(std::shared_ptr<VfioOps> ops,
