@@ -1,22 +1,27 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "cli/devices.h"
 
+#include <endian.h>
 #include <infiniband/verbs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "base/errno_status.h"
 #ifdef DMAREG_CLI_HAVE_DMABUF
 #include "dmareg/dmabuf.h"
@@ -98,6 +103,21 @@ std::vector<std::string> DmaBufImporters(const DevicesReport& report) {
 
 std::string HexString(uint64_t v) { return absl::StrFormat("0x%x", v); }
 
+// Fixed width for values that are 64-bit by nature (GUIDs).
+std::string Hex64(uint64_t v) { return absl::StrFormat("0x%016x", v); }
+
+// JSON ids are numbers (all fit in 32 bits); sysfs writes some as "0x1234".
+nlohmann::ordered_json HexId(const std::string& s) {
+  uint32_t v = 0;
+  if (!absl::SimpleHexAtoi(s, &v)) return nullptr;
+  return v;
+}
+nlohmann::ordered_json DecimalId(const std::string& s) {
+  uint32_t v = 0;
+  if (!absl::SimpleAtoi(s, &v)) return nullptr;
+  return v;
+}
+
 std::string RangesText(const std::vector<Range>& ranges) {
   std::vector<std::string> parts;
   for (const Range& r : ranges) parts.push_back(r.ToString());
@@ -106,30 +126,134 @@ std::string RangesText(const std::vector<Range>& ranges) {
 
 }  // namespace
 
-std::vector<RdmaDeviceReport> CollectRdmaDevices(std::string* error) {
-  std::vector<RdmaDeviceReport> out;
-  absl::StatusOr<std::vector<std::string>> names = VerbsDomain::ListDevices();
-  if (!names.ok()) {
-    if (error != nullptr) *error = names.status().ToString();
-    return out;
+absl::string_view RdmaStatusName(RdmaStatus s) {
+  switch (s) {
+    case RdmaStatus::kOk:
+      return "ok";
+    case RdmaStatus::kNoDevices:
+      return "no-devices";
+    case RdmaStatus::kNoKernelSupport:
+      return "no-kernel-support";
+    case RdmaStatus::kError:
+      break;
   }
-  for (const std::string& name : *names) {
+  return "error";
+}
+
+RdmaListing ClassifyRdma(bool class_dir_exists, int list_errno, size_t devices) {
+  if (!class_dir_exists) {
+    return {RdmaStatus::kNoKernelSupport,
+            "no /sys/class/infiniband: the kernel has no RDMA core (ib_core not loaded or not "
+            "built)"};
+  }
+  if (list_errno == ENOSYS) {
+    return {RdmaStatus::kNoKernelSupport,
+            absl::StrCat(
+                internal::ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").message(),
+                ": no RDMA user-space access (ib_uverbs) in this kernel")};
+  }
+  if (list_errno == ENOENT || list_errno == ENODEV || list_errno == ENXIO) {
+    return {
+        RdmaStatus::kNoDevices,
+        absl::StrCat(
+            internal::ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").message())};
+  }
+  if (list_errno != 0) {
+    return {RdmaStatus::kError,
+            internal::ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").ToString()};
+  }
+  if (devices == 0) {
+    return {RdmaStatus::kNoDevices,
+            "the kernel supports RDMA but has no device (soft-RoCE: rdma link add rxe0 type rxe "
+            "netdev <if>)"};
+  }
+  return {RdmaStatus::kOk, ""};
+}
+
+std::string GuidText(uint64_t guid) {
+  return absl::StrFormat("%04x:%04x:%04x:%04x", (guid >> 48) & 0xffff, (guid >> 32) & 0xffff,
+                         (guid >> 16) & 0xffff, guid & 0xffff);
+}
+
+std::optional<uint64_t> ReadNodeGuid(const std::string& sysfs_root, const std::string& device) {
+  const std::string text =
+      ReadTrimmed(fs::path(sysfs_root) / "class/infiniband" / device / "node_guid");
+  const std::vector<std::string> parts = absl::StrSplit(text, ':');
+  if (parts.size() != 4) return std::nullopt;
+  uint64_t guid = 0;
+  for (const std::string& p : parts) {
+    uint32_t v = 0;
+    if (p.size() != 4 || !absl::SimpleHexAtoi(p, &v)) return std::nullopt;
+    guid = guid << 16 | v;
+  }
+  return guid;
+}
+
+std::vector<std::string> RdmaNetdevs(const std::string& sysfs_root, const std::string& device) {
+  const fs::path dev = fs::path(sysfs_root) / "class/infiniband" / device;
+  std::set<std::string> names;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dev / "device/net", ec)) {
+    names.insert(e.path().filename().string());
+  }
+  for (const fs::directory_entry& port : fs::directory_iterator(dev / "ports", ec)) {
+    std::error_code port_ec;
+    for (const fs::directory_entry& e :
+         fs::directory_iterator(port.path() / "gid_attrs/ndevs", port_ec)) {
+      // Unused GID entries fail to read (EINVAL): nothing is added for them.
+      if (std::string name = ReadTrimmed(e.path()); !name.empty()) names.insert(std::move(name));
+    }
+  }
+  if (std::string parent = ReadTrimmed(dev / "parent"); !parent.empty()) {
+    names.insert(std::move(parent));
+  }
+  return {names.begin(), names.end()};
+}
+
+absl::Status CollectRdma(const std::string& sysfs_root, const std::string& only,
+                         DevicesReport& report) {
+  int count = 0;
+  errno = 0;
+  ibv_device** list = ibv_get_device_list(&count);
+  const int list_errno = list == nullptr ? (errno != 0 ? errno : ENOSYS) : 0;
+  std::vector<std::string> names;
+  for (int i = 0; list != nullptr && i < count; ++i)
+    names.emplace_back(ibv_get_device_name(list[i]));
+  if (list != nullptr) ibv_free_device_list(list);
+  std::error_code ec;
+  report.rdma_listing = ClassifyRdma(fs::exists(fs::path(sysfs_root) / "class/infiniband", ec),
+                                     list_errno, names.size());
+  if (!only.empty()) {
+    if (std::find(names.begin(), names.end(), only) == names.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("no RDMA device '", only, "' (",
+                       names.empty() ? absl::StrCat(RdmaStatusName(report.rdma_listing.status),
+                                                    ": ", report.rdma_listing.reason)
+                                     : absl::StrCat("present: ", absl::StrJoin(names, ", ")),
+                       ")"));
+    }
+    names = {only};
+  }
+  for (const std::string& name : names) {
     RdmaDeviceReport r;
     r.name = name;
+    r.netdevs = RdmaNetdevs(sysfs_root, name);
     absl::StatusOr<std::shared_ptr<VerbsDomain>> domain = VerbsDomain::Open(name);
     if (!domain.ok()) {
       r.error = domain.status().ToString();
-      out.push_back(std::move(r));
+      r.node_guid = ReadNodeGuid(sysfs_root, name);
+      report.rdma.push_back(std::move(r));
       continue;
     }
     r.caps = (*domain)->capabilities();
     r.info = (*domain)->device_info();
+    r.node_guid = be64toh(r.info.node_guid);
     for (uint32_t port = 1; port <= r.info.phys_port_cnt; ++port) {
       r.ports.push_back(QueryPort((*domain)->context(), name, static_cast<int>(port)));
     }
-    out.push_back(std::move(r));
+    report.rdma.push_back(std::move(r));
   }
-  return out;
+  return absl::OkStatus();
 }
 
 std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
@@ -218,9 +342,14 @@ DmaBufSourcesReport CollectDmaBufSources() {
 
 std::string RenderText(const DevicesReport& report) {
   std::string out = absl::StrCat("RDMA devices: ", report.rdma.size(), "\n");
-  if (!report.rdma_error.empty()) absl::StrAppend(&out, "  (", report.rdma_error, ")\n");
+  if (report.rdma_listing.status != RdmaStatus::kOk) {
+    absl::StrAppend(&out, "  (", RdmaStatusName(report.rdma_listing.status), ": ",
+                    report.rdma_listing.reason, ")\n");
+  }
   for (const RdmaDeviceReport& r : report.rdma) {
     absl::StrAppend(&out, "  ", r.name, "\n");
+    absl::StrAppend(&out, "    node GUID ", r.node_guid ? GuidText(*r.node_guid) : "-", ", netdev ",
+                    r.netdevs.empty() ? "-" : absl::StrJoin(r.netdevs, " "), "\n");
     if (!r.error.empty()) {
       absl::StrAppend(&out, "    cannot open: ", r.error, "\n");
       continue;
@@ -250,7 +379,7 @@ std::string RenderText(const DevicesReport& report) {
       if (!p.error.empty()) absl::StrAppend(&out, "      (", p.error, ")\n");
     }
   }
-  absl::StrAppend(&out, "VFIO devices: ", report.vfio.size(), "\n");
+  if (report.vfio_collected) absl::StrAppend(&out, "VFIO devices: ", report.vfio.size(), "\n");
   for (const VfioDeviceReport& d : report.vfio) {
     absl::StrAppendFormat(&out, "  %s  vendor %s device %s  iommu group %s%s\n", d.pci_address,
                           d.vendor, d.device, d.iommu_group.empty() ? "-" : d.iommu_group,
@@ -293,7 +422,9 @@ std::string RenderJson(const DevicesReport& report) {
   using Json = nlohmann::ordered_json;
   Json rdma = Json::array();
   for (const RdmaDeviceReport& r : report.rdma) {
-    Json o = {{"name", r.name}};
+    Json o = {{"name", r.name},
+              {"node_guid", r.node_guid ? Json(Hex64(*r.node_guid)) : Json(nullptr)},
+              {"netdevs", r.netdevs}};
     if (!r.error.empty()) {
       o["error"] = r.error;
       rdma.push_back(std::move(o));
@@ -307,10 +438,10 @@ std::string RenderJson(const DevicesReport& report) {
     o["dmabuf_mr"] = c.dmabuf_import;
     o["dmabuf_probe"] = ProbeErrno(i.dmabuf_probe_errno);
     o["odp"] = c.on_demand_paging;
-    o["odp_general_caps"] = i.odp_general_caps;
-    o["odp_rc_caps"] = i.odp_rc_caps;
-    o["max_mr_size"] = i.max_mr_size;
-    o["page_size_cap"] = i.page_size_cap;
+    o["odp_general_caps"] = HexString(i.odp_general_caps);
+    o["odp_rc_caps"] = HexString(i.odp_rc_caps);
+    o["max_mr_size"] = HexString(i.max_mr_size);
+    o["page_size_cap"] = HexString(i.page_size_cap);
     o["max_mr"] = i.max_mr;
     o["fork"] = ForkName(i.fork_status);
     Json ports = Json::array();
@@ -334,8 +465,10 @@ std::string RenderJson(const DevicesReport& report) {
   }
   Json vfio = Json::array();
   for (const VfioDeviceReport& d : report.vfio) {
-    Json o = {{"pci_address", d.pci_address}, {"vendor", d.vendor}, {"device", d.device}};
-    o["iommu_group"] = d.iommu_group.empty() ? Json(nullptr) : Json(d.iommu_group);
+    Json o = {{"pci_address", d.pci_address},
+              {"vendor", HexId(d.vendor)},
+              {"device", HexId(d.device)},
+              {"iommu_group", DecimalId(d.iommu_group)}};
     o["group_node"] = d.group_node;
     if (d.probe.has_value()) {
       const VfioProbeReport& p = *d.probe;
@@ -354,9 +487,12 @@ std::string RenderJson(const DevicesReport& report) {
     }
     vfio.push_back(std::move(o));
   }
-  Json out = {{"rdma", std::move(rdma)}};
-  if (!report.rdma_error.empty()) out["rdma_error"] = report.rdma_error;
-  out["vfio"] = std::move(vfio);
+  Json out = {{"schema_version", kDevicesSchemaVersion},
+              {"rdma",
+               {{"status", RdmaStatusName(report.rdma_listing.status)},
+                {"reason", report.rdma_listing.reason},
+                {"devices", std::move(rdma)}}}};
+  if (report.vfio_collected) out["vfio"] = std::move(vfio);
   if (report.dmabuf.has_value()) {
     const DmaBufSourcesReport& d = *report.dmabuf;
     Json o = {{"importers", DmaBufImporters(report)}};

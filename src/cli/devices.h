@@ -5,7 +5,7 @@
 // a made-up report and scan a made-up sysfs tree.
 //
 //   DevicesReport report;
-//   report.rdma = CollectRdmaDevices();
+//   absl::Status s = CollectRdma("/sys", /*only=*/"", report);  // NotFound: no such device
 //   report.vfio = ScanVfioDevices("/sys", "/dev");
 //   report.dmabuf = CollectDmaBufSources();
 //   std::cout << (json ? RenderJson(report) : RenderText(report));
@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "dmareg/domain.h"
 #include "dmareg/range.h"
 #include "dmareg/verbs_domain.h"
@@ -38,6 +40,10 @@ struct PortReport {
 struct RdmaDeviceReport {
   std::string name;
   std::string error;  // why VerbsDomain::Open failed; empty when it worked
+  // Host byte order; from ibv_query_device, or sysfs node_guid when the
+  // device does not open. Absent: neither said.
+  std::optional<uint64_t> node_guid;
+  std::vector<std::string> netdevs;  // the network interfaces under it, sorted
   DomainCapabilities caps;
   VerbsDeviceInfo info;
   std::vector<PortReport> ports;
@@ -76,16 +82,57 @@ struct DmaBufSourcesReport {
   std::string cuda_detail;  // the driver and devices, or why not
 };
 
+// Why the RDMA list is what it is: a kernel without RDMA support is not a
+// machine without devices.
+enum class RdmaStatus {
+  kOk,               // one or more devices
+  kNoDevices,        // the kernel has RDMA support, no device is there
+  kNoKernelSupport,  // no /sys/class/infiniband, or libibverbs says ENOSYS
+  kError,            // listing failed otherwise (the reason says how)
+};
+absl::string_view RdmaStatusName(RdmaStatus s);  // "ok", "no-devices", ...
+
+struct RdmaListing {
+  RdmaStatus status = RdmaStatus::kNoDevices;
+  std::string reason;  // empty when kOk
+};
+// `class_dir_exists`: /sys/class/infiniband exists; `list_errno`: errno of
+// ibv_get_device_list when it returned NULL, 0 when it returned a list of
+// `devices` entries.
+RdmaListing ClassifyRdma(bool class_dir_exists, int list_errno, size_t devices);
+
+// JSON schema. 1 (implicit, no field): "rdma" was a list. 2: "rdma" is
+// {status, reason, devices}; ids are numbers, 64-bit values and masks hex
+// strings; node_guid and netdevs added.
+inline constexpr int kDevicesSchemaVersion = 2;
+
 struct DevicesReport {
   std::vector<RdmaDeviceReport> rdma;
+  RdmaListing rdma_listing;
+  bool vfio_collected = true;  // false with -d: only that RDMA device
   std::vector<VfioDeviceReport> vfio;
-  std::string rdma_error;  // listing the RDMA devices itself failed
   // Which NICs import dma-bufs comes from `rdma`; absent: not collected.
   std::optional<DmaBufSourcesReport> dmabuf;
 };
 
-// Opens every RDMA device once (VerbsDomain::Open) and queries its ports.
-std::vector<RdmaDeviceReport> CollectRdmaDevices(std::string* error);
+// Lists the RDMA devices (classified as above), opens each once
+// (VerbsDomain::Open), queries its ports, and reads its node GUID and
+// netdevs under `sysfs_root`. `only` non-empty: that device alone, NotFound
+// (naming those present) when it is not there.
+absl::Status CollectRdma(const std::string& sysfs_root, const std::string& only,
+                         DevicesReport& report);
+
+// The netdevs of RDMA device `device`: <sysfs>/class/infiniband/<device>/
+// device/net/*, the names in ports/*/gid_attrs/ndevs/* (RoCE, rxe and siw
+// have them), and rxe's `parent` file; sorted, each once.
+std::vector<std::string> RdmaNetdevs(const std::string& sysfs_root, const std::string& device);
+
+// <sysfs>/class/infiniband/<device>/node_guid ("0002:c903:0012:3456"), in
+// host byte order; absent when missing or malformed.
+std::optional<uint64_t> ReadNodeGuid(const std::string& sysfs_root, const std::string& device);
+
+// "0002:c903:0012:3456", as ibv_devinfo and sysfs write a GUID.
+std::string GuidText(uint64_t guid);
 
 // Devices bound to vfio-pci under `sysfs_root`/bus/pci/drivers/vfio-pci, in
 // PCI address order; group nodes looked up under `dev_root`/vfio.

@@ -1,17 +1,38 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// The `dmareg` command.
+// The `dmareg` command (man dmareg(1)).
 //
-//   dmareg devices [--json]   RDMA devices with their probed capabilities,
-//                             PCI devices bound to vfio-pci, dma-buf sources
+//   dmareg devices [--json] [-d NAME]   RDMA devices (node GUID, netdevs,
+//                                       probed capabilities, ports), vfio-pci
+//                                       devices, dma-buf sources
+//   dmareg bench [-d NAME] [--sizes=4K,64K,1M,16M] [--iterations=N] [--json]
+//   dmareg help | --help | --version
+//
+// Flags are Abseil flags. PrepareArgs (args.h) runs first: it finds the
+// command, turns `-d NAME` into `--device=NAME` and rejects what the command
+// does not take, so every usage error exits 2; absl::ParseCommandLine then
+// sets the values. Exit status: 0 done, 1 failed (no such device, no device
+// to bench, listing failed, output not written), 2 usage error.
 
 #include <cstdio>
-#include <iostream>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "cli/args.h"
+#include "cli/bench.h"
 #include "cli/devices.h"
+#include "cli/output.h"
+
+ABSL_FLAG(bool, json, false, "print JSON (schema in dmareg(1)) instead of text");
+ABSL_FLAG(std::string, device, "", "only this RDMA device (devices), or the one to bench");
+ABSL_FLAG(std::string, sizes, "4K,64K,1M,16M", "bench: buffer sizes, K/M/G = KiB/MiB/GiB");
+ABSL_FLAG(int32_t, iterations, 5, "bench: measurements per size (the median is printed)");
 
 namespace {
 
@@ -19,55 +40,115 @@ constexpr char kUsage[] =
     "usage: dmareg <command> [options]\n"
     "\n"
     "commands:\n"
-    "  devices [--json]  list RDMA devices (capabilities probed by opening each:\n"
-    "                    dma-buf MRs, on-demand paging, MR limits, ports, GIDs)\n"
-    "                    and PCI devices bound to vfio-pci: IOMMU group, and from\n"
-    "                    opening them into one VFIO container its IOMMU type,\n"
-    "                    IOVA ranges, dma_avail and page sizes; which RDMA\n"
-    "                    devices import dma-bufs and what makes them here (DRM\n"
-    "                    cards, udmabuf, heaps, CUDA: libcuda from $DMAREG_LIBCUDA\n"
-    "                    or libcuda.so.1)\n"
-    "  help              this text\n"
+    "  devices [--json] [-d NAME | --device=NAME]\n"
+    "      RDMA devices (node GUID, netdevs, capabilities probed by opening each:\n"
+    "      dma-buf MRs, on-demand paging, MR limits, ports, GIDs); PCI devices\n"
+    "      bound to vfio-pci (IOMMU group; IOMMU type, IOVA ranges, dma_avail and\n"
+    "      page sizes from opening them into one container); which RDMA devices\n"
+    "      import dma-bufs and what makes them here (DRM, udmabuf, heaps, CUDA).\n"
+    "      -d: that RDMA device only (exit 1 if it is not there).\n"
+    "  bench [-d NAME] [--sizes=4K,64K,1M,16M] [--iterations=5] [--json]\n"
+    "      registration cost by size: register, deregister, cache miss, cache hit\n"
+    "      (median microseconds) on the device (default: the first).\n"
+    "  help, --help      this text\n"
+    "  --version         the version\n"
     "\n"
-    "Exits 0 when the listing worked, also when there are no devices.\n";
+    "Exit status: 0 done (also when there are no devices to list), 1 failed,\n"
+    "2 usage error. See dmareg(1).\n";
 
-int Devices(const std::vector<std::string_view>& args) {
-  bool json = false;
-  for (std::string_view a : args) {
-    if (a == "--json") {
-      json = true;
-    } else if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else {
-      std::cerr << "dmareg devices: unknown option '" << a << "'\n" << kUsage;
-      return 2;
-    }
+// Writes `text` to stdout; a failed write is the command's failure.
+int Emit(const std::string& text) {
+  if (absl::Status s = dmareg::cli::WriteAll(stdout, text, "standard output"); !s.ok()) {
+    std::fprintf(stderr, "dmareg: %s\n", std::string(s.message()).c_str());
+    return 1;
   }
-  dmareg::cli::DevicesReport report;
-  report.rdma = dmareg::cli::CollectRdmaDevices(&report.rdma_error);
-  report.vfio = dmareg::cli::ScanVfioDevices("/sys", "/dev");
-  dmareg::cli::ProbeVfioDevices(report.vfio);
-  report.dmabuf = dmareg::cli::CollectDmaBufSources();
-  std::cout << (json ? dmareg::cli::RenderJson(report) : dmareg::cli::RenderText(report));
   return 0;
+}
+
+int Fail(const std::string& command, const absl::Status& status) {
+  std::fprintf(stderr, "dmareg %s: %s\n", command.c_str(), std::string(status.message()).c_str());
+  return 1;
+}
+
+int Devices() {
+  dmareg::cli::DevicesReport report;
+  const std::string only = absl::GetFlag(FLAGS_device);
+  if (absl::Status s = dmareg::cli::CollectRdma("/sys", only, report); !s.ok()) {
+    return Fail("devices", s);
+  }
+  if (only.empty()) {
+    report.vfio = dmareg::cli::ScanVfioDevices("/sys", "/dev");
+    dmareg::cli::ProbeVfioDevices(report.vfio);
+    report.dmabuf = dmareg::cli::CollectDmaBufSources();
+  } else {
+    report.vfio_collected = false;
+  }
+  const int rc = Emit(absl::GetFlag(FLAGS_json) ? dmareg::cli::RenderJson(report)
+                                                : dmareg::cli::RenderText(report));
+  if (rc != 0) return rc;
+  // The listing itself failed (not "no devices"): said in the output, and a failure.
+  return report.rdma_listing.status == dmareg::cli::RdmaStatus::kError ? 1 : 0;
+}
+
+int Bench() {
+  absl::StatusOr<std::vector<uint64_t>> sizes = dmareg::cli::ParseSizes(absl::GetFlag(FLAGS_sizes));
+  if (!sizes.ok()) {
+    std::fprintf(stderr, "dmareg bench: %s\n%s", std::string(sizes.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  const int iterations = absl::GetFlag(FLAGS_iterations);
+  if (iterations < 1 || iterations > 1000) {
+    std::fprintf(stderr, "dmareg bench: --iterations=%d: want 1..1000\n%s", iterations, kUsage);
+    return 2;
+  }
+  // NotFound names the devices present, or says there is no kernel support.
+  absl::StatusOr<std::shared_ptr<dmareg::VerbsDomain>> domain =
+      dmareg::VerbsDomain::Open(absl::GetFlag(FLAGS_device));
+  if (!domain.ok()) return Fail("bench", domain.status());
+  absl::StatusOr<dmareg::cli::BenchReport> report =
+      dmareg::cli::RunRegistrationBench(*domain, *sizes, iterations);
+  if (!report.ok()) return Fail("bench", report.status());
+  return Emit(absl::GetFlag(FLAGS_json) ? dmareg::cli::RenderBenchJson(*report)
+                                        : dmareg::cli::RenderBenchText(*report));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string_view> args(argv + 1, argv + argc);
-  if (args.empty()) {
-    std::cerr << kUsage;
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig config;
+  config.version_string = [] { return absl::StrCat("dmareg ", DMAREG_VERSION, "\n"); };
+  absl::SetFlagsUsageConfig(config);
+
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<dmareg::cli::PreparedArgs> prepared =
+      dmareg::cli::PrepareArgs(argc > 0 ? argv[0] : "dmareg", args, dmareg::cli::DmaregCommands());
+  if (!prepared.ok()) {
+    std::fprintf(stderr, "dmareg: %s\n%s", std::string(prepared.status().message()).c_str(),
+                 kUsage);
     return 2;
   }
-  const std::string_view command = args.front();
-  args.erase(args.begin());
-  if (command == "--help" || command == "-h" || command == "help") {
-    std::cout << kUsage;
-    return 0;
+  // A bad value (--iterations=x) is a usage error too: absl's own parser
+  // checks it here, where absl::ParseCommandLine would exit 1.
+  for (size_t i = 1; i < prepared->argv.size(); ++i) {
+    const std::string& a = prepared->argv[i];
+    const size_t eq = a.find('=');
+    if (eq == std::string::npos) continue;  // --json, --nojson
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(a.substr(2, eq - 2));
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(a.substr(eq + 1), &error)) {
+      std::fprintf(stderr, "dmareg: %s\n%s", error.c_str(), kUsage);
+      return 2;
+    }
   }
-  if (command == "devices") return Devices(args);
-  std::cerr << "dmareg: unknown command '" << command << "'\n" << kUsage;
-  return 2;
+  std::vector<char*> absl_argv;
+  for (std::string& a : prepared->argv) absl_argv.push_back(a.data());
+  absl::ParseCommandLine(static_cast<int>(absl_argv.size()), absl_argv.data());
+
+  const std::string& command = prepared->command;
+  if (command == "help") return Emit(kUsage);
+  if (command == "version") return Emit(config.version_string());
+  if (command == "devices") return Devices();
+  return Bench();
 }

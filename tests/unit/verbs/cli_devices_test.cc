@@ -1,7 +1,8 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // `dmareg devices` without devices: scanning a made-up sysfs tree for
-// vfio-pci devices, and rendering a made-up report as text and JSON.
+// vfio-pci devices, RDMA netdevs and GUIDs, telling "no kernel support" from
+// "no devices", and rendering a made-up report as text and JSON (schema 2).
 
 #include <infiniband/verbs.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "cli/devices.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace dmareg::cli {
 namespace {
@@ -138,12 +140,14 @@ TEST(RenderTest, JsonIsEscapedAndComplete) {
   EXPECT_THAT(json, HasSubstr("\"dmabuf_probe\":\"EOPNOTSUPP\""));
   EXPECT_THAT(json, HasSubstr("\"gid\":\"::ffff:10.0.0.1\",\"type\":\"RoCE v2\""));
   EXPECT_THAT(json, HasSubstr("\"name\":\"mlx5_\\\"0\\\"\""));
-  EXPECT_THAT(json, HasSubstr("\"iommu_group\":\"4\",\"group_node\":true"));
+  EXPECT_THAT(json, HasSubstr("\"iommu_group\":4,\"group_node\":true"));
   EXPECT_THAT(json, HasSubstr("\"container\":{\"iommu_type\":\"type1v2\",\"groups\":2}"));
   EXPECT_THAT(json, HasSubstr("\"iova_ranges\":[{\"begin\":\"0x0\",\"end\":\"0xfee00000\"}"));
   EXPECT_THAT(json, HasSubstr("\"dma_avail\":65533,\"page_sizes\":\"0x40201000\""));
   EXPECT_THAT(json, HasSubstr("\"group_node\":true,\"error\":\"VFIO group 7 is busy\""));
-  EXPECT_EQ(RenderJson(DevicesReport{}), "{\"rdma\":[],\"vfio\":[]}\n");
+  EXPECT_EQ(RenderJson(DevicesReport{}),
+            "{\"schema_version\":2,\"rdma\":{\"status\":\"no-devices\",\"reason\":\"\","
+            "\"devices\":[]},\"vfio\":[]}\n");
 }
 
 // dma-buf: the importing NICs come from the RDMA part, sources from the probe.
@@ -182,6 +186,107 @@ TEST(RenderTest, DmaBufImportersAndSources) {
   none.dmabuf = DmaBufSourcesReport{.cuda_detail = "CUDA driver libcuda.so.1 does not load"};
   EXPECT_THAT(RenderText(none), HasSubstr("importing RDMA devices: none"));
   EXPECT_THAT(RenderText(none), HasSubstr("CUDA: no (CUDA driver libcuda.so.1 does not load)"));
+}
+
+// An RDMA device's sysfs directory: node_guid, a PCI parent's net/, RoCE
+// GID ndevs (one unused entry: empty), rxe's parent file.
+TEST(RdmaSysfsTest, NetdevsAndNodeGuid) {
+  FakeSysfs fake;
+  const fs::path mlx = fake.root() / "sys/class/infiniband/mlx5_0";
+  fs::create_directories(mlx / "device/net/enp1s0f0");
+  fs::create_directories(mlx / "ports/1/gid_attrs/ndevs");
+  std::ofstream(mlx / "ports/1/gid_attrs/ndevs/0") << "enp1s0f0\n";
+  std::ofstream(mlx / "ports/1/gid_attrs/ndevs/1") << "vlan7\n";
+  std::ofstream(mlx / "ports/1/gid_attrs/ndevs/2");  // unused entry
+  std::ofstream(mlx / "node_guid") << "0002:c903:0012:3456\n";
+  const fs::path rxe = fake.root() / "sys/class/infiniband/rxe0";
+  fs::create_directories(rxe);
+  std::ofstream(rxe / "parent") << "eth0\n";
+  std::ofstream(rxe / "node_guid") << "5054:00ff:fe12:34\n";  // malformed
+
+  EXPECT_THAT(RdmaNetdevs(fake.sys(), "mlx5_0"), ::testing::ElementsAre("enp1s0f0", "vlan7"));
+  EXPECT_THAT(RdmaNetdevs(fake.sys(), "rxe0"), ::testing::ElementsAre("eth0"));
+  EXPECT_TRUE(RdmaNetdevs(fake.sys(), "nosuch").empty());
+  EXPECT_EQ(ReadNodeGuid(fake.sys(), "mlx5_0"), std::optional<uint64_t>(0x0002c90300123456));
+  EXPECT_EQ(ReadNodeGuid(fake.sys(), "rxe0"), std::nullopt);
+  EXPECT_EQ(ReadNodeGuid(fake.sys(), "nosuch"), std::nullopt);
+  EXPECT_EQ(GuidText(0x0002c90300123456), "0002:c903:0012:3456");
+}
+
+TEST(ClassifyRdmaTest, NoKernelSupportIsNotNoDevices) {
+  EXPECT_EQ(ClassifyRdma(false, ENOSYS, 0).status, RdmaStatus::kNoKernelSupport);
+  EXPECT_THAT(ClassifyRdma(false, 0, 0).reason, HasSubstr("no /sys/class/infiniband"));
+  const RdmaListing no_uverbs = ClassifyRdma(true, ENOSYS, 0);
+  EXPECT_EQ(no_uverbs.status, RdmaStatus::kNoKernelSupport);
+  EXPECT_THAT(no_uverbs.reason, HasSubstr("ibv_get_device_list"));
+  EXPECT_THAT(no_uverbs.reason, HasSubstr("ENOSYS"));
+  EXPECT_EQ(ClassifyRdma(true, 0, 0).status, RdmaStatus::kNoDevices);
+  EXPECT_EQ(ClassifyRdma(true, ENODEV, 0).status, RdmaStatus::kNoDevices);
+  const RdmaListing denied = ClassifyRdma(true, EACCES, 0);
+  EXPECT_EQ(denied.status, RdmaStatus::kError);
+  EXPECT_THAT(denied.reason, HasSubstr("EACCES"));
+  EXPECT_EQ(ClassifyRdma(true, 0, 2).status, RdmaStatus::kOk);
+  EXPECT_EQ(ClassifyRdma(true, 0, 2).reason, "");
+
+  DevicesReport none;
+  none.rdma_listing = ClassifyRdma(false, ENOSYS, 0);
+  EXPECT_THAT(RenderText(none), HasSubstr("RDMA devices: 0\n  (no-kernel-support: no /sys"));
+  const nlohmann::json j = nlohmann::json::parse(RenderJson(none));
+  EXPECT_EQ(j["rdma"]["status"], "no-kernel-support");
+  none.rdma_listing = ClassifyRdma(true, 0, 0);
+  EXPECT_EQ(nlohmann::json::parse(RenderJson(none))["rdma"]["status"], "no-devices");
+}
+
+// Schema 2: a version; 64-bit values and masks as "0x" strings whatever
+// their value; ids as numbers everywhere (RDMA and VFIO alike).
+TEST(RenderTest, JsonSchemaTwoTypes) {
+  DevicesReport r = SampleReport();
+  r.rdma_listing = {RdmaStatus::kOk, ""};
+  r.rdma[0].node_guid = 0x505400fffe123456;
+  r.rdma[0].netdevs = {"eth0"};
+  r.rdma[0].info.vendor_id = 0x2c9;
+  r.rdma[0].info.max_mr_size = ~uint64_t{0};  // past 2^53: a double would round it
+  r.rdma[0].info.odp_general_caps = 0x3;
+  const nlohmann::json j = nlohmann::json::parse(RenderJson(r));
+  EXPECT_EQ(j["schema_version"], 2);
+  EXPECT_EQ(j["rdma"]["status"], "ok");
+  const nlohmann::json& d = j["rdma"]["devices"][0];
+  EXPECT_EQ(d["node_guid"], "0x505400fffe123456");
+  EXPECT_EQ(d["netdevs"], nlohmann::json::array({"eth0"}));
+  EXPECT_EQ(d["max_mr_size"], "0xffffffffffffffff");
+  EXPECT_EQ(d["page_size_cap"], "0xfffff000");
+  EXPECT_EQ(d["odp_general_caps"], "0x3");
+  EXPECT_EQ(d["odp_rc_caps"], "0x0");
+  EXPECT_EQ(d["vendor_id"], 0x2c9);
+  EXPECT_EQ(d["vendor_part_id"], 0);
+  EXPECT_TRUE(j["rdma"]["devices"][1]["node_guid"].is_null());
+  EXPECT_EQ(j["vfio"][0]["vendor"], 0x1234);
+  EXPECT_EQ(j["vfio"][0]["device"], 0x11e8);
+  EXPECT_EQ(j["vfio"][0]["iommu_group"], 4);
+
+  const std::string text = RenderText(r);
+  EXPECT_THAT(text, HasSubstr("  rxe0\n    node GUID 5054:00ff:fe12:3456, netdev eth0\n"));
+  EXPECT_THAT(text, HasSubstr("  mlx5_\"0\"\n    node GUID -, netdev -\n    cannot open"));
+}
+
+// -d: only that RDMA device; the VFIO part is not collected, so not shown.
+TEST(RenderTest, OneDeviceOmitsVfio) {
+  DevicesReport r = SampleReport();
+  r.rdma.resize(1);
+  r.vfio.clear();
+  r.vfio_collected = false;
+  EXPECT_THAT(RenderText(r), ::testing::Not(HasSubstr("VFIO")));
+  EXPECT_FALSE(nlohmann::json::parse(RenderJson(r)).contains("vfio"));
+}
+
+// A device that is not there is NotFound, naming it, on any machine: this
+// one has none, the VM has rxe0.
+TEST(CollectRdmaTest, UnknownDeviceIsNotFound) {
+  DevicesReport r;
+  const absl::Status s = CollectRdma("/sys", "no-such-rdma-device", r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(s.message(), HasSubstr("no RDMA device 'no-such-rdma-device'"));
+  EXPECT_TRUE(r.rdma.empty());
 }
 
 }  // namespace
