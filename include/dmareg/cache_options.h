@@ -83,6 +83,11 @@ struct CacheOptions {
   // InspectDmaBuf. For tests, and for fds that stand for buffers some other
   // way. Fixed at Create, like the monitor.
   DmaBufInspector inspect_dmabuf;
+  // RegistrationCache::Create reads the DMAREG_* variables (config.h):
+  // each applies to a field left at its default here, and a bad value fails
+  // Create. false: this cache ignores the environment (a field left at its
+  // default stays so).
+  bool use_environment = true;
 };
 
 struct CacheStats {

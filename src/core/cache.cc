@@ -6,11 +6,14 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "core/cache_core.h"
+#include "core/config.h"
 
 namespace dmareg {
 
@@ -41,11 +44,23 @@ const char* DmaBufPolicyName(DmaBufPolicy policy) {
 absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     std::shared_ptr<Domain> domain, CacheOptions options) {
   if (domain == nullptr) return absl::InvalidArgumentError("RegistrationCache needs a domain");
+  // The environment, read now (not at load time): fields left at their
+  // default take its values; a bad value fails here.
+  std::string from_env;
+  if (options.use_environment) {
+    absl::StatusOr<internal::Environment> env = internal::ReadEnvironment(std::move(options));
+    if (!env.ok()) return env.status();
+    internal::SetEnvironmentLogLevel(env->log_level);
+    options = std::move(env->options);
+    if (!env->applied.empty())
+      from_env = absl::StrCat(" (from the environment: ", env->applied, ")");
+  }
   if (options.paging == Paging::kOnDemand && !domain->capabilities().on_demand_paging) {
     return absl::FailedPreconditionError(
         absl::StrCat("RegistrationCache on ", domain->name(),
                      ": paging = on-demand, but the domain has no on-demand paging; use "
-                     "Paging::kAutomatic to fall back to pinned registrations"));
+                     "Paging::kAutomatic to fall back to pinned registrations",
+                     from_env));
   }
   std::shared_ptr<MemoryMonitor> monitor = options.monitor;
   // On-demand mappings follow the page tables: a userfaultfd would watch
@@ -56,10 +71,10 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
   if (monitor == nullptr && options.monitoring == Monitoring::kAutomatic) {
     absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> uffd = UserfaultfdMonitor::Create();
     if (!uffd.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("RegistrationCache on ", domain->name(),
-                       ": automatic monitoring needs a userfaultfd: ", uffd.status().message(),
-                       "; or pass monitoring = kExplicitOnly and report unmaps yourself"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "RegistrationCache on ", domain->name(),
+          ": automatic monitoring needs a userfaultfd: ", uffd.status().message(),
+          "; or pass monitoring = kExplicitOnly and report unmaps yourself", from_env));
     }
     monitor = *std::move(uffd);
   } else if (monitor == nullptr && options.monitoring == Monitoring::kHooks) {
@@ -67,7 +82,7 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     if (!hooks.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("RegistrationCache on ", domain->name(),
-                       ": monitoring = hooks: ", hooks.status().message()));
+                       ": monitoring = hooks: ", hooks.status().message(), from_env));
     }
     monitor = *std::move(hooks);
   } else if (monitor == nullptr) {

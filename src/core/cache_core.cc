@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 
 namespace dmareg::internal {
 
@@ -132,7 +133,12 @@ void CacheCore::ApplyEventsLocked(RegionList* to_free) {
   if (overrun) {
     // Events were lost to us: anything may have been unmapped.
     ++counters_.monitor_overruns;
+    const size_t before = to_free->size();
     InvalidateLocked(*Range::FromBounds(0, UINT64_MAX), to_free);
+    LogLater(LogLevel::kWarn,
+             "cache on %s: fell behind its monitor's log (events lost); dropped every cached "
+             "mapping, %u of them idle",
+             domain_->name(), to_free->size() - before);
   }
   // A storm of events is recorded for in-flight misses as one span covering
   // them all, so it cannot push older records out of the short log (a miss
@@ -236,6 +242,9 @@ void CacheCore::FreeRegions(RegionList& regions) {
 }
 
 void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
+  // Every path that let go of mu_ comes here: pass on what was logged
+  // under it.
+  FlushQueuedLogs();
   if (regions.empty()) return;
   // A forked child shares the parent's device descriptors: deregistering
   // would destroy the parent's mappings. The child's copies just go.
@@ -248,13 +257,22 @@ void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
                           .iova = r->iova,
                           .length = r->length,
                           .handle = HandleOf(r)};
-    if (!forked) (void)domain_->Deregister(m);
+    if (!forked) DeregisterOrWarn(m, r->span(), r->dmabuf);
   }
   {
     MutexLock lock(&mu_);
     for (Region* r : regions) pool_.Free(r);
   }
   for (size_t i = 0; i < regions.size(); ++i) DropRef();
+}
+
+void CacheCore::DeregisterOrWarn(const DeviceMapping& m, Range span, bool dmabuf) {
+  if (absl::Status s = domain_->Deregister(m); !s.ok()) [[unlikely]] {
+    Log(LogLevel::kWarn,
+        "cache on %s: deregistering %s%s (IOVA %#x, lkey %#x) failed: %s; dropped anyway",
+        domain_->name(), dmabuf ? "dma-buf slice " : "", span.ToString(), m.iova, m.lkey,
+        s.ToString());
+  }
 }
 
 // Without mu_: `r` was claimed under mu_ (which ordered the handle's write

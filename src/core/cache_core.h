@@ -311,6 +311,9 @@ class CacheCore {
   // without mu_; may delete `this` when the last share goes).
   void FreeRegions(RegionList& regions) ABSL_LOCKS_EXCLUDED(mu_);  // and clears it
   void FreeRegions(absl::Span<Region* const> regions) ABSL_LOCKS_EXCLUDED(mu_);
+  // Deregisters `m` (of `span`, host or dma-buf), logging a failure: the
+  // mapping is gone from our books either way.
+  void DeregisterOrWarn(const DeviceMapping& m, Range span, bool dmabuf) ABSL_LOCKS_EXCLUDED(mu_);
   // Release found `r` dead after its decrement (t->busy set; cleared here).
   void ReleaseDead(Region* r, ThreadRefs* t) ABSL_LOCKS_EXCLUDED(mu_);
   // Release of a shared reference on a dead region.

@@ -196,7 +196,7 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufMemory& mem, Access
       if (created != nullptr) *created = true;
       return r;
     }
-    (void)domain_->Deregister(*m);
+    DeregisterOrWarn(*m, plan.span, true);
     if (!retry) return failed;
     if (attempt >= kDmaBufAttempts) {
       return absl::AbortedError(absl::StrFormat(
@@ -247,7 +247,7 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBufUncached(const DmaBufMemory& mem
     }
     full = PoolFullError();
   }
-  (void)domain_->Deregister(*m);
+  DeregisterOrWarn(*m, s.span, true);
   return full;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "core/cache_core.h"
 
 namespace dmareg::internal {
@@ -89,7 +90,7 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
       // mapping is gone from our books whatever Deregister says.
       ++counters_.retried_registrations;
       scope.Unlock();
-      (void)domain_->Deregister(*m);
+      DeregisterOrWarn(*m, plan.span, false);
       if (attempt + 1 >= kMaxAttempts) {
         return absl::AbortedError(
             absl::StrFormat("%s was unmapped or replaced during each of %d registrations on %s",
@@ -104,7 +105,7 @@ absl::StatusOr<Region*> CacheCore::Miss(Range request, AccessFlags want,
     }
     const absl::Status full = PoolFullError();
     scope.Unlock();
-    (void)domain_->Deregister(*m);
+    DeregisterOrWarn(*m, plan.span, false);
     return full;
   }
 }
@@ -199,6 +200,11 @@ Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, Reg
     ++dead_referenced_;
     ++counters_.uncached_registrations;
     ++counters_.misses;
+    // The first in full; then quietly, as it repeats on every request.
+    LogLater(counters_.uncached_registrations == 1 ? LogLevel::kWarn : LogLevel::kDebug,
+             "cache on %s: %s registered uncached: the memory monitor cannot watch it, so each "
+             "request registers it again",
+             domain_->name(), plan.span.ToString());
     return r;
   }
   // Not marked accessed: CLOCK then ranks it by its hits, like LRU would.

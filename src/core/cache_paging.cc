@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "base/errno_status.h"
+#include "base/log.h"
 #include "core/cache_core.h"
 
 namespace dmareg::internal {
@@ -52,6 +53,12 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterOnDemand(MissPlan& plan, bool* 
   while (now != Paging::kPinned) {
     if (paging_.compare_exchange_weak(now, Paging::kPinned, std::memory_order_relaxed)) {
       plan.fell_back = true;
+      // Perhaps under mu_ (a miss past its optimistic attempts): queued,
+      // passed on when the miss releases it.
+      LogLater(LogLevel::kWarn,
+               "cache on %s: on-demand paging refused for %s (%s); pinned registrations from "
+               "now on",
+               domain_->name(), plan.span.ToString(), m.status().ToString());
       break;
     }
   }

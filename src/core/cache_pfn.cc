@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "core/cache_core.h"
 
 namespace dmareg::internal {
@@ -77,8 +78,14 @@ Region* CacheCore::SampledPfnCheck(Region* r) {
     MutexLock lock(&mu_);
     if (pfns_.find(r->index) == pfns_.end()) return r;  // not recorded: not checked
     ++counters_.pfn_checks;
-    if (FirstStalePage(r, now) < 0) return r;
+    const ptrdiff_t page = FirstStalePage(r, now);
+    if (page < 0) return r;
     ++counters_.pfn_stale;
+    LogLater(LogLevel::kWarn,
+             "cache on %s: PFN check: [%#x, +%#x) (lkey %#x) is stale from page %#x: its pages "
+             "changed behind the monitor; retired",
+             domain_->name(), r->addr, r->length, r->lkey,
+             r->addr + static_cast<size_t>(page) * page_size_);
     if (r->indexed) RetireAll({r}, &to_free);  // else already retired
   }
   // Not handed out: the request registers anew.
@@ -105,6 +112,11 @@ absl::StatusOr<PfnReport> CacheCore::CheckPfns() {
       report.checked_pages += now.size();
       const ptrdiff_t page = FirstStalePage(r, now);
       if (page < 0) return;
+      LogLater(LogLevel::kWarn,
+               "cache on %s: PFN check: [%#x, +%#x) (lkey %#x) is stale from page %#x: its "
+               "pages changed behind the monitor; retired",
+               domain_->name(), r->addr, r->length, r->lkey,
+               r->addr + static_cast<size_t>(page) * page_size_);
       report.stale.push_back(StaleRegistration{
           .addr = r->addr,
           .length = r->length,
