@@ -163,10 +163,18 @@ class Worker {
     b.p = static_cast<char*>(malloc(b.len));
     ++result_.mallocs;
     if (b.p == nullptr) return Fail("malloc failed");
-    if (!IsMmappedChunk(b.p)) return Fail("a large block not mmapped by glibc");
+    if (!IsMmappedChunk(b.p)) return DropHeapBlock(b);
     checker_.Obtained(PageDown(Opaque(b.p)), MmappedChunkEnd(b.p));
     b.last_op = "malloc (unordered)";
     CheckStart(b);  // right after malloc: the window
+  }
+
+  // An arena's free space can serve a large block too (after the first
+  // phase's small frees coalesce): its pages may hold other blocks, so it
+  // is not this phase's subject.
+  void DropHeapBlock(Block& b) {
+    ++result_.heap_blocks_dropped;
+    UnorderedFree(b);
   }
 
   void UnorderedFree(Block& b) {
@@ -186,7 +194,7 @@ class Worker {
     if (p == nullptr) return Fail("realloc failed");
     b.p = p;
     b.len = len;
-    if (!IsMmappedChunk(p)) return Fail("a large block not mmapped by glibc");
+    if (!IsMmappedChunk(p)) return DropHeapBlock(b);
     // Moved: every page is new here; grown in place: the pages past the
     // old end; shrunk in place: none.
     if (Opaque(p) != old) {
@@ -386,9 +394,9 @@ class Worker {
 std::string Result::Summary() const {
   return absl::StrFormat(
       "%u ops + %u unordered: %u checks, %u failures; malloc %u free %u realloc %u mmap %u "
-      "munmap %u mremap %u madvise %u",
+      "munmap %u mremap %u madvise %u; %u large blocks from a heap",
       ops, unordered_ops, checks, failures, mallocs, frees, reallocs, mmaps, munmaps, mremaps,
-      madvises);
+      madvises, heap_blocks_dropped);
 }
 
 Result Run(RegistrationCache& cache, Checker& checker, const Options& options) {
@@ -418,6 +426,7 @@ Result Run(RegistrationCache& cache, Checker& checker, const Options& options) {
   for (const Result& r : results) {
     total.ops += r.ops;
     total.unordered_ops += r.unordered_ops;
+    total.heap_blocks_dropped += r.heap_blocks_dropped;
     total.checks += r.checks;
     total.failures += r.failures;
     total.mallocs += r.mallocs;

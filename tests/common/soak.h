@@ -68,7 +68,8 @@ struct Options {
 
 struct Result {
   uint64_t ops = 0;
-  uint64_t unordered_ops = 0;  // of the unordered malloc phase
+  uint64_t unordered_ops = 0;        // of the unordered malloc phase
+  uint64_t heap_blocks_dropped = 0;  // large blocks glibc served from a heap: freed unchecked
   uint64_t checks = 0;
   uint64_t failures = 0;  // stale translations, wrong coverage, errors
   uint64_t mallocs = 0, frees = 0, reallocs = 0;
