@@ -92,6 +92,7 @@ struct UserfaultfdMonitor::State {
   uint32_t fork_generation = 0;
   pthread_t reader{};
   std::atomic<bool> reader_running{false};
+  std::atomic<bool> reader_done{false};  // left its loop: uffd no longer read
   std::atomic<uint64_t> watches{0};
   std::atomic<bool> hold{false};              // tests: leave events unread
   std::atomic<bool> held_with_events{false};  // tests: ... and some are waiting
@@ -187,18 +188,19 @@ UserfaultfdMonitor::~UserfaultfdMonitor() {
   if (internal::ForkGeneration() == state_->fork_generation) {
     const uint64_t one = 1;
     (void)!write(state_->wake, &one, sizeof one);
-    // The reader's own exit may unmap watched memory (sanitizer runtimes
-    // free per-thread state), which waits for an event reader: be it.
-    while (pthread_tryjoin_np(state_->reader, nullptr) != 0) {
-      pollfd fd = {state_->uffd, POLLIN, 0};
-      if (poll(&fd, 1, 1) > 0) ReadEvents();
-    }
+    while (!state_->reader_done.load(std::memory_order_acquire)) sched_yield();
+    // Closed before the join: the reader's exit (sanitizer runtimes free
+    // per-thread state) and the join itself (glibc trims its cache of thread
+    // stacks) may unmap watched memory, and with no reader left such an
+    // unmap would wait forever. Closing unregisters every range and releases
+    // any thread still waiting on an event.
+    close(state_->uffd);
+    pthread_join(state_->reader, nullptr);
+  } else {
+    close(state_->uffd);
   }
-  // Closing the userfaultfd unregisters every range and releases any thread
-  // still waiting on an event.
   close(state_->maps);
   close(state_->wake);
-  close(state_->uffd);
 }
 
 MonitorCoverage UserfaultfdMonitor::coverage() const {
@@ -291,7 +293,10 @@ void UserfaultfdMonitor::ReadLoop() {
   pollfd fds[2] = {{state_->uffd, POLLIN, 0}, {state_->wake, POLLIN, 0}};
   for (;;) {
     if (poll(fds, 2, -1) < 0) continue;  // EINTR; nothing else can fail here
-    if (fds[1].revents != 0) return;
+    if (fds[1].revents != 0) {
+      state_->reader_done.store(true, std::memory_order_release);
+      return;
+    }
     if (fds[0].revents == 0) continue;
     if (state_->hold.load(std::memory_order_acquire)) {
       state_->held_with_events.store(true, std::memory_order_release);

@@ -25,6 +25,9 @@ const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 constexpr size_t kMmapThreshold = 128 * 1024;
 constexpr int kSlots = 24;
 constexpr int kHeld = 4;
+// Few live blocks per thread in the unordered phase: freed addresses are
+// soon malloc'd again, by this thread or another.
+constexpr int kUnorderedSlots = 4;
 
 // Under a sanitizer malloc is the sanitizer's, so what free() and realloc()
 // do to pages is unknown to us.
@@ -67,9 +70,11 @@ uintptr_t PageDown(uintptr_t x) { return x & ~(kPage - 1); }
 
 class Worker {
  public:
+  // `unordered`: the unordered malloc phase (see soak.h).
   Worker(int index, RegistrationCache& cache, Checker& checker, const Options& options,
-         uint64_t ops, std::mutex& memory_ops)
+         uint64_t ops, std::mutex& memory_ops, bool unordered)
       : memory_ops_(memory_ops),
+        unordered_(unordered),
         index_(index),
         cache_(cache),
         checker_(checker),
@@ -79,10 +84,19 @@ class Worker {
 
   Result Run() {
     for (uint64_t i = 0; i < ops_; ++i) {
-      Step();
-      ++result_.ops;
+      if (unordered_) {
+        UnorderedStep();
+        ++result_.unordered_ops;
+      } else {
+        Step();
+        ++result_.ops;
+      }
     }
     for (Block& b : blocks_) {
+      if (unordered_) {
+        UnorderedFree(b);
+        continue;
+      }
       std::lock_guard<std::mutex> lock(memory_ops_);
       Free(b);
     }
@@ -99,7 +113,9 @@ class Worker {
   void Fail(const std::string& what) {
     ++result_.failures;
     if (result_.first_failure.empty()) {
-      result_.first_failure = absl::StrFormat("thread %d, op %u: %s", index_, result_.ops, what);
+      result_.first_failure =
+          absl::StrFormat("thread %d, %s op %u: %s", index_, unordered_ ? "unordered" : "ordered",
+                          result_.ops + result_.unordered_ops, what);
     }
   }
 
@@ -127,6 +143,71 @@ class Worker {
     }
     return Realloc(b);
   }
+
+  // No lock and no BeginReplace/EndReplace: threads race glibc's malloc,
+  // realloc and free of large blocks as an application does.
+  void UnorderedStep() {
+    Block& b = blocks_[Uniform(0, kUnorderedSlots - 1)];
+    const size_t op = Uniform(0, 99);
+    if (!b.live()) return UnorderedMalloc(b);
+    if (op < 40) return Check(b);
+    if (op < 75) return UnorderedFree(b);
+    return UnorderedRealloc(b);
+  }
+
+  size_t UnorderedLength() { return Uniform(2 * kMmapThreshold, options_.max_unordered_block); }
+
+  void UnorderedMalloc(Block& b) {
+    b.kind = Kind::kLarge;
+    b.len = UnorderedLength();
+    b.p = static_cast<char*>(malloc(b.len));
+    ++result_.mallocs;
+    if (b.p == nullptr) return Fail("malloc failed");
+    if (!IsMmappedChunk(b.p)) return DropHeapBlock(b);
+    checker_.Obtained(PageDown(Opaque(b.p)), MmappedChunkEnd(b.p));
+    b.last_op = "malloc (unordered)";
+    CheckStart(b);  // right after malloc: the window
+  }
+
+  // An arena's free space can serve a large block too (after the first
+  // phase's small frees coalesce): its pages may hold other blocks, so it
+  // is not this phase's subject.
+  void DropHeapBlock(Block& b) {
+    ++result_.heap_blocks_dropped;
+    UnorderedFree(b);
+  }
+
+  void UnorderedFree(Block& b) {
+    if (!b.live()) return;
+    free(b.p);
+    ++result_.frees;
+    b.p = nullptr;
+    b.len = 0;
+  }
+
+  void UnorderedRealloc(Block& b) {
+    const size_t len = UnorderedLength();
+    const uintptr_t old = Opaque(b.p);
+    const uintptr_t old_end = MmappedChunkEnd(b.p);
+    char* p = static_cast<char*>(realloc(b.p, len));
+    ++result_.reallocs;
+    if (p == nullptr) return Fail("realloc failed");
+    b.p = p;
+    b.len = len;
+    if (!IsMmappedChunk(p)) return DropHeapBlock(b);
+    // Moved: every page is new here; grown in place: the pages past the
+    // old end; shrunk in place: none.
+    if (Opaque(p) != old) {
+      checker_.Obtained(PageDown(Opaque(p)), MmappedChunkEnd(p));
+      b.last_op = "realloc moved (unordered)";
+    } else {
+      if (MmappedChunkEnd(p) > old_end) checker_.Obtained(old_end, MmappedChunkEnd(p));
+      b.last_op = "realloc in place (unordered)";
+    }
+    CheckStart(b);
+  }
+
+  void CheckStart(Block& b) { Check(b, 0, std::min(b.len, options_.max_check_bytes)); }
 
   void Allocate(Block& b) {
     b.kind = static_cast<Kind>(Uniform(0, 3));
@@ -263,7 +344,10 @@ class Worker {
 
   void Check(Block& b) {
     const size_t len = Uniform(1, std::min(b.len, options_.max_check_bytes));
-    const size_t off = Uniform(0, b.len - len);
+    Check(b, Uniform(0, b.len - len), len);
+  }
+
+  void Check(Block& b, size_t off, size_t len) {
     char* p = b.p + off;
     static constexpr std::array<AccessFlags, 3> kAccess = {
         Access::kLocalWrite, Access::kLocalWrite | Access::kRemoteRead,
@@ -290,6 +374,7 @@ class Worker {
   }
 
   std::mutex& memory_ops_;
+  const bool unordered_;
   const int index_;
   RegistrationCache& cache_;
   Checker& checker_;
@@ -308,30 +393,40 @@ class Worker {
 
 std::string Result::Summary() const {
   return absl::StrFormat(
-      "%u ops: %u checks, %u failures; malloc %u free %u realloc %u mmap %u munmap %u "
-      "mremap %u madvise %u",
-      ops, checks, failures, mallocs, frees, reallocs, mmaps, munmaps, mremaps, madvises);
+      "%u ops + %u unordered: %u checks, %u failures; malloc %u free %u realloc %u mmap %u "
+      "munmap %u mremap %u madvise %u; %u large blocks from a heap",
+      ops, unordered_ops, checks, failures, mallocs, frees, reallocs, mmaps, munmaps, mremaps,
+      madvises, heap_blocks_dropped);
 }
 
 Result Run(RegistrationCache& cache, Checker& checker, const Options& options) {
   // A fixed threshold (no dynamic raising) keeps large blocks on mmap.
   mallopt(M_MMAP_THRESHOLD, static_cast<int>(kMmapThreshold));
-  std::vector<Result> results(static_cast<size_t>(options.threads));
-  std::vector<std::thread> threads;
+  std::vector<Result> results;
   std::mutex memory_ops;
-  const uint64_t per_thread = options.ops / static_cast<uint64_t>(options.threads);
-  for (int t = 0; t < options.threads; ++t) {
-    threads.emplace_back([&, t] {
-      Worker w(t, cache, checker, options,
-               per_thread + (t == 0 ? options.ops % static_cast<uint64_t>(options.threads) : 0),
-               memory_ops);
-      results[static_cast<size_t>(t)] = w.Run();
-    });
-  }
-  for (std::thread& t : threads) t.join();
+  const auto phase = [&](uint64_t ops, bool unordered) {
+    std::vector<Result> phase_results(static_cast<size_t>(options.threads));
+    std::vector<std::thread> threads;
+    const uint64_t per_thread = ops / static_cast<uint64_t>(options.threads);
+    for (int t = 0; t < options.threads; ++t) {
+      threads.emplace_back([&, t] {
+        Worker w(t, cache, checker, options,
+                 per_thread + (t == 0 ? ops % static_cast<uint64_t>(options.threads) : 0),
+                 memory_ops, unordered);
+        phase_results[static_cast<size_t>(t)] = w.Run();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    results.insert(results.end(), phase_results.begin(), phase_results.end());
+  };
+  phase(options.ops, false);
+  // A sanitizer's malloc does not munmap in free(): nothing to race.
+  if (kGlibcMalloc && options.unordered_malloc_ops > 0) phase(options.unordered_malloc_ops, true);
   Result total;
   for (const Result& r : results) {
     total.ops += r.ops;
+    total.unordered_ops += r.unordered_ops;
+    total.heap_blocks_dropped += r.heap_blocks_dropped;
     total.checks += r.checks;
     total.failures += r.failures;
     total.mallocs += r.mallocs;

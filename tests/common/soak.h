@@ -14,6 +14,12 @@
 //   soak::Options opt{.threads = 4, .ops = 100000, .seed = 7};
 //   soak::Result r = soak::Run(*cache, checker, opt);
 //   EXPECT_EQ(r.failures, 0u) << r.first_failure;
+//
+// With `unordered_malloc_ops`, a second phase follows with NO ordering
+// between the threads: large blocks malloc'd, realloc'd and freed by glibc
+// (which munmaps with no lock held, telling nobody), each acquired right
+// after malloc or realloc. Only a monitor that hears of the unmap before it
+// happens (the hooks monitor) serves no stale translation there.
 
 #ifndef DMAREG_TESTS_COMMON_SOAK_H_
 #define DMAREG_TESTS_COMMON_SOAK_H_
@@ -43,6 +49,10 @@ class Checker {
   // in EndReplace.
   virtual uint64_t BeginReplace() { return 0; }
   virtual void EndReplace(uint64_t /*ticket*/, uintptr_t /*a*/, uintptr_t /*b*/) {}
+  // Unordered phase: malloc or realloc just returned the pages of [a, b)
+  // (page-aligned) anew; a registration over them that began before now is
+  // stale.
+  virtual void Obtained(uintptr_t /*a*/, uintptr_t /*b*/) {}
 };
 
 struct Options {
@@ -50,10 +60,16 @@ struct Options {
   uint64_t ops = 100000;  // in total, split between the threads
   uint64_t seed = 1;
   size_t max_check_bytes = 32 * 1024;  // one device access at most this long
+  // Operations (in total) of the unordered malloc phase, run after the
+  // first; glibc's malloc only (none under a sanitizer's).
+  uint64_t unordered_malloc_ops = 0;
+  size_t max_unordered_block = 1024 * 1024;  // its blocks: 256 KiB up to this
 };
 
 struct Result {
   uint64_t ops = 0;
+  uint64_t unordered_ops = 0;        // of the unordered malloc phase
+  uint64_t heap_blocks_dropped = 0;  // large blocks glibc served from a heap: freed unchecked
   uint64_t checks = 0;
   uint64_t failures = 0;  // stale translations, wrong coverage, errors
   uint64_t mallocs = 0, frees = 0, reallocs = 0;

@@ -23,9 +23,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "common/sanitizers.h"
 #include "common/soak.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/cache.h"
+#include "dmareg/hooks.h"
+#include "dmareg/monitor.h"
 #include "dmareg/verbs_domain.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"
@@ -314,6 +317,43 @@ TEST_F(VerbsMonitorTest, SoakHasNoStaleTranslationAndLeaksNoMr) {
   EXPECT_GT(stats.monitor_events, 1000u);
   cache_.reset();  // every cached MR goes with the cache
   EXPECT_EQ(domain_->live_mrs(), 0);
+  EXPECT_EQ(KernelMrCount(device_), before + kThreads) << "the kernel still holds cache MRs";
+  checker.Teardown();
+  EXPECT_EQ(KernelMrCount(device_), before);
+}
+
+// The soak's unordered phase: threads race glibc's malloc, realloc and
+// free of large blocks with nothing ordering them, and RDMA through every
+// registration acquired right after malloc. glibc's free() munmaps with no
+// lock held; the hooks monitor hears of it before, so no stale MR.
+TEST_F(VerbsMonitorTest, SoakUnorderedMallocWithHooksMonitorHasNoStaleMr) {
+  if (!::dmareg::testing::kGlibcMalloc || dmareg_hooks_decodes_malloc() == 0) {
+    GTEST_SKIP() << "the hooks do not see this malloc's free() (a sanitizer's malloc)";
+  }
+  auto hooks = HooksMonitor::Create();
+  ASSERT_TRUE(hooks.ok()) << "the test links libdmareg_hooks: " << hooks.status();
+  auto cache = RegistrationCache::Create(domain_, {.monitor = *hooks});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  const int64_t before = KernelMrCount(device_);
+  ASSERT_GE(before, 0) << "cannot count MRs with `rdma -j resource show`";
+  constexpr int kThreads = 4;
+  constexpr uint64_t kOps = 4000;  // short: the VM emulates the CPU
+  RdmaChecker checker;
+  ASSERT_TRUE(checker.Setup(*domain_, device_, kThreads).ok());
+  const soak::Result r =
+      soak::Run(**cache, checker,
+                {.threads = kThreads, .ops = 0, .seed = 2028, .unordered_malloc_ops = kOps});
+  const CacheStats stats = (*cache)->stats();
+  std::printf("%s\n  %s cache: %u hits, %u misses, %u monitor events (%llu from the hooks)\n",
+              r.Summary().c_str(), std::string((*hooks)->name()).c_str(),
+              static_cast<unsigned>(stats.hits), static_cast<unsigned>(stats.misses),
+              static_cast<unsigned>(stats.monitor_events),
+              static_cast<unsigned long long>((*hooks)->hook_events()));
+  EXPECT_EQ(r.failures, 0u) << r.first_failure;
+  EXPECT_EQ(r.unordered_ops, kOps);
+  EXPECT_GT(r.frees, 100u);
+  EXPECT_GT((*hooks)->hook_events(), 100u) << "the hooks saw almost no free()";
+  cache->reset();  // every cached MR goes with the cache
   EXPECT_EQ(KernelMrCount(device_), before + kThreads) << "the kernel still holds cache MRs";
   checker.Teardown();
   EXPECT_EQ(KernelMrCount(device_), before);
