@@ -5,7 +5,7 @@
 // replaces gets a new generation, every fake registration records the clock
 // when it began, and a registration handed out over a page replaced after
 // it began is a stale translation. The same soak runs on rxe in the VM
-// (tests/device/verbs/verbs_soak_test.cc) with RDMA and real bytes.
+// (tests/device/verbs/verbs_monitor_test.cc) with RDMA and real bytes.
 #include "common/soak.h"
 
 #include <sys/mman.h>
