@@ -91,13 +91,14 @@ TEST(HooksMonitorTest, UnmapsOutsideTheWatchedSpanAreNotPublished) {
   auto monitor = HooksMonitor::Create({.userfaultfd = HooksUserfaultfd::kNever}).value();
   auto fake = std::make_shared<FakeDomain>();
   auto cache = RegistrationCache::Create(fake, {.monitor = monitor}).value();
-  // The watched memory sits inside a reservation of its own, so any other
-  // mapping is far outside the span.
-  const size_t reserve = 64 * kPage;
+  // The watched memory sits in the middle of a reservation of its own, 4 MiB
+  // from either end, so any other mapping lies in another 2 MiB granule
+  // (the monitor's filter works by granule).
+  const size_t reserve = size_t{8} << 20;
   char* res = static_cast<char*>(
       mmap(nullptr, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   ASSERT_NE(res, MAP_FAILED);
-  char* mem = res + 30 * kPage;
+  char* mem = res + (size_t{4} << 20);
   ASSERT_EQ(
       mmap(mem, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
       mem);
