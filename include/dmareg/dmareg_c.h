@@ -94,7 +94,8 @@ struct dmareg_cache_stats {
 };
 
 /* Verbs domains (libdmareg_verbs). device: NULL or "" for the first one.
- * wrap: the PD stays the caller's; close the domain before freeing it. */
+ * wrap: the PD stays the caller's; release every registration, destroy
+ * every cache and close the domain before ibv_dealloc_pd. */
 int dmareg_verbs_domain_open(const char* device, struct dmareg_domain** out);
 int dmareg_verbs_domain_wrap(struct ibv_pd* pd, struct dmareg_domain** out);
 /* Drops the caller's reference; caches made from it keep theirs. NULL: no-op. */
