@@ -1,0 +1,269 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// The C API over RegistrationCache (dmareg/dmareg_c.h). No exception and no
+// absl::Status crosses into C: each entry point turns them into a negative
+// errno and a thread-local message.
+#include "dmareg/dmareg_c.h"
+
+#include <cerrno>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/errno_status.h"
+#include "capi/c_handles.h"
+#include "dmareg/cache.h"
+#include "dmareg/registration.h"
+
+struct dmareg_cache {
+  std::unique_ptr<dmareg::RegistrationCache> cache;
+};
+
+struct dmareg_reg {
+  dmareg::Registration reg;
+};
+
+static_assert(DMAREG_ACCESS_LOCAL_WRITE == static_cast<uint32_t>(dmareg::Access::kLocalWrite));
+static_assert(DMAREG_ACCESS_REMOTE_READ == static_cast<uint32_t>(dmareg::Access::kRemoteRead));
+static_assert(DMAREG_ACCESS_REMOTE_WRITE == static_cast<uint32_t>(dmareg::Access::kRemoteWrite));
+static_assert(DMAREG_ACCESS_REMOTE_ATOMIC == static_cast<uint32_t>(dmareg::Access::kRemoteAtomic));
+static_assert(DMAREG_ACCESS_RELAXED_ORDERING ==
+              static_cast<uint32_t>(dmareg::Access::kRelaxedOrdering));
+
+namespace dmareg::internal {
+namespace {
+
+// Per thread by nature: dmareg_last_error reports the calling thread's call.
+std::string& LastError() {
+  thread_local std::string message;
+  return message;
+}
+
+int CFailCurrentException(const char* call) noexcept {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return CFail(ENOMEM, absl::StrCat(call, ": out of memory"));
+  } catch (const std::exception& e) {
+    return CFail(EIO, absl::StrCat(call, ": ", e.what()));
+  } catch (...) {
+    return CFail(EIO, absl::StrCat(call, ": unknown exception"));
+  }
+}
+
+absl::Status CheckAccess(uint32_t access, const char* call) {
+  if ((access & ~kAllAccess.bits()) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(call, ": unknown access bits 0x", absl::Hex(access & ~kAllAccess.bits())));
+  }
+  return absl::OkStatus();
+}
+
+int NewReg(absl::StatusOr<Registration> reg, dmareg_reg** out) {
+  if (!reg.ok()) return CFail(reg.status());
+  *out = new dmareg_reg{*std::move(reg)};
+  return 0;
+}
+
+}  // namespace
+
+int StatusToNegErrno(const absl::Status& status) {
+  if (status.ok()) return 0;
+  if (auto err = ErrnoOf(status); err && *err > 0) return -*err;
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return -EINVAL;
+    case absl::StatusCode::kOutOfRange:
+      return -ERANGE;
+    case absl::StatusCode::kNotFound:
+      return -ENOENT;
+    case absl::StatusCode::kAlreadyExists:
+      return -EEXIST;
+    case absl::StatusCode::kPermissionDenied:
+      return -EACCES;
+    case absl::StatusCode::kFailedPrecondition:
+      return -EPERM;
+    case absl::StatusCode::kResourceExhausted:
+      return -ENOMEM;
+    case absl::StatusCode::kUnimplemented:
+      return -EOPNOTSUPP;
+    case absl::StatusCode::kUnavailable:
+      return -EAGAIN;
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+      return -ECANCELED;
+    case absl::StatusCode::kDeadlineExceeded:
+      return -ETIMEDOUT;
+    default:
+      return -EIO;
+  }
+}
+
+int CFail(const absl::Status& status) {
+  try {
+    LastError() = status.ToString();
+  } catch (...) {
+    LastError().clear();
+  }
+  return StatusToNegErrno(status);
+}
+
+int CFail(int err, const std::string& message) {
+  try {
+    LastError() = message;
+  } catch (...) {
+    LastError().clear();
+  }
+  return -err;
+}
+
+int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept {
+  try {
+    *out = new dmareg_domain{std::move(domain)};
+    return 0;
+  } catch (...) {
+    return CFailCurrentException("dmareg domain");
+  }
+}
+
+}  // namespace dmareg::internal
+
+using dmareg::internal::CFail;
+using dmareg::internal::CFailCurrentException;
+
+extern "C" {
+
+void dmareg_domain_close(struct dmareg_domain* domain) { delete domain; }
+
+int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_attr* attr,
+                        struct dmareg_cache** out) {
+  if (domain == nullptr || out == nullptr) {
+    return CFail(EINVAL, "dmareg_cache_create: domain or out is NULL");
+  }
+  *out = nullptr;
+  try {
+    dmareg::CacheOptions options;
+    if (attr != nullptr) {
+      for (uint64_t r : attr->reserved) {
+        if (r != 0) return CFail(EINVAL, "dmareg_cache_create: attr->reserved must be zero");
+      }
+      if (attr->monitoring < DMAREG_MONITOR_AUTOMATIC || attr->monitoring > DMAREG_MONITOR_HOOKS) {
+        return CFail(EINVAL,
+                     absl::StrCat("dmareg_cache_create: unknown monitoring ", attr->monitoring));
+      }
+      if (attr->paging < DMAREG_PAGING_PINNED || attr->paging > DMAREG_PAGING_AUTOMATIC) {
+        return CFail(EINVAL, absl::StrCat("dmareg_cache_create: unknown paging ", attr->paging));
+      }
+      options.max_regions = attr->max_regions;
+      options.max_bytes = attr->max_bytes;
+      options.monitoring = static_cast<dmareg::Monitoring>(attr->monitoring);
+      options.paging = static_cast<dmareg::Paging>(attr->paging);
+      options.use_environment = attr->no_environment == 0;
+    }
+    auto cache = dmareg::RegistrationCache::Create(domain->domain, std::move(options));
+    if (!cache.ok()) return CFail(cache.status());
+    *out = new dmareg_cache{*std::move(cache)};
+    return 0;
+  } catch (...) {
+    return CFailCurrentException("dmareg_cache_create");
+  }
+}
+
+void dmareg_cache_destroy(struct dmareg_cache* cache) { delete cache; }
+
+int dmareg_acquire(struct dmareg_cache* cache, const void* addr, size_t len, uint32_t access,
+                   struct dmareg_reg** out) {
+  if (cache == nullptr || addr == nullptr || out == nullptr) {
+    return CFail(EINVAL, "dmareg_acquire: cache, addr or out is NULL");
+  }
+  *out = nullptr;
+  if (len == 0) return CFail(EINVAL, "dmareg_acquire: zero length");
+  try {
+    if (auto s = dmareg::internal::CheckAccess(access, "dmareg_acquire"); !s.ok()) return CFail(s);
+    return dmareg::internal::NewReg(
+        cache->cache->Acquire(addr, len, dmareg::AccessFlags::FromBits(access)), out);
+  } catch (...) {
+    return CFailCurrentException("dmareg_acquire");
+  }
+}
+
+int dmareg_acquire_dmabuf(struct dmareg_cache* cache, int fd, uint64_t offset, size_t len,
+                          uint32_t access, struct dmareg_reg** out) {
+  if (cache == nullptr || out == nullptr) {
+    return CFail(EINVAL, "dmareg_acquire_dmabuf: cache or out is NULL");
+  }
+  *out = nullptr;
+  if (fd < 0) return CFail(EINVAL, absl::StrCat("dmareg_acquire_dmabuf: bad fd ", fd));
+  if (len == 0) return CFail(EINVAL, "dmareg_acquire_dmabuf: zero length");
+  try {
+    if (auto s = dmareg::internal::CheckAccess(access, "dmareg_acquire_dmabuf"); !s.ok()) {
+      return CFail(s);
+    }
+    dmareg::DmaBufMemory memory;
+    memory.fd = fd;
+    memory.offset = offset;
+    memory.length = len;
+    return dmareg::internal::NewReg(
+        cache->cache->Acquire(memory, dmareg::AccessFlags::FromBits(access)), out);
+  } catch (...) {
+    return CFailCurrentException("dmareg_acquire_dmabuf");
+  }
+}
+
+uint32_t dmareg_reg_lkey(const struct dmareg_reg* reg) {
+  return reg == nullptr ? 0 : reg->reg.lkey();
+}
+
+uint32_t dmareg_reg_rkey(const struct dmareg_reg* reg) {
+  return reg == nullptr ? 0 : reg->reg.rkey();
+}
+
+uint64_t dmareg_reg_iova(const struct dmareg_reg* reg, const void* addr) {
+  if (reg == nullptr) return 0;
+  if (reg->reg.is_dmabuf()) return reg->reg.IovaForOffset(reinterpret_cast<uintptr_t>(addr));
+  return reg->reg.IovaFor(addr);
+}
+
+void dmareg_release(struct dmareg_reg* reg) { delete reg; }
+
+int dmareg_invalidate(struct dmareg_cache* cache, const void* addr, size_t len) {
+  if (cache == nullptr || addr == nullptr) {
+    return CFail(EINVAL, "dmareg_invalidate: cache or addr is NULL");
+  }
+  if (len == 0) return CFail(EINVAL, "dmareg_invalidate: zero length");
+  try {
+    if (auto s = cache->cache->Invalidate(addr, len); !s.ok()) return CFail(s);
+    return 0;
+  } catch (...) {
+    return CFailCurrentException("dmareg_invalidate");
+  }
+}
+
+int dmareg_cache_stats(struct dmareg_cache* cache, struct dmareg_cache_stats* out) {
+  if (cache == nullptr || out == nullptr) {
+    return CFail(EINVAL, "dmareg_cache_stats: cache or out is NULL");
+  }
+  const dmareg::CacheStats s = cache->cache->stats();
+  *out = {};
+  out->hits = s.hits;
+  out->misses = s.misses;
+  out->evictions = s.evictions;
+  out->invalidations = s.invalidations;
+  out->invalidated_regions = s.invalidated_regions;
+  out->registration_failures = s.registration_failures;
+  out->monitor_events = s.monitor_events;
+  out->uncached_registrations = s.uncached_registrations;
+  out->live_regions = s.live_regions;
+  out->registered_bytes = s.registered_bytes;
+  out->referenced_regions = s.referenced_regions;
+  out->dmabuf_hits = s.dmabuf_hits;
+  out->dmabuf_misses = s.dmabuf_misses;
+  return 0;
+}
+
+const char* dmareg_last_error(void) { return dmareg::internal::LastError().c_str(); }
+
+}  // extern "C"
