@@ -2,14 +2,34 @@
 #include "device/verbs/device_env.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace dmareg::device_test {
+
+int64_t KernelMrCount(const std::string& device) {
+  FILE* p = popen("rdma -j resource show 2>&1", "r");
+  if (p == nullptr) return -1;
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  pclose(p);
+  const size_t dev = out.find(absl::StrFormat("\"ifname\":\"%s\"", device));
+  if (dev == std::string::npos) return -1;
+  const size_t mr = out.find("\"mr\":", dev);
+  if (mr == std::string::npos) return -1;
+  int64_t n = -1;
+  const size_t end = out.find_first_of(",}", mr);
+  if (!absl::SimpleAtoi(out.substr(mr + 5, end - mr - 5), &n)) return -1;
+  return n;
+}
 
 std::string WantedRdmaDevice() { return Env("DMAREG_RXE_DEV"); }
 

@@ -33,6 +33,10 @@ inline constexpr char kNoDeviceReason[] = "no RDMA device; run scripts/vm/run --
 // DMAREG_RXE_DEV, or "" for the first device.
 std::string WantedRdmaDevice();
 
+// MRs the kernel holds on `device` for every process, from `rdma -j
+// resource show` (-1 if it cannot be read).
+int64_t KernelMrCount(const std::string& device);
+
 // The harness's environment, test memory and byte patterns (tests/common).
 using test::Env;
 using test::FillPattern;

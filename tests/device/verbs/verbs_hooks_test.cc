@@ -61,25 +61,6 @@ constexpr size_t kBlock = 1 << 20;
 constexpr int kThreads = 6;
 constexpr int kRounds = 6;  // per thread and monitor: lean under emulation
 
-// MRs the kernel holds on `device` for every process, from `rdma -j
-// resource show` (-1 if it cannot be read).
-int64_t KernelMrCount(const std::string& device) {
-  FILE* p = popen("rdma -j resource show 2>&1", "r");
-  if (p == nullptr) return -1;
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  pclose(p);
-  const size_t dev = out.find(absl::StrFormat("\"ifname\":\"%s\"", device));
-  if (dev == std::string::npos) return -1;
-  const size_t mr = out.find("\"mr\":", dev);
-  if (mr == std::string::npos) return -1;
-  int64_t n = -1;
-  const size_t end = out.find_first_of(",}", mr);
-  if (!absl::SimpleAtoi(out.substr(mr + 5, end - mr - 5), &n)) return -1;
-  return n;
-}
-
 // The first page boundary inside a malloc'd block (past glibc's header).
 char* FirstPage(char* p) {
   return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + kPage - 1) & ~(kPage - 1));
