@@ -328,7 +328,6 @@ static uintptr_t attached_end(uintptr_t addr) {
   char buf[1024];
   char line[160];
   size_t used = 0;
-  int overlong = 0;
   uintptr_t found_end = 0;
   uint64_t found_id = 0;
   for (;;) {
@@ -336,15 +335,12 @@ static uintptr_t attached_end(uintptr_t addr) {
     if (n <= 0) break;
     for (long i = 0; i < n; ++i) {
       if (buf[i] != '\n') {
-        if (used + 1 < sizeof line)
-          line[used++] = buf[i];
-        else
-          overlong = 1; /* only the first fields matter */
+        /* Only the first fields matter: the rest of a long line is dropped. */
+        if (used + 1 < sizeof line) line[used++] = buf[i];
         continue;
       }
       line[used] = '\0';
       used = 0;
-      overlong = 0;
       uintptr_t b, e;
       uint64_t id;
       if (!parse_maps_line(line, &b, &e, &id)) continue;
@@ -361,7 +357,6 @@ static uintptr_t attached_end(uintptr_t addr) {
       }
     }
   }
-  (void)overlong;
   syscall(SYS_close, fd);
   return found_end;
 }
