@@ -51,6 +51,10 @@ class VerbsCApiTest : public ::testing::Test {
       GTEST_SKIP() << kNoDeviceReason;
     }
     mrs_before_ = KernelMrCount(device_);
+    // Inside the VM the kernel's count must be readable (rdma -j resource).
+    if (InVm()) {
+      ASSERT_GE(mrs_before_, 0) << "cannot read the MR count of " << device_;
+    }
   }
   void TearDown() override {
     if (device_.empty()) return;
@@ -124,6 +128,9 @@ TEST_F(VerbsCApiTest, MovesBytesWithTheKeysTheCApiReturns) {
     EXPECT_EQ(st.live_regions, 3u);
     EXPECT_EQ(st.referenced_regions, 3u);
     EXPECT_EQ(verbs->live_mrs(), 3);
+    if (mrs_before_ >= 0) {
+      EXPECT_EQ(KernelMrCount(device_), mrs_before_ + 3) << "MRs the kernel holds on " << device_;
+    }
 
     for (dmareg_reg* r : {slice, s, d, b}) dmareg_release(r);
     *pair = {};  // the QPs go before the domain's PD
