@@ -7,7 +7,7 @@
 //   int dmareg_x_domain_open(..., struct dmareg_domain** out) {
 //     if (out == nullptr) return dmareg::internal::CFail(EINVAL, "x: out is NULL");
 //     auto d = XDomain::Open(...);
-//     if (!d.ok()) return dmareg::internal::CFail(d.status());
+//     if (!d.ok()) return dmareg::internal::CFail("x", d.status());
 //     return dmareg::internal::NewCDomain(*std::move(d), out);
 //   }
 #ifndef DMAREG_SRC_CAPI_C_HANDLES_H_
@@ -31,6 +31,10 @@ int StatusToNegErrno(const absl::Status& status);
 // Records the message as this thread's last error; returns the negative errno.
 int CFail(const absl::Status& status);
 int CFail(int err, const std::string& message);
+// As CFail(status), the message led by the C call that failed
+// ("dmareg_verbs_domain_open: no RDMA device named ..."); the errno is the
+// status's own.
+int CFail(const char* call, const absl::Status& status);
 // Hands `domain` to C in *out; 0, or -ENOMEM.
 int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept;
 

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <exception>
+#include <initializer_list>
 #include <memory>
 #include <new>
 #include <string>
@@ -54,16 +55,41 @@ int CFailCurrentException(const char* call) noexcept {
   }
 }
 
-absl::Status CheckAccess(uint32_t access, const char* call) {
-  if ((access & ~kAllAccess.bits()) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(call, ": unknown access bits 0x", absl::Hex(access & ~kAllAccess.bits())));
+// -EINVAL naming the call and its pointer arguments when any is NULL, else 0.
+int CheckNotNull(const char* call, const char* names, std::initializer_list<const void*> args) {
+  for (const void* p : args) {
+    if (p == nullptr) return CFail(EINVAL, absl::StrCat(call, ": ", names, " is NULL"));
   }
-  return absl::OkStatus();
+  return 0;
 }
 
-int NewReg(absl::StatusOr<Registration> reg, dmareg_reg** out) {
-  if (!reg.ok()) return CFail(reg.status());
+// -EINVAL naming the call for a zero length, else 0.
+int CheckLength(const char* call, size_t len) {
+  return len == 0 ? CFail(EINVAL, absl::StrCat(call, ": zero length")) : 0;
+}
+
+// -EINVAL naming the call and the bits dmareg does not know, else 0.
+int CheckAccess(const char* call, uint32_t access) {
+  if (const uint32_t unknown = access & ~kAllAccess.bits(); unknown != 0) {
+    return CFail(EINVAL, absl::StrCat(call, ": unknown access bits 0x", absl::Hex(unknown)));
+  }
+  return 0;
+}
+
+// Runs `body` (which returns 0 or a negative errno) with no exception
+// escaping into C: one becomes -ENOMEM or -EIO naming the call.
+template <typename Body>
+int Guarded(const char* call, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (...) {
+    return CFailCurrentException(call);
+  }
+}
+
+// Hands a registration to C in *out, or fails naming the call.
+int NewReg(const char* call, absl::StatusOr<Registration> reg, dmareg_reg** out) {
+  if (!reg.ok()) return CFail(call, reg.status());
   *out = new dmareg_reg{*std::move(reg)};
   return 0;
 }
@@ -111,6 +137,15 @@ int CFail(const absl::Status& status) {
   return StatusToNegErrno(status);
 }
 
+int CFail(const char* call, const absl::Status& status) {
+  try {
+    LastError() = absl::StrCat(call, ": ", status.ToString());
+  } catch (...) {
+    LastError().clear();
+  }
+  return StatusToNegErrno(status);
+}
+
 int CFail(int err, const std::string& message) {
   try {
     LastError() = message;
@@ -132,7 +167,11 @@ int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept {
 }  // namespace dmareg::internal
 
 using dmareg::internal::CFail;
-using dmareg::internal::CFailCurrentException;
+using dmareg::internal::CheckAccess;
+using dmareg::internal::CheckLength;
+using dmareg::internal::CheckNotNull;
+using dmareg::internal::Guarded;
+using dmareg::internal::NewReg;
 
 extern "C" {
 
@@ -140,22 +179,20 @@ void dmareg_domain_close(struct dmareg_domain* domain) { delete domain; }
 
 int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_attr* attr,
                         struct dmareg_cache** out) {
-  if (domain == nullptr || out == nullptr) {
-    return CFail(EINVAL, "dmareg_cache_create: domain or out is NULL");
-  }
+  constexpr char kCall[] = "dmareg_cache_create";
+  if (int rc = CheckNotNull(kCall, "domain or out", {domain, out}); rc != 0) return rc;
   *out = nullptr;
-  try {
+  return Guarded(kCall, [&] {
     dmareg::CacheOptions options;
     if (attr != nullptr) {
       for (uint64_t r : attr->reserved) {
-        if (r != 0) return CFail(EINVAL, "dmareg_cache_create: attr->reserved must be zero");
+        if (r != 0) return CFail(EINVAL, absl::StrCat(kCall, ": attr->reserved must be zero"));
       }
       if (attr->monitoring < DMAREG_MONITOR_AUTOMATIC || attr->monitoring > DMAREG_MONITOR_HOOKS) {
-        return CFail(EINVAL,
-                     absl::StrCat("dmareg_cache_create: unknown monitoring ", attr->monitoring));
+        return CFail(EINVAL, absl::StrCat(kCall, ": unknown monitoring ", attr->monitoring));
       }
       if (attr->paging < DMAREG_PAGING_PINNED || attr->paging > DMAREG_PAGING_AUTOMATIC) {
-        return CFail(EINVAL, absl::StrCat("dmareg_cache_create: unknown paging ", attr->paging));
+        return CFail(EINVAL, absl::StrCat(kCall, ": unknown paging ", attr->paging));
       }
       options.max_regions = attr->max_regions;
       options.max_bytes = attr->max_bytes;
@@ -164,53 +201,42 @@ int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_
       options.use_environment = attr->no_environment == 0;
     }
     auto cache = dmareg::RegistrationCache::Create(domain->domain, std::move(options));
-    if (!cache.ok()) return CFail(cache.status());
+    if (!cache.ok()) return CFail(kCall, cache.status());
     *out = new dmareg_cache{*std::move(cache)};
     return 0;
-  } catch (...) {
-    return CFailCurrentException("dmareg_cache_create");
-  }
+  });
 }
 
 void dmareg_cache_destroy(struct dmareg_cache* cache) { delete cache; }
 
 int dmareg_acquire(struct dmareg_cache* cache, const void* addr, size_t len, uint32_t access,
                    struct dmareg_reg** out) {
-  if (cache == nullptr || addr == nullptr || out == nullptr) {
-    return CFail(EINVAL, "dmareg_acquire: cache, addr or out is NULL");
-  }
+  constexpr char kCall[] = "dmareg_acquire";
+  if (int rc = CheckNotNull(kCall, "cache, addr or out", {cache, addr, out}); rc != 0) return rc;
   *out = nullptr;
-  if (len == 0) return CFail(EINVAL, "dmareg_acquire: zero length");
-  try {
-    if (auto s = dmareg::internal::CheckAccess(access, "dmareg_acquire"); !s.ok()) return CFail(s);
-    return dmareg::internal::NewReg(
-        cache->cache->Acquire(addr, len, dmareg::AccessFlags::FromBits(access)), out);
-  } catch (...) {
-    return CFailCurrentException("dmareg_acquire");
-  }
+  if (int rc = CheckLength(kCall, len); rc != 0) return rc;
+  if (int rc = CheckAccess(kCall, access); rc != 0) return rc;
+  return Guarded(kCall, [&] {
+    return NewReg(kCall, cache->cache->Acquire(addr, len, dmareg::AccessFlags::FromBits(access)),
+                  out);
+  });
 }
 
 int dmareg_acquire_dmabuf(struct dmareg_cache* cache, int fd, uint64_t offset, size_t len,
                           uint32_t access, struct dmareg_reg** out) {
-  if (cache == nullptr || out == nullptr) {
-    return CFail(EINVAL, "dmareg_acquire_dmabuf: cache or out is NULL");
-  }
+  constexpr char kCall[] = "dmareg_acquire_dmabuf";
+  if (int rc = CheckNotNull(kCall, "cache or out", {cache, out}); rc != 0) return rc;
   *out = nullptr;
-  if (fd < 0) return CFail(EINVAL, absl::StrCat("dmareg_acquire_dmabuf: bad fd ", fd));
-  if (len == 0) return CFail(EINVAL, "dmareg_acquire_dmabuf: zero length");
-  try {
-    if (auto s = dmareg::internal::CheckAccess(access, "dmareg_acquire_dmabuf"); !s.ok()) {
-      return CFail(s);
-    }
+  if (fd < 0) return CFail(EINVAL, absl::StrCat(kCall, ": bad fd ", fd));
+  if (int rc = CheckLength(kCall, len); rc != 0) return rc;
+  if (int rc = CheckAccess(kCall, access); rc != 0) return rc;
+  return Guarded(kCall, [&] {
     dmareg::DmaBufMemory memory;
     memory.fd = fd;
     memory.offset = offset;
     memory.length = len;
-    return dmareg::internal::NewReg(
-        cache->cache->Acquire(memory, dmareg::AccessFlags::FromBits(access)), out);
-  } catch (...) {
-    return CFailCurrentException("dmareg_acquire_dmabuf");
-  }
+    return NewReg(kCall, cache->cache->Acquire(memory, dmareg::AccessFlags::FromBits(access)), out);
+  });
 }
 
 uint32_t dmareg_reg_lkey(const struct dmareg_reg* reg) {
@@ -230,21 +256,18 @@ uint64_t dmareg_reg_iova(const struct dmareg_reg* reg, const void* addr) {
 void dmareg_release(struct dmareg_reg* reg) { delete reg; }
 
 int dmareg_invalidate(struct dmareg_cache* cache, const void* addr, size_t len) {
-  if (cache == nullptr || addr == nullptr) {
-    return CFail(EINVAL, "dmareg_invalidate: cache or addr is NULL");
-  }
-  if (len == 0) return CFail(EINVAL, "dmareg_invalidate: zero length");
-  try {
-    if (auto s = cache->cache->Invalidate(addr, len); !s.ok()) return CFail(s);
+  constexpr char kCall[] = "dmareg_invalidate";
+  if (int rc = CheckNotNull(kCall, "cache or addr", {cache, addr}); rc != 0) return rc;
+  if (int rc = CheckLength(kCall, len); rc != 0) return rc;
+  return Guarded(kCall, [&] {
+    if (auto s = cache->cache->Invalidate(addr, len); !s.ok()) return CFail(kCall, s);
     return 0;
-  } catch (...) {
-    return CFailCurrentException("dmareg_invalidate");
-  }
+  });
 }
 
 int dmareg_cache_stats(struct dmareg_cache* cache, struct dmareg_cache_stats* out) {
-  if (cache == nullptr || out == nullptr) {
-    return CFail(EINVAL, "dmareg_cache_stats: cache or out is NULL");
+  if (int rc = CheckNotNull("dmareg_cache_stats", "cache or out", {cache, out}); rc != 0) {
+    return rc;
   }
   const dmareg::CacheStats s = cache->cache->stats();
   *out = {};

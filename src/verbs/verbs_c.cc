@@ -19,7 +19,7 @@ int dmareg_verbs_domain_open(const char* device, struct dmareg_domain** out) {
   *out = nullptr;
   try {
     auto domain = dmareg::VerbsDomain::Open(device == nullptr ? std::string_view() : device);
-    if (!domain.ok()) return CFail(domain.status());
+    if (!domain.ok()) return CFail("dmareg_verbs_domain_open", domain.status());
     return dmareg::internal::NewCDomain(*std::move(domain), out);
   } catch (...) {
     return CFail(ENOMEM, "dmareg_verbs_domain_open: out of memory");
@@ -33,7 +33,7 @@ int dmareg_verbs_domain_wrap(struct ibv_pd* pd, struct dmareg_domain** out) {
   *out = nullptr;
   try {
     auto domain = dmareg::VerbsDomain::Wrap(pd);
-    if (!domain.ok()) return CFail(domain.status());
+    if (!domain.ok()) return CFail("dmareg_verbs_domain_wrap", domain.status());
     return dmareg::internal::NewCDomain(*std::move(domain), out);
   } catch (...) {
     return CFail(ENOMEM, "dmareg_verbs_domain_wrap: out of memory");

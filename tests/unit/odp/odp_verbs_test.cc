@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "common/test_memory.h"
 #include "dmareg/odp.h"
+#include "dmareg/testing/fake_rxe.h"
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
 #include "gmock/gmock.h"
@@ -27,7 +28,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
-using ::dmareg::testing::OpenVerbsDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
@@ -39,12 +39,10 @@ class OdpVerbsTest : public ::testing::Test {
  protected:
   void TearDown() override {
     domain_.reset();
-    EXPECT_EQ(ops_->live_mrs(), 0);
-    EXPECT_EQ(ops_->mrs_created(), ops_->mrs_destroyed());
+    EXPECT_EQ(rxe_.CheckReleased(), absl::OkStatus());
   }
   void Open(FakeVerbsOps::DeviceSpec spec) {
-    ops_->AddDevice(std::move(spec));
-    auto domain = OpenVerbsDomain(ops_, "rxe0");
+    auto domain = rxe_.Open(std::move(spec));
     ASSERT_TRUE(domain.ok()) << domain.status();
     domain_ = *domain;
   }
@@ -62,7 +60,8 @@ class OdpVerbsTest : public ::testing::Test {
   uintptr_t va() { return reinterpret_cast<uintptr_t>(mem_.data()); }
 
   test::Mapping mem_{kLen};
-  std::shared_ptr<FakeVerbsOps> ops_ = std::make_shared<FakeVerbsOps>();
+  testing::FakeRxe rxe_;
+  std::shared_ptr<FakeVerbsOps> ops_ = rxe_.ops();
   std::shared_ptr<VerbsDomain> domain_;
 };
 

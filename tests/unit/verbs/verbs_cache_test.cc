@@ -4,7 +4,6 @@
 // ibv_reg_mr_iova2 looks like to a cache user, and that every MR the cache
 // made is deregistered exactly once.
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,8 +12,10 @@
 
 #include "absl/status/status.h"
 #include "common/errno_cases.h"
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
 #include "dmareg/testing/fake_dmabuf.h"
+#include "dmareg/testing/fake_rxe.h"
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
 #include "gmock/gmock.h"
@@ -34,10 +35,8 @@ constexpr size_t kLen = 64 * 1024;
 class VerbsCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    buf_ = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ASSERT_NE(buf_, MAP_FAILED);
-    ops_->AddDevice("rxe0");
-    auto domain = OpenVerbsDomain(ops_, "rxe0");
+    ASSERT_TRUE(buf_.ok());
+    auto domain = rxe_.Open();
     ASSERT_TRUE(domain.ok()) << domain.status();
     domain_ = *domain;
     auto cache = RegistrationCache::Create(
@@ -48,17 +47,14 @@ class VerbsCacheTest : public ::testing::Test {
   void TearDown() override {
     cache_.reset();
     domain_.reset();
-    EXPECT_EQ(ops_->live_mrs(), 0);
-    EXPECT_EQ(ops_->mrs_created(), ops_->mrs_destroyed());
-    EXPECT_EQ(ops_->live_pds(), 0);
-    EXPECT_EQ(ops_->live_contexts(), 0);
-    munmap(buf_, kLen);
+    EXPECT_EQ(rxe_.CheckReleased(), absl::OkStatus());
   }
-  char* buf() { return static_cast<char*>(buf_); }
+  char* buf() { return buf_.data(); }
 
-  void* buf_ = nullptr;
+  test::Mapping buf_{kLen};
   testing::FakeDmaBufs bufs_;
-  std::shared_ptr<FakeVerbsOps> ops_ = std::make_shared<FakeVerbsOps>();
+  testing::FakeRxe rxe_;
+  std::shared_ptr<FakeVerbsOps> ops_ = rxe_.ops();
   std::shared_ptr<VerbsDomain> domain_;
   std::unique_ptr<RegistrationCache> cache_;
 };

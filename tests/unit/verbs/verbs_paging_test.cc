@@ -6,14 +6,15 @@
 // (6.1) or EOPNOTSUPP (newer kernels that refuse it).
 
 #include <infiniband/verbs.h>
-#include <sys/mman.h>
 
 #include <cerrno>
 #include <cstddef>
 #include <memory>
 
 #include "absl/status/status.h"
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
+#include "dmareg/testing/fake_rxe.h"
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
 #include "gmock/gmock.h"
@@ -23,7 +24,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
-using ::dmareg::testing::OpenVerbsDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
@@ -32,20 +32,18 @@ constexpr size_t kLen = 64 * 1024;
 
 class VerbsPagingTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    buf_ = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ASSERT_NE(buf_, MAP_FAILED);
-  }
+  void SetUp() override { ASSERT_TRUE(buf_.ok()); }
   void TearDown() override {
     domain_.reset();
-    EXPECT_EQ(ops_->live_mrs(), 0);
-    EXPECT_EQ(ops_->mrs_created(), ops_->mrs_destroyed());
-    EXPECT_EQ(ops_->live_pds(), 0);
-    munmap(buf_, kLen);
+    EXPECT_EQ(rxe_.CheckReleased(), absl::OkStatus());
+  }
+  // A fresh fake device in place of the last one (which is not checked).
+  void NewDevice() {
+    rxe_ = testing::FakeRxe();
+    ops_ = rxe_.ops();
   }
   void Open(FakeVerbsOps::DeviceSpec spec) {
-    ops_->AddDevice(std::move(spec));
-    auto domain = OpenVerbsDomain(ops_, "rxe0");
+    auto domain = rxe_.Open(std::move(spec));
     ASSERT_TRUE(domain.ok()) << domain.status();
     domain_ = *domain;
   }
@@ -53,15 +51,16 @@ class VerbsPagingTest : public ::testing::Test {
     return RegistrationCache::Create(domain_,
                                      {.monitoring = Monitoring::kExplicitOnly, .paging = paging});
   }
-  char* buf() { return static_cast<char*>(buf_); }
+  char* buf() { return buf_.data(); }
   static FakeVerbsOps::DeviceSpec Refusing(int err) {
     FakeVerbsOps::DeviceSpec spec = FakeVerbsOps::RxeLike("rxe0");
     spec.on_demand_errno = err;
     return spec;
   }
 
-  void* buf_ = nullptr;
-  std::shared_ptr<FakeVerbsOps> ops_ = std::make_shared<FakeVerbsOps>();
+  test::Mapping buf_{kLen};
+  testing::FakeRxe rxe_;
+  std::shared_ptr<FakeVerbsOps> ops_ = rxe_.ops();
   std::shared_ptr<VerbsDomain> domain_;
 };
 
@@ -98,7 +97,7 @@ TEST_F(VerbsPagingTest, RefusalsNameTheCallAndTheProbe) {
   for (const Case c : {Case{EINVAL, absl::StatusCode::kInvalidArgument, "EINVAL"},
                        Case{EOPNOTSUPP, absl::StatusCode::kUnimplemented, "EOPNOTSUPP"}}) {
     SCOPED_TRACE(c.name);
-    ops_ = std::make_shared<FakeVerbsOps>();
+    NewDevice();
     Open(Refusing(c.err));
     EXPECT_FALSE(domain_->capabilities().on_demand_paging);
     auto m = domain_->RegisterHostOnDemand(HostMemory{buf(), kLen}, Access::kLocalWrite);
@@ -111,7 +110,7 @@ TEST_F(VerbsPagingTest, RefusalsNameTheCallAndTheProbe) {
     domain_.reset();
   }
   // Where the probe found ODP, a failure says so.
-  ops_ = std::make_shared<FakeVerbsOps>();
+  NewDevice();
   Open(FakeVerbsOps::OdpCapable("rxe0"));
   ops_->FailNext(Call::kRegMr, ENOMEM);
   auto m = domain_->RegisterHostOnDemand(HostMemory{buf(), kLen}, Access::kLocalWrite);
@@ -147,7 +146,7 @@ TEST_F(VerbsPagingTest, OnDemandCacheOnRxeWithoutOdpIsRefusedAtCreate) {
 TEST_F(VerbsPagingTest, AutomaticFallsBackToPinnedOnRxeWithoutOdp) {
   for (const int err : {EINVAL, EOPNOTSUPP}) {
     SCOPED_TRACE(err);
-    ops_ = std::make_shared<FakeVerbsOps>();
+    NewDevice();
     Open(Refusing(err));
     {
       auto cache = MakeCache(Paging::kAutomatic);

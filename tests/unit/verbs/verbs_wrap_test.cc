@@ -6,7 +6,6 @@
 // device as Open does.
 
 #include <infiniband/verbs.h>
-#include <sys/mman.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -14,7 +13,9 @@
 #include <memory>
 
 #include "absl/status/status.h"
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
+#include "dmareg/testing/fake_rxe.h"
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs_domain.h"
 #include "gmock/gmock.h"
@@ -34,37 +35,26 @@ constexpr size_t kLen = 64 * 1024;
 // The application's own set-up: device list, context and PD through `ops`.
 class VerbsWrapTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    buf_ = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ASSERT_NE(buf_, MAP_FAILED);
-  }
-  void TearDown() override { munmap(buf_, kLen); }
+  void SetUp() override { ASSERT_TRUE(buf_.ok()); }
 
-  // Opens the first device and allocates a PD, as rdma_cm or UCX would.
+  // Opens the device and allocates a PD, as rdma_cm or UCX would.
   ibv_pd* AppAllocPd(FakeVerbsOps::DeviceSpec spec = FakeVerbsOps::RxeLike("rxe0")) {
-    ops_->AddDevice(std::move(spec));
-    int n = 0;
-    ibv_device** list = ops_->GetDeviceList(&n);
-    EXPECT_GE(n, 1);
-    context_ = ops_->OpenDevice(list[n - 1]);
-    ops_->FreeDeviceList(list);
-    EXPECT_NE(context_, nullptr);
-    ibv_pd* pd = ops_->AllocPd(context_);
-    EXPECT_NE(pd, nullptr);
-    return pd;
+    absl::StatusOr<ibv_pd*> pd = rxe_.AppAllocPd(std::move(spec));
+    EXPECT_TRUE(pd.ok()) << pd.status();
+    context_ = rxe_.context();
+    return pd.value_or(nullptr);
   }
-  // The application tears down; both calls must succeed.
+  // The application tears down; both calls must succeed, and nothing is left.
   void AppFree(ibv_pd* pd) {
-    EXPECT_EQ(ops_->DeallocPd(pd), 0);
-    EXPECT_EQ(ops_->CloseDevice(context_), 0);
-    EXPECT_EQ(ops_->live_pds(), 0);
-    EXPECT_EQ(ops_->live_contexts(), 0);
+    EXPECT_EQ(rxe_.AppFree(pd), absl::OkStatus());
+    EXPECT_EQ(rxe_.CheckReleased(), absl::OkStatus());
   }
-  char* buf() { return static_cast<char*>(buf_); }
+  char* buf() { return buf_.data(); }
 
-  void* buf_ = nullptr;
+  test::Mapping buf_{kLen};
+  testing::FakeRxe rxe_;
   ibv_context* context_ = nullptr;
-  std::shared_ptr<FakeVerbsOps> ops_ = std::make_shared<FakeVerbsOps>();
+  std::shared_ptr<FakeVerbsOps> ops_ = rxe_.ops();
 };
 
 TEST_F(VerbsWrapTest, NullPdIsInvalidArgument) {
