@@ -28,12 +28,11 @@ namespace dmareg::internal {
 
 // The negative errno for `status` (see dmareg_c.h for the mapping).
 int StatusToNegErrno(const absl::Status& status);
-// Records the message as this thread's last error; returns the negative errno.
-int CFail(const absl::Status& status);
+// Records the message as this thread's last error; returns -err.
 int CFail(int err, const std::string& message);
-// As CFail(status), the message led by the C call that failed
-// ("dmareg_verbs_domain_open: no RDMA device named ..."); the errno is the
-// status's own.
+// Records the status, led by the C call that failed
+// ("dmareg_verbs_domain_open: no RDMA device named ..."), as this thread's
+// last error; returns the status's negative errno.
 int CFail(const char* call, const absl::Status& status);
 // Hands `domain` to C in *out; 0, or -ENOMEM.
 int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept;

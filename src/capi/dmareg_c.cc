@@ -43,6 +43,17 @@ std::string& LastError() {
   return message;
 }
 
+// Makes the message and records it as this thread's last error; a message
+// that cannot be made (out of memory) leaves it empty rather than stale.
+template <typename MakeMessage>
+void RecordLastError(MakeMessage&& make) noexcept {
+  try {
+    LastError() = make();
+  } catch (...) {
+    LastError().clear();
+  }
+}
+
 int CFailCurrentException(const char* call) noexcept {
   try {
     throw;
@@ -128,30 +139,13 @@ int StatusToNegErrno(const absl::Status& status) {
   }
 }
 
-int CFail(const absl::Status& status) {
-  try {
-    LastError() = status.ToString();
-  } catch (...) {
-    LastError().clear();
-  }
-  return StatusToNegErrno(status);
-}
-
 int CFail(const char* call, const absl::Status& status) {
-  try {
-    LastError() = absl::StrCat(call, ": ", status.ToString());
-  } catch (...) {
-    LastError().clear();
-  }
+  RecordLastError([&] { return absl::StrCat(call, ": ", status.ToString()); });
   return StatusToNegErrno(status);
 }
 
 int CFail(int err, const std::string& message) {
-  try {
-    LastError() = message;
-  } catch (...) {
-    LastError().clear();
-  }
+  RecordLastError([&] { return message; });
   return -err;
 }
 
