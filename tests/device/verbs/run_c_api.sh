@@ -15,13 +15,13 @@ result() { # completed|skipped|failed
   xml:*/)
     dir=${GTEST_OUTPUT#xml:}
     mkdir -p "$dir"
-    failure=""
-    [ "$1" = failed ] && failure='<failure message="c_api failed on the device"/>'
-    r=$1
-    [ "$r" = failed ] && r=completed
+    # gtest's form: a failed test ran to completion and carries a <failure>.
+    failures=0 r=$1 failure=""
+    if [ "$1" = failed ]; then
+      failures=1 r=completed failure='<failure message="c_api failed on the device"/>'
+    fi
     printf '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites tests="1" failures="%d" name="AllTests">\n  <testsuite name="ExampleCApi" tests="1" failures="%d">\n    <testcase name="RunsOnTheDevice" status="run" result="%s">%s</testcase>\n  </testsuite>\n</testsuites>\n' \
-      "$([ -n "$failure" ] && echo 1 || echo 0)" "$([ -n "$failure" ] && echo 1 || echo 0)" "$r" "$failure" \
-      >"${dir}example_c_api.xml"
+      "$failures" "$failures" "$r" "$failure" >"${dir}example_c_api.xml"
     ;;
   esac
 }
