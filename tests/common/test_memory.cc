@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -15,6 +16,18 @@ Mapping::Mapping(size_t length, int prot) : length_(length) {
 
 Mapping::~Mapping() {
   if (data_ != nullptr) munmap(data_, length_);
+}
+
+SharedMemfd::SharedMemfd(const char* name, size_t length) : length_(length) {
+  fd_ = memfd_create(name, MFD_CLOEXEC);
+  if (fd_ < 0 || ftruncate(fd_, static_cast<off_t>(length)) != 0) return;
+  void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (p != MAP_FAILED) data_ = static_cast<char*>(p);
+}
+
+SharedMemfd::~SharedMemfd() {
+  if (data_ != nullptr) munmap(data_, length_);
+  if (fd_ >= 0) close(fd_);
 }
 
 void FillPattern(void* p, size_t n, uint32_t seed, size_t first_index) {

@@ -39,6 +39,30 @@ class Mapping {
   size_t length_ = 0;
 };
 
+// A memfd of `length` bytes mapped shared and writable, both undone on
+// destruction. Its pages stay in the file whatever replaces the mapping, so
+// a replaced page never gets its old frame back; truncating and refilling
+// the file (through fd()) gives the mapping new frames under the same
+// addresses, as the PFN tests need.
+class SharedMemfd {
+ public:
+  SharedMemfd(const char* name, size_t length);
+  ~SharedMemfd();
+  SharedMemfd(const SharedMemfd&) = delete;
+  SharedMemfd& operator=(const SharedMemfd&) = delete;
+
+  int fd() const { return fd_; }
+  char* data() const { return data_; }
+  size_t size() const { return length_; }
+  // Made and mapped; errno says why not otherwise.
+  bool ok() const { return data_ != nullptr; }
+
+ private:
+  int fd_ = -1;
+  char* data_ = nullptr;
+  size_t length_ = 0;
+};
+
 // Byte `i` of pattern `seed`: differs between seeds and is not periodic in
 // any small power of two, so a misplaced page shows.
 inline uint8_t PatternByte(uint32_t seed, size_t i) {

@@ -9,10 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
 #include "dmareg/monitor.h"
 #include "dmareg/testing/fake_domain.h"
@@ -34,28 +37,20 @@ class CachePfnTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fake_ = std::make_shared<FakeDomain>();
-    // Shared memory: its pages live in the memfd whatever replaces the
-    // mapping, so a replacement can never get the old frames back.
-    fd_ = memfd_create("cache_pfn_test", MFD_CLOEXEC);
-    ASSERT_GE(fd_, 0);
-    ASSERT_EQ(ftruncate(fd_, static_cast<off_t>(kPages * kPage)), 0);
-    mem_ = static_cast<char*>(
-        mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0));
-    ASSERT_NE(mem_, MAP_FAILED);
-    for (size_t i = 0; i < kPages; ++i) mem_[i * kPage] = 1;  // present, like pinned pages
+    // Shared memory: a replacement can never get the old frames back.
+    ASSERT_TRUE(mem_.ok()) << std::strerror(errno);
+    for (size_t i = 0; i < kPages; ++i) page(i)[0] = 1;  // present, like pinned pages
   }
   void TearDown() override {
     cache_.reset();
     EXPECT_EQ(fake_->live_registrations(), 0) << "registrations leaked";
-    munmap(mem_, kPages * kPage);
-    close(fd_);
   }
   void MakeCache(uint32_t every) {
     cache_ = RegistrationCache::Create(
                  fake_, {.monitor = ExplicitMonitor::Create(), .pfn_check_every = every})
                  .value();
   }
-  char* page(size_t i) { return mem_ + i * kPage; }
+  char* page(size_t i) { return mem_.data() + i * kPage; }
   // New anonymous pages at page(i), written; no monitor is told.
   void Replace(size_t i) {
     ASSERT_NE(mmap(page(i), kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
@@ -66,8 +61,7 @@ class CachePfnTest : public ::testing::Test {
 
   std::shared_ptr<FakeDomain> fake_;
   std::unique_ptr<RegistrationCache> cache_;
-  int fd_ = -1;
-  char* mem_ = nullptr;
+  test::SharedMemfd mem_{"cache_pfn_test", kPages* kPage};
 };
 
 TEST_F(CachePfnTest, WithoutTheOptionCheckPfnsIsFailedPrecondition) {

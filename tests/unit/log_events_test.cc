@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -27,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
+#include "common/test_memory.h"
 #include "dmareg/cache.h"
 #include "dmareg/log.h"
 #include "dmareg/monitor.h"
@@ -99,14 +101,8 @@ class LogEventsTest : public ::testing::Test {
     unsetenv("DMAREG_LOG_LEVEL");
     ResetLogging();
     SetLogSink(&ProbeAndCollect, &seen_);
-    // Shared memory: its pages stay in the memfd whatever replaces the
-    // mapping, so a replaced page never gets its old frame back (PFN test).
-    fd_ = memfd_create("log_events_test", MFD_CLOEXEC);
-    ASSERT_GE(fd_, 0);
-    ASSERT_EQ(ftruncate(fd_, static_cast<off_t>(kPages * kPage)), 0);
-    mem_ = static_cast<char*>(
-        mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0));
-    ASSERT_NE(mem_, MAP_FAILED);
+    // Shared memory: a replaced page never gets its old frame back (PFN test).
+    ASSERT_TRUE(mem_.ok()) << std::strerror(errno);
     for (size_t i = 0; i < kPages; ++i) page(i)[0] = 1;  // present, like pinned pages
   }
   void TearDown() override {
@@ -115,8 +111,6 @@ class LogEventsTest : public ::testing::Test {
     ResetLogging();
     EXPECT_EQ(seen_.locked.load(), 0) << "a message reached the sink under the cache's lock";
     EXPECT_EQ(fake_->live_registrations(), 0);
-    munmap(mem_, kPages * kPage);
-    close(fd_);
   }
   void MakeCache(CacheOptions options) {
     options.use_environment = false;
@@ -127,13 +121,12 @@ class LogEventsTest : public ::testing::Test {
     std::lock_guard<std::mutex> lock(seen_.mu);
     return seen_.lines;
   }
-  char* page(size_t i) { return mem_ + i * kPage; }
+  char* page(size_t i) { return mem_.data() + i * kPage; }
 
   Seen seen_;
   std::shared_ptr<FakeDomain> fake_ = std::make_shared<FakeDomain>("nic7");
   std::unique_ptr<RegistrationCache> cache_;
-  int fd_ = -1;
-  char* mem_ = nullptr;
+  test::SharedMemfd mem_{"log_events_test", kPages* kPage};
 };
 
 TEST_F(LogEventsTest, MonitorOverrunOncePerOverrun) {
@@ -222,7 +215,7 @@ TEST_F(LogEventsTest, FailedDeregistrationOncePerMapping) {
   ASSERT_TRUE(cache_->Acquire(page(0), kPage, Access::kLocalWrite).ok());
   ASSERT_TRUE(cache_->Acquire(page(8), 2 * kPage, Access::kLocalWrite).ok());
   fake_->FailDeregistrations(internal::ErrnoStatus(EIO, "ibv_dereg_mr", "nic7"));
-  ASSERT_TRUE(cache_->Invalidate(mem_, kPages * kPage).ok());
+  ASSERT_TRUE(cache_->Invalidate(mem_.data(), mem_.size()).ok());
   EXPECT_EQ(fake_->live_registrations(), 0) << "dropped anyway";
   const std::vector<std::string> lines = Lines();
   ASSERT_THAT(lines, SizeIs(2));

@@ -32,35 +32,29 @@ class VerbsPfnTest : public RcLoopbackTest {
     ASSERT_TRUE(cache.ok()) << cache.status();
     pfn_cache_ = *std::move(cache);
     ASSERT_EQ(pfn_cache_->monitor().name(), "userfaultfd");
-    fd_ = memfd_create("verbs_pfn_test", MFD_CLOEXEC);
-    ASSERT_GE(fd_, 0) << std::strerror(errno);
-    ASSERT_EQ(ftruncate(fd_, kLen), 0) << std::strerror(errno);
-    buf_ = static_cast<char*>(mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0));
-    ASSERT_NE(buf_, MAP_FAILED) << std::strerror(errno);
+    ASSERT_TRUE(file_.ok()) << std::strerror(errno);
   }
   void TearDown() override {
     pfn_cache_.reset();
-    if (buf_ != nullptr && buf_ != MAP_FAILED) munmap(buf_, kLen);
-    if (fd_ >= 0) close(fd_);
     RcLoopbackTest::TearDown();
   }
   // The file's bytes, written through the file (not the mapping).
   void WriteFile(uint32_t seed) {
     std::vector<char> bytes(kLen);
     FillPattern(bytes.data(), kLen, seed);
-    ASSERT_EQ(pwrite(fd_, bytes.data(), kLen, 0), static_cast<ssize_t>(kLen))
+    ASSERT_EQ(pwrite(file_.fd(), bytes.data(), kLen, 0), static_cast<ssize_t>(kLen))
         << std::strerror(errno);
   }
   // RDMA READ of the whole buffer through `reg` into `dst`.
   void ReadInto(const Mapping& dst, const Registration& d, const Registration& reg) {
     std::memset(dst.data(), 0, kLen);
-    absl::Status r = pair_.b->Read(dst.data(), kLen, d.lkey(), reg.IovaFor(buf_), reg.rkey());
+    absl::Status r =
+        pair_.b->Read(dst.data(), kLen, d.lkey(), reg.IovaFor(file_.data()), reg.rkey());
     ASSERT_TRUE(r.ok()) << r;
   }
 
+  test::SharedMemfd file_{"verbs_pfn_test", kLen};
   std::unique_ptr<RegistrationCache> pfn_cache_;
-  int fd_ = -1;
-  char* buf_ = nullptr;
 };
 
 TEST_F(VerbsPfnTest, TruncatedAndRefilledFileIsFoundStale) {
@@ -72,7 +66,7 @@ TEST_F(VerbsPfnTest, TruncatedAndRefilledFileIsFoundStale) {
   ASSERT_TRUE(d.ok()) << d.status();
   uint32_t old_rkey = 0, old_lkey = 0;
   {
-    auto reg = pfn_cache_->Acquire(buf_, kLen, Access::kRemoteRead);
+    auto reg = pfn_cache_->Acquire(file_.data(), kLen, Access::kRemoteRead);
     ASSERT_TRUE(reg.ok()) << reg.status();
     old_rkey = reg->rkey();
     old_lkey = reg->lkey();
@@ -92,14 +86,14 @@ TEST_F(VerbsPfnTest, TruncatedAndRefilledFileIsFoundStale) {
   EXPECT_TRUE(clean->stale.empty()) << "untouched memory reported stale";
 
   // Truncate to nothing and refill: the pages under the mapping are new.
-  ASSERT_EQ(ftruncate(fd_, 0), 0) << std::strerror(errno);
-  ASSERT_EQ(ftruncate(fd_, kLen), 0) << std::strerror(errno);
+  ASSERT_EQ(ftruncate(file_.fd(), 0), 0) << std::strerror(errno);
+  ASSERT_EQ(ftruncate(file_.fd(), kLen), 0) << std::strerror(errno);
   WriteFile(2);
-  ASSERT_EQ(FindMismatch(buf_, kLen, 2), -1) << "the CPU does not see the refill";
+  ASSERT_EQ(FindMismatch(file_.data(), kLen, 2), -1) << "the CPU does not see the refill";
 
   const uint64_t misses = pfn_cache_->stats().misses;
   {
-    auto cached = pfn_cache_->Acquire(buf_, kLen, Access::kRemoteRead);
+    auto cached = pfn_cache_->Acquire(file_.data(), kLen, Access::kRemoteRead);
     ASSERT_TRUE(cached.ok()) << cached.status();
     EXPECT_EQ(cached->rkey(), old_rkey) << "a monitor saw the truncation after all";
     EXPECT_EQ(pfn_cache_->stats().misses, misses);
@@ -114,15 +108,15 @@ TEST_F(VerbsPfnTest, TruncatedAndRefilledFileIsFoundStale) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->checked_regions, 2u);
   ASSERT_EQ(report->stale.size(), 1u) << "the truncated file's MR was not found";
-  EXPECT_EQ(report->stale[0].addr, reinterpret_cast<uintptr_t>(buf_));
+  EXPECT_EQ(report->stale[0].addr, reinterpret_cast<uintptr_t>(file_.data()));
   EXPECT_EQ(report->stale[0].length, kLen);
   EXPECT_EQ(report->stale[0].lkey, old_lkey);
-  EXPECT_EQ(report->stale[0].first_stale_page, reinterpret_cast<uintptr_t>(buf_));
+  EXPECT_EQ(report->stale[0].first_stale_page, reinterpret_cast<uintptr_t>(file_.data()));
   EXPECT_EQ(domain_->live_mrs(), mrs - 1) << "the stale MR was not deregistered";
   EXPECT_EQ(pfn_cache_->stats().pfn_stale, 1u);
 
   {
-    auto fresh = pfn_cache_->Acquire(buf_, kLen, Access::kRemoteRead);
+    auto fresh = pfn_cache_->Acquire(file_.data(), kLen, Access::kRemoteRead);
     ASSERT_TRUE(fresh.ok()) << fresh.status();
     EXPECT_NE(fresh->rkey(), old_rkey);
     EXPECT_EQ(pfn_cache_->stats().misses, misses + 1);
