@@ -186,6 +186,25 @@ TEST_F(ConfigTest, BadValuesFailCreateNamingVariableAndValue) {
   EXPECT_EQ(fake_->total_registrations(), 0);
 }
 
+TEST_F(ConfigTest, BadWordsListTheAcceptedOnes) {
+  const struct {
+    const char* name;
+    const char* accepted;
+  } cases[] = {
+      {"DMAREG_MONITOR", "one of userfaultfd, hooks, explicit"},
+      {"DMAREG_PAGING", "one of pinned, on-demand, automatic"},
+      {"DMAREG_DMABUF_POLICY", "one of prefer-dmabuf, dmabuf-only, alias-only"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    Set(c.name, "none-of-these");
+    absl::StatusOr<CacheOptions> o = CacheOptionsFromEnvironment({});
+    EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(o.status().message(), HasSubstr(c.accepted));
+    unsetenv(c.name);
+  }
+}
+
 TEST_F(ConfigTest, UseEnvironmentFalseIgnoresIt) {
   Set("DMAREG_MAX_REGIONS", "lots");
   Set("DMAREG_LOG_LEVEL", "debug");
