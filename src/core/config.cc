@@ -47,35 +47,43 @@ std::optional<uint64_t> ParseCount(absl::string_view text) {
   return n;
 }
 
-template <typename Enum>
-struct Word {
-  absl::string_view word;
-  Enum value;
-};
-
+// The value among `values` whose name is `text`: the names are the ones
+// the library prints (PagingName, ...), so each is spelled in one place.
 template <typename Enum, size_t N>
-std::optional<Enum> ParseWord(absl::string_view text, const Word<Enum> (&words)[N]) {
-  for (const Word<Enum>& w : words) {
-    if (text == w.word) return w.value;
+std::optional<Enum> ParseName(absl::string_view text, const Enum (&values)[N],
+                              const char* (*name)(Enum)) {
+  for (Enum v : values) {
+    if (text == name(v)) return v;
   }
   return std::nullopt;
 }
 
-constexpr Word<Monitoring> kMonitorWords[] = {
-    {"userfaultfd", Monitoring::kAutomatic},
-    {"hooks", Monitoring::kHooks},
-    {"explicit", Monitoring::kExplicitOnly},
-};
-constexpr Word<Paging> kPagingWords[] = {
-    {"pinned", Paging::kPinned},
-    {"on-demand", Paging::kOnDemand},
-    {"automatic", Paging::kAutomatic},
-};
-constexpr Word<DmaBufPolicy> kDmaBufPolicyWords[] = {
-    {"prefer-dmabuf", DmaBufPolicy::kPreferDmaBuf},
-    {"dmabuf-only", DmaBufPolicy::kDmaBufOnly},
-    {"alias-only", DmaBufPolicy::kAliasOnly},
-};
+// "one of a, b, c", for the error of a word that is none of them.
+template <typename Enum, size_t N>
+std::string OneOf(const Enum (&values)[N], const char* (*name)(Enum)) {
+  return absl::StrCat("one of ", absl::StrJoin(values, ", ", [&](std::string* out, Enum v) {
+                        out->append(name(v));
+                      }));
+}
+
+// DMAREG_MONITOR's words: the automatic monitor is the userfaultfd.
+const char* MonitorWord(Monitoring monitoring) {
+  switch (monitoring) {
+    case Monitoring::kAutomatic:
+      return "userfaultfd";
+    case Monitoring::kHooks:
+      return "hooks";
+    case Monitoring::kExplicitOnly:
+      return "explicit";
+  }
+  return "unknown";
+}
+
+constexpr Monitoring kMonitorings[] = {Monitoring::kAutomatic, Monitoring::kHooks,
+                                       Monitoring::kExplicitOnly};
+constexpr Paging kPagings[] = {Paging::kPinned, Paging::kOnDemand, Paging::kAutomatic};
+constexpr DmaBufPolicy kDmaBufPolicies[] = {DmaBufPolicy::kPreferDmaBuf, DmaBufPolicy::kDmaBufOnly,
+                                            DmaBufPolicy::kAliasOnly};
 
 }  // namespace
 
@@ -142,26 +150,24 @@ absl::StatusOr<Environment> ReadEnvironment(CacheOptions options) {
     }
   }
   if (auto v = Get("DMAREG_MONITOR")) {
-    const std::optional<Monitoring> m = ParseWord(*v, kMonitorWords);
-    if (!m) return Bad("DMAREG_MONITOR", *v, "one of userfaultfd, hooks, explicit");
+    const std::optional<Monitoring> m = ParseName(*v, kMonitorings, MonitorWord);
+    if (!m) return Bad("DMAREG_MONITOR", *v, OneOf(kMonitorings, MonitorWord));
     if (options.monitor == nullptr && options.monitoring == defaults.monitoring) {
       options.monitoring = *m;
       note("DMAREG_MONITOR", *v);
     }
   }
   if (auto v = Get("DMAREG_PAGING")) {
-    const std::optional<Paging> p = ParseWord(*v, kPagingWords);
-    if (!p) return Bad("DMAREG_PAGING", *v, "one of pinned, on-demand, automatic");
+    const std::optional<Paging> p = ParseName(*v, kPagings, PagingName);
+    if (!p) return Bad("DMAREG_PAGING", *v, OneOf(kPagings, PagingName));
     if (options.paging == defaults.paging) {
       options.paging = *p;
       note("DMAREG_PAGING", *v);
     }
   }
   if (auto v = Get("DMAREG_DMABUF_POLICY")) {
-    const std::optional<DmaBufPolicy> p = ParseWord(*v, kDmaBufPolicyWords);
-    if (!p) {
-      return Bad("DMAREG_DMABUF_POLICY", *v, "one of prefer-dmabuf, dmabuf-only, alias-only");
-    }
+    const std::optional<DmaBufPolicy> p = ParseName(*v, kDmaBufPolicies, DmaBufPolicyName);
+    if (!p) return Bad("DMAREG_DMABUF_POLICY", *v, OneOf(kDmaBufPolicies, DmaBufPolicyName));
     if (options.dmabuf_policy == defaults.dmabuf_policy) {
       options.dmabuf_policy = *p;
       note("DMAREG_DMABUF_POLICY", *v);
