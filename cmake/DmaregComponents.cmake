@@ -121,8 +121,8 @@ endfunction()
 # and tools too) and stops with a message naming the missing package and the
 # option that turns the backend off; then builds dmareg_<name> (export name
 # dmareg::<name>) on the core, with the dependencies linked privately, and
-# makes it component <name>. HEADERS are the backend's even when it is off,
-# so the core's header set leaves them out.
+# makes it component <name>, with HEADERS (its folder include/dmareg/<name>/
+# and its C header, if any) as its installed file set.
 function(dmareg_add_backend name)
   cmake_parse_arguments(B "" "DESCRIPTION;PKG_PREFIX"
     "SOURCES;HEADERS;PKG_MODULES;DEBIAN_PACKAGES;BACKENDS;PRIVATE_LIBS" ${ARGN})
@@ -130,7 +130,6 @@ function(dmareg_add_backend name)
   set(opt DMAREG_WITH_${NAME})
   option(${opt} "Build dmareg_${name}: ${B_DESCRIPTION}" ON)
   set_property(GLOBAL APPEND PROPERTY DMAREG_KNOWN_COMPONENTS ${name})
-  set_property(GLOBAL APPEND PROPERTY DMAREG_BACKEND_HEADERS ${B_HEADERS})
   list(TRANSFORM B_HEADERS PREPEND ${PROJECT_SOURCE_DIR}/include/)
   if(NOT ${opt})
     message(STATUS "dmareg: ${name} backend off (${opt}=OFF)")
@@ -173,7 +172,7 @@ function(dmareg_add_backend name)
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(${target}
     PUBLIC dmareg ${backend_targets}
-    PRIVATE $<BUILD_INTERFACE:dmareg_warnings> ${B_PRIVATE_LIBS})
+    PRIVATE $<BUILD_INTERFACE:dmareg_warnings> $<BUILD_INTERFACE:dmareg_base> ${B_PRIVATE_LIBS})
   if(B_PKG_MODULES)
     target_link_libraries(${target} PRIVATE PkgConfig::${B_PKG_PREFIX})
   endif()

@@ -1,6 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// OdpRegion: the window, the page table and link-on-demand (dmareg/odp.h).
+// OdpRegion: the window, the page table and link-on-demand (dmareg/odp/odp_region.h).
 //
 // Pages are linked a chunk (backend->ChunkBytes) at a time, so every page of
 // a chunk has the same bits: a chunk is linked iff its first word has
@@ -11,6 +11,8 @@
 //
 //   auto region = OdpRegion::Create(backend, buf, len, Access::kLocalWrite).value();
 //   region->Fault(buf, 4096, /*write=*/false);   // links the chunk holding it
+
+#include "dmareg/odp/odp_region.h"
 
 #include <unistd.h>
 
@@ -25,7 +27,6 @@
 #include "absl/strings/str_format.h"
 #include "base/mutex.h"
 #include "base/pagemap.h"
-#include "dmareg/odp.h"
 #include "dmareg/range.h"
 #include "monitor/invalidation_log.h"
 

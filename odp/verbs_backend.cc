@@ -4,6 +4,8 @@
 // on-demand MR per window (or a shared implicit one) with prefetching links,
 // and a pinned MR per window registered again at the same IOVA.
 
+#include "dmareg/odp/verbs_backend.h"
+
 #include <infiniband/verbs.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -20,7 +22,6 @@
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
 #include "base/mutex.h"
-#include "dmareg/odp_verbs.h"
 
 namespace dmareg {
 

@@ -3,6 +3,8 @@
 // OdpVfioBackend (dmareg/odp_vfio.h): windows from the container's IOVA
 // allocator, chunks mapped and unmapped at fixed IOVAs.
 
+#include "dmareg/odp/vfio_backend.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/mutex.h"
-#include "dmareg/odp_vfio.h"
 
 namespace dmareg {
 

@@ -1,6 +1,6 @@
 /* Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
  *
- * c_api: the registration cache from C (dmareg/dmareg_c.h).
+ * c_api: the registration cache from C (dmareg/c/dmareg.h).
  *
  *   c_api            # over the fake domain: no device needed
  *   c_api rxe0       # over a verbs device
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dmareg/dmareg_c.h"
-#include "dmareg/testing/fake_domain_c.h"
+#include "dmareg/c/testing.h"
+#include "dmareg/c/verbs.h"
 
 enum { kLen = 1 << 20 };
 

@@ -25,9 +25,12 @@
 #include <vector>
 
 #include "dmareg/cache.h"
-#include "dmareg/cuda.h"
-#include "dmareg/dmabuf.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/dmabuf/cuda_driver.h"
+#include "dmareg/dmabuf/cuda_exporter.h"
+#include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/dmabuf/gpu_cache.h"
+#include "dmareg/dmabuf/udmabuf.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "verbs/rc_qp.h"
 
 namespace {

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "dmareg/cache.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "verbs/rc_qp.h"
 
 namespace {

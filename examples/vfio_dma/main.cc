@@ -27,7 +27,7 @@
 #include "dmareg/cache.h"
 #include "dmareg/external_memory.h"
 #include "dmareg/testing/edu_device.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 
 namespace {
 

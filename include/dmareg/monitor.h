@@ -90,7 +90,7 @@
 #include "absl/strings/string_view.h"
 #include "dmareg/range.h"
 
-struct dmareg_monitor;  // C handle, see monitor_c.h
+struct dmareg_monitor;  // C handle, see dmareg/c/dmareg.h
 
 namespace dmareg {
 
@@ -224,7 +224,7 @@ struct HooksMonitorOptions {
   HooksUserfaultfd userfaultfd = HooksUserfaultfd::kIfAvailable;
 };
 
-// Learns of unmaps from libdmareg_hooks (dmareg/hooks.h), inside the
+// Learns of unmaps from libdmareg_hooks (dmareg/c/hooks.h), inside the
 // unmapping call and BEFORE it proceeds: munmap, mremap, madvise(DONTNEED,
 // FREE, REMOVE), mmap(MAP_FIXED), shmat(SHM_REMAP), shmdt, brk/sbrk
 // shrinking, and free()/realloc() of glibc's mmap-backed chunks. So no thread

@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "base/thread_slot.h"
+#include "runtime/thread_slot.h"
 
 namespace dmareg::internal {
 

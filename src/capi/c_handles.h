@@ -17,7 +17,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "dmareg/dmareg_c.h"
+#include "dmareg/c/dmareg.h"
 #include "dmareg/domain.h"
 
 struct dmareg_domain {
@@ -26,7 +26,7 @@ struct dmareg_domain {
 
 namespace dmareg::internal {
 
-// The negative errno for `status` (see dmareg_c.h for the mapping).
+// The negative errno for `status` (see dmareg/c/dmareg.h for the mapping).
 int StatusToNegErrno(const absl::Status& status);
 // Records the message as this thread's last error; returns -err.
 int CFail(int err, const std::string& message);

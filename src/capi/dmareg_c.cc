@@ -1,10 +1,8 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// The C API over RegistrationCache (dmareg/dmareg_c.h). No exception and no
+// The C API over RegistrationCache (dmareg/c/dmareg.h). No exception and no
 // absl::Status crosses into C: each entry point turns them into a negative
 // errno and a thread-local message.
-#include "dmareg/dmareg_c.h"
-
 #include <cerrno>
 #include <exception>
 #include <initializer_list>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/errno_status.h"
 #include "capi/c_handles.h"
+#include "dmareg/c/dmareg.h"
 #include "dmareg/cache.h"
 #include "dmareg/registration.h"
 

@@ -24,10 +24,10 @@
 #include "absl/strings/str_split.h"
 #include "base/errno_status.h"
 #ifdef DMAREG_CLI_HAVE_DMABUF
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/sources_probe.h"
 #endif
 #ifdef DMAREG_CLI_HAVE_VFIO
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #endif
 #include "nlohmann/json.hpp"
 

@@ -22,7 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "dmareg/domain.h"
 #include "dmareg/range.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "verbs/rc_qp.h"
 
 namespace dmareg::cli {

@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/log.h"
 #include "core/cache_core.h"
 #include "core/config.h"
+#include "runtime/log.h"
 
 namespace dmareg {
 

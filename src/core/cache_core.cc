@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "base/log.h"
+#include "runtime/log.h"
 
 namespace dmareg::internal {
 

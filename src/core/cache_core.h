@@ -49,8 +49,6 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "base/asymmetric_fence.h"
-#include "base/fork_generation.h"
 #include "base/mutex.h"
 #include "base/pagemap.h"
 #include "base/striped_counter.h"
@@ -67,6 +65,8 @@
 #include "dmareg/monitor.h"
 #include "dmareg/range.h"
 #include "monitor/invalidation_log.h"
+#include "runtime/asymmetric_fence.h"
+#include "runtime/fork_generation.h"
 
 namespace dmareg::internal {
 

@@ -8,8 +8,8 @@
 #include <optional>
 
 #include "base/errno_status.h"
-#include "base/log.h"
 #include "core/cache_core.h"
+#include "runtime/log.h"
 
 namespace dmareg::internal {
 

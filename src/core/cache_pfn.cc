@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "base/log.h"
 #include "core/cache_core.h"
+#include "runtime/log.h"
 
 namespace dmareg::internal {
 

@@ -23,8 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "base/fork_generation.h"
-#include "base/thread_slot.h"
+#include "runtime/fork_generation.h"
+#include "runtime/thread_slot.h"
 
 namespace dmareg::internal {
 

@@ -2,6 +2,8 @@
 //
 // CudaDriver: libcuda loaded at run time, and ProbeCuda.
 
+#include "dmareg/dmabuf/cuda_driver.h"
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -16,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "dmabuf/cuda_api.h"
-#include "dmareg/cuda.h"
+#include "dmareg/dmabuf/dmabuf.h"
 
 namespace dmareg {
 namespace internal {

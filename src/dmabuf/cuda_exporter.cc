@@ -3,6 +3,8 @@
 // CudaDmaBufExporter: one dma-buf per CUDA allocation, replaced when the
 // allocation at its address changes.
 
+#include "dmareg/dmabuf/cuda_exporter.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,7 +22,8 @@
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
 #include "base/mutex.h"
-#include "dmareg/cuda.h"
+#include "dmareg/dmabuf/cuda_driver.h"
+#include "dmareg/dmabuf/dmabuf.h"
 
 namespace dmareg {
 

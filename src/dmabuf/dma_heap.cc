@@ -1,4 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/dmabuf/dma_heap.h"
+
 #include <fcntl.h>
 #include <linux/dma-heap.h>
 #include <sys/ioctl.h>
@@ -11,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
 
 namespace dmareg {
 namespace {

@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
 
 #include <linux/dma-buf.h>
 #include <sys/ioctl.h>

@@ -1,4 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/dmabuf/drm_device.h"
+
 #include <drm.h>
 #include <drm_mode.h>
 #include <fcntl.h>
@@ -13,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
 
 namespace dmareg {
 namespace {

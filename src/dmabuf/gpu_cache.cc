@@ -3,6 +3,8 @@
 // GpuRegistrationCache: export, cache and register a device pointer in one
 // call.
 
+#include "dmareg/dmabuf/gpu_cache.h"
+
 #include <memory>
 #include <utility>
 #include <vector>
@@ -10,7 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "dmareg/cuda.h"
+#include "dmareg/dmabuf/cuda_exporter.h"
+#include "dmareg/dmabuf/dmabuf.h"
 #include "dmareg/registration_set.h"
 
 namespace dmareg {

@@ -1,4 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/dmabuf/sources_probe.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,8 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "dmareg/cuda.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/cuda_driver.h"
 
 namespace dmareg {
 namespace {

@@ -1,4 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/dmabuf/udmabuf.h"
+
 #include <fcntl.h>
 #include <linux/udmabuf.h>
 #include <sys/ioctl.h>
@@ -12,7 +14,7 @@
 
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
 
 namespace dmareg {
 namespace {

@@ -16,7 +16,7 @@
  * preloaded into any program.
  */
 #define _GNU_SOURCE
-#include "dmareg/hooks.h"
+#include "dmareg/c/hooks.h"
 
 #include <dlfcn.h>
 #include <errno.h>

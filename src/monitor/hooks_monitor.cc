@@ -16,7 +16,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "dmareg/hooks.h"
+#include "dmareg/c/hooks.h"
 #include "dmareg/monitor.h"
 #include "monitor/invalidation_log.h"
 

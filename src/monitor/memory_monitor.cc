@@ -7,8 +7,8 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "dmareg/c/dmareg.h"
 #include "dmareg/monitor.h"
-#include "dmareg/monitor_c.h"
 #include "monitor/invalidation_log.h"
 
 namespace dmareg {

@@ -38,11 +38,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "base/fork_generation.h"
 #include "base/mutex.h"
 #include "dmareg/monitor.h"
 #include "monitor/invalidation_log.h"
 #include "monitor/vma.h"
+#include "runtime/fork_generation.h"
 
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1

@@ -1,12 +1,11 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // The C face of FakeDomain (dmareg/testing/fake_domain_c.h).
-#include "dmareg/testing/fake_domain_c.h"
-
 #include <cerrno>
 #include <memory>
 
 #include "capi/c_handles.h"
+#include "dmareg/c/testing.h"
 #include "dmareg/testing/fake_domain.h"
 
 using dmareg::internal::CFail;

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "dmareg/testing/verbs_ops.h"
+#include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg::testing {
 

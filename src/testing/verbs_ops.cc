@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "dmareg/testing/verbs_ops.h"
+#include "dmareg/verbs/verbs_ops.h"
 
 #include <memory>
 #include <string>
@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 namespace dmareg::testing {
 

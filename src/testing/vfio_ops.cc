@@ -1,12 +1,12 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "dmareg/testing/vfio_ops.h"
+#include "dmareg/vfio/vfio_ops.h"
 
 #include <memory>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 
 namespace dmareg::testing {
 

@@ -1,14 +1,14 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// dmareg_verbs_domain_open/_wrap (dmareg/dmareg_c.h): the C API's verbs
+// dmareg_verbs_domain_open/_wrap (dmareg/c/verbs.h): the C API's verbs
 // domains. Here, not in the core, so that the core needs no libibverbs.
 #include <cerrno>
 #include <string_view>
 #include <utility>
 
 #include "capi/c_handles.h"
-#include "dmareg/dmareg_c.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/c/verbs.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 using dmareg::internal::CFail;
 

@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 #include <infiniband/verbs.h>
 

@@ -1,7 +1,7 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // The seam between VerbsDomain and libibverbs. The interface is installed
-// for tests as dmareg/testing/verbs_ops.h (one virtual function per verbs
+// for tests as dmareg/verbs/verbs_ops.h (one virtual function per verbs
 // call, libibverbs' error conventions); inside the library it goes by
 // `internal::VerbsOps`. `MakeRealVerbsOps()` forwards every call to
 // libibverbs unchanged.
@@ -11,7 +11,7 @@
 
 #include <memory>
 
-#include "dmareg/testing/verbs_ops.h"
+#include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg::internal {
 

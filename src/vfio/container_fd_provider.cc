@@ -15,9 +15,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "base/mutex.h"
-#include "dmareg/vfio.h"
-#include "dmareg/vfio_fd_sharing.h"
-#include "vfio/mp/fd_provider.h"
+#include "dmareg/vfio/fd_sharing.h"
+#include "dmareg/vfio/vfio_domain.h"
+#include "vfio/fd_sharing/fd_provider.h"
 
 namespace dmareg {
 namespace internal {

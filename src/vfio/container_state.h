@@ -15,11 +15,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "base/iova_allocator.h"
 #include "base/mutex.h"
 #include "dmareg/range.h"
-#include "dmareg/testing/vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
+#include "vfio/iova_allocator.h"
 
 namespace dmareg {
 

@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #include "vfio/container_state.h"
 #include "vfio/vfio_ops.h"
 

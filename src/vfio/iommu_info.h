@@ -18,8 +18,8 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
-#include "dmareg/testing/vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 
 namespace dmareg::internal {
 

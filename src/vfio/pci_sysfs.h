@@ -14,8 +14,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "dmareg/testing/vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 
 namespace dmareg::internal {
 

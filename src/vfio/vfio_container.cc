@@ -32,11 +32,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/errno_status.h"
-#include "base/iova_allocator.h"
 #include "base/mutex.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #include "vfio/container_state.h"
 #include "vfio/iommu_info.h"
+#include "vfio/iova_allocator.h"
 #include "vfio/vfio_ops.h"
 
 namespace dmareg {

@@ -1,4 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/vfio/vfio_domain.h"
+
 #include <fcntl.h>
 #include <linux/vfio.h>
 #include <sys/mman.h>
@@ -15,7 +17,6 @@
 #include "absl/strings/str_join.h"
 #include "base/errno_status.h"
 #include "base/mutex.h"
-#include "dmareg/vfio.h"
 #include "vfio/iommu_info.h"
 #include "vfio/pci_sysfs.h"
 #include "vfio/vfio_ops.h"

@@ -1,7 +1,7 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // The seam between the VFIO backend and the kernel. The interface is
-// installed for tests as dmareg/testing/vfio_ops.h (one virtual function per
+// installed for tests as dmareg/vfio/vfio_ops.h (one virtual function per
 // call, the kernel's error conventions); `MakeRealVfioOps()` makes the
 // system calls unchanged.
 
@@ -10,7 +10,7 @@
 
 #include <memory>
 
-#include "dmareg/testing/vfio_ops.h"
+#include "dmareg/vfio/vfio_ops.h"
 
 namespace dmareg::internal {
 

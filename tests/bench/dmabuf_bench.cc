@@ -33,10 +33,12 @@
 
 #include "benchmark/benchmark.h"
 #include "dmareg/cache.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/dmabuf/drm_device.h"
+#include "dmareg/dmabuf/udmabuf.h"
 #include "dmareg/registration_set.h"
 #include "dmareg/testing/fake_domain.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 namespace {
 

@@ -37,8 +37,8 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "dmareg/c/hooks.h"
 #include "dmareg/cache.h"
-#include "dmareg/hooks.h"
 #include "dmareg/monitor.h"
 #include "dmareg/testing/fake_domain.h"
 

@@ -27,11 +27,11 @@
 #include <string>
 
 #include "benchmark/benchmark.h"
-#include "dmareg/odp.h"
-#include "dmareg/odp_vfio.h"
+#include "dmareg/odp/odp_region.h"
+#include "dmareg/odp/vfio_backend.h"
 #include "dmareg/testing/fake_vfio_ops.h"
-#include "dmareg/testing/vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 
 namespace {
 

@@ -29,10 +29,10 @@
 
 #include "benchmark/benchmark.h"
 #include "dmareg/cache.h"
-#include "dmareg/odp.h"
-#include "dmareg/odp_verbs.h"
+#include "dmareg/odp/odp_region.h"
+#include "dmareg/odp/verbs_backend.h"
 #include "dmareg/testing/fake_domain.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 namespace dmareg {
 namespace {

@@ -34,10 +34,10 @@
 #include "dmareg/cache.h"
 #include "dmareg/external_memory.h"
 #include "dmareg/testing/fake_vfio_ops.h"
-#include "dmareg/testing/vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 #ifdef DMAREG_BENCH_HAVE_VERBS
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #endif
 
 namespace {

@@ -1,7 +1,7 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // libFuzzer target for VFIO fd sharing's wire format and the server's
-// request handling (src/vfio/mp): any bytes may arrive from a peer. Checks,
+// request handling (src/vfio/fd_sharing): any bytes may arrive from a peer. Checks,
 // beyond "no crash, no sanitizer report":
 //   - a request or reply that parses encodes back to the very same bytes;
 //   - the handler always produces a reply that parses, marks exactly the
@@ -11,9 +11,9 @@
 #include <cstdint>
 #include <span>
 
-#include "vfio/mp/fd_handler.h"
-#include "vfio/mp/fd_message.h"
-#include "vfio/mp/fd_provider.h"
+#include "vfio/fd_sharing/fd_handler.h"
+#include "vfio/fd_sharing/fd_message.h"
+#include "vfio/fd_sharing/fd_provider.h"
 
 namespace {
 

@@ -16,7 +16,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "dmareg/cuda.h"
+#include "dmareg/dmabuf/cuda_driver.h"
+#include "dmareg/dmabuf/cuda_exporter.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -1,6 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// edu_device.h: a driver for qemu's `edu` PCI device (1234:11e8), the DMA
+// testing/edu_device.h: a driver for qemu's `edu` PCI device (1234:11e8), the DMA
 // engine the VFIO tests and examples use to prove that an IOMMU mapping
 // points at the right host pages: the device itself copies RAM -> its
 // buffer -> RAM through IOVAs, and the bytes are compared.
@@ -30,7 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 
 namespace dmareg::testing {
 

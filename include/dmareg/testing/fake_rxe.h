@@ -1,6 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// fake_rxe.h: one rxe-like device behind a FakeVerbsOps, as the verbs unit
+// testing/fake_rxe.h: one rxe-like device behind a FakeVerbsOps, as the verbs unit
 // tests set it up: a VerbsDomain opened on it, or the application's own
 // context and PD for VerbsDomain::Wrap, and the check that nothing was left
 // on the device once every domain over it is gone.
@@ -26,7 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "dmareg/testing/fake_verbs_ops.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 namespace dmareg::testing {
 

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "dmareg/testing/verbs_ops.h"
+#include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg::testing {
 

@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "dmareg/testing/vfio_ops.h"
+#include "dmareg/vfio/vfio_ops.h"
 
 namespace dmareg::testing {
 

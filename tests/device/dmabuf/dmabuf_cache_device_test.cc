@@ -18,7 +18,9 @@
 
 #include "device/dmabuf/dmabuf_env.h"
 #include "device/verbs/device_env.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/dmabuf/drm_device.h"
+#include "dmareg/dmabuf/udmabuf.h"
 #include "dmareg/dmabuf_id.h"
 #include "dmareg/external_memory.h"
 #include "dmareg/registration_set.h"

@@ -16,7 +16,7 @@
 #include <string>
 
 #include "common/test_memory.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dmabuf.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::dmabuf_test {

@@ -14,7 +14,11 @@
 
 #include "device/dmabuf/dmabuf_env.h"
 #include "device/verbs/device_env.h"
-#include "dmareg/dmabuf.h"
+#include "dmareg/dmabuf/dma_heap.h"
+#include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/dmabuf/drm_device.h"
+#include "dmareg/dmabuf/sources_probe.h"
+#include "dmareg/dmabuf/udmabuf.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -16,8 +16,8 @@
 #include "absl/status/status.h"
 #include "device/vfio/vfio_env.h"
 #include "dmareg/monitor.h"
-#include "dmareg/odp.h"
-#include "dmareg/odp_vfio.h"
+#include "dmareg/odp/odp_region.h"
+#include "dmareg/odp/vfio_backend.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::device_test {

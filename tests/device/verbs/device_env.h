@@ -22,7 +22,7 @@
 #include "common/test_memory.h"
 #include "common/vm_env.h"
 #include "dmareg/cache.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"
 

@@ -1,6 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// The C API (dmareg/dmareg_c.h) on a real device: a domain opened by name
+// The C API (dmareg/c/dmareg.h) on a real device: a domain opened by name
 // through C, a cache, a miss, a hit on a slice, RDMA WRITE and READ on a
 // loopback RC QP with the lkey/rkey the C calls returned, invalidation and
 // the counters; errors as negative errno with a message naming the call;
@@ -17,8 +17,8 @@
 
 #include "capi/c_handles.h"
 #include "device/verbs/device_env.h"
-#include "dmareg/dmareg_c.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/c/verbs.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"

@@ -11,7 +11,7 @@
 
 #include "device/verbs/device_env.h"
 #include "dmareg/external_memory.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"
 

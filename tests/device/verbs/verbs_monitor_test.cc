@@ -26,10 +26,10 @@
 #include "common/sanitizers.h"
 #include "common/soak.h"
 #include "device/verbs/device_env.h"
+#include "dmareg/c/hooks.h"
 #include "dmareg/cache.h"
-#include "dmareg/hooks.h"
 #include "dmareg/monitor.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"
 

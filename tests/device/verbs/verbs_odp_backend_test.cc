@@ -17,9 +17,9 @@
 
 #include "absl/status/status.h"
 #include "device/verbs/device_env.h"
-#include "dmareg/odp.h"
-#include "dmareg/odp_verbs.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/odp/odp_region.h"
+#include "dmareg/odp/verbs_backend.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"

@@ -21,7 +21,7 @@
 #include "absl/status/status.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/cache.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"

@@ -14,7 +14,7 @@
 
 #include "device/verbs/device_env.h"
 #include "dmareg/cache.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gtest/gtest.h"
 #include "verbs/rc_qp.h"
 

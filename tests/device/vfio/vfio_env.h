@@ -24,7 +24,7 @@
 #include "common/test_memory.h"
 #include "common/vm_env.h"
 #include "dmareg/testing/edu_device.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::device_test {

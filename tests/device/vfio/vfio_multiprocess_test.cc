@@ -21,7 +21,7 @@
 #include "common/test_memory.h"
 #include "device/vfio/vfio_env.h"
 #include "dmareg/external_memory.h"
-#include "dmareg/vfio_fd_sharing.h"
+#include "dmareg/vfio/fd_sharing.h"
 #include "gtest/gtest.h"
 
 extern char** environ;

@@ -21,7 +21,7 @@
 
 #include "device/vfio/vfio_env.h"
 #include "dmareg/cache.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::device_test {

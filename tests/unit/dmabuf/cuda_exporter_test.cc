@@ -3,6 +3,8 @@
 // CudaDriver and CudaDmaBufExporter over the fake libcuda (fake_libcuda.cc),
 // loaded by path as the real driver would be.
 
+#include "dmareg/dmabuf/cuda_exporter.h"
+
 #include <dirent.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -16,7 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "dmareg/cuda.h"
+#include "dmareg/dmabuf/cuda_driver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -4,6 +4,8 @@
 // pointer cached by its allocation's dma-buf identity, a replaced
 // allocation a miss (never a stale hit), one export for several NICs.
 
+#include "dmareg/dmabuf/gpu_cache.h"
+
 #include <dirent.h>
 #include <dlfcn.h>
 
@@ -13,7 +15,8 @@
 
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
-#include "dmareg/cuda.h"
+#include "dmareg/dmabuf/cuda_driver.h"
+#include "dmareg/dmabuf/cuda_exporter.h"
 #include "dmareg/registration_set.h"
 #include "dmareg/testing/fake_dmabuf.h"
 #include "dmareg/testing/fake_domain.h"

@@ -5,6 +5,8 @@
 // error bit, chunk granularity, monitor-driven unlinks, bad input, stats and
 // the table's size.
 
+#include "dmareg/odp/odp_region.h"
+
 #include <unistd.h>
 
 #include <cstdint>
@@ -16,7 +18,6 @@
 #include "absl/status/status.h"
 #include "common/test_memory.h"
 #include "dmareg/monitor.h"
-#include "dmareg/odp.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -5,8 +5,6 @@
 // windows) with prefetching links; a pinned MR registered again at the same
 // IOVA after each invalidation.
 
-#include "dmareg/odp_verbs.h"
-
 #include <infiniband/verbs.h>
 #include <sys/mman.h>
 
@@ -17,10 +15,11 @@
 
 #include "absl/status/status.h"
 #include "common/test_memory.h"
-#include "dmareg/odp.h"
+#include "dmareg/odp/odp_region.h"
+#include "dmareg/odp/verbs_backend.h"
 #include "dmareg/testing/fake_rxe.h"
 #include "dmareg/testing/fake_verbs_ops.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -5,8 +5,6 @@
 // fixed IOVAs (read-only, upgraded, unmapped, relinked at the same IOVA),
 // chunk size against dma_avail, exhaustion, and nothing left behind.
 
-#include "dmareg/odp_vfio.h"
-
 #include <linux/vfio.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -18,9 +16,10 @@
 
 #include "absl/status/status.h"
 #include "common/test_memory.h"
-#include "dmareg/odp.h"
+#include "dmareg/odp/odp_region.h"
+#include "dmareg/odp/vfio_backend.h"
 #include "dmareg/testing/fake_vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -17,7 +17,7 @@
 #include "dmareg/testing/fake_dmabuf.h"
 #include "dmareg/testing/fake_rxe.h"
 #include "dmareg/testing/fake_verbs_ops.h"
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

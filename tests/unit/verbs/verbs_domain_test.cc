@@ -4,7 +4,7 @@
 // mapping, and every failing verbs call turned into a status that names the
 // call, the device and the errno, with nothing leaked.
 
-#include "dmareg/verbs_domain.h"
+#include "dmareg/verbs/verbs_domain.h"
 
 #include <infiniband/verbs.h>
 

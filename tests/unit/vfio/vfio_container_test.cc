@@ -14,7 +14,7 @@
 
 #include "absl/status/status.h"
 #include "dmareg/testing/fake_vfio_ops.h"
-#include "dmareg/vfio.h"
+#include "dmareg/vfio/vfio_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vfio/iommu_info.h"

@@ -5,6 +5,8 @@
 // the container emptying, a RegistrationCache on top, and no fd, mapping or
 // mmap left behind.
 
+#include "dmareg/vfio/vfio_domain.h"
+
 #include <linux/vfio.h>
 #include <sys/mman.h>
 
@@ -17,7 +19,6 @@
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
 #include "dmareg/testing/fake_vfio_ops.h"
-#include "dmareg/vfio.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

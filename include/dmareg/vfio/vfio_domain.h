@@ -1,0 +1,200 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// vfio/vfio_domain.h: the VFIO backend (component `vfio`): a device behind an
+// IOMMU, driven from user space through the kernel's vfio-pci driver and a type1 IOMMU container.
+//
+// `VfioContainer` is one IOMMU address space. It keeps the table of what is
+// mapped in it (the source of truth: the kernel cannot be asked), chooses
+// IOVAs for callers that name none, and replays the table when a group joins
+// an empty container. `VfioDomain` is a `Domain` over one PCI device bound to
+// vfio-pci: it joins the device's IOMMU group to a container, maps host
+// memory for DMA, and gives drivers built on top access to the device's
+// regions and config space. Several domains may share one container (one
+// address space for all their devices), as DPDK does:
+//
+//   auto container = dmareg::VfioContainer::Open().value();
+//   auto edu = dmareg::VfioDomain::Open("0000:00:03.0",
+//                                       {.container = container, .dma_address_bits = 28});
+//   if (!edu.ok()) return edu.status();
+//   auto cache = dmareg::RegistrationCache::Create(*edu).value();
+//   auto reg = cache->Acquire(dmareg::HostMemory{buf, len}, dmareg::Access::kLocalWrite);
+//   auto bar0 = (*edu)->MapRegion(0).value();        // RAII; unmapped when dropped
+//   // program the device with reg->IovaFor(buf) through bar0.data()
+//
+// IOVAs: a caller-chosen IOVA (`HostMemory::iova`) is honoured; otherwise
+// IOVA = VA where the range is free, inside the IOMMU's ranges and below the
+// device's DMA mask, else the container's allocator picks one. Every check
+// (alignment to the smallest IOMMU page, the mask, the ranges, overlaps) is
+// done before the kernel is asked, and every failure is a status naming the
+// ioctl, the device and the range.
+//
+// Thread safety: every method may be called from several threads at once.
+
+#ifndef DMAREG_VFIO_VFIO_DOMAIN_H_
+#define DMAREG_VFIO_VFIO_DOMAIN_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dmareg/access.h"
+#include "dmareg/domain.h"
+#include "dmareg/memory.h"
+#include "dmareg/range.h"
+#include "dmareg/vfio/vfio_container.h"
+
+namespace dmareg {
+
+namespace testing {
+class VfioOps;     // the seam over the kernel: dmareg/vfio/vfio_ops.h
+class VfioAccess;  // opens containers and domains over a given VfioOps
+}  // namespace testing
+
+struct VfioDomainOptions {
+  std::shared_ptr<VfioContainer> container;  // null: a new container of its own
+  int dma_address_bits = 64;  // the device's DMA mask width (edu: 28); VFIO cannot know it
+  int group_fd = -1;          // secondary: a group fd received from the primary (ownership taken)
+};
+
+struct VfioDeviceInfo {  // from sysfs
+  std::string address;
+  int group = -1;
+  std::string driver;
+};
+
+// A device region mapped into the process (BARs): unmapped when dropped.
+// Move-only.
+//
+//   auto bar0 = domain->MapRegion(0).value();
+//   uint32_t id = static_cast<volatile uint32_t*>(bar0.data())[0];
+class VfioRegionMap {
+ public:
+  VfioRegionMap() = default;
+  VfioRegionMap(VfioRegionMap&& other) noexcept;
+  VfioRegionMap& operator=(VfioRegionMap&& other) noexcept;
+  VfioRegionMap(const VfioRegionMap&) = delete;
+  VfioRegionMap& operator=(const VfioRegionMap&) = delete;
+  ~VfioRegionMap();
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+  int index() const { return index_; }
+  bool writable() const { return writable_; }
+
+ private:
+  friend class VfioDomain;
+  VfioRegionMap(std::shared_ptr<testing::VfioOps> ops, void* data, size_t size, int index,
+                bool writable);
+  void Reset();
+
+  std::shared_ptr<testing::VfioOps> ops_;
+  void* data_ = nullptr;
+  size_t size_ = 0;
+  int index_ = -1;
+  bool writable_ = false;
+};
+
+// A Domain over one PCI device behind VFIO. name() == "vfio:0000:00:03.0".
+// caps: kind kVfio, iova_ranges (clipped to the mask), dma_address_bits,
+// max_mappings = dma_avail at open (0 if unknown), page_sizes = iova_pgsizes,
+// caller_iova = true, dmabuf_import = false. A mapping is writable by the
+// device when the access has kLocalWrite (remote write implies it), else
+// read-only. `DeviceMapping::handle` is the host address mapped.
+class VfioDomain final : public Domain {
+ public:
+  // PCI devices bound to vfio-pci.
+  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevices();
+  // Group from /sys/bus/pci/devices/ADDR/iommu_group; checks
+  // VFIO_GROUP_FLAGS_VIABLE; sets the container (type1v2, type1 where v2 is
+  // absent) when it is the first group; VFIO_GROUP_GET_DEVICE_FD.
+  // InvalidArgument for a malformed address ("DDDD:BB:DD.F"); NotFound,
+  // listing the vfio-pci devices, when absent; FailedPrecondition when the
+  // device is not bound to vfio-pci or its group is not viable.
+  static absl::StatusOr<std::shared_ptr<VfioDomain>> Open(std::string_view pci_address,
+                                                          VfioDomainOptions options = {});
+
+  // Closes the device, takes the group out of the container and unmaps what
+  // this domain mapped and did not deregister.
+  ~VfioDomain() override;
+  VfioDomain(const VfioDomain&) = delete;
+  VfioDomain& operator=(const VfioDomain&) = delete;
+
+  const std::string& name() const override { return name_; }
+  const DomainCapabilities& capabilities() const override { return caps_; }
+  const std::string& address() const { return address_; }
+
+  // IOVA = memory.iova if given; else IOVA = VA when the range lies inside
+  // the ranges and below 2^dma_address_bits and is free; else from the
+  // container's IOVA allocator. addr, length and iova must be whole IOMMU
+  // pages. IOVAs beyond the mask or outside the ranges are refused before
+  // any kernel call.
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
+  // Exact extent of a mapping this domain returned. Works while detached
+  // (the table entry goes; the cache calls it exactly once per mapping).
+  absl::Status Deregister(const DeviceMapping& mapping) override;
+
+  // Device access, for drivers built on top.
+  absl::StatusOr<VfioRegionMap> MapRegion(int index);  // GET_REGION_INFO + mmap; BAR0 = 0
+  absl::Status ReadConfig(uint64_t offset, void* data, size_t len);
+  absl::Status WriteConfig(uint64_t offset, const void* data, size_t len);
+
+  int group() const;
+  int device_fd() const;
+  const std::shared_ptr<VfioContainer>& container() const { return container_; }
+
+  // Hot-plug: Detach closes the device fd and takes the group out of the
+  // container (the table is kept; when the container empties, the kernel
+  // drops its IOMMU mappings). Reattach re-reads the group from sysfs,
+  // re-opens it, joins the container again and replays the table if the
+  // container had emptied (the kernel replays it itself into a group joining
+  // a non-empty container). While detached, RegisterHost and device access
+  // answer FailedPrecondition "device ... is detached".
+  absl::Status Detach();
+  absl::Status Reattach();
+  bool attached() const;
+
+  int64_t live_mappings() const { return live_.load(std::memory_order_relaxed); }
+  int64_t total_maps() const { return total_maps_.load(std::memory_order_relaxed); }
+  int64_t total_unmaps() const { return total_unmaps_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class testing::VfioAccess;
+  struct State;
+
+  static absl::StatusOr<std::shared_ptr<VfioDomain>> OpenWith(std::shared_ptr<testing::VfioOps> ops,
+                                                              std::string_view pci_address,
+                                                              VfioDomainOptions options);
+  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevicesWith(
+      std::shared_ptr<testing::VfioOps> ops);
+
+  VfioDomain(std::shared_ptr<testing::VfioOps> ops, std::string address,
+             std::shared_ptr<VfioContainer> container, int dma_address_bits);
+  // Opens the group (or takes `given_group_fd`), checks it is viable, joins
+  // the container and opens the device; on failure every fd is closed and
+  // the container is as it was. Called with the domain's lock held.
+  absl::Status AttachLocked(int group, int given_group_fd);
+
+  const std::shared_ptr<testing::VfioOps> ops_;
+  const std::string address_;
+  const std::string name_;
+  const std::shared_ptr<VfioContainer> container_;
+  const int dma_address_bits_;
+  DomainCapabilities caps_;  // written by Open before publication, read-only after
+  // Group and device fds, attached flag, this domain's mappings:
+  // src/vfio/vfio_domain.cc. Lock order: this lock, then the container's.
+  std::unique_ptr<State> state_;
+  std::atomic<int64_t> live_{0};
+  std::atomic<int64_t> total_maps_{0};
+  std::atomic<int64_t> total_unmaps_{0};
+};
+
+}  // namespace dmareg
+
+#endif  // DMAREG_VFIO_VFIO_DOMAIN_H_

@@ -1,0 +1,106 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// vfio/vfio_ops.h: the seam between the VFIO backend and the kernel, for
+// tests (library dmareg::testing, pkg-config dmareg-testing).
+//
+// `VfioOps` has one virtual function per system call the backend makes: the
+// opens of /dev/vfio/*, each VFIO ioctl it issues (typed, with the kernel's
+// structs), mmap/munmap of device regions, pread/pwrite of config space, and
+// the sysfs reads that find a device's IOMMU group and driver. Each keeps the
+// kernel's error convention, so a test can stand in for the kernel (IOMMU
+// ranges, dma_avail, a group that is not viable, a device that vanishes)
+// without VFIO. `OpenVfioDomain` and friends are the public entry points over
+// such a stand-in; FakeVfioOps (testing/fake_vfio_ops.h) is a ready-made one.
+//
+//   auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
+//   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
+//   auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {.dma_address_bits = 28});
+
+#ifndef DMAREG_VFIO_VFIO_OPS_H_
+#define DMAREG_VFIO_VFIO_OPS_H_
+
+#include <linux/vfio.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dmareg/vfio/vfio_domain.h"
+
+namespace dmareg::testing {
+
+class VfioOps {
+ public:
+  virtual ~VfioOps() = default;
+
+  // open(2)/close(2): a new fd, or -1 with errno set.
+  virtual int Open(const std::string& path, int flags) = 0;
+  virtual int Close(int fd) = 0;
+
+  // The ioctls, one each; like ioctl(2): >= 0 on success (an fd for
+  // GroupGetDeviceFd, the answer for GetApiVersion/CheckExtension), -1 with
+  // errno set on failure. Structs are in/out as the kernel treats them;
+  // IommuGetInfo's `info` points at a buffer of info->argsz bytes.
+  virtual int GetApiVersion(int container_fd) = 0;
+  virtual int CheckExtension(int container_fd, int extension) = 0;
+  virtual int SetIommu(int container_fd, int iommu_type) = 0;
+  virtual int IommuGetInfo(int container_fd, vfio_iommu_type1_info* info) = 0;
+  virtual int MapDma(int container_fd, const vfio_iommu_type1_dma_map* map) = 0;
+  virtual int UnmapDma(int container_fd, vfio_iommu_type1_dma_unmap* unmap) = 0;
+  virtual int GroupGetStatus(int group_fd, vfio_group_status* status) = 0;
+  virtual int GroupSetContainer(int group_fd, int container_fd) = 0;
+  virtual int GroupUnsetContainer(int group_fd) = 0;
+  virtual int GroupGetDeviceFd(int group_fd, const std::string& device) = 0;
+  virtual int DeviceGetInfo(int device_fd, vfio_device_info* info) = 0;
+  virtual int DeviceGetRegionInfo(int device_fd, vfio_region_info* info) = 0;
+
+  // mmap(2) of a device region (MAP_SHARED): MAP_FAILED with errno set on
+  // failure; munmap(2): 0, or -1 with errno set.
+  virtual void* Mmap(size_t length, int prot, int fd, off_t offset) = 0;
+  virtual int Munmap(void* addr, size_t length) = 0;
+  // madvise(MADV_POPULATE_WRITE): gives [va, va + length) private pages of
+  // its own, content kept, before a read-only pin. 0 or -1 with errno.
+  virtual int PopulateWrite(uint64_t va, uint64_t length) = 0;
+  // pread(2)/pwrite(2): bytes transferred, or -1 with errno set.
+  virtual ssize_t Pread(int fd, void* buf, size_t count, off_t offset) = 0;
+  virtual ssize_t Pwrite(int fd, const void* buf, size_t count, off_t offset) = 0;
+
+  // sysfs. Each returns 0 or the errno value itself (ENOENT: no such path).
+  // ReadLink: the target of a symlink (iommu_group, driver).
+  virtual int ReadLink(const std::string& path, std::string* target) = 0;
+  // The entry names of a directory, "." and ".." left out.
+  virtual int ListDir(const std::string& path, std::vector<std::string>* names) = 0;
+  // True if `path` exists (a device folder, /sys/kernel/iommu_groups/N).
+  virtual bool PathExists(const std::string& path) = 0;
+};
+
+// The one way from this library to the VFIO types' constructors over a
+// given VfioOps; the functions below are its interface.
+class VfioAccess;
+
+// VfioContainer::Open over `ops`. InvalidArgument if `ops` is null.
+absl::StatusOr<std::shared_ptr<VfioContainer>> OpenVfioContainer(std::shared_ptr<VfioOps> ops);
+// VfioContainer::Adopt over `ops`.
+absl::StatusOr<std::shared_ptr<VfioContainer>> AdoptVfioContainer(std::shared_ptr<VfioOps> ops,
+                                                                  int container_fd, int iommu_type);
+// VfioContainer::Wrap over `ops`: `container_fd` is one the test opened
+// through `ops` (and closes itself).
+absl::StatusOr<std::shared_ptr<VfioContainer>> WrapVfioContainer(std::shared_ptr<VfioOps> ops,
+                                                                 int container_fd,
+                                                                 int iommu_type = 0);
+// VfioDomain::Open over `ops`. A container in `options` must have been
+// opened over the same `ops` (InvalidArgument otherwise).
+absl::StatusOr<std::shared_ptr<VfioDomain>> OpenVfioDomain(std::shared_ptr<VfioOps> ops,
+                                                           std::string_view pci_address,
+                                                           VfioDomainOptions options = {});
+// VfioDomain::ListDevices over `ops`.
+absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioDevices(std::shared_ptr<VfioOps> ops);
+
+}  // namespace dmareg::testing
+
+#endif  // DMAREG_VFIO_VFIO_OPS_H_

@@ -1,0 +1,402 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "dmareg/external_memory.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/errno_status.h"
+#include "base/mutex.h"
+
+namespace dmareg {
+namespace internal {
+
+// One device mapping made by DmaMap.
+struct ExternalMapping {
+  std::shared_ptr<Domain> domain;  // kept alive while mapped
+  Range va;
+  Range iova;
+  AccessFlags access;  // normalized
+  uint32_t refs = 0;
+  DeviceMapping mapping;
+  bool dmabuf = false;  // imported from the chunk's dma-buf
+};
+
+class ExternalMemoryState {
+ public:
+  // (domain identity, first IOVA): one domain's mappings are adjacent and
+  // sorted by IOVA, and never overlap.
+  using MappingKey = std::pair<uintptr_t, uint64_t>;
+  using MappingMap = std::map<MappingKey, ExternalMapping>;
+
+  // Lock order: mu -> the domains' own locks. mu is held across
+  // RegisterHost/Deregister so that a failed call changes nothing and racing
+  // identical maps make one mapping; DmaMap is a control-path call.
+  Mutex mu;
+  // by va.begin(); a dma-buf chunk's fd is ours, closed when it goes
+  std::map<uint64_t, ExternalMemoryChunk> chunks ABSL_GUARDED_BY(mu);
+  DmaBufInspector inspect_dmabuf;  // empty: InspectDmaBuf
+  MappingMap mappings ABSL_GUARDED_BY(mu);
+
+  // The chunk holding `addr`, or null.
+  const ExternalMemoryChunk* ChunkHolding(uint64_t addr) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = chunks.upper_bound(addr);
+    if (it == chunks.begin()) return nullptr;
+    --it;
+    return it->second.va.Contains(addr) ? &it->second : nullptr;
+  }
+
+  // The mapping on `domain` whose IOVAs overlap `iova`, or end().
+  MappingMap::iterator FindOverlap(const Domain* domain, Range iova)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const auto d = reinterpret_cast<uintptr_t>(domain);
+    auto it = mappings.lower_bound(MappingKey{d, iova.begin()});
+    if (it != mappings.end() && it->first.first == d && it->second.iova.Overlaps(iova)) return it;
+    if (it != mappings.begin()) {
+      auto prev = std::prev(it);
+      if (prev->first.first == d && prev->second.iova.Overlaps(iova)) return prev;
+    }
+    return mappings.end();
+  }
+};
+
+}  // namespace internal
+
+namespace {
+
+std::string Describe(const internal::ExternalMapping& m) {
+  return absl::StrCat("VA ", m.va.ToString(), " at IOVA ", m.iova.ToString(), " on ",
+                      m.domain->name());
+}
+
+// "[0x1000, +0x2000)" for ranges that may not be Ranges (they wrap).
+std::string Span(uint64_t begin, uint64_t length) {
+  std::optional<Range> r = Range::FromLength(begin, length);
+  return r ? r->ToString() : absl::StrFormat("[%#x, +%#x)", begin, length);
+}
+
+// What the device says about an IOVA range for `va`.
+absl::Status CheckDevice(const std::string& where, const DomainCapabilities& caps, Range va,
+                         Range iova) {
+  if (!caps.caller_iova) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(where, ": the device cannot place mappings at a caller's IOVA"));
+  }
+  if (caps.dma_address_bits > 0 && caps.dma_address_bits < 64 &&
+      iova.end() > (uint64_t{1} << caps.dma_address_bits)) {
+    return absl::OutOfRangeError(absl::StrFormat("%s: the IOVAs pass the device's %d-bit DMA mask",
+                                                 where, caps.dma_address_bits));
+  }
+  if (!caps.iova_ranges.empty() && std::none_of(caps.iova_ranges.begin(), caps.iova_ranges.end(),
+                                                [&](const Range& r) { return r.Contains(iova); })) {
+    std::string ranges;
+    for (const Range& r : caps.iova_ranges) absl::StrAppend(&ranges, " ", r.ToString());
+    return absl::OutOfRangeError(
+        absl::StrCat(where, ": the IOVAs lie outside the device's IOVA ranges", ranges));
+  }
+  const uint64_t page = caps.page_sizes & (~caps.page_sizes + 1);  // the smallest
+  if (page != 0 && ((va.begin() - iova.begin()) & (page - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: VA and IOVA differ in their offset within the device's %#x-byte pages", where, page));
+  }
+  return absl::OkStatus();
+}
+
+// `iova` against the chunk's IOVA table, if it has one.
+absl::Status CheckTable(const std::string& where, const ExternalMemoryChunk& chunk, Range va,
+                        uint64_t iova) {
+  if (chunk.iovas.empty()) return absl::OkStatus();
+  const uint64_t ps = chunk.page_size;
+  const uint64_t first = (va.begin() - chunk.va.begin()) / ps;
+  const uint64_t last = (va.end() - 1 - chunk.va.begin()) / ps;
+  const uint64_t expected = chunk.iovas[first] + (va.begin() - chunk.va.begin()) % ps;
+  if (iova != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: the IOVA table of chunk %s gives VA %#x the IOVA %#x", where,
+                        chunk.va.ToString(), va.begin(), expected));
+  }
+  for (uint64_t p = first + 1; p <= last; ++p) {
+    if (chunk.iovas[p] != chunk.iovas[first] + (p - first) * ps) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: the IOVA table of chunk %s is not contiguous there (page at VA %#x has IOVA %#x)",
+          where, chunk.va.ToString(), chunk.va.begin() + p * ps, chunk.iovas[p]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Prefixed(const std::string& where, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
+}
+
+}  // namespace
+
+ExternalMemoryRegistry::ExternalMemoryRegistry()
+    : state_(std::make_unique<internal::ExternalMemoryState>()) {}
+
+ExternalMemoryRegistry::ExternalMemoryRegistry(DmaBufInspector inspect_dmabuf)
+    : ExternalMemoryRegistry() {
+  state_->inspect_dmabuf = std::move(inspect_dmabuf);
+}
+
+ExternalMemoryRegistry::~ExternalMemoryRegistry() {
+  internal::MutexLock lock(&state_->mu);
+  for (auto& [key, m] : state_->mappings) m.domain->Deregister(m.mapping).IgnoreError();
+  for (auto& [key, c] : state_->chunks) {
+    if (c.dmabuf_fd >= 0) close(c.dmabuf_fd);
+  }
+}
+
+absl::Status ExternalMemoryRegistry::Register(const void* addr, size_t length, size_t page_size,
+                                              std::span<const uint64_t> page_iovas) {
+  const std::string where =
+      absl::StrFormat("Register of %s in %#x-byte pages",
+                      Span(reinterpret_cast<uintptr_t>(addr), length), page_size);
+  return AddChunk(addr, length, page_size, page_iovas, -1, 0, where);
+}
+
+absl::Status ExternalMemoryRegistry::RegisterDmaBuf(const void* addr, size_t length,
+                                                    size_t page_size, int fd, uint64_t offset,
+                                                    std::span<const uint64_t> page_iovas) {
+  const std::string where =
+      absl::StrFormat("RegisterDmaBuf of %s in %#x-byte pages (fd %d, offset %#x)",
+                      Span(reinterpret_cast<uintptr_t>(addr), length), page_size, fd, offset);
+  absl::StatusOr<DmaBufInfo> info =
+      state_->inspect_dmabuf ? state_->inspect_dmabuf(fd) : InspectDmaBuf(fd);
+  if (!info.ok()) return Prefixed(where, info.status());
+  if (offset > info->size || length > info->size - offset) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: passes the end of %s (%#x bytes)", where,
+                                                      info->id.ToString(), info->size));
+  }
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return internal::ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)", "dma-buf", where);
+  absl::Status s = AddChunk(addr, length, page_size, page_iovas, own, offset, where);
+  if (!s.ok()) close(own);
+  return s;
+}
+
+absl::Status ExternalMemoryRegistry::AddChunk(const void* addr, size_t length, size_t page_size,
+                                              std::span<const uint64_t> page_iovas, int dmabuf_fd,
+                                              uint64_t dmabuf_offset, const std::string& where) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  if (page_size == 0 || (page_size & (page_size - 1)) != 0) {
+    return absl::InvalidArgumentError(where + ": the page size is not a power of two");
+  }
+  if (addr == nullptr || length == 0) {
+    return absl::InvalidArgumentError(where + ": a null address or a zero length");
+  }
+  const std::optional<Range> va = Range::FromLength(a, length);
+  if (!va) {
+    return absl::InvalidArgumentError(where + ": the range reaches the end of the address space");
+  }
+  if (!va->PageAligned(page_size)) {
+    return absl::InvalidArgumentError(where + ": the range is not whole pages");
+  }
+  const uint64_t pages = length / page_size;
+  if (!page_iovas.empty() && page_iovas.size() != pages) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %u IOVAs for %u pages", where, page_iovas.size(), pages));
+  }
+  for (size_t i = 0; i < page_iovas.size(); ++i) {
+    if ((page_iovas[i] & (page_size - 1)) != 0 || !Range::FromLength(page_iovas[i], page_size)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: page %u has IOVA %#x, not the start of a page", where, i, page_iovas[i]));
+    }
+  }
+  internal::MutexLock lock(&state_->mu);
+  auto next = state_->chunks.lower_bound(va->end());
+  if (next != state_->chunks.begin() && std::prev(next)->second.va.Overlaps(*va)) {
+    return absl::AlreadyExistsError(absl::StrCat(where, ": overlaps the registered chunk ",
+                                                 std::prev(next)->second.va.ToString()));
+  }
+  state_->chunks.emplace(
+      a, ExternalMemoryChunk{*va, page_size,
+                             std::vector<uint64_t>(page_iovas.begin(), page_iovas.end()), dmabuf_fd,
+                             dmabuf_offset});
+  return absl::OkStatus();
+}
+
+absl::Status ExternalMemoryRegistry::Unregister(const void* addr, size_t length) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  const std::string where = absl::StrCat("Unregister of ", Span(a, length));
+  internal::MutexLock lock(&state_->mu);
+  auto it = state_->chunks.find(a);
+  if (it == state_->chunks.end() || it->second.va.length() != length) {
+    const ExternalMemoryChunk* holder = state_->ChunkHolding(a);
+    if (holder != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": not a registered chunk; a chunk (here ", holder->va.ToString(),
+                       ") is unregistered whole"));
+    }
+    return absl::NotFoundError(where + ": no chunk is registered there");
+  }
+  const Range chunk = it->second.va;
+  size_t live = 0;
+  const internal::ExternalMapping* example = nullptr;
+  for (const auto& [key, m] : state_->mappings) {
+    if (!chunk.Contains(m.va)) continue;
+    if (live++ == 0) example = &m;
+  }
+  if (live > 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: %u device mapping(s) still use the chunk, e.g. %s; DmaUnmap them first", where, live,
+        Describe(*example)));
+  }
+  if (it->second.dmabuf_fd >= 0) close(it->second.dmabuf_fd);
+  state_->chunks.erase(it);
+  return absl::OkStatus();
+}
+
+std::optional<ExternalMemoryChunk> ExternalMemoryRegistry::Lookup(const void* addr) const {
+  internal::MutexLock lock(&state_->mu);
+  const ExternalMemoryChunk* chunk = state_->ChunkHolding(reinterpret_cast<uintptr_t>(addr));
+  if (chunk == nullptr) return std::nullopt;
+  return *chunk;
+}
+
+absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Domain> domain,
+                                                             const void* va, uint64_t iova,
+                                                             size_t length, AccessFlags access) {
+  const auto a = reinterpret_cast<uintptr_t>(va);
+  if (domain == nullptr) return absl::InvalidArgumentError("DmaMap: no domain");
+  const std::string where = absl::StrFormat("DmaMap on %s: VA %s at IOVA %s", domain->name(),
+                                            Span(a, length), Span(iova, length));
+  const std::optional<Range> vr = Range::FromLength(a, length);
+  const std::optional<Range> ir = Range::FromLength(iova, length);
+  if (length == 0) return absl::InvalidArgumentError(where + ": zero length");
+  if (!vr) return absl::InvalidArgumentError(where + ": the VA range wraps around");
+  if (!ir) return absl::InvalidArgumentError(where + ": the IOVA range wraps around");
+  if (absl::Status s = ValidateAccess(access); !s.ok()) return Prefixed(where, s);
+  if (absl::Status s = CheckDevice(where, domain->capabilities(), *vr, *ir); !s.ok()) return s;
+
+  internal::MutexLock lock(&state_->mu);
+  const ExternalMemoryChunk* chunk = state_->ChunkHolding(a);
+  if (chunk == nullptr) {
+    return absl::FailedPreconditionError(
+        where + ": the memory is not in a registered chunk; Register it first");
+  }
+  if (!chunk->va.Contains(*vr)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": runs past the end of its chunk ", chunk->va.ToString()));
+  }
+  if (absl::Status s = CheckTable(where, *chunk, *vr, iova); !s.ok()) return s;
+  auto found = state_->FindOverlap(domain.get(), *ir);
+  if (found != state_->mappings.end()) {
+    internal::ExternalMapping& m = found->second;
+    if (m.iova == *ir && m.va == *vr && m.access == NormalizeAccess(access)) {
+      ++m.refs;  // the identical mapping again
+      return m.mapping;
+    }
+    return absl::AlreadyExistsError(absl::StrFormat("%s: overlaps the mapping of %s with access %s",
+                                                    where, Describe(m), AccessToString(m.access)));
+  }
+  // A dma-buf chunk is imported where the device can; elsewhere its
+  // addresses are registered like any host memory.
+  const bool import = chunk->dmabuf_fd >= 0 && domain->capabilities().dmabuf_import;
+  absl::StatusOr<DeviceMapping> mapped =
+      import ? domain->RegisterDmaBuf(
+                   DmaBufMemory{.fd = chunk->dmabuf_fd,
+                                .offset = chunk->dmabuf_offset + (a - chunk->va.begin()),
+                                .length = length,
+                                .iova = iova},
+                   access)
+             : domain->RegisterHost(HostMemory{va, length, iova}, access);
+  if (!mapped.ok()) return Prefixed(where, mapped.status());
+  const internal::ExternalMemoryState::MappingKey key{reinterpret_cast<uintptr_t>(domain.get()),
+                                                      iova};
+  state_->mappings.emplace(
+      key, internal::ExternalMapping{std::move(domain), *vr, *ir, NormalizeAccess(access), 1,
+                                     *mapped, import});
+  return *mapped;
+}
+
+absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Domain> domain,
+                                                             const void* va, size_t length,
+                                                             AccessFlags access) {
+  const auto a = reinterpret_cast<uintptr_t>(va);
+  uint64_t iova = 0;
+  {
+    internal::MutexLock lock(&state_->mu);
+    const ExternalMemoryChunk* chunk = state_->ChunkHolding(a);
+    if (chunk == nullptr || chunk->iovas.empty()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "DmaMap on %s: VA %s: %s", domain ? domain->name() : "no domain", Span(a, length),
+          chunk == nullptr ? "the memory is not in a registered chunk; Register it first"
+                           : "its chunk has no IOVA table; name the IOVA"));
+    }
+    const uint64_t offset = a - chunk->va.begin();
+    iova = chunk->iovas[offset / chunk->page_size] + offset % chunk->page_size;
+  }
+  // Checked again, whole, under the lock (the chunk may have gone meanwhile).
+  return DmaMap(std::move(domain), va, iova, length, access);
+}
+
+absl::Status ExternalMemoryRegistry::DmaUnmap(const std::shared_ptr<Domain>& domain, const void* va,
+                                              uint64_t iova, size_t length) {
+  const auto a = reinterpret_cast<uintptr_t>(va);
+  if (domain == nullptr) return absl::InvalidArgumentError("DmaUnmap: no domain");
+  const std::string where = absl::StrFormat("DmaUnmap on %s: VA %s at IOVA %s", domain->name(),
+                                            Span(a, length), Span(iova, length));
+  const std::optional<Range> ir = Range::FromLength(iova, length);
+  if (length == 0 || !ir) {
+    return absl::InvalidArgumentError(where + ": a zero length or an IOVA range that wraps");
+  }
+  internal::MutexLock lock(&state_->mu);
+  auto found = state_->FindOverlap(domain.get(), *ir);
+  if (found == state_->mappings.end()) {
+    return absl::NotFoundError(where + ": no mapping there");
+  }
+  internal::ExternalMapping& m = found->second;
+  if (m.iova != *ir || m.va.begin() != a) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": a mapping is undone whole; the one there is ", Describe(m)));
+  }
+  if (--m.refs > 0) return absl::OkStatus();
+  if (absl::Status s = m.domain->Deregister(m.mapping); !s.ok()) {
+    m.refs = 1;  // still mapped: a retry may succeed
+    return Prefixed(where, s);
+  }
+  state_->mappings.erase(found);
+  return absl::OkStatus();
+}
+
+std::vector<ExternalMemoryMapping> ExternalMemoryRegistry::mappings() const {
+  std::vector<ExternalMemoryMapping> out;
+  {
+    internal::MutexLock lock(&state_->mu);
+    out.reserve(state_->mappings.size());
+    for (const auto& [key, m] : state_->mappings) {
+      out.push_back(ExternalMemoryMapping{m.domain->name(), m.va.begin(), m.iova.begin(),
+                                          m.iova.length(), m.refs, m.access, m.dmabuf, m.mapping});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) {
+    return std::tie(x.domain, x.iova) < std::tie(y.domain, y.iova);
+  });
+  return out;
+}
+
+size_t ExternalMemoryRegistry::chunk_count() const {
+  internal::MutexLock lock(&state_->mu);
+  return state_->chunks.size();
+}
+
+size_t ExternalMemoryRegistry::mapping_count() const {
+  internal::MutexLock lock(&state_->mu);
+  return state_->mappings.size();
+}
+
+}  // namespace dmareg
