@@ -172,7 +172,7 @@ function(dmareg_add_backend name)
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(${target}
     PUBLIC dmareg ${backend_targets}
-    PRIVATE $<BUILD_INTERFACE:dmareg_warnings> $<BUILD_INTERFACE:dmareg_base> ${B_PRIVATE_LIBS})
+    PRIVATE $<BUILD_INTERFACE:dmareg_warnings> ${B_PRIVATE_LIBS})
   if(B_PKG_MODULES)
     target_link_libraries(${target} PRIVATE PkgConfig::${B_PKG_PREFIX})
   endif()

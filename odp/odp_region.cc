@@ -25,29 +25,28 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/mutex.h"
-#include "base/pagemap.h"
+#include "absl/synchronization/mutex.h"
+#include "dmareg/pagemap.h"
 #include "dmareg/range.h"
-#include "monitor/invalidation_log.h"
 
 namespace dmareg {
 
 struct OdpRegion::State {
   std::shared_ptr<OdpBackend> backend;
   std::shared_ptr<MemoryMonitor> monitor;
-  internal::InvalidationLog* log = nullptr;  // the monitor's; null without one
-  bool writable = false;                     // max_access lets the device write
+  bool writable = false;  // max_access lets the device write
   uint64_t page = 4096;
   Range span;         // the region's bytes (whole pages)
   uint64_t iova = 0;  // the window's first IOVA (fixed)
   uint64_t chunk = 0;
   bool read_pfns = true;
-  std::optional<internal::PagemapReader> pfns;  // set when PFNs are visible
+  std::optional<PagemapReader> pfns;  // set when PFNs are visible
 
-  mutable internal::Mutex mu;
+  mutable absl::Mutex mu;
   OdpWindow window ABSL_GUARDED_BY(mu);
   std::vector<uint64_t> table ABSL_GUARDED_BY(mu);  // one word per page
-  uint64_t cursor ABSL_GUARDED_BY(mu) = 0;
+  // The monitor's events past those applied; reads nothing without one.
+  MonitorReader events ABSL_GUARDED_BY(mu){nullptr};
   OdpStats stats ABSL_GUARDED_BY(mu);
 
   size_t pages_per_chunk() const { return static_cast<size_t>(chunk / page); }
@@ -104,7 +103,7 @@ absl::StatusOr<std::unique_ptr<OdpRegion>> OdpRegion::Create(std::shared_ptr<Odp
   s->backend = std::move(backend);
   s->read_pfns = options.read_pfns;
   if (s->read_pfns) {
-    absl::StatusOr<internal::PagemapReader> reader = internal::PagemapReader::Open();
+    absl::StatusOr<PagemapReader> reader = PagemapReader::Open();
     if (reader.ok() && reader->pfns_visible()) s->pfns = std::move(*reader);
   }
 
@@ -122,23 +121,22 @@ absl::StatusOr<std::unique_ptr<OdpRegion>> OdpRegion::Create(std::shared_ptr<Odp
   s->chunk = chunk;
   s->iova = window->iova;
   {
-    internal::MutexLock lock(&s->mu);
+    absl::MutexLock lock(&s->mu);
     s->window = *window;
     s->table = std::vector<uint64_t>(static_cast<size_t>(span->length() / s->page), 0);
   }
 
   if (options.monitor != nullptr) {
     s->monitor = std::move(options.monitor);
-    s->log = &internal::LogOf(*s->monitor);
     {
       // Events from before the region concern none of its pages.
-      internal::MutexLock lock(&s->mu);
-      s->cursor = s->log->head();
+      absl::MutexLock lock(&s->mu);
+      s->events = MonitorReader(s->monitor);
     }
     if (absl::Status st =
             s->monitor->Watch(reinterpret_cast<const void*>(span->begin()), span->length());
         !st.ok()) {
-      internal::MutexLock lock(&s->mu);
+      absl::MutexLock lock(&s->mu);
       s->backend->ReleaseWindow(s->window);
       return st;
     }
@@ -150,7 +148,7 @@ OdpRegion::OdpRegion(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 OdpRegion::~OdpRegion() {
   State& s = *state_;
-  internal::MutexLock lock(&s.mu);
+  absl::MutexLock lock(&s.mu);
   s.backend->ReleaseWindow(s.window);
 }
 
@@ -179,10 +177,9 @@ absl::Status OdpRegion::State::InvalidateLocked(Range r) {
 }
 
 absl::Status OdpRegion::State::ApplyEventsLocked() {
-  if (log == nullptr || !log->Pending(cursor)) return absl::OkStatus();
+  if (!events.Pending()) return absl::OkStatus();
   std::vector<Range> ranges;
-  bool overrun = false;
-  const uint64_t next = log->ReadSince(cursor, &ranges, &overrun);
+  const bool overrun = !events.Read(&ranges);
   absl::Status result;
   if (overrun) {
     // Events were lost to us: any page may have changed.
@@ -196,7 +193,6 @@ absl::Status OdpRegion::State::ApplyEventsLocked() {
     ++stats.invalidations;
     result.Update(InvalidateLocked(r));
   }
-  cursor = next;
   // New memory at these addresses must be watched again (a no-op for what
   // the monitor still watches).
   if (hit) {
@@ -211,7 +207,7 @@ void OdpRegion::State::FillLocked(size_t first, size_t last, bool write) {
   if (pfns && !pfns->Read(span.begin() + first * page, last - first, &words).ok()) words.clear();
   for (size_t p = first; p < last; ++p) {
     const uint64_t w = words.empty() ? 0 : words[p - first];
-    const uint64_t pfn = internal::PagePresent(w) ? internal::PagePfn(w) : 0;
+    const uint64_t pfn = PagePresent(w) ? PagePfn(w) : 0;
     table[p] = bits | (pfn & kOdpPfnMask);
   }
 }
@@ -225,8 +221,10 @@ absl::Status OdpRegion::Fault(const void* addr, size_t length, bool write) {
         absl::StrFormat("OdpRegion fault of %s for write: the region's maximum access is read-only",
                         r->ToString()));
   }
-  if (s.log != nullptr) s.log->WaitQuiet();
-  internal::MutexLock lock(&s.mu);
+  absl::MutexLock lock(&s.mu);
+  // An unmap that has returned is in the log once this returns (it waits
+  // for a copy in the reader, never for a lock of ours).
+  s.events.WaitQuiet();
   ++s.stats.faults;
   if (absl::Status st = s.ApplyEventsLocked(); !st.ok()) return st;
   const auto [first, last] = s.PagesOf(*r);
@@ -269,7 +267,7 @@ absl::Status OdpRegion::Invalidate(const void* addr, size_t length) {
     return absl::InvalidArgumentError(
         absl::StrFormat("OdpRegion invalidate of %#x + %#x: empty or wraps", a, length));
   }
-  internal::MutexLock lock(&s.mu);
+  absl::MutexLock lock(&s.mu);
   ++s.stats.invalidations;
   return s.InvalidateLocked(*r);
 }
@@ -281,12 +279,12 @@ uint64_t OdpRegion::IovaFor(const void* p) const {
 }
 
 uint32_t OdpRegion::lkey() const {
-  internal::MutexLock lock(&state_->mu);
+  absl::MutexLock lock(&state_->mu);
   return state_->window.lkey;
 }
 
 uint32_t OdpRegion::rkey() const {
-  internal::MutexLock lock(&state_->mu);
+  absl::MutexLock lock(&state_->mu);
   return state_->window.rkey;
 }
 
@@ -295,19 +293,19 @@ size_t OdpRegion::pages() const {
 }
 
 uint64_t OdpRegion::page_entry(size_t i) const {
-  internal::MutexLock lock(&state_->mu);
+  absl::MutexLock lock(&state_->mu);
   return i < state_->table.size() ? state_->table[i] : 0;
 }
 
 bool OdpRegion::pfns_visible() const { return state_->pfns.has_value(); }
 
 size_t OdpRegion::table_bytes() const {
-  internal::MutexLock lock(&state_->mu);
+  absl::MutexLock lock(&state_->mu);
   return state_->table.capacity() * sizeof(uint64_t);
 }
 
 OdpStats OdpRegion::stats() const {
-  internal::MutexLock lock(&state_->mu);
+  absl::MutexLock lock(&state_->mu);
   return state_->stats;
 }
 

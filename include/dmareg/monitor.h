@@ -84,6 +84,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -95,16 +96,9 @@ struct dmareg_monitor;  // C handle, see dmareg/c/dmareg.h
 namespace dmareg {
 
 class MemoryMonitor;
-class UserfaultfdMonitor;
 namespace internal {
 class InvalidationLog;
-InvalidationLog& LogOf(MemoryMonitor& monitor);
-// Tests only: while held, the reader leaves the kernel's events unread, so an
-// unmapping thread stays inside munmap with its addresses already free (the
-// window every asynchronous monitor has, made to last).
-void HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold);
-// True once a held reader has events waiting (an unmap is in flight).
-bool UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor);
+class MonitorAccess;  // the library's own way into a monitor (src/monitor/monitor_access.h)
 }  // namespace internal
 
 // What a monitor learns by itself (without `Notify`).
@@ -156,7 +150,7 @@ class MemoryMonitor {
   void Publish(Range r);
 
  private:
-  friend internal::InvalidationLog& internal::LogOf(MemoryMonitor& monitor);
+  friend class internal::MonitorAccess;
   std::shared_ptr<internal::InvalidationLog> log_;
 
   friend class HooksMonitor;  // shares a userfaultfd monitor's log
@@ -201,14 +195,55 @@ class UserfaultfdMonitor final : public MemoryMonitor {
 
  private:
   struct State;  // the descriptors, the reader thread, the watched set
-  friend void internal::HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold);
-  friend bool internal::UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor);
+  friend class internal::MonitorAccess;
   explicit UserfaultfdMonitor(std::unique_ptr<State> state);
   void ReadLoop();
   void ReadEvents();  // one read(), published
   // Drops what the log's new events touch from the watched set.
   void PruneWatched();
   std::unique_ptr<State> state_;
+};
+
+// Reads one monitor's events at its own pace, as a cache does, for code that
+// keeps device mappings of its own and must drop those over unmapped memory
+// (the on-demand IOVA cache, odp/odp_region.h; a cache of your own). It
+// starts at the monitor's newest event: earlier ones concern nothing it has.
+//
+//   dmareg::MonitorReader reader(monitor);
+//   ... map [p, p + n), after monitor->Watch(p, n) ...
+//   reader.WaitQuiet();               // an unmap that returned is now readable
+//   std::vector<dmareg::Range> gone;
+//   if (!reader.Read(&gone)) DropEverything();   // fell behind: overrun
+//   for (dmareg::Range r : gone) DropOverlapping(r);
+//
+// Not thread-safe (one reader, one position); any number of readers may
+// follow one monitor.
+class MonitorReader {
+ public:
+  // InvalidArgument-free: a null monitor reads nothing, ever.
+  explicit MonitorReader(std::shared_ptr<MemoryMonitor> monitor);
+  ~MonitorReader();
+  MonitorReader(MonitorReader&&) noexcept;
+  MonitorReader& operator=(MonitorReader&&) noexcept;
+
+  // True if events past this reader's position exist or may be about to
+  // (two loads of a line written only when events arrive: for hot paths).
+  bool Pending() const;
+  // Appends the ranges (bytes) published since the last Read to `out` and
+  // moves past them. False, appending nothing, when more than the log's
+  // capacity arrived meanwhile (an overrun): the caller must then treat
+  // everything it maps as changed.
+  bool Read(std::vector<Range>* out);
+  // Returns once no asynchronous producer is between taking an event from
+  // the kernel and publishing it; call it before a Read that must see every
+  // unmap that has already returned (see the guarantees above).
+  void WaitQuiet() const;
+
+  MemoryMonitor* monitor() const { return monitor_.get(); }
+
+ private:
+  std::shared_ptr<MemoryMonitor> monitor_;
+  uint64_t cursor_ = 0;
 };
 
 // Whether a HooksMonitor also opens a userfaultfd monitor feeding the same

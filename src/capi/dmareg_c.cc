@@ -12,10 +12,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "base/errno_status.h"
 #include "capi/c_handles.h"
 #include "dmareg/c/dmareg.h"
 #include "dmareg/cache.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/registration.h"
 
 struct dmareg_cache {

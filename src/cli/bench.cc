@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "base/errno_status.h"
 #include "dmareg/cache.h"
+#include "dmareg/errno_status.h"
 #include "nlohmann/json.hpp"
 
 namespace dmareg::cli {
@@ -40,7 +40,7 @@ class Buffer {
   static absl::StatusOr<Buffer> Map(size_t length) {
     void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
-      return internal::ErrnoStatus(errno, "mmap", absl::StrCat(length, " bytes for the bench"));
+      return ErrnoStatus(errno, "mmap", absl::StrCat(length, " bytes for the bench"));
     }
     std::memset(p, 0x5a, length);
     return Buffer(p, length);

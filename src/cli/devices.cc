@@ -22,7 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 #ifdef DMAREG_CLI_HAVE_DMABUF
 #include "dmareg/dmabuf/sources_probe.h"
 #endif
@@ -48,9 +48,7 @@ std::string ForkName(VerbsDeviceInfo::ForkStatus s) {
   return "disabled";
 }
 
-std::string ProbeErrno(int err) {
-  return err == 0 ? "accepted" : std::string(internal::ErrnoName(err));
-}
+std::string ProbeErrno(int err) { return err == 0 ? "accepted" : std::string(ErrnoName(err)); }
 
 PortReport QueryPort(ibv_context* context, const std::string& device, int port) {
   PortReport p;
@@ -58,7 +56,7 @@ PortReport QueryPort(ibv_context* context, const std::string& device, int port) 
   ibv_port_attr attr;
   std::memset(&attr, 0, sizeof(attr));
   if (const int err = ibv_query_port(context, static_cast<uint8_t>(port), &attr); err != 0) {
-    p.error = internal::ErrnoStatus(err, "ibv_query_port", device).ToString();
+    p.error = ErrnoStatus(err, "ibv_query_port", device).ToString();
     return p;
   }
   p.state = ibv_port_state_str(attr.state);
@@ -148,19 +146,17 @@ RdmaListing ClassifyRdma(bool class_dir_exists, int list_errno, size_t devices) 
   }
   if (list_errno == ENOSYS) {
     return {RdmaStatus::kNoKernelSupport,
-            absl::StrCat(
-                internal::ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").message(),
-                ": no RDMA user-space access (ib_uverbs) in this kernel")};
+            absl::StrCat(ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").message(),
+                         ": no RDMA user-space access (ib_uverbs) in this kernel")};
   }
   if (list_errno == ENOENT || list_errno == ENODEV || list_errno == ENXIO) {
     return {
         RdmaStatus::kNoDevices,
-        absl::StrCat(
-            internal::ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").message())};
+        absl::StrCat(ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").message())};
   }
   if (list_errno != 0) {
     return {RdmaStatus::kError,
-            internal::ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").ToString()};
+            ErrnoStatus(list_errno, "ibv_get_device_list", "(all devices)").ToString()};
   }
   if (devices == 0) {
     return {RdmaStatus::kNoDevices,

@@ -3,17 +3,17 @@
 
 #include <cerrno>
 
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg::cli {
 
 absl::Status WriteAll(std::FILE* f, absl::string_view text, absl::string_view what) {
   errno = 0;
   if (!text.empty() && std::fwrite(text.data(), 1, text.size(), f) != text.size()) {
-    return internal::ErrnoStatus(errno != 0 ? errno : EIO, "fwrite", what);
+    return ErrnoStatus(errno != 0 ? errno : EIO, "fwrite", what);
   }
   if (std::fflush(f) != 0 || std::ferror(f) != 0) {
-    return internal::ErrnoStatus(errno != 0 ? errno : EIO, "fflush", what);
+    return ErrnoStatus(errno != 0 ? errno : EIO, "fflush", what);
   }
   return absl::OkStatus();
 }

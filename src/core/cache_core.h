@@ -50,7 +50,6 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/mutex.h"
-#include "base/pagemap.h"
 #include "base/striped_counter.h"
 #include "core/range_index.h"
 #include "core/recent_invalidations.h"
@@ -63,8 +62,10 @@
 #include "dmareg/domain.h"
 #include "dmareg/memory.h"
 #include "dmareg/monitor.h"
+#include "dmareg/pagemap.h"
 #include "dmareg/range.h"
 #include "monitor/invalidation_log.h"
+#include "monitor/monitor_access.h"
 #include "runtime/asymmetric_fence.h"
 #include "runtime/fork_generation.h"
 

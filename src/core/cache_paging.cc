@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <optional>
 
-#include "base/errno_status.h"
 #include "core/cache_core.h"
+#include "dmareg/errno_status.h"
 #include "runtime/log.h"
 
 namespace dmareg::internal {

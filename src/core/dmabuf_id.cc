@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
 #ifndef DMA_BUF_MAGIC
 #define DMA_BUF_MAGIC 0x444d4142  // "DMAB", <linux/magic.h> since 4.x
@@ -82,13 +82,13 @@ absl::StatusOr<DmaBufInfo> InspectDmaBuf(int fd) {
       return absl::InvalidArgumentError(
           absl::StrFormat("fd %d is not open (fstat: EBADF): no dma-buf there", fd));
     }
-    return internal::ErrnoStatus(err, "fstat", "dma-buf", absl::StrFormat("fd %d", fd));
+    return ErrnoStatus(err, "fstat", "dma-buf", absl::StrFormat("fd %d", fd));
   }
   const auto dev = static_cast<uint64_t>(st.st_dev);
   if (dev == 0 || dev != known_dmabuf_dev.load(std::memory_order_relaxed)) {
     struct statfs fs;
     if (fstatfs(fd, &fs) != 0) {
-      return internal::ErrnoStatus(errno, "fstatfs", "dma-buf", absl::StrFormat("fd %d", fd));
+      return ErrnoStatus(errno, "fstatfs", "dma-buf", absl::StrFormat("fd %d", fd));
     }
     if (static_cast<uint64_t>(fs.f_type) != DMA_BUF_MAGIC) return NotADmaBuf(fd, st);
     known_dmabuf_dev.store(dev, std::memory_order_relaxed);
@@ -98,8 +98,8 @@ absl::StatusOr<DmaBufInfo> InspectDmaBuf(int fd) {
     // Kernels that leave i_size unset still answer SEEK_END with the size.
     const off_t end = lseek(fd, 0, SEEK_END);
     if (end < 0) {
-      return internal::ErrnoStatus(errno, "lseek(SEEK_END)", "dma-buf",
-                                   absl::StrFormat("fd %d: its size", fd));
+      return ErrnoStatus(errno, "lseek(SEEK_END)", "dma-buf",
+                         absl::StrFormat("fd %d: its size", fd));
     }
     size = static_cast<uint64_t>(end);
   }

@@ -18,8 +18,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "base/mutex.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 namespace internal {
@@ -182,7 +182,7 @@ absl::Status ExternalMemoryRegistry::RegisterDmaBuf(const void* addr, size_t len
                                                       info->id.ToString(), info->size));
   }
   const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (own < 0) return internal::ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)", "dma-buf", where);
+  if (own < 0) return ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)", "dma-buf", where);
   absl::Status s = AddChunk(addr, length, page_size, page_iovas, own, offset, where);
   if (!s.ok()) close(own);
   return s;

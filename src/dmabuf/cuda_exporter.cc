@@ -20,10 +20,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "base/mutex.h"
 #include "dmareg/dmabuf/cuda_driver.h"
 #include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 
@@ -141,8 +141,8 @@ absl::StatusOr<CudaDmaBuf> CudaDmaBufExporter::Export(const void* device_ptr, si
       } else if (fstat(*fd, &st) != 0) {
         const int err = errno;
         close(*fd);
-        status = internal::ErrnoStatus(
-            err, "fstat", "cuda", absl::StrFormat("of the dma-buf exported for 0x%x", range->base));
+        status = ErrnoStatus(err, "fstat", "cuda",
+                             absl::StrFormat("of the dma-buf exported for 0x%x", range->base));
       } else {
         State::Export e{
             *fd, range->size, *buffer_id,

@@ -12,8 +12,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 namespace {
@@ -31,7 +31,7 @@ absl::StatusOr<DmaHeap> DmaHeap::Open(const std::string& name) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    return internal::ErrnoStatus(
+    return ErrnoStatus(
         err, "open", path,
         err == ENOENT ? "this kernel offers no such DMA-BUF heap (CONFIG_DMABUF_HEAPS_*)" : "");
   }
@@ -63,8 +63,7 @@ absl::StatusOr<DmaBuf> DmaHeap::Allocate(uint64_t size) {
   alloc.len = size;
   alloc.fd_flags = O_RDWR | O_CLOEXEC;
   if (ioctl(fd_, DMA_HEAP_IOCTL_ALLOC, &alloc) != 0) {
-    return internal::ErrnoStatus(errno, "DMA_HEAP_IOCTL_ALLOC", path,
-                                 absl::StrFormat("%u bytes", size));
+    return ErrnoStatus(errno, "DMA_HEAP_IOCTL_ALLOC", path, absl::StrFormat("%u bytes", size));
   }
   // The heap rounds up to whole pages; the buffer says how large it is.
   const int fd = static_cast<int>(alloc.fd);

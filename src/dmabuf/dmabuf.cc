@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 
@@ -72,7 +72,7 @@ absl::StatusOr<DmaBufMapping> DmaBufMapping::Map(int fd, uint64_t size, bool wri
   const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
   void* p = mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
-    return internal::ErrnoStatus(errno, "mmap", what, absl::StrFormat("%u bytes", size));
+    return ErrnoStatus(errno, "mmap", what, absl::StrFormat("%u bytes", size));
   }
   return DmaBufMapping(fd, static_cast<uint8_t*>(p), size);
 }
@@ -105,8 +105,7 @@ absl::Status Sync(int fd, uint64_t flags, const char* phase) {
     r = ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync);
   } while (r != 0 && (errno == EINTR || errno == EAGAIN));
   if (r != 0) {
-    return internal::ErrnoStatus(errno, "DMA_BUF_IOCTL_SYNC", absl::StrFormat("dma-buf fd %d", fd),
-                                 phase);
+    return ErrnoStatus(errno, "DMA_BUF_IOCTL_SYNC", absl::StrFormat("dma-buf fd %d", fd), phase);
   }
   return absl::OkStatus();
 }

@@ -14,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 namespace {
@@ -29,15 +29,15 @@ constexpr uint64_t kPitch = kWidth * (kBpp / 8);
 
 absl::StatusOr<DrmDevice> DrmDevice::Open(const std::string& card) {
   const int fd = open(card.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return internal::ErrnoStatus(errno, "open", card, "a DRM card");
+  if (fd < 0) return ErrnoStatus(errno, "open", card, "a DRM card");
   // drmGetVersion answers on every DRM node and nothing else. (Dumb
   // buffers are not asked about: vgem has them without DRM_CAP_DUMB_BUFFER.)
   drmVersionPtr v = drmGetVersion(fd);
   if (v == nullptr) {
     const int err = errno;
     close(fd);
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s is not a DRM device (drmGetVersion: %s)", card, internal::ErrnoName(err)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s is not a DRM device (drmGetVersion: %s)", card, ErrnoName(err)));
   }
   std::string driver(v->name, v->name_len);
   drmFreeVersion(v);
@@ -81,9 +81,9 @@ absl::StatusOr<DmaBuf> DrmDevice::Allocate(uint64_t size) {
       return absl::FailedPreconditionError(
           absl::StrFormat("DRM card %s (driver %s) offers no dumb buffers: "
                           "DRM_IOCTL_MODE_CREATE_DUMB: %s, %s",
-                          card_, driver_, internal::ErrnoName(err), bytes));
+                          card_, driver_, ErrnoName(err), bytes));
     }
-    return internal::ErrnoStatus(err, "DRM_IOCTL_MODE_CREATE_DUMB", card_, bytes);
+    return ErrnoStatus(err, "DRM_IOCTL_MODE_CREATE_DUMB", card_, bytes);
   }
   int dmabuf = -1;
   const int r = drmPrimeHandleToFD(fd_, create.handle, DRM_CLOEXEC | DRM_RDWR, &dmabuf);
@@ -92,7 +92,7 @@ absl::StatusOr<DmaBuf> DrmDevice::Allocate(uint64_t size) {
   drm_gem_close gem_close{};
   gem_close.handle = create.handle;
   drmIoctl(fd_, DRM_IOCTL_GEM_CLOSE, &gem_close);
-  if (r != 0) return internal::ErrnoStatus(err, "drmPrimeHandleToFD", card_, bytes);
+  if (r != 0) return ErrnoStatus(err, "drmPrimeHandleToFD", card_, bytes);
   return DmaBuf(dmabuf, create.size, absl::StrCat(driver_, " (", card_, ")"));
 }
 

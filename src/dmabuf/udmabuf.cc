@@ -13,8 +13,8 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "dmareg/dmabuf/dmabuf.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 namespace {
@@ -33,7 +33,7 @@ absl::StatusOr<UdmabufDevice> UdmabufDevice::Open(const std::string& path) {
   const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    return internal::ErrnoStatus(
+    return ErrnoStatus(
         err, "open", path,
         err == ENOENT ? "this kernel offers no udmabuf (CONFIG_UDMABUF, module udmabuf)" : "");
   }
@@ -64,12 +64,12 @@ absl::StatusOr<DmaBuf> UdmabufDevice::Allocate(uint64_t size) {
   }
   const std::string bytes = absl::StrFormat("%u bytes", size);
   FdCloser memfd{memfd_create("dmareg-udmabuf", MFD_ALLOW_SEALING | MFD_CLOEXEC)};
-  if (memfd.fd < 0) return internal::ErrnoStatus(errno, "memfd_create", "udmabuf", bytes);
+  if (memfd.fd < 0) return ErrnoStatus(errno, "memfd_create", "udmabuf", bytes);
   if (ftruncate(memfd.fd, static_cast<off_t>(size)) != 0) {
-    return internal::ErrnoStatus(errno, "ftruncate of the memfd", "udmabuf", bytes);
+    return ErrnoStatus(errno, "ftruncate of the memfd", "udmabuf", bytes);
   }
   if (fcntl(memfd.fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
-    return internal::ErrnoStatus(errno, "fcntl(F_ADD_SEALS, F_SEAL_SHRINK)", "udmabuf", bytes);
+    return ErrnoStatus(errno, "fcntl(F_ADD_SEALS, F_SEAL_SHRINK)", "udmabuf", bytes);
   }
   udmabuf_create create{};
   create.memfd = static_cast<uint32_t>(memfd.fd);
@@ -79,18 +79,17 @@ absl::StatusOr<DmaBuf> UdmabufDevice::Allocate(uint64_t size) {
   const int dmabuf = ioctl(fd_, UDMABUF_CREATE, &create);
   if (dmabuf < 0) {
     const int err = errno;
-    return internal::ErrnoStatus(
-        err, "UDMABUF_CREATE", "/dev/udmabuf",
-        err == EINVAL || err == E2BIG
-            ? absl::StrFormat("%s (over the module's size_limit_mb?)", bytes)
-            : bytes);
+    return ErrnoStatus(err, "UDMABUF_CREATE", "/dev/udmabuf",
+                       err == EINVAL || err == E2BIG
+                           ? absl::StrFormat("%s (over the module's size_limit_mb?)", bytes)
+                           : bytes);
   }
   // The memfd's own shared mapping: the same pages, pinnable by ibv_reg_mr.
   void* alias = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.fd, 0);
   if (alias == MAP_FAILED) {
     const int err = errno;
     close(dmabuf);
-    return internal::ErrnoStatus(err, "mmap of the memfd", "udmabuf", bytes);
+    return ErrnoStatus(err, "mmap of the memfd", "udmabuf", bytes);
   }
   // The mapping keeps the memfd's pages; the memfd itself is not needed.
   return DmaBuf(dmabuf, size, "udmabuf", alias, size);

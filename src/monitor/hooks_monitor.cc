@@ -19,6 +19,7 @@
 #include "dmareg/c/hooks.h"
 #include "dmareg/monitor.h"
 #include "monitor/invalidation_log.h"
+#include "monitor/monitor_access.h"
 
 namespace dmareg {
 
@@ -167,9 +168,8 @@ absl::StatusOr<std::shared_ptr<HooksMonitor>> HooksMonitor::Create(HooksMonitorO
 // Composed: one log, the userfaultfd monitor's (the aliasing pointer keeps
 // that monitor alive as long as the log is used).
 HooksMonitor::HooksMonitor(std::shared_ptr<UserfaultfdMonitor> uffd, std::shared_ptr<State> state)
-    : MemoryMonitor(uffd != nullptr
-                        ? std::shared_ptr<internal::InvalidationLog>(uffd, &internal::LogOf(*uffd))
-                        : std::make_shared<internal::InvalidationLog>()),
+    : MemoryMonitor(uffd != nullptr ? internal::MonitorAccess::SharedLogOf(*uffd)
+                                    : std::make_shared<internal::InvalidationLog>()),
       uffd_(std::move(uffd)),
       state_(std::move(state)) {}
 

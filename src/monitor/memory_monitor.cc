@@ -10,11 +10,9 @@
 #include "dmareg/c/dmareg.h"
 #include "dmareg/monitor.h"
 #include "monitor/invalidation_log.h"
+#include "monitor/monitor_access.h"
 
 namespace dmareg {
-namespace internal {
-InvalidationLog& LogOf(MemoryMonitor& monitor) { return *monitor.log_; }
-}  // namespace internal
 
 MemoryMonitor::MemoryMonitor() : log_(std::make_shared<internal::InvalidationLog>()) {}
 MemoryMonitor::MemoryMonitor(std::shared_ptr<internal::InvalidationLog> log)
@@ -42,6 +40,28 @@ absl::Status MemoryMonitor::Notify(const void* addr, size_t length) {
 }
 
 dmareg_monitor* MemoryMonitor::c_handle() { return reinterpret_cast<dmareg_monitor*>(this); }
+
+MonitorReader::MonitorReader(std::shared_ptr<MemoryMonitor> monitor)
+    : monitor_(std::move(monitor)),
+      cursor_(monitor_ == nullptr ? 0 : internal::LogOf(*monitor_).head()) {}
+MonitorReader::~MonitorReader() = default;
+MonitorReader::MonitorReader(MonitorReader&&) noexcept = default;
+MonitorReader& MonitorReader::operator=(MonitorReader&&) noexcept = default;
+
+bool MonitorReader::Pending() const {
+  return monitor_ != nullptr && internal::LogOf(*monitor_).Pending(cursor_);
+}
+
+bool MonitorReader::Read(std::vector<Range>* out) {
+  if (monitor_ == nullptr) return true;
+  bool overrun = false;
+  cursor_ = internal::LogOf(*monitor_).ReadSince(cursor_, out, &overrun);
+  return !overrun;
+}
+
+void MonitorReader::WaitQuiet() const {
+  if (monitor_ != nullptr) internal::LogOf(*monitor_).WaitQuiet();
+}
 
 std::shared_ptr<ExplicitMonitor> ExplicitMonitor::Create() {
   return std::shared_ptr<ExplicitMonitor>(new ExplicitMonitor());

@@ -37,10 +37,11 @@
 #include "absl/container/btree_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "base/mutex.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/monitor.h"
 #include "monitor/invalidation_log.h"
+#include "monitor/monitor_access.h"
 #include "monitor/vma.h"
 #include "runtime/fork_generation.h"
 
@@ -78,8 +79,7 @@ int OpenUserfaultfd(std::string* why) {
 #endif
   *why = absl::StrFormat(
       "userfaultfd: %s (%s); with UFFD_USER_MODE_ONLY: %s (%s); /dev/userfaultfd: %s",
-      strerror(first), internal::ErrnoName(first), strerror(second), internal::ErrnoName(second),
-      strerror(errno));
+      strerror(first), ErrnoName(first), strerror(second), ErrnoName(second), strerror(errno));
   return -1;
 }
 
@@ -143,10 +143,9 @@ absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create()
   if (ioctl(state->uffd, UFFDIO_API, &api) != 0) {
     const int err = errno;
     close(state->uffd);
-    return absl::FailedPreconditionError(
-        absl::StrCat(internal::ErrnoStatus(err, "UFFDIO_API", "userfaultfd",
-                                           "unmap/remove/remap events unsupported")
-                         .message()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        ErrnoStatus(err, "UFFDIO_API", "userfaultfd", "unmap/remove/remap events unsupported")
+            .message()));
   }
   if ((api.ioctls & (1ull << _UFFDIO_REGISTER)) == 0) {
     close(state->uffd);
@@ -156,14 +155,14 @@ absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create()
   if (state->wake < 0) {
     const int err = errno;
     close(state->uffd);
-    return internal::ErrnoStatus(err, "eventfd", "userfaultfd");
+    return ErrnoStatus(err, "eventfd", "userfaultfd");
   }
   state->maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (state->maps < 0) {
     const int err = errno;
     close(state->uffd);
     close(state->wake);
-    return internal::ErrnoStatus(err, "open", "/proc/self/maps");
+    return ErrnoStatus(err, "open", "/proc/self/maps");
   }
   std::shared_ptr<UserfaultfdMonitor> monitor(new UserfaultfdMonitor(std::move(state)));
   UserfaultfdMonitor* m = monitor.get();
@@ -172,7 +171,7 @@ absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> UserfaultfdMonitor::Create()
     return nullptr;
   };
   if (const int err = pthread_create(&m->state_->reader, nullptr, entry, m); err != 0) {
-    return internal::ErrnoStatus(err, "pthread_create", "userfaultfd");
+    return ErrnoStatus(err, "pthread_create", "userfaultfd");
   }
   // Nothing is watched before the reader runs: a thread's start-up may
   // unmap memory (sanitizer runtimes do), and nobody would read that event.
@@ -284,7 +283,7 @@ absl::Status UserfaultfdMonitor::Watch(const void* addr, size_t length) {
       return absl::InvalidArgumentError(
           absl::StrCat("UFFDIO_REGISTER on userfaultfd: ", what, " is not mapped"));
     default:
-      return internal::ErrnoStatus(err, "UFFDIO_REGISTER", "userfaultfd", what);
+      return ErrnoStatus(err, "UFFDIO_REGISTER", "userfaultfd", what);
   }
 }
 
@@ -308,10 +307,10 @@ void UserfaultfdMonitor::ReadLoop() {
 }
 
 namespace internal {
-void HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold) {
+void MonitorAccess::HoldUserfaultfdReader(UserfaultfdMonitor& monitor, bool hold) {
   monitor.state_->hold.store(hold, std::memory_order_release);
 }
-bool UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor) {
+bool MonitorAccess::UserfaultfdReaderHasEventsWaiting(UserfaultfdMonitor& monitor) {
   return monitor.state_->held_with_events.load(std::memory_order_acquire);
 }
 }  // namespace internal

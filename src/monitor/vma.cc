@@ -9,7 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg::internal {
 

@@ -19,12 +19,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg::rc {
 namespace {
-
-using internal::ErrnoStatus;
 
 bool IsZero(const std::array<uint8_t, 16>& gid) {
   return std::all_of(gid.begin(), gid.end(), [](uint8_t b) { return b == 0; });

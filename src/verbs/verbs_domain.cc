@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "base/errno_status.h"
 #include "base/mutex.h"
+#include "dmareg/errno_status.h"
 #include "verbs/verbs_ops.h"
 
 namespace dmareg {
@@ -96,7 +96,7 @@ absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevicesWith(
   std::vector<std::string> names;
   if (!list.ok()) {
     if (MeansNoDevices(list.error())) return names;
-    return internal::ErrnoStatus(list.error(), "ibv_get_device_list", "(all devices)");
+    return ErrnoStatus(list.error(), "ibv_get_device_list", "(all devices)");
   }
   for (int i = 0; i < list.size(); ++i) names.push_back(list.name(i));
   return names;
@@ -115,7 +115,7 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
 
   DeviceList list(*ops);
   if (!list.ok() && !MeansNoDevices(list.error())) {
-    return internal::ErrnoStatus(list.error(), "ibv_get_device_list", wanted);
+    return ErrnoStatus(list.error(), "ibv_get_device_list", wanted);
   }
   if (list.size() == 0) {
     return absl::NotFoundError(absl::StrCat(
@@ -136,13 +136,13 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
 
   errno = 0;
   ibv_context* context = ops->OpenDevice(list.at(index));
-  if (context == nullptr) return internal::ErrnoStatus(errno, "ibv_open_device", name);
+  if (context == nullptr) return ErrnoStatus(errno, "ibv_open_device", name);
   errno = 0;
   ibv_pd* pd = ops->AllocPd(context);
   if (pd == nullptr) {
     const int err = errno;
     ops->CloseDevice(context);
-    return internal::ErrnoStatus(err, "ibv_alloc_pd", name);
+    return ErrnoStatus(err, "ibv_alloc_pd", name);
   }
 
   // From here on the domain owns the context and the PD.
@@ -196,7 +196,7 @@ absl::Status VerbsDomain::Probe() {
   ibv_device_attr_ex attr;
   std::memset(&attr, 0, sizeof(attr));
   if (const int err = ops_->QueryDeviceEx(context_, &attr); err != 0) {
-    return internal::ErrnoStatus(err, "ibv_query_device_ex", name_);
+    return ErrnoStatus(err, "ibv_query_device_ex", name_);
   }
   const ibv_device_attr& a = attr.orig_attr;
   info_.fw_ver = std::string(a.fw_ver, strnlen(a.fw_ver, sizeof(a.fw_ver)));
@@ -284,7 +284,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostWith(const HostMemory& me
                       caps_.on_demand_paging ? " (the probe found ODP support for RC)"
                                              : " (the device reports no ODP support for RC)");
     }
-    return internal::ErrnoStatus(err, kCall, name_, detail);
+    return ErrnoStatus(err, kCall, name_, detail);
   }
   return Track(mr, iova, memory.length);
 }
@@ -295,10 +295,10 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& me
   if (!caps_.dmabuf_import) {
     // Known from the probe: answer without asking the driver again.
     const int err = info_.dmabuf_probe_errno != 0 ? info_.dmabuf_probe_errno : EOPNOTSUPP;
-    absl::Status s = internal::ErrnoStatus(
-        err, kCall, name_,
-        "the driver does not implement dma-buf MRs (probed when the domain opened); "
-        "nothing was registered");
+    absl::Status s =
+        ErrnoStatus(err, kCall, name_,
+                    "the driver does not implement dma-buf MRs (probed when the domain opened); "
+                    "nothing was registered");
     return absl::UnimplementedError(s.message());
   }
   if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
@@ -308,7 +308,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& me
   ibv_mr* mr = ops_->RegDmaBufMr(pd_, memory.offset, memory.length, iova, memory.fd, flags);
   if (mr == nullptr) {
     const int err = errno;
-    return internal::ErrnoStatus(
+    return ErrnoStatus(
         err, kCall, name_,
         absl::StrFormat("fd %d offset %#x length %#x access %s", memory.fd, memory.offset,
                         memory.length, AccessToString(NormalizeAccess(access))));
@@ -326,8 +326,8 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterImplicitOnDemand(AccessFlags 
   ibv_mr* mr = ops_->RegMrIova2(pd_, nullptr, SIZE_MAX, 0, ToIbvAccessFlags(access, true));
   if (mr == nullptr) {
     const int err = errno;
-    return internal::ErrnoStatus(err, kCall, name_,
-                                 absl::StrCat("access ", AccessToString(NormalizeAccess(access))));
+    return ErrnoStatus(err, kCall, name_,
+                       absl::StrCat("access ", AccessToString(NormalizeAccess(access))));
   }
   return Track(mr, 0, SIZE_MAX);
 }
@@ -343,7 +343,7 @@ absl::Status VerbsDomain::Prefetch(const DeviceMapping& mapping, uint64_t iova, 
                 .length = static_cast<uint32_t>(std::min(kPiece, length - done)),
                 .lkey = mapping.lkey};
     if (const int err = ops_->AdviseMr(pd_, advice, IBV_ADVISE_MR_FLAG_FLUSH, &sge, 1); err != 0) {
-      absl::Status s = internal::ErrnoStatus(
+      absl::Status s = ErrnoStatus(
           err, kCall, name_,
           absl::StrFormat("%s of IOVA [%#x, +%#x) lkey %#x", write ? "PREFETCH_WRITE" : "PREFETCH",
                           sge.addr, sge.length, mapping.lkey));
@@ -387,8 +387,7 @@ absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
       internal::MutexLock lock(&mrs_->mu);
       mrs_->mrs.insert(mr);
     }
-    return internal::ErrnoStatus(err, "ibv_dereg_mr", name_,
-                                 absl::StrFormat("lkey %#x", mapping.lkey));
+    return ErrnoStatus(err, "ibv_dereg_mr", name_, absl::StrFormat("lkey %#x", mapping.lkey));
   }
   live_.fetch_sub(1, std::memory_order_relaxed);
   total_dereg_.fetch_add(1, std::memory_order_relaxed);

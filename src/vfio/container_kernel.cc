@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 #include "vfio/container_state.h"
 
 namespace dmareg::internal {

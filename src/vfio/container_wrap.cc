@@ -23,7 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/vfio/vfio_domain.h"
 #include "vfio/container_state.h"
 #include "vfio/vfio_ops.h"
@@ -50,8 +50,7 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::WrapWith(
   // An fd that is not a container fails here (ENOTTY, EBADF...).
   const int version = ops->GetApiVersion(container_fd);
   if (version < 0) {
-    return internal::ErrnoStatus(errno, "VFIO_GET_API_VERSION", device,
-                                 "is it an open /dev/vfio/vfio?");
+    return ErrnoStatus(errno, "VFIO_GET_API_VERSION", device, "is it an open /dev/vfio/vfio?");
   }
   if (version != VFIO_API_VERSION) {
     return absl::FailedPreconditionError(
@@ -62,7 +61,7 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::WrapWith(
   probe.argsz = sizeof(probe);
   bool set = true;
   if (ops->IommuGetInfo(container_fd, &probe) != 0) {
-    if (errno != EINVAL) return internal::ErrnoStatus(errno, "VFIO_IOMMU_GET_INFO", device);
+    if (errno != EINVAL) return ErrnoStatus(errno, "VFIO_IOMMU_GET_INFO", device);
     set = false;  // no IOMMU type yet
   }
   int type = iommu_type;

@@ -31,8 +31,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "base/errno_status.h"
 #include "base/mutex.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/vfio/vfio_domain.h"
 #include "vfio/container_state.h"
 #include "vfio/iommu_info.h"
@@ -76,14 +76,14 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::OpenWith(
   const int fd = ops->Open(kPath, O_RDWR);
   if (fd < 0) {
     const int err = errno;
-    return internal::ErrnoStatus(err, "open", kPath,
-                                 err == ENOENT ? "VFIO is not loaded (modprobe vfio-pci)" : "");
+    return ErrnoStatus(err, "open", kPath,
+                       err == ENOENT ? "VFIO is not loaded (modprobe vfio-pci)" : "");
   }
   // From here the container owns the fd and closes it on every failure.
   std::shared_ptr<VfioContainer> c(new VfioContainer(ops, fd, 0));
   const int version = ops->GetApiVersion(fd);
   if (version != VFIO_API_VERSION) {
-    if (version < 0) return internal::ErrnoStatus(errno, "VFIO_GET_API_VERSION", kPath);
+    if (version < 0) return ErrnoStatus(errno, "VFIO_GET_API_VERSION", kPath);
     return absl::FailedPreconditionError(
         absl::StrFormat("VFIO_GET_API_VERSION on %s: API version %d, this library speaks %d", kPath,
                         version, VFIO_API_VERSION));
@@ -167,8 +167,7 @@ absl::StatusOr<int> VfioContainer::DupGroupFd(int group) const {
   }
   const int dup = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
   if (dup < 0) {
-    return internal::ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)",
-                                 absl::StrFormat("IOMMU group %d", group));
+    return ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)", absl::StrFormat("IOMMU group %d", group));
   }
   return dup;
 }
@@ -454,8 +453,8 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
         absl::StrCat(device, " is already attached to container fd ", fd_));
   }
   if (!already_joined && ops_->GroupSetContainer(group_fd, fd_) != 0) {
-    return internal::ErrnoStatus(errno, "VFIO_GROUP_SET_CONTAINER", device,
-                                 absl::StrCat("container fd ", fd_));
+    return ErrnoStatus(errno, "VFIO_GROUP_SET_CONTAINER", device,
+                       absl::StrCat("container fd ", fd_));
   }
   auto undo_join = [&] {
     if (!already_joined) ops_->GroupUnsetContainer(group_fd);
@@ -477,8 +476,8 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
   if (ops_->SetIommu(fd_, s.preferred_type) != 0) {
     const int err = errno;
     undo_join();
-    return internal::ErrnoStatus(err, "VFIO_SET_IOMMU", absl::StrCat("container fd ", fd_),
-                                 absl::StrCat("type ", s.preferred_type, ", for ", device));
+    return ErrnoStatus(err, "VFIO_SET_IOMMU", absl::StrCat("container fd ", fd_),
+                       absl::StrCat("type ", s.preferred_type, ", for ", device));
   }
   absl::StatusOr<VfioContainerInfo> info = internal::ReadIommuInfo(*ops_, fd_, s.preferred_type);
   if (!info.ok()) {
@@ -531,8 +530,7 @@ absl::Status VfioContainer::DetachGroup(int group_fd, int group) {
         absl::StrCat("VFIO group ", group, " is not attached to container fd ", fd_));
   }
   if (it->second.joined_here && ops_->GroupUnsetContainer(group_fd) != 0) {
-    return internal::ErrnoStatus(errno, "VFIO_GROUP_UNSET_CONTAINER",
-                                 absl::StrCat("VFIO group ", group));
+    return ErrnoStatus(errno, "VFIO_GROUP_UNSET_CONTAINER", absl::StrCat("VFIO group ", group));
   }
   s.groups.erase(it);
   if (s.groups.empty() && !s.adopted) {

@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "base/errno_status.h"
 #include "base/mutex.h"
+#include "dmareg/errno_status.h"
 #include "vfio/iommu_info.h"
 #include "vfio/pci_sysfs.h"
 #include "vfio/vfio_ops.h"
@@ -247,7 +247,7 @@ absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
             "the group is already open (another process or domain; or the application's own: "
             "pass a dup of its fd as VfioDomainOptions::group_fd)";
       }
-      return internal::ErrnoStatus(err, "open", dev_path, why);
+      return ErrnoStatus(err, "open", dev_path, why);
     }
   }
   auto close_group = [&] { ops_->Close(group_fd); };
@@ -256,7 +256,7 @@ absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
   if (ops_->GroupGetStatus(group_fd, &status) != 0) {
     const int err = errno;
     close_group();
-    return internal::ErrnoStatus(err, "VFIO_GROUP_GET_STATUS", dev_path, name_);
+    return ErrnoStatus(err, "VFIO_GROUP_GET_STATUS", dev_path, name_);
   }
   if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
     close_group();
@@ -279,8 +279,7 @@ absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
   if (device_fd < 0) {
     const int err = errno;
     leave();
-    return internal::ErrnoStatus(err, "VFIO_GROUP_GET_DEVICE_FD", name_,
-                                 absl::StrCat("group ", group));
+    return ErrnoStatus(err, "VFIO_GROUP_GET_DEVICE_FD", name_, absl::StrCat("group ", group));
   }
   vfio_region_info config{};
   config.argsz = sizeof(config);
@@ -289,7 +288,7 @@ absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
     const int err = errno;
     ops_->Close(device_fd);
     leave();
-    return internal::ErrnoStatus(err, "VFIO_DEVICE_GET_REGION_INFO", name_, "config space region");
+    return ErrnoStatus(err, "VFIO_DEVICE_GET_REGION_INFO", name_, "config space region");
   }
   s.attached = true;
   s.group = group;
@@ -436,8 +435,7 @@ absl::StatusOr<VfioRegionMap> VfioDomain::MapRegion(int index) {
   info.argsz = sizeof(info);
   info.index = static_cast<uint32_t>(index);
   if (ops_->DeviceGetRegionInfo(s.device_fd, &info) != 0) {
-    return internal::ErrnoStatus(errno, "VFIO_DEVICE_GET_REGION_INFO", name_,
-                                 absl::StrCat("region ", index));
+    return ErrnoStatus(errno, "VFIO_DEVICE_GET_REGION_INFO", name_, absl::StrCat("region ", index));
   }
   if (info.size == 0) {
     return absl::NotFoundError(
@@ -453,8 +451,8 @@ absl::StatusOr<VfioRegionMap> VfioDomain::MapRegion(int index) {
   if (writable) prot |= PROT_WRITE;
   void* p = ops_->Mmap(info.size, prot, s.device_fd, static_cast<off_t>(info.offset));
   if (p == MAP_FAILED) {
-    return internal::ErrnoStatus(errno, "mmap", name_,
-                                 absl::StrFormat("region %d, %#x bytes", index, info.size));
+    return ErrnoStatus(errno, "mmap", name_,
+                       absl::StrFormat("region %d, %#x bytes", index, info.size));
   }
   return VfioRegionMap(ops_, p, info.size, index, writable);
 }
@@ -471,7 +469,7 @@ absl::Status VfioDomain::ReadConfig(uint64_t offset, void* data, size_t len) {
   const ssize_t n =
       ops_->Pread(s.device_fd, data, len, static_cast<off_t>(s.config_offset + offset));
   if (n < 0) {
-    return internal::ErrnoStatus(errno, "pread", name_, absl::StrFormat("config %#x", offset));
+    return ErrnoStatus(errno, "pread", name_, absl::StrFormat("config %#x", offset));
   }
   if (static_cast<size_t>(n) != len) {
     return absl::UnavailableError(
@@ -492,7 +490,7 @@ absl::Status VfioDomain::WriteConfig(uint64_t offset, const void* data, size_t l
   const ssize_t n =
       ops_->Pwrite(s.device_fd, data, len, static_cast<off_t>(s.config_offset + offset));
   if (n < 0) {
-    return internal::ErrnoStatus(errno, "pwrite", name_, absl::StrFormat("config %#x", offset));
+    return ErrnoStatus(errno, "pwrite", name_, absl::StrFormat("config %#x", offset));
   }
   if (static_cast<size_t>(n) != len) {
     return absl::UnavailableError(

@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/vfio/fd_sharing.h"
 
 namespace dmareg::internal {

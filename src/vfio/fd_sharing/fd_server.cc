@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 #include "vfio/fd_sharing/fd_handler.h"
 
 namespace dmareg::internal {

@@ -43,6 +43,7 @@
 #include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "monitor/monitor_access.h"
 #include "verbs/rc_qp.h"
 
 namespace dmareg::device_test {
@@ -143,7 +144,7 @@ struct HeldWindow {
   UserfaultfdMonitor& uffd;
   std::thread freer;
   ~HeldWindow() {
-    internal::HoldUserfaultfdReader(uffd, false);
+    internal::MonitorAccess::HoldUserfaultfdReader(uffd, false);
     if (freer.joinable()) freer.join();
   }
 };
@@ -174,9 +175,9 @@ void VerbsHooksTest::RunWindow(const std::shared_ptr<MemoryMonitor>& monitor,
   }
   char* b = nullptr;
   {
-    internal::HoldUserfaultfdReader(uffd, true);
+    internal::MonitorAccess::HoldUserfaultfdReader(uffd, true);
     HeldWindow window{uffd, std::thread([a] { std::free(a); })};
-    while (!internal::UserfaultfdReaderHasEventsWaiting(uffd)) sched_yield();
+    while (!internal::MonitorAccess::UserfaultfdReaderHasEventsWaiting(uffd)) sched_yield();
     // free() is inside munmap now, the addresses already free.
     b = static_cast<char*>(std::malloc(kBlock));
     ASSERT_EQ(reinterpret_cast<uintptr_t>(b), old_addr) << "malloc did not reuse the addresses";

@@ -6,8 +6,8 @@
 #include <cerrno>
 
 #include "absl/status/status.h"
-#include "base/errno_status.h"
 #include "capi/c_handles.h"
+#include "dmareg/errno_status.h"
 
 extern "C" {
 int capi_acquire_hit_invalidate(void);
@@ -35,7 +35,7 @@ TEST(CApi, StatusToErrno) {
   EXPECT_EQ(StatusToNegErrno(absl::UnimplementedError("x")), -EOPNOTSUPP);
   EXPECT_EQ(StatusToNegErrno(absl::InternalError("x")), -EIO);
   // The errno payload wins over the code.
-  EXPECT_EQ(StatusToNegErrno(dmareg::internal::ErrnoStatus(EFAULT, "ibv_reg_mr", "fake")), -EFAULT);
+  EXPECT_EQ(StatusToNegErrno(dmareg::ErrnoStatus(EFAULT, "ibv_reg_mr", "fake")), -EFAULT);
 }
 
 }  // namespace

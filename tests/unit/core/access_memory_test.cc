@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "base/errno_status.h"
 #include "dmareg/access.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -77,15 +77,15 @@ TEST(MemoryTest, DmaBufValidation) {
 }
 
 TEST(ErrnoStatusTest, NamesCallDeviceAndErrno) {
-  absl::Status s = internal::ErrnoStatus(EFAULT, "ibv_reg_mr_iova2", "rxe0");
+  absl::Status s = ErrnoStatus(EFAULT, "ibv_reg_mr_iova2", "rxe0");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("ibv_reg_mr_iova2 on rxe0"));
   EXPECT_THAT(s.message(), HasSubstr("EFAULT"));
-  EXPECT_EQ(internal::ErrnoStatus(ENOMEM, "x", "d").code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(internal::ErrnoStatus(EOPNOTSUPP, "x", "d").code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(internal::ErrnoStatus(ENODEV, "x", "d").code(), absl::StatusCode::kUnavailable);
-  EXPECT_FALSE(internal::ErrnoStatus(0, "x", "d").ok());
-  EXPECT_THAT(internal::ErrnoStatus(4242, "x", "d").message(), HasSubstr("errno 4242"));
+  EXPECT_EQ(ErrnoStatus(ENOMEM, "x", "d").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrnoStatus(EOPNOTSUPP, "x", "d").code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(ErrnoStatus(ENODEV, "x", "d").code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(ErrnoStatus(0, "x", "d").ok());
+  EXPECT_THAT(ErrnoStatus(4242, "x", "d").message(), HasSubstr("errno 4242"));
 }
 
 }  // namespace

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "base/errno_status.h"
 #include "dmareg/cache.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -192,8 +192,8 @@ TEST_P(AutomaticFallbackTest, FirstRefusalSwitchesToPinnedForGood) {
 INSTANTIATE_TEST_SUITE_P(
     Refusals, AutomaticFallbackTest,
     ::testing::Values(absl::UnimplementedError("on-demand paging is not supported by domain fake"),
-                      internal::ErrnoStatus(EOPNOTSUPP, "ibv_reg_mr_iova2", "rxe0"),
-                      internal::ErrnoStatus(EINVAL, "ibv_reg_mr_iova2", "rxe0")));
+                      ErrnoStatus(EOPNOTSUPP, "ibv_reg_mr_iova2", "rxe0"),
+                      ErrnoStatus(EINVAL, "ibv_reg_mr_iova2", "rxe0")));
 
 // Other failures (a bad address, no memory) are the request's own: they are
 // returned and the mode stays.
@@ -202,8 +202,8 @@ TEST_F(CachePagingTest, AutomaticKeepsOnDemandOnOtherErrors) {
   ASSERT_NE(cache, nullptr);
   // An EINVAL in the text but not as the call's errno is no refusal either.
   const absl::Status errors[] = {
-      internal::ErrnoStatus(ENOMEM, "ibv_reg_mr_iova2", "fake"),
-      internal::ErrnoStatus(EFAULT, "ibv_reg_mr_iova2", "fake"),
+      ErrnoStatus(ENOMEM, "ibv_reg_mr_iova2", "fake"),
+      ErrnoStatus(EFAULT, "ibv_reg_mr_iova2", "fake"),
       absl::InvalidArgumentError("fake: a message that mentions EINVAL")};
   for (const absl::Status& err : errors) {
     fake_->RefuseOnDemand(err);

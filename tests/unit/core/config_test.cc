@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "base/errno_status.h"
 #include "dmareg/cache.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/log.h"
 #include "dmareg/monitor.h"
 #include "dmareg/testing/fake_domain.h"

@@ -27,9 +27,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "common/test_memory.h"
 #include "dmareg/cache.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/log.h"
 #include "dmareg/monitor.h"
 #include "dmareg/testing/fake_domain.h"
@@ -198,7 +198,7 @@ TEST_F(LogEventsTest, StalePfnOncePerStaleRegistration) {
 
 TEST_F(LogEventsTest, PagingFallbackOncePerSwitch) {
   fake_->mutable_capabilities().on_demand_paging = true;
-  fake_->RefuseOnDemand(internal::ErrnoStatus(EOPNOTSUPP, "ibv_reg_mr", "nic7"));
+  fake_->RefuseOnDemand(ErrnoStatus(EOPNOTSUPP, "ibv_reg_mr", "nic7"));
   MakeCache({.monitoring = Monitoring::kExplicitOnly, .paging = Paging::kAutomatic});
   ASSERT_TRUE(cache_->Acquire(page(0), kPage, Access::kLocalWrite).ok());
   ASSERT_TRUE(cache_->Acquire(page(4), kPage, Access::kLocalWrite).ok());  // pinned: quiet
@@ -214,7 +214,7 @@ TEST_F(LogEventsTest, FailedDeregistrationOncePerMapping) {
   MakeCache({.monitoring = Monitoring::kExplicitOnly});
   ASSERT_TRUE(cache_->Acquire(page(0), kPage, Access::kLocalWrite).ok());
   ASSERT_TRUE(cache_->Acquire(page(8), 2 * kPage, Access::kLocalWrite).ok());
-  fake_->FailDeregistrations(internal::ErrnoStatus(EIO, "ibv_dereg_mr", "nic7"));
+  fake_->FailDeregistrations(ErrnoStatus(EIO, "ibv_dereg_mr", "nic7"));
   ASSERT_TRUE(cache_->Invalidate(mem_.data(), mem_.size()).ok());
   EXPECT_EQ(fake_->live_registrations(), 0) << "dropped anyway";
   const std::vector<std::string> lines = Lines();

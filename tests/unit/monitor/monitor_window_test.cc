@@ -36,6 +36,7 @@
 #include "dmareg/monitor.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gtest/gtest.h"
+#include "monitor/monitor_access.h"
 
 namespace dmareg {
 namespace {
@@ -142,15 +143,15 @@ TEST_P(WindowTest, MallocDuringAnInFlightFree) {
   if (held == bystander_) {
     ASSERT_TRUE(bystander_->Watch(a, kBig).ok());
   }
-  internal::HoldUserfaultfdReader(*held, true);
+  internal::MonitorAccess::HoldUserfaultfdReader(*held, true);
   std::thread t([a] { free(a); });
-  while (!internal::UserfaultfdReaderHasEventsWaiting(*held)) sched_yield();
+  while (!internal::MonitorAccess::UserfaultfdReaderHasEventsWaiting(*held)) sched_yield();
   clock_ = 1;  // the new block's time
   char* b = static_cast<char*>(malloc(kBig));
   auto r = cache_->Acquire(HostMemory{b, kBig}, Access::kLocalWrite);
   const uint64_t tag = r.ok() ? TagOf(*r) : 0;
   // Let the unmapping thread go before any assertion can return.
-  internal::HoldUserfaultfdReader(*held, false);
+  internal::MonitorAccess::HoldUserfaultfdReader(*held, false);
   t.join();
   ASSERT_NE(b, nullptr);
   ASSERT_TRUE(r.ok()) << r.status();

@@ -23,8 +23,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
 #include "dmareg/cache.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -103,7 +103,7 @@ class LogTest : public ::testing::Test {
     auto cache =
         RegistrationCache::Create(fake_, {.monitoring = Monitoring::kExplicitOnly}).value();
     ASSERT_TRUE(cache->Acquire(HostMemory{base_, page_}, {}).ok());
-    fake_->FailDeregistrations(internal::ErrnoStatus(EIO, "ibv_dereg_mr", "nic7"));
+    fake_->FailDeregistrations(ErrnoStatus(EIO, "ibv_dereg_mr", "nic7"));
   }
 
   std::shared_ptr<FakeDomain> fake_ = std::make_shared<FakeDomain>("nic7");
@@ -145,7 +145,7 @@ TEST_F(LogTest, ASinkGetsWarningsAndStderrNothing) {
   EXPECT_EQ(GetLogLevel(), LogLevel::kWarn);
   StderrCapture capture;
   fake_->mutable_capabilities().on_demand_paging = true;
-  fake_->RefuseOnDemand(internal::ErrnoStatus(EOPNOTSUPP, "ibv_reg_mr", "nic7"));
+  fake_->RefuseOnDemand(ErrnoStatus(EOPNOTSUPP, "ibv_reg_mr", "nic7"));
   {
     auto cache = RegistrationCache::Create(
                      fake_, {.monitoring = Monitoring::kExplicitOnly, .paging = Paging::kAutomatic})

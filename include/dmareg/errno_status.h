@@ -1,18 +1,24 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// errno → absl::Status at the edge where a system call failed, naming the
-// call and the device so the message alone says what went wrong:
-//   "ibv_reg_mr_iova2 on rxe0: Bad address (EFAULT)".
+// errno_status.h: errno → absl::Status at the edge where a system call
+// failed, naming the call and the device so the message alone says what went
+// wrong, with the errno kept beside it. Every dmareg library reports kernel
+// errors this way, and a Domain of your own should too: the C API then
+// returns the system call's own -errno (ErrnoOf).
+//
+//   if (ioctl(fd, MY_MAP, &arg) != 0)
+//     return dmareg::ErrnoStatus(errno, "MY_MAP", "mydev0", "iova 0x1000");
+//   // "MY_MAP on mydev0: Invalid argument (EINVAL): iova 0x1000"
 
-#ifndef DMAREG_SRC_BASE_ERRNO_STATUS_H_
-#define DMAREG_SRC_BASE_ERRNO_STATUS_H_
+#ifndef DMAREG_ERRNO_STATUS_H_
+#define DMAREG_ERRNO_STATUS_H_
 
 #include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace dmareg::internal {
+namespace dmareg {
 
 // The status code that best describes `err` (ENOMEM → ResourceExhausted,
 // EOPNOTSUPP → Unimplemented, EINVAL/EFAULT/EBADF → InvalidArgument, ...).
@@ -33,6 +39,6 @@ std::optional<int> ErrnoOf(const absl::Status& s);
 // "EFAULT", "EOPNOTSUPP", ... or "errno N".
 absl::string_view ErrnoName(int err);
 
-}  // namespace dmareg::internal
+}  // namespace dmareg
 
-#endif  // DMAREG_SRC_BASE_ERRNO_STATUS_H_
+#endif  // DMAREG_ERRNO_STATUS_H_

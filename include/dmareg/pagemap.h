@@ -1,21 +1,23 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// PagemapReader: the page frames under a range of this process's pages, from
+// pagemap.h: PagemapReader, the page frames under a range of this process's pages, from
 // /proc/self/pagemap (one 64-bit entry per page: bit 63 present, bits 0-54
 // the PFN). The kernel shows PFNs only to readers with CAP_SYS_ADMIN; for
 // others it zeroes them, which pfns_visible() tells (probed at Open on a page
 // known to be present).
 //
-//   absl::StatusOr<PagemapReader> pm = PagemapReader::Open();
+//   absl::StatusOr<dmareg::PagemapReader> pm = dmareg::PagemapReader::Open();
 //   if (!pm.ok() || !pm->pfns_visible()) return;     // nothing to compare
 //   std::vector<uint64_t> frames;
 //   absl::Status s = pm->Read(addr, pages, &frames);  // PageEntry words
 //   if (PagePresent(frames[0])) use(PagePfn(frames[0]));
 //
-// The fd is the opener's: a forked child reading it reads its parent.
+// The fd is the opener's: a forked child reading it reads its parent. The
+// cache's PFN check and the on-demand IOVA cache's page table read it; so
+// may an application that wants to see which frames a registration pins.
 
-#ifndef DMAREG_SRC_BASE_PAGEMAP_H_
-#define DMAREG_SRC_BASE_PAGEMAP_H_
+#ifndef DMAREG_PAGEMAP_H_
+#define DMAREG_PAGEMAP_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -25,7 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace dmareg::internal {
+namespace dmareg {
 
 inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
 inline constexpr uint64_t kPagemapPfnMask = (uint64_t{1} << 55) - 1;
@@ -78,6 +80,6 @@ class PagemapReader {
   std::string hidden_reason_;
 };
 
-}  // namespace dmareg::internal
+}  // namespace dmareg
 
-#endif  // DMAREG_SRC_BASE_PAGEMAP_H_
+#endif  // DMAREG_PAGEMAP_H_

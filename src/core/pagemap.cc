@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "base/pagemap.h"
+#include "dmareg/pagemap.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -10,9 +10,9 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
-namespace dmareg::internal {
+namespace dmareg {
 
 absl::StatusOr<PagemapReader> PagemapReader::Open() { return OpenPath("/proc/self/pagemap"); }
 
@@ -109,4 +109,4 @@ absl::Status PagemapReader::ReadFrames(uintptr_t addr, size_t pages,
   return absl::OkStatus();
 }
 
-}  // namespace dmareg::internal
+}  // namespace dmareg

@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "base/pagemap.h"
+#include "dmareg/pagemap.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

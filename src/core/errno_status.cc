@@ -1,5 +1,5 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "base/errno_status.h"
+#include "dmareg/errno_status.h"
 
 #include <cerrno>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace dmareg::internal {
+namespace dmareg {
 
 absl::StatusCode ErrnoToCode(int err) {
   switch (err) {
@@ -114,4 +114,4 @@ std::optional<int> ErrnoOf(const absl::Status& s) {
   return err;
 }
 
-}  // namespace dmareg::internal
+}  // namespace dmareg
