@@ -111,8 +111,8 @@ absl::StatusOr<OdpWindow> OdpVerbsBackend::ReserveWindow(uintptr_t va, uint64_t 
     w.mr = *impl_->implicit_mr;
     w.implicit = true;
   } else {
-    absl::StatusOr<DeviceMapping> mr = domain_->RegisterHostOnDemand(
-        HostMemory{reinterpret_cast<const void*>(va), length}, max_access);
+    absl::StatusOr<DeviceMapping> mr = domain_->RegisterHost(
+        HostMemory{reinterpret_cast<const void*>(va), length}, max_access, Paging::kOnDemand);
     if (!mr.ok()) return mr.status();
     w.mr = *mr;
     impl_->window_mrs.fetch_add(1, std::memory_order_relaxed);

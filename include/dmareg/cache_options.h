@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "dmareg/dmabuf_id.h"
+#include "dmareg/domain.h"  // Paging
 
 namespace dmareg {
 
@@ -44,25 +45,6 @@ enum class DmaBufPolicy {
 // "prefer-dmabuf", "dmabuf-only", "alias-only".
 const char* DmaBufPolicyName(DmaBufPolicy policy);
 
-// How a cache's mappings hold their pages.
-enum class Paging {
-  // Pinned registrations: the pages of the moment stay with the device, and
-  // the memory monitor keeps the cache from handing out stale ones.
-  kPinned,
-  // On-demand paging (verbs ODP, Domain::RegisterHostOnDemand): the device
-  // follows the process's page tables, so a cached mapping never goes stale
-  // and no monitor is needed (none is opened unless one is given). Create
-  // fails where the domain has no ODP.
-  kOnDemand,
-  // On-demand while the domain accepts it: the first refusal (Unimplemented,
-  // EOPNOTSUPP, EINVAL) makes the cache pinned for good, that request
-  // included (CacheStats::on_demand_fallbacks says so; paging() then says
-  // kPinned). Other errors are the request's own.
-  kAutomatic,
-};
-// "pinned", "on-demand", "automatic".
-const char* PagingName(Paging paging);
-
 struct CacheOptions {
   size_t max_regions = 0;  // 0: no limit
   size_t max_bytes = 0;    // 0: no limit
@@ -72,6 +54,13 @@ struct CacheOptions {
   std::shared_ptr<MemoryMonitor> monitor;
   Monitoring monitoring = Monitoring::kAutomatic;
   DmaBufPolicy dmabuf_policy = DmaBufPolicy::kPreferDmaBuf;
+  // How the cache's mappings hold their pages, the one place paging is
+  // chosen (domain.h). kOnDemand: every miss registers on demand, no monitor
+  // is opened unless one is given, and Create fails where the domain has no
+  // on-demand paging. kAutomatic: on-demand while the domain accepts it; its
+  // first refusal (Unimplemented, EOPNOTSUPP, EINVAL) makes the cache pinned
+  // for good, that request included (CacheStats::on_demand_fallbacks says
+  // so; paging() then says kPinned). Other errors are the request's own.
   Paging paging = Paging::kPinned;
   // The PFN check, a debugging aid: record the page frames under every
   // pinned host registration, and re-read them on one hit in

@@ -12,9 +12,13 @@
 //
 // The two registration calls are symmetric: each takes a memory descriptor
 // that may name the IOVA of its first byte (`HostMemory::iova`,
-// `DmaBufMemory::iova`); empty, the domain picks one. Every mapping comes
-// back with its extent (`DeviceMapping::iova`, `length`), which is what
-// `Deregister` undoes.
+// `DmaBufMemory::iova`); empty, the domain picks one. A named IOVA obeys one
+// set of rules on every device, `CheckIovaPlacement` below, which every
+// Domain applies (once) before it asks its kernel. Every mapping comes back
+// with its extent (`DeviceMapping::iova`, `length`), which is what
+// `Deregister` undoes. How the mapping holds its pages is the `Paging`
+// argument (the cache chooses it from CacheOptions::paging; nothing else
+// switches it).
 //
 // Implementations: `VerbsDomain` (libibverbs), the VFIO domain, and
 // `testing::FakeDomain` for tests. What a device can do is data, probed once
@@ -24,8 +28,11 @@
 // Thread safety: every method may be called from several threads at once.
 //
 //   class MyDomain : public dmareg::Domain {
-//     absl::StatusOr<dmareg::DeviceMapping> RegisterHost(
-//         const dmareg::HostMemory& memory, dmareg::AccessFlags access) override;
+//    public:
+//     using Domain::RegisterHost;  // keeps the pinned shorthand visible
+//     absl::StatusOr<dmareg::DeviceMapping> RegisterHost(const dmareg::HostMemory& memory,
+//                                                        dmareg::AccessFlags access,
+//                                                        dmareg::Paging paging) override;
 //     absl::Status Deregister(const dmareg::DeviceMapping& m) override;
 //     ...
 //   };
@@ -46,6 +53,23 @@
 #include "dmareg/range.h"
 
 namespace dmareg {
+
+// How a mapping holds its pages.
+enum class Paging {
+  // Pinned registrations: the pages of the moment stay with the device, and
+  // the memory monitor keeps the cache from handing out stale ones.
+  kPinned,
+  // On-demand paging (verbs ODP, IBV_ACCESS_ON_DEMAND): the device follows
+  // the process's page tables, so a mapping never goes stale. A domain
+  // without it answers Unimplemented (or the driver's own errno).
+  kOnDemand,
+  // The cache's choice only (CacheOptions::paging): on-demand while the
+  // domain accepts it, pinned for good after its first refusal. A domain
+  // asked for it answers InvalidArgument.
+  kAutomatic,
+};
+// "pinned", "on-demand", "automatic".
+const char* PagingName(Paging paging);
 
 // What kind of device a domain maps memory for.
 enum class DeviceKind {
@@ -70,8 +94,33 @@ struct DomainCapabilities {
   uint64_t page_sizes = 4096;               // bit N set: pages of 2^N bytes
   bool caller_iova = false;                 // Register* honour a caller-chosen IOVA
   bool dmabuf_import = false;               // RegisterDmaBuf is implemented by the driver
-  bool on_demand_paging = false;            // mappings need no pinning (verbs ODP)
+  bool on_demand_paging = false;            // Paging::kOnDemand works (verbs ODP)
+  // Every mapping lives in one IOVA space (an IOMMU's): IOVAs of two
+  // mappings never overlap, the domain itself refuses an overlap
+  // (AlreadyExists) and counts an identical mapping again (each needs its
+  // Deregister). False: each mapping is reached through its own keys and
+  // IOVAs may repeat (verbs MRs).
+  bool one_iova_space = false;
+  // A mapping may start and end anywhere in a page (verbs MRs pin the whole
+  // pages behind any byte range). False: va, IOVA and length must be whole
+  // pages of the smallest page size (an IOMMU maps pages).
+  bool byte_granular = true;
 };
+
+// The rules a mapping at a caller's IOVA obeys on a device, one function
+// applied once per request by every Domain (and by nothing else), each
+// violation with one status code everywhere:
+//   InvalidArgument     zero length; the VA or IOVA range wraps; VA and IOVA
+//                       differ in their offset within the smallest page; not
+//                       whole pages where the device maps pages
+//                       (!byte_granular)
+//   FailedPrecondition  the device cannot place a mapping at a caller's
+//                       IOVA (!caller_iova)
+//   OutOfRange          the IOVAs are beyond the device's reach: past its
+//                       DMA mask, or outside its IOVA ranges
+// `where` starts every message ("DmaMap on vfio:0000:00:03.0").
+absl::Status CheckIovaPlacement(const DomainCapabilities& caps, uint64_t va, uint64_t iova,
+                                uint64_t length, std::string_view where);
 
 // The result of one registration.
 struct DeviceMapping {
@@ -91,15 +140,14 @@ class Domain {
   virtual const DomainCapabilities& capabilities() const = 0;
 
   // Maps [memory.addr, memory.addr + memory.length), at `memory.iova` if
-  // given. The cache passes page-aligned spans and no IOVA.
-  virtual absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory,
-                                                     AccessFlags access) = 0;
-
-  // Like RegisterHost, with on-demand paging (verbs IBV_ACCESS_ON_DEMAND):
-  // the mapping follows the process's page tables instead of pinning.
-  // Default: Unimplemented, naming the domain.
-  virtual absl::StatusOr<DeviceMapping> RegisterHostOnDemand(const HostMemory& memory,
-                                                             AccessFlags access);
+  // given (CheckIovaPlacement first), holding its pages as `paging` says
+  // (kPinned or kOnDemand). The cache passes page-aligned spans and no IOVA.
+  virtual absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
+                                                     Paging paging) = 0;
+  // The same, pinned.
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) {
+    return RegisterHost(memory, access, Paging::kPinned);
+  }
 
   // Maps a dma-buf slice. Default: Unimplemented, naming the domain.
   virtual absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,

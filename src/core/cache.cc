@@ -17,18 +17,6 @@
 
 namespace dmareg {
 
-const char* PagingName(Paging paging) {
-  switch (paging) {
-    case Paging::kPinned:
-      return "pinned";
-    case Paging::kOnDemand:
-      return "on-demand";
-    case Paging::kAutomatic:
-      return "automatic";
-  }
-  return "unknown";
-}
-
 const char* DmaBufPolicyName(DmaBufPolicy policy) {
   switch (policy) {
     case DmaBufPolicy::kPreferDmaBuf:

@@ -25,9 +25,9 @@ bool RefusesOnDemand(const absl::Status& s) {
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterOnDemand(MissPlan& plan, bool* refused) {
   auto register_span = [&] {
-    return domain_->RegisterHostOnDemand(
+    return domain_->RegisterHost(
         HostMemory{reinterpret_cast<const void*>(plan.span.begin()), plan.span.length()},
-        plan.access);
+        plan.access, Paging::kOnDemand);
   };
   plan.cacheable = true;  // no monitor needed: nothing here can go stale
   absl::StatusOr<DeviceMapping> m = register_span();

@@ -5,6 +5,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace dmareg::testing {
@@ -46,28 +47,30 @@ absl::StatusOr<DeviceMapping> FakeDomain::Add(LiveMapping m) {
   return DeviceMapping{key, key ^ 0x80000000u, m.iova, m.length, key};
 }
 
-absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const HostMemory& memory,
-                                                       AccessFlags access) {
+absl::StatusOr<DeviceMapping> FakeDomain::RegisterHost(const HostMemory& memory, AccessFlags access,
+                                                       Paging paging) {
   const auto addr = reinterpret_cast<uintptr_t>(memory.addr);
-  return Add(LiveMapping{
-      .addr = addr, .length = memory.length, .access = access, .iova = memory.iova.value_or(addr)});
-}
-
-absl::StatusOr<DeviceMapping> FakeDomain::RegisterHostOnDemand(const HostMemory& memory,
-                                                               AccessFlags access) {
-  {
+  if (paging == Paging::kAutomatic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fake registration on ", name_, ": paging is kPinned or kOnDemand"));
+  }
+  if (memory.iova) {
+    absl::Status placed = CheckIovaPlacement(caps_, addr, *memory.iova, memory.length,
+                                             absl::StrCat("fake registration on ", name_));
+    if (!placed.ok()) return placed;
+  }
+  if (paging == Paging::kOnDemand) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!od_status_.ok()) {
       od_refusals_.fetch_add(1);
       return od_status_;
     }
   }
-  const auto addr = reinterpret_cast<uintptr_t>(memory.addr);
   return Add(LiveMapping{.addr = addr,
                          .length = memory.length,
                          .access = access,
                          .iova = memory.iova.value_or(addr),
-                         .on_demand = true});
+                         .on_demand = paging == Paging::kOnDemand});
 }
 
 void FakeDomain::RefuseOnDemand(absl::Status status) {
@@ -78,6 +81,11 @@ void FakeDomain::RefuseOnDemand(absl::Status status) {
 absl::StatusOr<DeviceMapping> FakeDomain::RegisterDmaBuf(const DmaBufMemory& memory,
                                                          AccessFlags access) {
   if (!caps_.dmabuf_import) return Domain::RegisterDmaBuf(memory, access);
+  if (memory.iova) {
+    absl::Status placed = CheckIovaPlacement(caps_, memory.offset, *memory.iova, memory.length,
+                                             absl::StrCat("fake dma-buf registration on ", name_));
+    if (!placed.ok()) return placed;
+  }
   return Add(LiveMapping{.addr = memory.offset,
                          .length = memory.length,
                          .access = access,

@@ -257,13 +257,12 @@ absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
 }
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory,
-                                                        AccessFlags access) {
-  return RegisterHostWith(memory, access, options_.on_demand);
-}
-
-absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostOnDemand(const HostMemory& memory,
-                                                                AccessFlags access) {
-  return RegisterHostWith(memory, access, /*on_demand=*/true);
+                                                        AccessFlags access, Paging paging) {
+  if (paging == Paging::kAutomatic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RegisterHost on ", name_, ": paging is kPinned or kOnDemand"));
+  }
+  return RegisterHostWith(memory, access, paging == Paging::kOnDemand || options_.on_demand);
 }
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostWith(const HostMemory& memory,

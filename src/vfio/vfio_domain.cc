@@ -227,6 +227,8 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::OpenWith(
   caps.max_mappings = info.dma_avail.value_or(0);
   caps.page_sizes = info.page_sizes != 0 ? info.page_sizes : 4096;
   caps.caller_iova = true;
+  caps.one_iova_space = true;  // the container's IOMMU space
+  caps.byte_granular = false;  // the IOMMU maps pages
   caps.dmabuf_import = false;
   return domain;
 }
@@ -342,8 +344,14 @@ int VfioDomain::device_fd() const {
   return state_->device_fd;
 }
 
-absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
-                                                       AccessFlags access) {
+absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory, AccessFlags access,
+                                                       Paging paging) {
+  if (paging != Paging::kPinned) {
+    return absl::Status(paging == Paging::kOnDemand ? absl::StatusCode::kUnimplemented
+                                                    : absl::StatusCode::kInvalidArgument,
+                        absl::StrCat("RegisterHost on ", name_, ": ", PagingName(paging),
+                                     " paging: an IOMMU mapping pins its pages"));
+  }
   if (absl::Status st = ValidateAccess(access); !st.ok()) return st;
   if (absl::Status st = ValidateHostMemory(memory); !st.ok()) return st;
   const uint64_t va = reinterpret_cast<uintptr_t>(memory.addr);

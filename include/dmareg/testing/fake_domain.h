@@ -42,7 +42,7 @@ class FakeDomain : public Domain {
     int fd = -1;
     uint64_t tag = 0;        // the tag source's value when registration began
     uint64_t iova = 0;       // where the device sees `addr`
-    bool on_demand = false;  // registered with RegisterHostOnDemand
+    bool on_demand = false;  // registered with Paging::kOnDemand
   };
 
   explicit FakeDomain(std::string name = "fake");
@@ -51,11 +51,12 @@ class FakeDomain : public Domain {
   const DomainCapabilities& capabilities() const override { return caps_; }
   DomainCapabilities& mutable_capabilities() { return caps_; }
 
-  // IOVA = VA (as verbs), or the caller's IOVA; the offset for dma-bufs.
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
-  // As RegisterHost, recorded as on-demand; refused as RefuseOnDemand says.
-  absl::StatusOr<DeviceMapping> RegisterHostOnDemand(const HostMemory& memory,
-                                                     AccessFlags access) override;
+  using Domain::RegisterHost;
+  // IOVA = VA (as verbs), or the caller's IOVA (CheckIovaPlacement); the
+  // offset for dma-bufs. Paging::kOnDemand is recorded as such and refused
+  // as RefuseOnDemand says.
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
+                                             Paging paging) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   // NotFound for a mapping it does not hold (or whose extent differs).
@@ -63,7 +64,7 @@ class FakeDomain : public Domain {
 
   // The next `n` registrations fail with `status` (and register nothing).
   void FailNextRegistrations(int n, absl::Status status);
-  // Every later RegisterHostOnDemand fails with `status` (OK: accepted
+  // Every later on-demand registration fails with `status` (OK: accepted
   // again), as a kernel without ODP refuses IBV_ACCESS_ON_DEMAND.
   void RefuseOnDemand(absl::Status status);
   int64_t on_demand_refusals() const { return od_refusals_.load(); }
@@ -117,7 +118,9 @@ class NoopDomain : public Domain {
   NoopDomain() : name_("noop") { caps_.device_name = name_; }
   const std::string& name() const override { return name_; }
   const DomainCapabilities& capabilities() const override { return caps_; }
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags) override {
+  using Domain::RegisterHost;
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags,
+                                             Paging) override {
     const auto a = reinterpret_cast<uint64_t>(memory.addr);
     const auto key = static_cast<uint32_t>(a >> 12);
     return DeviceMapping{key, key, a, memory.length, 0};

@@ -134,13 +134,13 @@ class VerbsDomain final : public Domain {
   const VerbsDeviceInfo& device_info() const { return info_; }
   const VerbsDomainOptions& options() const { return options_; }
 
-  // `DeviceMapping::handle` is the `ibv_mr*`.
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
-  // ibv_reg_mr_iova2 with IBV_ACCESS_ON_DEMAND whatever `options().on_demand`
-  // says. The driver is asked even where the probe found no ODP for RC (the
-  // error then says so): rxe on 6.1 answers EINVAL, newer kernels EOPNOTSUPP.
-  absl::StatusOr<DeviceMapping> RegisterHostOnDemand(const HostMemory& memory,
-                                                     AccessFlags access) override;
+  using Domain::RegisterHost;
+  // `DeviceMapping::handle` is the `ibv_mr*`. Paging::kOnDemand adds
+  // IBV_ACCESS_ON_DEMAND; the driver is asked even where the probe found no
+  // ODP for RC (the error then says so): rxe on 6.1 answers EINVAL, newer
+  // kernels EOPNOTSUPP.
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
+                                             Paging paging) override;
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   absl::Status Deregister(const DeviceMapping& mapping) override;

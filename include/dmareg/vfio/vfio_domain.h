@@ -135,7 +135,10 @@ class VfioDomain final : public Domain {
   // container's IOVA allocator. addr, length and iova must be whole IOMMU
   // pages. IOVAs beyond the mask or outside the ranges are refused before
   // any kernel call.
-  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access) override;
+  // Paging::kOnDemand: Unimplemented (an IOMMU mapping pins).
+  using Domain::RegisterHost;
+  absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
+                                             Paging paging) override;
   // Exact extent of a mapping this domain returned. Works while detached
   // (the table entry goes; the cache calls it exactly once per mapping).
   absl::Status Deregister(const DeviceMapping& mapping) override;

@@ -1,6 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// On-demand paging over a fake VerbsOps: VerbsDomain::RegisterHostOnDemand
+// On-demand paging over a fake VerbsOps: VerbsDomain::RegisterHost with Paging::kOnDemand
 // and the cache's paging modes on an ODP-capable device (rxe on 7.x) and an
 // rxe-like one without ODP, which refuses IBV_ACCESS_ON_DEMAND with EINVAL
 // (6.1) or EOPNOTSUPP (newer kernels that refuse it).
@@ -64,19 +64,19 @@ class VerbsPagingTest : public ::testing::Test {
   std::shared_ptr<VerbsDomain> domain_;
 };
 
-TEST_F(VerbsPagingTest, RegisterHostOnDemandSetsTheFlagWhateverTheOption) {
+TEST_F(VerbsPagingTest, OnDemandPagingSetsTheFlagWhateverTheOption) {
   Open(FakeVerbsOps::OdpCapable("rxe0"));
   ASSERT_FALSE(domain_->options().on_demand);
   EXPECT_TRUE(domain_->capabilities().on_demand_paging);
-  auto m = domain_->RegisterHostOnDemand(HostMemory{buf(), kLen}, Access::kRemoteWrite);
+  auto m = domain_->RegisterHost(HostMemory{buf(), kLen}, Access::kRemoteWrite, Paging::kOnDemand);
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->iova, reinterpret_cast<uintptr_t>(buf()));
   EXPECT_NE(ops_->last_reg().access & IBV_ACCESS_ON_DEMAND, 0u);
   EXPECT_NE(ops_->last_reg().access & IBV_ACCESS_REMOTE_WRITE, 0u);
   EXPECT_EQ(domain_->live_mrs(), 1);
   // A chosen IOVA is honoured, as for pinned MRs.
-  auto at =
-      domain_->RegisterHostOnDemand(HostMemory{buf(), 4096, 0x5a5a00000000}, Access::kLocalWrite);
+  auto at = domain_->RegisterHost(HostMemory{buf(), 4096, 0x5a5a00000000}, Access::kLocalWrite,
+                                  Paging::kOnDemand);
   ASSERT_TRUE(at.ok()) << at.status();
   EXPECT_EQ(at->iova, 0x5a5a00000000u);
   EXPECT_EQ(ops_->last_reg().iova, 0x5a5a00000000u);
@@ -100,7 +100,7 @@ TEST_F(VerbsPagingTest, RefusalsNameTheCallAndTheProbe) {
     NewDevice();
     Open(Refusing(c.err));
     EXPECT_FALSE(domain_->capabilities().on_demand_paging);
-    auto m = domain_->RegisterHostOnDemand(HostMemory{buf(), kLen}, Access::kLocalWrite);
+    auto m = domain_->RegisterHost(HostMemory{buf(), kLen}, Access::kLocalWrite, Paging::kOnDemand);
     ASSERT_FALSE(m.ok());
     EXPECT_EQ(m.status().code(), c.code);
     EXPECT_THAT(m.status().message(),
@@ -113,7 +113,7 @@ TEST_F(VerbsPagingTest, RefusalsNameTheCallAndTheProbe) {
   NewDevice();
   Open(FakeVerbsOps::OdpCapable("rxe0"));
   ops_->FailNext(Call::kRegMr, ENOMEM);
-  auto m = domain_->RegisterHostOnDemand(HostMemory{buf(), kLen}, Access::kLocalWrite);
+  auto m = domain_->RegisterHost(HostMemory{buf(), kLen}, Access::kLocalWrite, Paging::kOnDemand);
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(m.status().message(),
               AllOf(HasSubstr("ENOMEM"), HasSubstr("probe found ODP support for RC")));
