@@ -23,11 +23,11 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/str_cat.h"
 #include "cli/args.h"
 #include "cli/bench.h"
 #include "cli/devices.h"
 #include "cli/output.h"
+#include "dmareg/version.h"
 
 ABSL_FLAG(bool, json, false, "print JSON (schema in dmareg(1)) instead of text");
 ABSL_FLAG(std::string, device, "", "only this RDMA device (devices), or the one to bench");
@@ -118,7 +118,8 @@ int Bench() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig config;
-  config.version_string = [] { return absl::StrCat("dmareg ", DMAREG_VERSION, "\n"); };
+  // The library's version: the one this command runs with.
+  config.version_string = [] { return "dmareg " + std::string(dmareg::Version()) + "\n"; };
   absl::SetFlagsUsageConfig(config);
 
   const std::vector<std::string> args(argv + 1, argv + argc);

@@ -42,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dmareg/version.h" /* DMAREG_VERSION*, dmareg_version() */
+
 #ifdef __cplusplus
 extern "C" {
 #endif

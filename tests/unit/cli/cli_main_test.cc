@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cli/output.h"
+#include "dmareg/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -60,7 +61,7 @@ CliRun Dmareg(const std::string& args, const std::string& stdout_path = "") {
 TEST(DmaregCommandTest, Version) {
   const CliRun r = Dmareg("--version");
   EXPECT_EQ(r.status, 0);
-  EXPECT_EQ(r.out, std::string("dmareg ") + DMAREG_VERSION + "\n");
+  EXPECT_EQ(r.out, std::string("dmareg ") + DMAREG_VERSION_STRING + "\n");
 }
 
 TEST(DmaregCommandTest, UsageErrorsExitTwoWithUsageOnStderr) {
