@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -104,8 +105,6 @@ int NewReg(const char* call, absl::StatusOr<Registration> reg, dmareg_reg** out)
   return 0;
 }
 
-}  // namespace
-
 int StatusToNegErrno(const absl::Status& status) {
   if (status.ok()) return 0;
   if (auto err = ErrnoOf(status); err && *err > 0) return -*err;
@@ -138,13 +137,19 @@ int StatusToNegErrno(const absl::Status& status) {
   }
 }
 
+}  // namespace
+}  // namespace dmareg::internal
+
+// The bridge (dmareg/c_bridge.h).
+namespace dmareg {
+
 int CFail(const char* call, const absl::Status& status) {
-  RecordLastError([&] { return absl::StrCat(call, ": ", status.ToString()); });
-  return StatusToNegErrno(status);
+  internal::RecordLastError([&] { return absl::StrCat(call, ": ", status.ToString()); });
+  return internal::StatusToNegErrno(status);
 }
 
-int CFail(int err, const std::string& message) {
-  RecordLastError([&] { return message; });
+int CFail(int err, std::string_view message) {
+  internal::RecordLastError([&] { return std::string(message); });
   return -err;
 }
 
@@ -153,13 +158,17 @@ int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept {
     *out = new dmareg_domain{std::move(domain)};
     return 0;
   } catch (...) {
-    return CFailCurrentException("dmareg domain");
+    return internal::CFailCurrentException("dmareg domain");
   }
 }
 
-}  // namespace dmareg::internal
+std::shared_ptr<Domain> DomainOfC(const dmareg_domain* domain) noexcept {
+  return domain == nullptr ? nullptr : domain->domain;
+}
 
-using dmareg::internal::CFail;
+}  // namespace dmareg
+
+using dmareg::CFail;
 using dmareg::internal::CheckAccess;
 using dmareg::internal::CheckLength;
 using dmareg::internal::CheckNotNull;

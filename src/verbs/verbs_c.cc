@@ -6,11 +6,11 @@
 #include <string_view>
 #include <utility>
 
-#include "capi/c_handles.h"
 #include "dmareg/c/verbs.h"
+#include "dmareg/c_bridge.h"
 #include "dmareg/verbs/verbs_domain.h"
 
-using dmareg::internal::CFail;
+using dmareg::CFail;
 
 extern "C" {
 
@@ -20,7 +20,7 @@ int dmareg_verbs_domain_open(const char* device, struct dmareg_domain** out) {
   try {
     auto domain = dmareg::VerbsDomain::Open(device == nullptr ? std::string_view() : device);
     if (!domain.ok()) return CFail("dmareg_verbs_domain_open", domain.status());
-    return dmareg::internal::NewCDomain(*std::move(domain), out);
+    return dmareg::NewCDomain(*std::move(domain), out);
   } catch (...) {
     return CFail(ENOMEM, "dmareg_verbs_domain_open: out of memory");
   }
@@ -34,7 +34,7 @@ int dmareg_verbs_domain_wrap(struct ibv_pd* pd, struct dmareg_domain** out) {
   try {
     auto domain = dmareg::VerbsDomain::Wrap(pd);
     if (!domain.ok()) return CFail("dmareg_verbs_domain_wrap", domain.status());
-    return dmareg::internal::NewCDomain(*std::move(domain), out);
+    return dmareg::NewCDomain(*std::move(domain), out);
   } catch (...) {
     return CFail(ENOMEM, "dmareg_verbs_domain_wrap: out of memory");
   }

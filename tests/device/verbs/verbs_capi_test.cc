@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "capi/c_handles.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/c/verbs.h"
+#include "dmareg/c_bridge.h"
 #include "dmareg/verbs/verbs_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -72,7 +72,7 @@ TEST_F(VerbsCApiTest, MovesBytesWithTheKeysTheCApiReturns) {
   ASSERT_EQ(dmareg_verbs_domain_open(device_.c_str(), &dom), 0) << dmareg_last_error();
   ASSERT_NE(dom, nullptr);
   // The QPs go on the domain's own PD, which only the C++ side can name.
-  auto* verbs = dynamic_cast<VerbsDomain*>(dom->domain.get());
+  auto* verbs = dynamic_cast<VerbsDomain*>(dmareg::DomainOfC(dom).get());
   ASSERT_NE(verbs, nullptr);
   EXPECT_EQ(verbs->name(), device_);
 

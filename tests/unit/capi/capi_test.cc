@@ -4,10 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <memory>
+#include <string>
 
 #include "absl/status/status.h"
-#include "capi/c_handles.h"
+#include "dmareg/c/dmareg.h"
+#include "dmareg/c_bridge.h"
 #include "dmareg/errno_status.h"
+#include "dmareg/testing/fake_domain.h"
 
 extern "C" {
 int capi_acquire_hit_invalidate(void);
@@ -25,17 +29,36 @@ TEST(CApi, ReleaseAfterDestroy) {
 }
 TEST(CApi, BadInput) { EXPECT_EQ(capi_bad_input(), 0) << "capi_test.c line"; }
 
+// The bridge's CFail (dmareg/c_bridge.h) maps a status as every C entry
+// point does, and records it, led by the call, as the last error.
 TEST(CApi, StatusToErrno) {
-  using dmareg::internal::StatusToNegErrno;
-  EXPECT_EQ(StatusToNegErrno(absl::OkStatus()), 0);
-  EXPECT_EQ(StatusToNegErrno(absl::InvalidArgumentError("x")), -EINVAL);
-  EXPECT_EQ(StatusToNegErrno(absl::NotFoundError("x")), -ENOENT);
-  EXPECT_EQ(StatusToNegErrno(absl::FailedPreconditionError("x")), -EPERM);
-  EXPECT_EQ(StatusToNegErrno(absl::ResourceExhaustedError("x")), -ENOMEM);
-  EXPECT_EQ(StatusToNegErrno(absl::UnimplementedError("x")), -EOPNOTSUPP);
-  EXPECT_EQ(StatusToNegErrno(absl::InternalError("x")), -EIO);
+  const auto neg_errno = [](const absl::Status& status) { return dmareg::CFail("call", status); };
+  EXPECT_EQ(neg_errno(absl::OkStatus()), 0);
+  EXPECT_EQ(neg_errno(absl::InvalidArgumentError("x")), -EINVAL);
+  EXPECT_EQ(neg_errno(absl::NotFoundError("x")), -ENOENT);
+  EXPECT_EQ(neg_errno(absl::FailedPreconditionError("x")), -EPERM);
+  EXPECT_EQ(neg_errno(absl::ResourceExhaustedError("x")), -ENOMEM);
+  EXPECT_EQ(neg_errno(absl::UnimplementedError("x")), -EOPNOTSUPP);
+  EXPECT_EQ(neg_errno(absl::InternalError("x")), -EIO);
   // The errno payload wins over the code.
-  EXPECT_EQ(StatusToNegErrno(dmareg::ErrnoStatus(EFAULT, "ibv_reg_mr", "fake")), -EFAULT);
+  EXPECT_EQ(neg_errno(dmareg::ErrnoStatus(EFAULT, "ibv_reg_mr", "fake")), -EFAULT);
+  EXPECT_EQ(std::string(dmareg_last_error()).rfind("call: ", 0), 0u) << dmareg_last_error();
+  EXPECT_EQ(dmareg::CFail(EBUSY, "call: busy"), -EBUSY);
+  EXPECT_STREQ(dmareg_last_error(), "call: busy");
+}
+
+// A library's own C domain: handed to C with NewCDomain, read back with
+// DomainOfC; the handle holds a reference until dmareg_domain_close.
+TEST(CApi, BridgeHandsADomainToCAndBack) {
+  auto fake = std::make_shared<dmareg::testing::FakeDomain>();
+  dmareg_domain* handle = nullptr;
+  ASSERT_EQ(dmareg::NewCDomain(fake, &handle), 0);
+  ASSERT_NE(handle, nullptr);
+  EXPECT_EQ(dmareg::DomainOfC(handle), fake);
+  EXPECT_EQ(dmareg::DomainOfC(nullptr), nullptr);
+  EXPECT_EQ(fake.use_count(), 2);
+  dmareg_domain_close(handle);
+  EXPECT_EQ(fake.use_count(), 1);
 }
 
 }  // namespace
