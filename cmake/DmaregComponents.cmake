@@ -121,7 +121,8 @@ endfunction()
 # and tools too) and stops with a message naming the missing package and the
 # option that turns the backend off; then builds dmareg_<name> (export name
 # dmareg::<name>) on the core, with the dependencies linked privately, and
-# makes it component <name>, with HEADERS (its folder include/dmareg/<name>/
+# makes it component <name> (dmareg_library: with dmareg_<name>_internal and
+# the rest), with HEADERS (its folder include/dmareg/<name>/
 # and its C header, if any) as its installed file set.
 function(dmareg_add_backend name)
   cmake_parse_arguments(B "" "DESCRIPTION;PKG_PREFIX"
@@ -163,21 +164,19 @@ function(dmareg_add_backend name)
   endif()
 
   set(target dmareg_${name})
-  add_library(${target} ${B_SOURCES})
+  list(TRANSFORM B_BACKENDS PREPEND dmareg_ OUTPUT_VARIABLE backend_targets)
+  set(pkg "")
+  if(B_PKG_MODULES)
+    set(pkg PkgConfig::${B_PKG_PREFIX})
+  endif()
+  dmareg_library(${target} SOURCES ${B_SOURCES}
+    COMPONENTS dmareg ${backend_targets}
+    PRIVATE ${B_PRIVATE_LIBS} ${pkg})
   add_library(dmareg::${name} ALIAS ${target})
   target_sources(${target} PUBLIC FILE_SET HEADERS
     BASE_DIRS ${PROJECT_SOURCE_DIR}/include
     FILES ${B_HEADERS})
-  list(TRANSFORM B_BACKENDS PREPEND dmareg_ OUTPUT_VARIABLE backend_targets)
-  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src)
-  target_link_libraries(${target}
-    PUBLIC dmareg ${backend_targets}
-    PRIVATE $<BUILD_INTERFACE:dmareg_warnings> ${B_PRIVATE_LIBS})
-  if(B_PKG_MODULES)
-    target_link_libraries(${target} PRIVATE PkgConfig::${B_PKG_PREFIX})
-  endif()
-  set_target_properties(${target} PROPERTIES OUTPUT_NAME ${target} EXPORT_NAME ${name}
-    VERSION ${PROJECT_VERSION} SOVERSION 0)
+  set_target_properties(${target} PROPERTIES OUTPUT_NAME ${target} EXPORT_NAME ${name})
   dmareg_component(${name} TARGET ${target} DESCRIPTION "${B_DESCRIPTION}"
     COMPONENTS ${B_BACKENDS}
     PKG_PREFIX ${B_PKG_PREFIX} PKG_MODULES ${B_PKG_MODULES})
