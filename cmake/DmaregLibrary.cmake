@@ -9,13 +9,18 @@
 #                [PRIVATE <libraries its code needs>])
 #
 # makes
-#   <target>_objects   OBJECT: the sources, compiled once. More sources:
+#   <target>_objects   OBJECT: the sources, compiled with hidden visibility
+#                      (-fvisibility=hidden -fvisibility-inlines-hidden; the
+#                      installed headers push default visibility around what
+#                      they declare). More sources:
 #                      target_sources(<target>_objects PRIVATE ...).
 #   <target>           the installed library from those objects: shared
-#                      (static with BUILD_SHARED_LIBS=OFF), SONAME .so.0.
-#                      Programs, examples and tests of the public API link it.
-#   <target>_internal  STATIC, never installed: the same objects, for tests
-#                      of what only src/ declares.
+#                      (static with BUILD_SHARED_LIBS=OFF), SONAME .so.0,
+#                      linked with abi/<target>.map, so it exports the public
+#                      API its headers declare and nothing else. Programs,
+#                      examples and tests of the public API link it.
+#   <target>_internal  STATIC, never installed: the same objects with all
+#                      their symbols, for tests of what only src/ declares.
 #                      (An alias of <target> in a static build.)
 #   <target>_api       INTERFACE: the headers and what they need, no code;
 #                      for helper libraries that users of either flavour link.
@@ -28,6 +33,8 @@
 # process would be two caches' worth of process-wide state (the fork
 # generation, thread slots, the log) that each believe to be the only one.
 # dmareg_check_flavours() fails the configure step where one does not.
+set(DMAREG_ABI_DIR ${PROJECT_SOURCE_DIR}/abi)
+
 function(dmareg_library target)
   cmake_parse_arguments(L "" "" "SOURCES;COMPONENTS;PUBLIC;PRIVATE" ${ARGN})
   list(TRANSFORM L_COMPONENTS APPEND _api OUTPUT_VARIABLE api_components)
@@ -43,6 +50,8 @@ function(dmareg_library target)
   target_link_libraries(${target}_objects
     PUBLIC ${target}_api
     PRIVATE dmareg_warnings ${L_PRIVATE})
+  set_target_properties(${target}_objects PROPERTIES
+    C_VISIBILITY_PRESET hidden CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
 
   add_library(${target} $<TARGET_OBJECTS:${target}_objects>)
   # What the headers need reaches consumers of the installed library too.
@@ -52,6 +61,15 @@ function(dmareg_library target)
     VERSION ${PROJECT_VERSION} SOVERSION 0)
   get_target_property(type ${target} TYPE)
   if(type STREQUAL "SHARED_LIBRARY")
+    set(map ${DMAREG_ABI_DIR}/${target}.map)
+    target_link_options(${target} PRIVATE "LINKER:--version-script=${map}")
+    # Every symbol it uses is defined by what it links (not so under the
+    # sanitizers, whose run time only the program links).
+    if(NOT DMAREG_SANITIZE)
+      target_link_options(${target} PRIVATE "LINKER:--no-undefined")
+    endif()
+    set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${map})
+
     add_library(${target}_internal STATIC EXCLUDE_FROM_ALL $<TARGET_OBJECTS:${target}_objects>)
     target_include_directories(${target}_internal PUBLIC ${PROJECT_SOURCE_DIR}/src)
     target_link_libraries(${target}_internal

@@ -27,6 +27,8 @@
 
 #include "absl/status/status.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 enum class Access : uint32_t {
@@ -108,5 +110,7 @@ constexpr AccessFlags AccessUnion(AccessFlags a, AccessFlags b) {
 std::string AccessToString(AccessFlags access);
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_ACCESS_H_

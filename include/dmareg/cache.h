@@ -85,6 +85,8 @@
 #include "dmareg/monitor.h"
 #include "dmareg/registration.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 namespace internal {
@@ -173,5 +175,7 @@ class RegistrationCache {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_CACHE_H_

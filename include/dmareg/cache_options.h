@@ -19,6 +19,8 @@
 #include "dmareg/dmabuf_id.h"
 #include "dmareg/domain.h"  // Paging
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 class MemoryMonitor;
@@ -106,5 +108,7 @@ struct CacheStats {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_CACHE_OPTIONS_H_

@@ -41,6 +41,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/cache_options.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // `options` with the environment applied as above (use_environment is
@@ -53,5 +55,7 @@ absl::StatusOr<CacheOptions> CacheOptionsFromEnvironment(CacheOptions options);
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text);
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_CONFIG_H_

@@ -24,6 +24,8 @@
 
 #include "absl/status/statusor.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 struct DmaBufId {
@@ -62,5 +64,7 @@ bool DmaBufIdsUniqueOnRelease(const std::string& release);
 using DmaBufInspector = std::function<absl::StatusOr<DmaBufInfo>(int fd)>;
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_ID_H_

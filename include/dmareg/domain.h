@@ -52,6 +52,8 @@
 #include "dmareg/memory.h"
 #include "dmareg/range.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // How a mapping holds its pages.
@@ -158,5 +160,7 @@ class Domain {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DOMAIN_H_

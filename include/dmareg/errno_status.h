@@ -18,6 +18,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // The status code that best describes `err` (ENOMEM → ResourceExhausted,
@@ -40,5 +42,7 @@ std::optional<int> ErrnoOf(const absl::Status& s);
 absl::string_view ErrnoName(int err);
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_ERRNO_STATUS_H_

@@ -73,6 +73,8 @@
 #include "dmareg/domain.h"
 #include "dmareg/range.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 namespace internal {
@@ -153,5 +155,7 @@ class ExternalMemoryRegistry {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_EXTERNAL_MEMORY_H_

@@ -39,6 +39,8 @@
 #include <optional>
 #include <string_view>
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // In order of verbosity: a message at level L is passed on when the
@@ -71,5 +73,7 @@ LogLevel GetLogLevel();
 void ResetLogging();
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_LOG_H_

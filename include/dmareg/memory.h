@@ -27,6 +27,8 @@
 
 #include "absl/status/status.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 struct HostMemory {
@@ -57,5 +59,7 @@ absl::Status ValidateHostMemory(const HostMemory& m);
 absl::Status ValidateDmaBufMemory(const DmaBufMemory& m);
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_MEMORY_H_

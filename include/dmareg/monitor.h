@@ -91,6 +91,8 @@
 #include "absl/strings/string_view.h"
 #include "dmareg/range.h"
 
+#pragma GCC visibility push(default)
+
 struct dmareg_monitor;  // C handle, see dmareg/c/dmareg.h
 
 namespace dmareg {
@@ -307,5 +309,7 @@ class HooksMonitor final : public MemoryMonitor {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_MONITOR_H_

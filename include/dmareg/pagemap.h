@@ -27,6 +27,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
@@ -81,5 +83,7 @@ class PagemapReader {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_PAGEMAP_H_

@@ -23,6 +23,8 @@
 #include <optional>
 #include <string>
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 class Range {
@@ -107,5 +109,7 @@ class Range {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_RANGE_H_

@@ -27,6 +27,8 @@
 
 #include "dmareg/access.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // The immutable description of one cached mapping. Read through a handle.
@@ -43,8 +45,6 @@ struct RegistrationInfo {
 
 namespace internal {
 struct SetAccess;
-// Drops the reference `info` holds (defined by the cache).
-void ReleaseRegistration(const RegistrationInfo* info) noexcept;
 }  // namespace internal
 
 class Registration {
@@ -64,7 +64,7 @@ class Registration {
 
   // Drops the reference now; the handle becomes empty.
   void Reset() noexcept {
-    if (info_ != nullptr) internal::ReleaseRegistration(std::exchange(info_, nullptr));
+    if (info_ != nullptr) Release(std::exchange(info_, nullptr));
   }
 
   bool valid() const { return info_ != nullptr; }
@@ -97,9 +97,14 @@ class Registration {
   friend class RegistrationCache;
   friend struct internal::SetAccess;
   explicit Registration(const RegistrationInfo* info) : info_(info) {}
+  // Drops the reference `info` holds (defined by the cache). Exported: the
+  // inline Reset of every program calls it (docs/abi.md).
+  static void Release(const RegistrationInfo* info) noexcept;
   const RegistrationInfo* info_ = nullptr;
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_REGISTRATION_H_

@@ -30,6 +30,8 @@
 #include "dmareg/memory.h"
 #include "dmareg/registration.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // One Registration per cache, in the order the caches were given. Movable;
@@ -64,5 +66,7 @@ absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const
                                              SetOptions options = {});
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_REGISTRATION_SET_H_

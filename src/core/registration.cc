@@ -4,12 +4,12 @@
 #include "core/cache_core.h"
 #include "core/region.h"
 
-namespace dmareg::internal {
+namespace dmareg {
 
-void ReleaseRegistration(const RegistrationInfo* info) noexcept {
+void Registration::Release(const RegistrationInfo* info) noexcept {
   // Every RegistrationInfo a handle sees is the base of a Region.
-  Region* r = const_cast<Region*>(static_cast<const Region*>(info));
+  auto* r = const_cast<internal::Region*>(static_cast<const internal::Region*>(info));
   r->cache->Release(r);
 }
 
-}  // namespace dmareg::internal
+}  // namespace dmareg

@@ -10,6 +10,15 @@
 //   internal::LogLater(LogLevel::kWarn, "cache on %s: ...", domain->name());
 //   // after releasing it:
 //   internal::FlushQueuedLogs();
+//
+// The private section of libdmareg's ABI (docs/abi.md): the backends and the
+// testing library are libraries of their own, and their warnings go through
+// these, to the application's sink at its level. So libdmareg exports
+// log_threshold, EmitLog, QueueLog and FlushQueuedLogs (DMAREG_PRIVATE in
+// front of each), in version node DMAREG_PRIVATE_0.1 (abi/dmareg.map), for
+// the libraries built from this tree only: no installed header declares
+// them, and they may change in any release. The rest of this file is the
+// core's own (or inline, on top of those four).
 
 #ifndef DMAREG_SRC_BASE_LOG_H_
 #define DMAREG_SRC_BASE_LOG_H_
@@ -21,10 +30,13 @@
 #include "absl/strings/str_format.h"
 #include "dmareg/log.h"
 
+// Exported from libdmareg despite -fvisibility=hidden: the private section.
+#define DMAREG_PRIVATE [[gnu::visibility("default")]]
+
 namespace dmareg::internal {
 
 // The threshold in force (a LogLevel), kept in step with the state in log.cc.
-extern std::atomic<int> log_threshold;
+DMAREG_PRIVATE extern std::atomic<int> log_threshold;
 
 inline bool LogEnabled(LogLevel level) {
   return static_cast<int>(level) <= log_threshold.load(std::memory_order_relaxed) &&
@@ -32,11 +44,11 @@ inline bool LogEnabled(LogLevel level) {
 }
 
 // Passes `text` to the sink now. Call with no lock of the library held.
-void EmitLog(LogLevel level, const std::string& text);
+DMAREG_PRIVATE void EmitLog(LogLevel level, const std::string& text);
 // Queues `text` on this thread, for the next FlushQueuedLogs on it.
-void QueueLog(LogLevel level, std::string text);
+DMAREG_PRIVATE void QueueLog(LogLevel level, std::string text);
 // Passes on what this thread queued, in order.
-void FlushQueuedLogs();
+DMAREG_PRIVATE void FlushQueuedLogs();
 
 // DMAREG_LOG_LEVEL as RegistrationCache::Create read it (nullopt: unset).
 void SetEnvironmentLogLevel(std::optional<LogLevel> level);

@@ -44,6 +44,8 @@
 
 #include "dmareg/version.h" /* DMAREG_VERSION*, dmareg_version() */
 
+#pragma GCC visibility push(default)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -140,5 +142,7 @@ const char* dmareg_last_error(void);
 #ifdef __cplusplus
 }  // extern "C"
 #endif
+
+#pragma GCC visibility pop
 
 #endif /* DMAREG_C_DMAREG_H_ */

@@ -41,6 +41,8 @@
 
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -88,5 +90,7 @@ int dmareg_hooks_decodes_malloc(void);
 #ifdef __cplusplus
 }
 #endif
+
+#pragma GCC visibility pop
 
 #endif /* DMAREG_C_HOOKS_H_ */

@@ -16,6 +16,8 @@
 
 #include "dmareg/c/dmareg.h"
 
+#pragma GCC visibility push(default)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -28,5 +30,7 @@ int64_t dmareg_fake_domain_live_registrations(const struct dmareg_domain* domain
 #ifdef __cplusplus
 }  // extern "C"
 #endif
+
+#pragma GCC visibility pop
 
 #endif /* DMAREG_C_TESTING_H_ */

@@ -15,6 +15,8 @@
 
 #include "dmareg/c/dmareg.h"
 
+#pragma GCC visibility push(default)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,5 +32,7 @@ int dmareg_verbs_domain_wrap(struct ibv_pd* pd, struct dmareg_domain** out);
 #ifdef __cplusplus
 }  // extern "C"
 #endif
+
+#pragma GCC visibility pop
 
 #endif /* DMAREG_C_VERBS_H_ */

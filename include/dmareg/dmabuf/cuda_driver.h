@@ -19,6 +19,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 namespace internal {
@@ -99,5 +101,7 @@ struct CudaProbe {
 CudaProbe ProbeCuda(CudaDriverOptions options = {});
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_CUDA_DRIVER_H_

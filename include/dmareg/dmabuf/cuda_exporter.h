@@ -25,6 +25,8 @@
 #include "dmareg/dmabuf_id.h"
 #include "dmareg/memory.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 struct CudaExporterOptions {
@@ -90,5 +92,7 @@ class CudaDmaBufExporter {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_CUDA_EXPORTER_H_

@@ -16,6 +16,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/dmabuf/dmabuf.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // A DMA-BUF heap (/dev/dma_heap/NAME): "system" is the common one.
@@ -38,5 +40,7 @@ class DmaHeap {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_DMA_HEAP_H_

@@ -32,6 +32,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/memory.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // An owned dma-buf. Move-only; closes its fd (and unmaps its alias) when it
@@ -100,5 +102,7 @@ class DmaBufMapping {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_DMABUF_H_

@@ -17,6 +17,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/dmabuf/dmabuf.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // Dumb buffers of a DRM device, PRIME-exported (libdrm).
@@ -48,5 +50,7 @@ class DrmDevice {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_DRM_DEVICE_H_

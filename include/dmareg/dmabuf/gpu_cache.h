@@ -24,6 +24,8 @@
 #include "dmareg/registration.h"
 #include "dmareg/registration_set.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // The GPU front door: a device pointer in, a registration out, through one
@@ -56,5 +58,7 @@ class GpuRegistrationCache {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_GPU_CACHE_H_

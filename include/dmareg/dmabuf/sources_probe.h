@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // What this machine offers to make dma-bufs from, for `dmareg devices`.
@@ -29,5 +31,7 @@ struct DmaBufSources {
 DmaBufSources ProbeDmaBufSources();
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_SOURCES_PROBE_H_

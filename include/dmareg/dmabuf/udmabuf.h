@@ -17,6 +17,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/dmabuf/dmabuf.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // udmabuf: a dma-buf over a sealed memfd's pages. The memfd's own shared
@@ -41,5 +43,7 @@ class UdmabufDevice {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_DMABUF_UDMABUF_H_

@@ -48,6 +48,8 @@
 #include "dmareg/access.h"
 #include "dmareg/monitor.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 // One page's word in an OdpRegion's table (the kernel's layout).
@@ -146,5 +148,7 @@ class OdpRegion {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_ODP_ODP_REGION_H_

@@ -43,6 +43,8 @@
 #include "dmareg/odp/odp_region.h"
 #include "dmareg/verbs/verbs_domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 class OdpVerbsBackend final : public OdpBackend {
@@ -107,5 +109,7 @@ class OdpVerbsPinnedBackend final : public OdpBackend {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_ODP_VERBS_BACKEND_H_

@@ -30,6 +30,8 @@
 #include "dmareg/odp/odp_region.h"
 #include "dmareg/vfio/vfio_domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 class OdpVfioBackend final : public OdpBackend {
@@ -61,5 +63,7 @@ class OdpVfioBackend final : public OdpBackend {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_ODP_VFIO_BACKEND_H_

@@ -32,6 +32,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/vfio/vfio_domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class EduDevice {
@@ -66,5 +68,7 @@ class EduDevice {
 };
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_TESTING_EDU_DEVICE_H_

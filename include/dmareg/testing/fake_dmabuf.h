@@ -27,6 +27,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/dmabuf_id.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class FakeDmaBufs {
@@ -61,5 +63,7 @@ class FakeDmaBufs {
 };
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_TESTING_FAKE_DMABUF_H_

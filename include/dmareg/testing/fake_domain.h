@@ -30,6 +30,8 @@
 #include "absl/status/status.h"
 #include "dmareg/domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class FakeDomain : public Domain {
@@ -133,5 +135,7 @@ class NoopDomain : public Domain {
 };
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_TESTING_FAKE_DOMAIN_H_

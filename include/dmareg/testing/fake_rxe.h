@@ -28,6 +28,8 @@
 #include "dmareg/testing/fake_verbs_ops.h"
 #include "dmareg/verbs/verbs_domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class FakeRxe {
@@ -63,5 +65,7 @@ class FakeRxe {
 };
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_TESTING_FAKE_RXE_H_

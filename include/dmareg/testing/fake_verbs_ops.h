@@ -28,6 +28,8 @@
 
 #include "dmareg/verbs/verbs_ops.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class FakeVerbsOps final : public VerbsOps {
@@ -145,5 +147,7 @@ class FakeVerbsOps final : public VerbsOps {
 };
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_TESTING_FAKE_VERBS_OPS_H_

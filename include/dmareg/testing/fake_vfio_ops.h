@@ -41,6 +41,8 @@
 
 #include "dmareg/vfio/vfio_ops.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class FakeVfioOps final : public VfioOps {
@@ -196,5 +198,7 @@ class FakeVfioOps final : public VfioOps {
 };
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_TESTING_FAKE_VFIO_OPS_H_

@@ -53,6 +53,8 @@
 #include "dmareg/domain.h"
 #include "dmareg/memory.h"
 
+#pragma GCC visibility push(default)
+
 struct ibv_context;
 struct ibv_mr;
 struct ibv_pd;
@@ -207,5 +209,7 @@ class VerbsDomain final : public Domain {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_VERBS_VERBS_DOMAIN_H_

@@ -29,6 +29,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/verbs/verbs_domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class VerbsOps {
@@ -75,5 +77,7 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> WrapVerbsDomain(std::shared_ptr<Ver
 absl::StatusOr<std::vector<std::string>> ListVerbsDevices(std::shared_ptr<VerbsOps> ops);
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_VERBS_VERBS_OPS_H_

@@ -44,6 +44,8 @@
 
 #include "absl/status/statusor.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 class VfioContainer;  // dmareg/vfio/vfio_container.h
@@ -106,5 +108,7 @@ absl::StatusOr<int> RequestVfioIommuType(std::string_view socket,
                                          std::chrono::milliseconds timeout = kVfioFdDefaultTimeout);
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_VFIO_FD_SHARING_H_

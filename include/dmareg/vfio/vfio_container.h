@@ -25,6 +25,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/range.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 namespace internal {
@@ -187,5 +189,7 @@ class VfioContainer {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_VFIO_VFIO_CONTAINER_H_

@@ -50,6 +50,8 @@
 #include "dmareg/range.h"
 #include "dmareg/vfio/vfio_container.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg {
 
 namespace testing {
@@ -199,5 +201,7 @@ class VfioDomain final : public Domain {
 };
 
 }  // namespace dmareg
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_VFIO_VFIO_DOMAIN_H_

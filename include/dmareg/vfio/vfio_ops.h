@@ -32,6 +32,8 @@
 #include "absl/status/statusor.h"
 #include "dmareg/vfio/vfio_domain.h"
 
+#pragma GCC visibility push(default)
+
 namespace dmareg::testing {
 
 class VfioOps {
@@ -102,5 +104,7 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> OpenVfioDomain(std::shared_ptr<VfioO
 absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioDevices(std::shared_ptr<VfioOps> ops);
 
 }  // namespace dmareg::testing
+
+#pragma GCC visibility pop
 
 #endif  // DMAREG_VFIO_VFIO_OPS_H_
