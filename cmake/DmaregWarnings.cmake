@@ -5,3 +5,9 @@ target_compile_options(dmareg_warnings INTERFACE -Wall -Wextra -Wno-missing-fiel
   $<$<BOOL:${DMAREG_WERROR}>:-Werror>
   $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local>
   $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety -Wthread-safety-beta>)
+# What a user's program compiles with, none of the exemptions above: for the
+# code that stands for one (the examples, README's blocks, the check that the
+# installed headers compile cleanly).
+add_library(dmareg_consumer_warnings INTERFACE)
+target_compile_options(dmareg_consumer_warnings INTERFACE -Wall -Wextra
+  $<$<BOOL:${DMAREG_WERROR}>:-Werror>)

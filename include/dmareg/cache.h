@@ -105,7 +105,7 @@ struct StaleRegistration {
 struct PfnReport {
   uint64_t checked_regions = 0;
   uint64_t checked_pages = 0;
-  std::vector<StaleRegistration> stale;  // retired by the check
+  std::vector<StaleRegistration> stale{};  // retired by the check
 };
 
 class RegistrationCache {

@@ -53,7 +53,7 @@ struct CacheOptions {
   // The monitor feeding this cache (share one between caches over the same
   // memory: a range can be watched by one userfaultfd only). Empty: as
   // `monitoring` says. Fixed at Create; SetLimits ignores both fields.
-  std::shared_ptr<MemoryMonitor> monitor;
+  std::shared_ptr<MemoryMonitor> monitor{};
   Monitoring monitoring = Monitoring::kAutomatic;
   DmaBufPolicy dmabuf_policy = DmaBufPolicy::kPreferDmaBuf;
   // How the cache's mappings hold their pages, the one place paging is
@@ -73,7 +73,7 @@ struct CacheOptions {
   // Tells dma-bufs apart (identity and size of an fd's buffer). Empty:
   // InspectDmaBuf. For tests, and for fds that stand for buffers some other
   // way. Fixed at Create, like the monitor.
-  DmaBufInspector inspect_dmabuf;
+  DmaBufInspector inspect_dmabuf{};
   // RegistrationCache::Create reads the DMAREG_* variables (config.h):
   // each applies to a field left at its default here, and a bad value fails
   // Create. false: this cache ignores the environment (a field left at its

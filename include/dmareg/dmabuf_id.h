@@ -42,7 +42,7 @@ struct DmaBufId {
 };
 
 struct DmaBufInfo {
-  DmaBufId id;
+  DmaBufId id{};
   uint64_t size = 0;  // bytes in the buffer
 };
 

@@ -85,10 +85,10 @@ std::string_view DeviceKindName(DeviceKind kind);
 // What a domain can do, probed once when it opens. Every backend fills
 // every field; backend-only detail lives with the backend (VerbsDeviceInfo).
 struct DomainCapabilities {
-  std::string device_name;
+  std::string device_name{};
   DeviceKind kind = DeviceKind::kFake;
   // IOVAs the device may use; empty: any IOVA below 2^dma_address_bits.
-  std::vector<Range> iova_ranges;
+  std::vector<Range> iova_ranges{};
   // Width of the device's DMA addresses: IOVAs must lie below 2^bits.
   int dma_address_bits = 64;
   uint64_t max_mappings = 0;                // 0: no known limit

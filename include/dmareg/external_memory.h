@@ -83,9 +83,9 @@ class ExternalMemoryState;
 
 // One registered chunk.
 struct ExternalMemoryChunk {
-  Range va;                     // whole pages
-  size_t page_size = 0;         // a power of two
-  std::vector<uint64_t> iovas;  // the IOVA of each page, or empty
+  Range va{};                     // whole pages
+  size_t page_size = 0;           // a power of two
+  std::vector<uint64_t> iovas{};  // the IOVA of each page, or empty
   // dma-buf chunks: the registry's own fd of the buffer (valid until the
   // chunk is unregistered) and the buffer offset of va.begin(); else -1.
   int dmabuf_fd = -1;
@@ -99,9 +99,9 @@ struct ExternalMemoryMapping {
   uint64_t iova = 0;
   uint64_t length = 0;
   uint32_t refs = 0;  // DmaMap calls not yet undone
-  AccessFlags access;
-  bool dmabuf = false;    // the device imported the chunk's dma-buf
-  DeviceMapping mapping;  // what the domain returned
+  AccessFlags access{};
+  bool dmabuf = false;      // the device imported the chunk's dma-buf
+  DeviceMapping mapping{};  // what the domain returned
 };
 
 class ExternalMemoryRegistry {

@@ -36,7 +36,7 @@ struct HostMemory {
   size_t length = 0;
   // The IOVA the device should use for `addr`; empty: the domain's choice
   // (verbs: the address itself).
-  std::optional<uint64_t> iova;
+  std::optional<uint64_t> iova = std::nullopt;
 };
 
 struct DmaBufMemory {
@@ -45,7 +45,7 @@ struct DmaBufMemory {
   size_t length = 0;
   // The IOVA the device should use for the first byte; empty: `offset`
   // (what ibv_reg_dmabuf_mr does when asked for no particular address).
-  std::optional<uint64_t> iova;
+  std::optional<uint64_t> iova = std::nullopt;
   // A CPU mapping of the buffer's byte 0 through which a host registration
   // pins the very pages of the dma-buf (the memfd behind a udmabuf; a CUDA
   // pointer where nvidia-peermem lets ibv_reg_mr pin it); null: none. Not

@@ -38,7 +38,7 @@ struct RegistrationInfo {
   uint64_t iova = 0;   // device address of `addr`
   uint32_t lkey = 0;
   uint32_t rkey = 0;
-  AccessFlags access;      // what the mapping was registered with
+  AccessFlags access{};    // what the mapping was registered with
   bool dmabuf = false;     // a dma-buf slice; `addr` is then the slice offset
   bool via_alias = false;  // a dma-buf slice registered through its CPU alias
 };

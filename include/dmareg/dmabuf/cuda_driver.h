@@ -29,7 +29,7 @@ struct CudaApi;
 
 struct CudaDriverOptions {
   // The library to load. Empty: $DMAREG_LIBCUDA if set, else libcuda.so.1.
-  std::string library;
+  std::string library{};
 };
 
 // The loaded driver. Shared by exporters; unloaded with its last owner.

@@ -45,7 +45,7 @@ struct CudaDmaBuf {
   uint64_t base = 0;    // the CUDA allocation holding the pointer
   uint64_t allocation_size = 0;
   uint64_t buffer_id = 0;  // CU_POINTER_ATTRIBUTE_BUFFER_ID
-  DmaBufId id;             // the exported dma-buf's identity
+  DmaBufId id{};           // the exported dma-buf's identity
 };
 
 // Device pointers to dma-buf slices. Exports each CUDA allocation once (the

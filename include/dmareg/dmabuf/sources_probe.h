@@ -19,8 +19,8 @@ namespace dmareg {
 // What this machine offers to make dma-bufs from, for `dmareg devices`.
 struct DmaBufSources {
   struct Drm {
-    std::string card;    // /dev/dri/cardN
-    std::string driver;  // drmGetVersion's name, "" if it could not be read
+    std::string card{};    // /dev/dri/cardN
+    std::string driver{};  // drmGetVersion's name, "" if it could not be read
   };
   std::vector<Drm> drm_cards;
   bool udmabuf = false;            // /dev/udmabuf can be opened

@@ -99,7 +99,7 @@ struct OdpOptions {
   bool read_pfns = true;
   // Unmaps of the region reported by this monitor unlink its pages (the
   // region Watches its range). Null: only Invalidate does.
-  std::shared_ptr<MemoryMonitor> monitor;
+  std::shared_ptr<MemoryMonitor> monitor{};
 };
 
 struct OdpStats {

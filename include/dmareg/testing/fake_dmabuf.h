@@ -37,8 +37,8 @@ class FakeDmaBufs {
   static constexpr char kMemfdName[] = "dmareg-fake-dmabuf";
 
   struct Buffer {
-    int fd = -1;  // owned by the caller (close it when done)
-    DmaBufId id;  // the memfd's identity
+    int fd = -1;    // owned by the caller (close it when done)
+    DmaBufId id{};  // the memfd's identity
     uint64_t size = 0;
     void* alias = nullptr;  // a shared mapping of the memfd, `size` bytes,
                             // unmapped when the FakeDmaBufs goes

@@ -39,7 +39,7 @@ class FakeDomain : public Domain {
   struct LiveMapping {
     uintptr_t addr = 0;  // host address, or dma-buf offset
     size_t length = 0;
-    AccessFlags access;
+    AccessFlags access{};
     bool dmabuf = false;
     int fd = -1;
     uint64_t tag = 0;        // the tag source's value when registration began

@@ -48,7 +48,7 @@ class FakeVerbsOps final : public VerbsOps {
   };
 
   struct DeviceSpec {
-    std::string name;
+    std::string name{};
     ibv_device_attr_ex attr{};
     // What ibv_reg_dmabuf_mr answers for fd -1: EBADF = implemented.
     int dmabuf_probe_errno = EOPNOTSUPP;

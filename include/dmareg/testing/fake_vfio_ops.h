@@ -77,7 +77,7 @@ class FakeVfioOps final : public VfioOps {
   };
 
   struct DeviceSpec {
-    std::string address;
+    std::string address{};
     int group = 5;
     std::string driver = "vfio-pci";  // "" = bound to none
     uint32_t id = 0x11e81234;         // config dword 0 (edu)
@@ -151,8 +151,8 @@ class FakeVfioOps final : public VfioOps {
   struct Container {
     int type = 0;
     uint32_t avail = 0;
-    std::map<uint64_t, KernelMapping> maps;  // by IOVA
-    std::set<int> groups;
+    std::map<uint64_t, KernelMapping> maps{};  // by IOVA
+    std::set<int> groups{};
     int fds = 0;  // the container lives while fds or groups refer to it
   };
   struct Group {
@@ -161,16 +161,16 @@ class FakeVfioOps final : public VfioOps {
     int container = -1;  // container id
   };
   struct Device {
-    DeviceSpec spec;
+    DeviceSpec spec{};
     bool present = true;
     int generation = 0;  // bumped on removal: older fds are dead
-    std::vector<uint8_t> config;
+    std::vector<uint8_t> config{};
   };
   enum class Kind { kContainer, kGroup, kDevice };
   struct Fd {
-    Kind kind;
+    Kind kind{};
     int id = -1;  // container id or group number
-    std::string device;
+    std::string device{};
     int generation = 0;
   };
 

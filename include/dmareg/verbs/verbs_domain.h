@@ -77,7 +77,7 @@ struct VerbsDomainOptions {
 struct VerbsDeviceInfo {
   enum class ForkStatus { kDisabled, kEnabled, kUnneeded };
 
-  std::string fw_ver;
+  std::string fw_ver{};
   uint32_t vendor_id = 0;
   uint32_t vendor_part_id = 0;
   uint64_t node_guid = 0;  // network byte order, as the device reports it

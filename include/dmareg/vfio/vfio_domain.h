@@ -60,15 +60,15 @@ class VfioAccess;  // opens containers and domains over a given VfioOps
 }  // namespace testing
 
 struct VfioDomainOptions {
-  std::shared_ptr<VfioContainer> container;  // null: a new container of its own
+  std::shared_ptr<VfioContainer> container{};  // null: a new container of its own
   int dma_address_bits = 64;  // the device's DMA mask width (edu: 28); VFIO cannot know it
   int group_fd = -1;          // secondary: a group fd received from the primary (ownership taken)
 };
 
 struct VfioDeviceInfo {  // from sysfs
-  std::string address;
+  std::string address{};
   int group = -1;
-  std::string driver;
+  std::string driver{};
 };
 
 // A device region mapped into the process (BARs): unmapped when dropped.
