@@ -14,7 +14,7 @@ set(DMAREG_CMAKE_INSTALL_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/dmareg)
 file(RELATIVE_PATH DMAREG_PC_INCLUDE_REL
   ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_FULL_INCLUDEDIR})
 
-# dmareg_component(<name> TARGET <target> DESCRIPTION <text>
+# dmareg_component(<name> TARGET <target> DESCRIPTION <text> [STANDALONE]
 #                  [COMPONENTS <components it needs>]
 #                  [PKG_PREFIX <prefix> PKG_MODULES <modules...> [PKG_PUBLIC]])
 #
@@ -25,11 +25,14 @@ file(RELATIVE_PATH DMAREG_PC_INCLUDE_REL
 #   dmareg-<name>.pc     Requires: dmareg, the components it needs, and the
 #                        modules its headers need (PKG_PUBLIC); else the
 #                        modules go to Requires.private.
+# A STANDALONE component (hooks: C, libc only) needs no core: its .pc
+# requires nothing, and find_package(dmareg COMPONENTS <name>) alone loads
+# neither the core nor Abseil.
 # Consumers look a pkg-config module up again only where the exported target
 # names it: always when PKG_PUBLIC, and for static libraries, which carry
 # their private links with them; a shared library's private links do not.
 function(dmareg_component name)
-  cmake_parse_arguments(C "PKG_PUBLIC" "TARGET;DESCRIPTION;PKG_PREFIX"
+  cmake_parse_arguments(C "PKG_PUBLIC;STANDALONE" "TARGET;DESCRIPTION;PKG_PREFIX"
     "COMPONENTS;PKG_MODULES" ${ARGN})
   foreach(need IN LISTS C_COMPONENTS)
     get_property(built GLOBAL PROPERTY DMAREG_BUILT_COMPONENTS)
@@ -59,6 +62,9 @@ function(dmareg_component name)
   endforeach()
   set_property(GLOBAL PROPERTY DMAREG_COMPONENT_NEEDS_${name} "${needs}")
   set_property(GLOBAL APPEND PROPERTY DMAREG_BUILT_COMPONENTS ${name})
+  if(C_STANDALONE)
+    set_property(GLOBAL APPEND PROPERTY DMAREG_STANDALONE_COMPONENTS ${name})
+  endif()
 
   # dmareg-<name>.cmake
   set(find_deps "")
@@ -88,8 +94,14 @@ ${find_deps}include(\"\${CMAKE_CURRENT_LIST_DIR}/dmareg-${name}-targets.cmake\")
 
   # dmareg-<name>.pc
   set(pc_name dmareg-${name})
-  set(pc_description "dmareg: ${C_DESCRIPTION}")
-  set(pc_requires "dmareg = ${PROJECT_VERSION}")
+  if(C_STANDALONE)
+    set(pc_description "dmareg: ${C_DESCRIPTION}")
+    set(pc_requires "")
+  else()
+    # (pkg-config has no language: the C++20 flag is the consumer's.)
+    set(pc_description "dmareg: ${C_DESCRIPTION}. C++ headers: compile with -std=c++20")
+    set(pc_requires "dmareg = ${PROJECT_VERSION}")
+  endif()
   foreach(need IN LISTS C_COMPONENTS)
     string(APPEND pc_requires " dmareg-${need} = ${PROJECT_VERSION}")
   endforeach()

@@ -58,7 +58,9 @@ function(dmareg_library target)
   target_compile_features(${target} PUBLIC cxx_std_20)
   target_link_libraries(${target} PUBLIC ${L_COMPONENTS} ${L_PUBLIC} PRIVATE ${L_PRIVATE})
   set_target_properties(${target} PROPERTIES LINKER_LANGUAGE CXX
-    VERSION ${PROJECT_VERSION} SOVERSION 0)
+    VERSION ${PROJECT_VERSION} SOVERSION 0
+    # Its dmareg dependencies lie next to it, wherever the prefix is.
+    INSTALL_RPATH "$ORIGIN")
   get_target_property(type ${target} TYPE)
   if(type STREQUAL "SHARED_LIBRARY")
     set(map ${DMAREG_ABI_DIR}/${target}.map)
