@@ -60,9 +60,8 @@ absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t p
   return absl::OkStatus();
 }
 
-absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
-                       size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
-                       bool writable) {
+absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size_t table_size,
+                       uint64_t va, uint64_t iova, uint64_t length, bool writable) {
   if (!writable) {
     // type1 pins a read-only mapping without FOLL_WRITE: a private page the
     // process never wrote is pinned as the shared zero page (or a page still
@@ -103,8 +102,7 @@ absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& i
   }
 }
 
-absl::StatusOr<uint64_t> KernelUnmap(testing::VfioOps& ops, int fd, uint64_t iova,
-                                     uint64_t length) {
+absl::StatusOr<uint64_t> KernelUnmap(VfioOps& ops, int fd, uint64_t iova, uint64_t length) {
   vfio_iommu_type1_dma_unmap unmap{};
   unmap.argsz = sizeof(unmap);
   unmap.iova = iova;

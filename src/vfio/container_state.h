@@ -75,11 +75,10 @@ std::vector<Range> PartsInside(const IovaAllocator& a, Range r);
 absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t page);
 // VFIO_IOMMU_MAP_DMA (populating a read-only range for write first), errno
 // as a status naming the mapping; `table_size` goes into the ENOSPC message.
-absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
-                       size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
-                       bool writable);
+absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size_t table_size,
+                       uint64_t va, uint64_t iova, uint64_t length, bool writable);
 // VFIO_IOMMU_UNMAP_DMA; the bytes the kernel says it unmapped.
-absl::StatusOr<uint64_t> KernelUnmap(testing::VfioOps& ops, int fd, uint64_t iova, uint64_t length);
+absl::StatusOr<uint64_t> KernelUnmap(VfioOps& ops, int fd, uint64_t iova, uint64_t length);
 
 }  // namespace internal
 }  // namespace dmareg

@@ -38,7 +38,7 @@ std::string PciDevicePath(absl::string_view address) {
   return absl::StrCat(kDevices, "/", address);
 }
 
-absl::StatusOr<std::string> ReadPciDriver(testing::VfioOps& ops, absl::string_view address) {
+absl::StatusOr<std::string> ReadPciDriver(VfioOps& ops, absl::string_view address) {
   std::string target;
   const std::string link = PciDevicePath(address) + "/driver";
   const int err = ops.ReadLink(link, &target);
@@ -47,7 +47,7 @@ absl::StatusOr<std::string> ReadPciDriver(testing::VfioOps& ops, absl::string_vi
   return std::string(Basename(target));
 }
 
-absl::StatusOr<int> ReadIommuGroup(testing::VfioOps& ops, absl::string_view address) {
+absl::StatusOr<int> ReadIommuGroup(VfioOps& ops, absl::string_view address) {
   std::string target;
   const std::string link = PciDevicePath(address) + "/iommu_group";
   const int err = ops.ReadLink(link, &target);
@@ -65,7 +65,7 @@ absl::StatusOr<int> ReadIommuGroup(testing::VfioOps& ops, absl::string_view addr
   return group;
 }
 
-absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioPciDevices(testing::VfioOps& ops) {
+absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioPciDevices(VfioOps& ops) {
   std::vector<std::string> names;
   std::vector<VfioDeviceInfo> out;
   const int err = ops.ListDir(kDevices, &names);

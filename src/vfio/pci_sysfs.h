@@ -29,13 +29,13 @@ absl::Status ValidatePciAddress(absl::string_view address);
 std::string PciDevicePath(absl::string_view address);
 
 // The driver the device is bound to ("" when none).
-absl::StatusOr<std::string> ReadPciDriver(testing::VfioOps& ops, absl::string_view address);
+absl::StatusOr<std::string> ReadPciDriver(VfioOps& ops, absl::string_view address);
 
 // The device's IOMMU group number; FailedPrecondition when it has none.
-absl::StatusOr<int> ReadIommuGroup(testing::VfioOps& ops, absl::string_view address);
+absl::StatusOr<int> ReadIommuGroup(VfioOps& ops, absl::string_view address);
 
 // PCI devices bound to vfio-pci, by address.
-absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioPciDevices(testing::VfioOps& ops);
+absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioPciDevices(VfioOps& ops);
 
 }  // namespace dmareg::internal
 

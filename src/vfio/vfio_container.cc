@@ -34,10 +34,10 @@
 #include "base/mutex.h"
 #include "dmareg/errno_status.h"
 #include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "vfio/container_state.h"
 #include "vfio/iommu_info.h"
 #include "vfio/iova_allocator.h"
-#include "vfio/vfio_ops.h"
 
 namespace dmareg {
 
@@ -50,8 +50,7 @@ using internal::KernelUnmap;
 using internal::PartsInside;
 using internal::RangesString;
 
-VfioContainer::VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type,
-                             bool owns_fd)
+VfioContainer::VfioContainer(std::shared_ptr<VfioOps> ops, int fd, int preferred_type, bool owns_fd)
     : ops_(std::move(ops)), fd_(fd), owns_fd_(owns_fd) {
   state_ = std::make_unique<State>(preferred_type, /*adopted_type=*/false);
 }
@@ -60,18 +59,8 @@ VfioContainer::~VfioContainer() {
   if (fd_ >= 0 && owns_fd_) ops_->Close(fd_);
 }
 
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Open() {
-  return OpenWith(internal::MakeRealVfioOps());
-}
-
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Adopt(int container_fd,
-                                                                    int iommu_type) {
-  return AdoptWith(internal::MakeRealVfioOps(), container_fd, iommu_type);
-}
-
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::OpenWith(
-    std::shared_ptr<testing::VfioOps> ops) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Open(VfioContainerOptions options) {
+  std::shared_ptr<VfioOps> ops = options.ops != nullptr ? std::move(options.ops) : KernelVfioOps();
   constexpr const char* kPath = "/dev/vfio/vfio";
   const int fd = ops->Open(kPath, O_RDWR);
   if (fd < 0) {
@@ -102,9 +91,10 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::OpenWith(
   return c;
 }
 
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::AdoptWith(
-    std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Adopt(int container_fd,
+                                                                    int iommu_type,
+                                                                    VfioContainerOptions options) {
+  std::shared_ptr<VfioOps> ops = options.ops != nullptr ? std::move(options.ops) : KernelVfioOps();
   if (container_fd < 0) {
     return absl::InvalidArgumentError(absl::StrCat("adopting container fd ", container_fd));
   }

@@ -17,9 +17,9 @@
 #include "absl/strings/str_join.h"
 #include "base/mutex.h"
 #include "dmareg/errno_status.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "vfio/iommu_info.h"
 #include "vfio/pci_sysfs.h"
-#include "vfio/vfio_ops.h"
 
 namespace dmareg {
 
@@ -65,8 +65,8 @@ std::vector<Range> ClipToMask(const std::vector<Range>& ranges, int bits) {
 
 // ---- VfioRegionMap ----
 
-VfioRegionMap::VfioRegionMap(std::shared_ptr<testing::VfioOps> ops, void* data, size_t size,
-                             int index, bool writable)
+VfioRegionMap::VfioRegionMap(std::shared_ptr<VfioOps> ops, void* data, size_t size, int index,
+                             bool writable)
     : ops_(std::move(ops)), data_(data), size_(size), index_(index), writable_(writable) {}
 
 VfioRegionMap::VfioRegionMap(VfioRegionMap&& other) noexcept
@@ -98,7 +98,7 @@ void VfioRegionMap::Reset() {
 
 // ---- VfioDomain ----
 
-VfioDomain::VfioDomain(std::shared_ptr<testing::VfioOps> ops, std::string address,
+VfioDomain::VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
                        std::shared_ptr<VfioContainer> container, int dma_address_bits)
     : ops_(std::move(ops)),
       address_(std::move(address)),
@@ -122,29 +122,28 @@ VfioDomain::~VfioDomain() {
   }
 }
 
-absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevices() {
-  return ListDevicesWith(internal::MakeRealVfioOps());
+namespace {
+
+// The options' ops, else the container's (a device joins its container
+// through the container's own seam), else the kernel's.
+std::shared_ptr<VfioOps> OpsOf(const VfioDomainOptions& options) {
+  if (options.ops != nullptr) return options.ops;
+  if (options.container != nullptr) return options.container->ops();
+  return KernelVfioOps();
 }
 
-absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevicesWith(
-    std::shared_ptr<testing::VfioOps> ops) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
-  return internal::ListVfioPciDevices(*ops);
-}
+}  // namespace
 
-absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view pci_address,
-                                                             VfioDomainOptions options) {
-  // A device joins its container through the container's own seam.
-  std::shared_ptr<testing::VfioOps> ops =
-      options.container != nullptr ? options.container->ops() : internal::MakeRealVfioOps();
-  return OpenWith(std::move(ops), pci_address, std::move(options));
+absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevices(
+    const VfioDomainOptions& options) {
+  return internal::ListVfioPciDevices(*OpsOf(options));
 }
 
 namespace {
 
 // Checks sysfs before any fd is opened: the device is there, bound to
 // vfio-pci, in an IOMMU group. Returns the group.
-absl::StatusOr<int> CheckDevice(testing::VfioOps& ops, const std::string& address) {
+absl::StatusOr<int> CheckDevice(VfioOps& ops, const std::string& address) {
   if (!ops.PathExists(internal::PciDevicePath(address))) {
     absl::StatusOr<std::vector<VfioDeviceInfo>> present = internal::ListVfioPciDevices(ops);
     std::string listing = "(none)";
@@ -170,17 +169,16 @@ absl::StatusOr<int> CheckDevice(testing::VfioOps& ops, const std::string& addres
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::OpenWith(
-    std::shared_ptr<testing::VfioOps> ops, std::string_view address_view,
-    VfioDomainOptions options) {
+absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view address_view,
+                                                             VfioDomainOptions options) {
   const std::string pci_address(address_view);
+  const std::shared_ptr<VfioOps> ops = OpsOf(options);
   // A group fd given to us is ours from here, also on failure.
   int given_group_fd = options.group_fd;
   auto close_given = [&] {
-    if (given_group_fd >= 0 && ops != nullptr) ops->Close(given_group_fd);
+    if (given_group_fd >= 0) ops->Close(given_group_fd);
     given_group_fd = -1;
   };
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
   if (absl::Status st = internal::ValidatePciAddress(pci_address); !st.ok()) {
     close_given();
     return st;
@@ -203,7 +201,7 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::OpenWith(
   }
   std::shared_ptr<VfioContainer> container = options.container;
   if (container == nullptr) {
-    absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::OpenWith(ops);
+    absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::Open({.ops = ops});
     if (!c.ok()) {
       close_given();
       return c.status();

@@ -37,7 +37,6 @@
 #include "dmareg/external_memory.h"
 #include "dmareg/testing/fake_vfio_ops.h"
 #include "dmareg/vfio/vfio_domain.h"
-#include "dmareg/vfio/vfio_ops.h"
 #ifdef DMAREG_BENCH_HAVE_VERBS
 #include "dmareg/verbs/verbs_domain.h"
 #endif
@@ -220,7 +219,7 @@ constexpr uint64_t kFakeVa = 0x7f0000000000;
 std::shared_ptr<dmareg::VfioDomain> OpenOverFake(
     benchmark::State& state, const std::shared_ptr<dmareg::testing::FakeVfioOps>& ops) {
   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-  auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {});
+  auto domain = dmareg::VfioDomain::Open("0000:00:03.0", {.ops = ops});
   if (!domain.ok()) {
     state.SkipWithError(domain.status().ToString().c_str());
     return nullptr;

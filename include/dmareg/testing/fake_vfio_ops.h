@@ -1,7 +1,7 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// testing/fake_vfio_ops.h: a VfioOps with no kernel behind it (library
-// dmareg::testing) that models the type1 IOMMU as vfio_iommu_type1.c does:
+// testing/fake_vfio_ops.h: a VfioOps (dmareg/vfio/vfio_ops.h) with no kernel
+// behind it (library dmareg::testing) that models the type1 IOMMU as vfio_iommu_type1.c does:
 //   MAP_DMA: EINVAL without READ/WRITE, for a zero, unaligned (smallest IOMMU
 //     page) or wrapping extent, or an IOVA outside the ranges; EEXIST for any
 //     IOVA overlap; ENOSPC once dma_avail (dma_entry_limit at SET_IOMMU) is spent;
@@ -19,7 +19,7 @@
 //
 //   auto ops = std::make_shared<FakeVfioOps>();
 //   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-//   auto d = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0").value();
+//   auto d = dmareg::VfioDomain::Open("0000:00:03.0", {.ops = ops}).value();
 //   ops->FailNext(FakeVfioOps::Call::kMapDma, EFAULT);
 //   ...
 //   d.reset();

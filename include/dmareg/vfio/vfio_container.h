@@ -30,10 +30,13 @@ namespace dmareg {
 namespace internal {
 class ContainerFdProvider;  // serves the container to other processes (vfio_fd_sharing.h)
 }  // namespace internal
-namespace testing {
-class VfioOps;     // the seam over the kernel: dmareg/vfio/vfio_ops.h
-class VfioAccess;  // opens containers and domains over a given VfioOps
-}  // namespace testing
+class VfioOps;  // the seam over the kernel: dmareg/vfio/vfio_ops.h
+
+struct VfioContainerOptions {
+  // The kernel's calls go through these; null: KernelVfioOps(). Every
+  // domain opened into the container uses the same ones.
+  std::shared_ptr<VfioOps> ops;
+};
 
 // One entry of a container's mapping table (the source of truth).
 struct VfioMapping {
@@ -62,12 +65,13 @@ struct VfioContainerInfo {
 class VfioContainer {
  public:
   // /dev/vfio/vfio, API version checked, type1v2 (else type1) supported.
-  static absl::StatusOr<std::shared_ptr<VfioContainer>> Open();
+  static absl::StatusOr<std::shared_ptr<VfioContainer>> Open(VfioContainerOptions options = {});
   // Secondary process: adopts a container fd received from a primary
   // (ownership taken, also on failure); its IOMMU type is already set
   // (`iommu_type` as the primary told). Its table starts empty (this
   // process's maps).
-  static absl::StatusOr<std::shared_ptr<VfioContainer>> Adopt(int container_fd, int iommu_type);
+  static absl::StatusOr<std::shared_ptr<VfioContainer>> Adopt(int container_fd, int iommu_type,
+                                                              VfioContainerOptions options = {});
   // A container the application opened itself (/dev/vfio/vfio), borrowed:
   // dmareg never closes `container_fd`, which must stay open until the
   // container and every domain and cache over it are gone (as a wrapped
@@ -84,7 +88,8 @@ class VfioContainer {
   // its domains and caches go, so the application's dma_avail is back
   // where it was. InvalidArgument for a negative fd or a type that is not
   // type1/type1v2; the ioctl's errno for an fd that is not a VFIO container.
-  static absl::StatusOr<std::shared_ptr<VfioContainer>> Wrap(int container_fd, int iommu_type = 0);
+  static absl::StatusOr<std::shared_ptr<VfioContainer>> Wrap(int container_fd, int iommu_type = 0,
+                                                             VfioContainerOptions options = {});
 
   // Closes the container fd (the kernel then drops its mappings) unless it
   // was wrapped (then the application's). Domains hold their container, so
@@ -94,6 +99,8 @@ class VfioContainer {
   VfioContainer& operator=(const VfioContainer&) = delete;
 
   int fd() const { return fd_; }
+  // What the container (and every domain in it) calls the kernel through.
+  const std::shared_ptr<VfioOps>& ops() const { return ops_; }
   bool owns_fd() const { return owns_fd_; }  // false: made by Wrap
   bool iommu_set() const;                    // a group attached and the IOMMU type set
   // Refreshed (dma_avail re-read) on each call when set.
@@ -139,21 +146,13 @@ class VfioContainer {
 
  private:
   friend class VfioDomain;
-  friend class testing::VfioAccess;
   friend class internal::ContainerFdProvider;
   struct State;
 
-  static absl::StatusOr<std::shared_ptr<VfioContainer>> OpenWith(
-      std::shared_ptr<testing::VfioOps> ops);
-  static absl::StatusOr<std::shared_ptr<VfioContainer>> AdoptWith(
-      std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type);
-  static absl::StatusOr<std::shared_ptr<VfioContainer>> WrapWith(
-      std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type);
   // The IOMMU is set on `c` (adopted or wrapped): read its info and build
   // the allocator.
   static absl::Status ReadAdoptedInfo(VfioContainer& c, int iommu_type);
-  VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type,
-                bool owns_fd = true);
+  VfioContainer(std::shared_ptr<VfioOps> ops, int fd, int preferred_type, bool owns_fd = true);
 
   // For VfioDomain. Joins `group_fd` (group number `group`) to the container
   // (VFIO_GROUP_SET_CONTAINER unless `already_joined`): the first group sets
@@ -168,7 +167,6 @@ class VfioContainer {
   // below 2^address_bits, else the allocator's pick. Returns the IOVA.
   absl::StatusOr<uint64_t> MapAnywhere(uint64_t va, uint64_t length, bool writable,
                                        int address_bits);
-  const std::shared_ptr<testing::VfioOps>& ops() const { return ops_; }
   // A close-on-exec duplicate of attached group `group`'s fd, made under
   // the lock so a concurrent Detach cannot close it in between; NotFound
   // when the group is not attached here.
@@ -176,7 +174,7 @@ class VfioContainer {
   // The IOMMU type set on the container; FailedPrecondition before it is.
   absl::StatusOr<int> IommuType() const;
 
-  const std::shared_ptr<testing::VfioOps> ops_;
+  const std::shared_ptr<VfioOps> ops_;
   const int fd_;
   const bool owns_fd_;
   // The table, groups, info and allocator: src/vfio/vfio_container.cc.

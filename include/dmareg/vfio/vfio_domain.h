@@ -52,15 +52,14 @@
 
 namespace dmareg {
 
-namespace testing {
-class VfioOps;     // the seam over the kernel: dmareg/vfio/vfio_ops.h
-class VfioAccess;  // opens containers and domains over a given VfioOps
-}  // namespace testing
-
 struct VfioDomainOptions {
   std::shared_ptr<VfioContainer> container;  // null: a new container of its own
   int dma_address_bits = 64;  // the device's DMA mask width (edu: 28); VFIO cannot know it
   int group_fd = -1;          // secondary: a group fd received from the primary (ownership taken)
+  // The kernel's calls go through these (dmareg/vfio/vfio_ops.h); null: the
+  // container's, or KernelVfioOps() for a new container. A container opened
+  // over other ops is InvalidArgument.
+  std::shared_ptr<VfioOps> ops;
 };
 
 struct VfioDeviceInfo {  // from sysfs
@@ -90,11 +89,10 @@ class VfioRegionMap {
 
  private:
   friend class VfioDomain;
-  VfioRegionMap(std::shared_ptr<testing::VfioOps> ops, void* data, size_t size, int index,
-                bool writable);
+  VfioRegionMap(std::shared_ptr<VfioOps> ops, void* data, size_t size, int index, bool writable);
   void Reset();
 
-  std::shared_ptr<testing::VfioOps> ops_;
+  std::shared_ptr<VfioOps> ops_;
   void* data_ = nullptr;
   size_t size_ = 0;
   int index_ = -1;
@@ -109,14 +107,18 @@ class VfioRegionMap {
 // read-only. `DeviceMapping::handle` is the host address mapped.
 class VfioDomain final : public Domain {
  public:
-  // PCI devices bound to vfio-pci.
-  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevices();
+  // PCI devices bound to vfio-pci, as seen through `options.ops` (or its
+  // container's; the kernel's when neither is given). Nothing else in
+  // `options` is used.
+  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevices(
+      const VfioDomainOptions& options = {});
   // Group from /sys/bus/pci/devices/ADDR/iommu_group; checks
   // VFIO_GROUP_FLAGS_VIABLE; sets the container (type1v2, type1 where v2 is
   // absent) when it is the first group; VFIO_GROUP_GET_DEVICE_FD.
   // InvalidArgument for a malformed address ("DDDD:BB:DD.F"); NotFound,
   // listing the vfio-pci devices, when absent; FailedPrecondition when the
-  // device is not bound to vfio-pci or its group is not viable.
+  // device is not bound to vfio-pci or its group is not viable;
+  // InvalidArgument for `options.ops` other than the container's.
   static absl::StatusOr<std::shared_ptr<VfioDomain>> Open(std::string_view pci_address,
                                                           VfioDomainOptions options = {});
 
@@ -168,23 +170,16 @@ class VfioDomain final : public Domain {
   int64_t total_unmaps() const { return total_unmaps_.load(std::memory_order_relaxed); }
 
  private:
-  friend class testing::VfioAccess;
   struct State;
 
-  static absl::StatusOr<std::shared_ptr<VfioDomain>> OpenWith(std::shared_ptr<testing::VfioOps> ops,
-                                                              std::string_view pci_address,
-                                                              VfioDomainOptions options);
-  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevicesWith(
-      std::shared_ptr<testing::VfioOps> ops);
-
-  VfioDomain(std::shared_ptr<testing::VfioOps> ops, std::string address,
+  VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
              std::shared_ptr<VfioContainer> container, int dma_address_bits);
   // Opens the group (or takes `given_group_fd`), checks it is viable, joins
   // the container and opens the device; on failure every fd is closed and
   // the container is as it was. Called with the domain's lock held.
   absl::Status AttachLocked(int group, int given_group_fd);
 
-  const std::shared_ptr<testing::VfioOps> ops_;
+  const std::shared_ptr<VfioOps> ops_;
   const std::string address_;
   const std::string name_;
   const std::shared_ptr<VfioContainer> container_;

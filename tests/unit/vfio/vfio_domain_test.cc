@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
 #include "dmareg/testing/fake_vfio_ops.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -26,9 +27,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVfioOps;
-using ::dmareg::testing::ListVfioDevices;
-using ::dmareg::testing::OpenVfioContainer;
-using ::dmareg::testing::OpenVfioDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVfioOps::Call;
@@ -47,7 +45,8 @@ class VfioDomainTest : public ::testing::Test {
     EXPECT_EQ(ops_->live_containers(), 0);
   }
   std::shared_ptr<VfioDomain> OpenOk(VfioDomainOptions options = {}) {
-    auto d = OpenVfioDomain(ops_, kEdu, std::move(options));
+    if (options.container == nullptr) options.ops = ops_;
+    auto d = VfioDomain::Open(kEdu, std::move(options));
     EXPECT_TRUE(d.ok()) << d.status();
     return d.ok() ? *d : nullptr;
   }
@@ -76,46 +75,62 @@ TEST_F(VfioDomainTest, OpenFillsCapabilities) {
 TEST_F(VfioDomainTest, OpenErrorsAreClearAndLeakNothing) {
   for (const char* bad : {"00:03.0", "0000:00:03.8", "0000:00:3.0", "0000:00:03.0x", "",
                           "0000:00:20.0", "0000:0G:03.0"}) {
-    auto d = OpenVfioDomain(ops_, bad);
+    auto d = VfioDomain::Open(bad, {.ops = ops_});
     EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
   ops_->AddDevice({.address = "0000:00:05.0", .group = 7});
-  auto absent = OpenVfioDomain(ops_, "0000:00:04.0");
+  auto absent = VfioDomain::Open("0000:00:04.0", {.ops = ops_});
   EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(absent.status().message(),
               AllOf(HasSubstr("0000:00:03.0 (group 5)"), HasSubstr("0000:00:05.0 (group 7)")));
 
   ops_->SetDriver("0000:00:05.0", "e1000e");
-  auto wrong_driver = OpenVfioDomain(ops_, "0000:00:05.0");
+  auto wrong_driver = VfioDomain::Open("0000:00:05.0", {.ops = ops_});
   EXPECT_EQ(wrong_driver.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(wrong_driver.status().message(), HasSubstr("bound to e1000e"));
 
   ops_->SetGroupViable(5, false);
-  auto not_viable = OpenVfioDomain(ops_, kEdu);
+  auto not_viable = VfioDomain::Open(kEdu, {.ops = ops_});
   EXPECT_EQ(not_viable.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(not_viable.status().message(), HasSubstr("not viable"));
   ops_->SetGroupViable(5, true);
 
   ops_->FailNext(Call::kGetDeviceFd, ENODEV);
-  auto no_device = OpenVfioDomain(ops_, kEdu);
+  auto no_device = VfioDomain::Open(kEdu, {.ops = ops_});
   EXPECT_EQ(no_device.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(no_device.status().message(), HasSubstr("VFIO_GROUP_GET_DEVICE_FD"));
+
+  // A container over other ops: the device would join it through another kernel.
+  auto other_kernel = VfioContainer::Open({.ops = std::make_shared<FakeVfioOps>()});
+  ASSERT_TRUE(other_kernel.ok()) << other_kernel.status();
+  auto mixed = VfioDomain::Open(kEdu, {.container = *other_kernel, .ops = ops_});
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mixed.status().message(), HasSubstr("other VfioOps"));
 
   // A given group fd is taken, also on failure.
   const int group_fd = ops_->Open("/dev/vfio/5", 0);
   ASSERT_GE(group_fd, 0);
-  EXPECT_FALSE(OpenVfioDomain(ops_, "bad", {.group_fd = group_fd}).ok());
+  EXPECT_FALSE(VfioDomain::Open("bad", {.group_fd = group_fd, .ops = ops_}).ok());
   EXPECT_EQ(ops_->live_fds(), 0);
 }
 
 TEST_F(VfioDomainTest, ListDevicesShowsVfioPciOnly) {
   ops_->AddDevice({.address = "0000:00:05.0", .group = 7, .driver = "e1000e"});
-  auto list = ListVfioDevices(ops_);
+  auto list = VfioDomain::ListDevices({.ops = ops_});
   ASSERT_TRUE(list.ok()) << list.status();
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].address, kEdu);
   EXPECT_EQ((*list)[0].group, 5);
   EXPECT_EQ((*list)[0].driver, "vfio-pci");
+}
+
+// Without ops in the options, the kernel's: one object, so naming it is the
+// same as naming none. (Listing reads this machine's sysfs: any answer but
+// an error will do.)
+TEST(VfioOpsTest, TheKernelIsTheDefault) {
+  EXPECT_EQ(KernelVfioOps(), KernelVfioOps());
+  EXPECT_TRUE(VfioDomain::ListDevices().ok());
+  EXPECT_TRUE(VfioDomain::ListDevices({.ops = KernelVfioOps()}).ok());
 }
 
 TEST_F(VfioDomainTest, IovaPolicy) {
@@ -324,10 +339,10 @@ TEST_F(VfioDomainTest, HotPlugAloneInItsContainerReplaysTheTable) {
 
 TEST_F(VfioDomainTest, HotPlugWithAPeerKeepsTheKernelMappings) {
   ops_->AddDevice({.address = "0000:00:04.0", .group = 6});
-  auto container = OpenVfioContainer(ops_);
+  auto container = VfioContainer::Open({.ops = ops_});
   ASSERT_TRUE(container.ok());
   domain_ = OpenOk({.container = *container});
-  auto peer = OpenVfioDomain(ops_, "0000:00:04.0", {.container = *container});
+  auto peer = VfioDomain::Open("0000:00:04.0", {.container = *container});
   ASSERT_TRUE(peer.ok()) << peer.status();
   auto m = domain_->RegisterHost({At(0x100000), kPage}, {});
   ASSERT_TRUE(m.ok());
@@ -350,7 +365,7 @@ TEST_F(VfioDomainTest, HotPlugWithAPeerKeepsTheKernelMappings) {
 }
 
 TEST_F(VfioDomainTest, DestructionUnmapsWhatWasNotDeregistered) {
-  auto container = OpenVfioContainer(ops_);
+  auto container = VfioContainer::Open({.ops = ops_});
   ASSERT_TRUE(container.ok());
   domain_ = OpenOk({.container = *container});
   ASSERT_TRUE(domain_->RegisterHost({At(0x100000), kPage}, {}).ok());
@@ -373,7 +388,7 @@ TEST_P(VfioCacheTest, HitsAndIovas) {
   void* buf = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(buf, MAP_FAILED);
   {
-    auto domain = OpenVfioDomain(ops, kEdu, {.dma_address_bits = bits});
+    auto domain = VfioDomain::Open(kEdu, {.dma_address_bits = bits, .ops = ops});
     ASSERT_TRUE(domain.ok()) << domain.status();
     auto cache = RegistrationCache::Create(*domain, {.monitoring = Monitoring::kExplicitOnly});
     ASSERT_TRUE(cache.ok()) << cache.status();
