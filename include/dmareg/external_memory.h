@@ -24,12 +24,16 @@
 //  - a chunk: page size a power of two, address and length whole pages, no
 //    overlap with another chunk (AlreadyExists), one page-aligned IOVA per
 //    page or none;
-//  - a mapping lies inside ONE chunk; with an IOVA table the IOVA is the
-//    table's for `va` and the table is contiguous over the range;
-//  - the domain must honour a caller's IOVA (caps.caller_iova), the IOVA
-//    range must lie in caps.iova_ranges (when given) and below
-//    2^caps.dma_address_bits, and (va - iova) must be a multiple of the
-//    device's smallest page;
+//  - a mapping lies inside ONE chunk and is whole pages of it (va and
+//    length multiples of the chunk's page size: InvalidArgument otherwise,
+//    on every device); with an IOVA table the IOVA is the table's for `va`
+//    and the table is contiguous over the range;
+//  - the device's own rules for a caller's IOVA are the domain's, applied
+//    by it (CheckIovaPlacement in domain.h: FailedPrecondition where it
+//    cannot place one, OutOfRange past its DMA mask or outside its IOVA
+//    ranges, InvalidArgument for VA and IOVA at different offsets in its
+//    pages), so the answer is the same through DmaMap as through the
+//    domain;
 //  - the identical (domain, va, iova, length) again is the same mapping,
 //    reference-counted: each DmaMap needs its DmaUnmap; the device mapping
 //    goes with the last;

@@ -88,41 +88,21 @@ std::string Span(uint64_t begin, uint64_t length) {
   return r ? r->ToString() : absl::StrFormat("[%#x, +%#x)", begin, length);
 }
 
-// What the device says about an IOVA range for `va`.
-absl::Status CheckDevice(const std::string& where, const DomainCapabilities& caps, Range va,
-                         Range iova) {
-  if (!caps.caller_iova) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(where, ": the device cannot place mappings at a caller's IOVA"));
-  }
-  if (caps.dma_address_bits > 0 && caps.dma_address_bits < 64 &&
-      iova.end() > (uint64_t{1} << caps.dma_address_bits)) {
-    return absl::OutOfRangeError(absl::StrFormat("%s: the IOVAs pass the device's %d-bit DMA mask",
-                                                 where, caps.dma_address_bits));
-  }
-  if (!caps.iova_ranges.empty() && std::none_of(caps.iova_ranges.begin(), caps.iova_ranges.end(),
-                                                [&](const Range& r) { return r.Contains(iova); })) {
-    std::string ranges;
-    for (const Range& r : caps.iova_ranges) absl::StrAppend(&ranges, " ", r.ToString());
-    return absl::OutOfRangeError(
-        absl::StrCat(where, ": the IOVAs lie outside the device's IOVA ranges", ranges));
-  }
-  const uint64_t page = caps.page_sizes & (~caps.page_sizes + 1);  // the smallest
-  if (page != 0 && ((va.begin() - iova.begin()) & (page - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: VA and IOVA differ in their offset within the device's %#x-byte pages", where, page));
-  }
-  return absl::OkStatus();
-}
-
-// `iova` against the chunk's IOVA table, if it has one.
-absl::Status CheckTable(const std::string& where, const ExternalMemoryChunk& chunk, Range va,
+// The chunk's rules for a mapping of `va` (which lies inside it) at `iova`:
+// whole pages of the chunk, and the IOVA its table gives, if it has one.
+// Everything about the device (a caller's IOVA at all, its mask, ranges and
+// pages) is the domain's to check (CheckIovaPlacement), not the registry's.
+absl::Status CheckChunk(const std::string& where, const ExternalMemoryChunk& chunk, Range va,
                         uint64_t iova) {
-  if (chunk.iovas.empty()) return absl::OkStatus();
   const uint64_t ps = chunk.page_size;
+  if ((va.begin() - chunk.va.begin()) % ps != 0 || va.length() % ps != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: not whole %#x-byte pages of its chunk %s", where, ps, chunk.va.ToString()));
+  }
+  if (chunk.iovas.empty()) return absl::OkStatus();
   const uint64_t first = (va.begin() - chunk.va.begin()) / ps;
   const uint64_t last = (va.end() - 1 - chunk.va.begin()) / ps;
-  const uint64_t expected = chunk.iovas[first] + (va.begin() - chunk.va.begin()) % ps;
+  const uint64_t expected = chunk.iovas[first];
   if (iova != expected) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: the IOVA table of chunk %s gives VA %#x the IOVA %#x", where,
@@ -280,7 +260,6 @@ absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Dom
   if (!vr) return absl::InvalidArgumentError(where + ": the VA range wraps around");
   if (!ir) return absl::InvalidArgumentError(where + ": the IOVA range wraps around");
   if (absl::Status s = ValidateAccess(access); !s.ok()) return Prefixed(where, s);
-  if (absl::Status s = CheckDevice(where, domain->capabilities(), *vr, *ir); !s.ok()) return s;
 
   internal::MutexLock lock(&state_->mu);
   const ExternalMemoryChunk* chunk = state_->ChunkHolding(a);
@@ -292,7 +271,7 @@ absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Dom
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": runs past the end of its chunk ", chunk->va.ToString()));
   }
-  if (absl::Status s = CheckTable(where, *chunk, *vr, iova); !s.ok()) return s;
+  if (absl::Status s = CheckChunk(where, *chunk, *vr, iova); !s.ok()) return s;
   auto found = state_->FindOverlap(domain.get(), *ir);
   if (found != state_->mappings.end()) {
     internal::ExternalMapping& m = found->second;

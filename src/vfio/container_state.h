@@ -71,8 +71,6 @@ std::string RangesString(const std::vector<Range>& ranges);
 bool InsideOne(const std::vector<Range>& ranges, Range r);
 // The parts of `r` inside the allocator's usable space.
 std::vector<Range> PartsInside(const IovaAllocator& a, Range r);
-// Common argument checks of Map and MapAnywhere; `page` is the IOMMU page.
-absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t page);
 // VFIO_IOMMU_MAP_DMA (populating a read-only range for write first), errno
 // as a status naming the mapping; `table_size` goes into the ENOSPC message.
 absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size_t table_size,

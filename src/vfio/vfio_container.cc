@@ -32,6 +32,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/mutex.h"
+#include "dmareg/domain.h"
 #include "dmareg/errno_status.h"
 #include "dmareg/vfio/vfio_domain.h"
 #include "dmareg/vfio/vfio_ops.h"
@@ -42,7 +43,6 @@
 namespace dmareg {
 
 using Entry = internal::VfioTableEntry;
-using internal::CheckExtent;
 using internal::DescribeMapping;
 using internal::InsideOne;
 using internal::KernelMap;
@@ -188,12 +188,48 @@ int VfioContainer::allocator_address_bits() const {
   return state_->narrowest_bits;
 }
 
+namespace {
+
+// The container as CheckIovaPlacement sees it: its IOMMU's ranges and
+// pages once the IOMMU is `set` (before, any IOVA and 4 KiB pages: what the
+// first attach finds is checked then), and no DMA mask (a device's own is
+// its domain's).
+DomainCapabilities PlacementCaps(const VfioContainerInfo& info, bool set, int fd) {
+  DomainCapabilities caps;
+  caps.device_name = absl::StrCat("VFIO container (fd ", fd, ")");
+  caps.kind = DeviceKind::kVfio;
+  if (set) caps.iova_ranges = info.iova_ranges;
+  caps.page_sizes = set && info.page_sizes != 0 ? info.page_sizes : 4096;
+  caps.caller_iova = true;
+  caps.one_iova_space = true;
+  caps.byte_granular = false;
+  return caps;
+}
+
+}  // namespace
+
 absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
+  // A backend-level entry point of its own: the rules every domain applies.
+  if (absl::Status st = CheckIovaPlacement(PlacementCaps(s.info, s.info.iommu_type != 0, fd_), va,
+                                           iova, length, "VFIO map");
+      !st.ok()) {
+    return st;
+  }
+  return MapLocked(va, iova, length, writable);
+}
+
+absl::Status VfioContainer::MapValidated(uint64_t va, uint64_t iova, uint64_t length,
+                                         bool writable) {
+  internal::MutexLock lock(&state_->mu);
+  return MapLocked(va, iova, length, writable);
+}
+
+absl::Status VfioContainer::MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
+  State& s = *state_;
+  s.mu.AssertHeld();  // the caller's lock (the header cannot name it)
   const bool set = s.info.iommu_type != 0;
-  const uint64_t page = set ? internal::SmallestPage(s.info.page_sizes) : 4096;
-  if (absl::Status st = CheckExtent(va, iova, length, page); !st.ok()) return st;
   const Range r = *Range::FromLength(iova, length);
 
   // The table first: an identical entry is a reference, any other overlap a conflict.
@@ -212,11 +248,6 @@ absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, boo
   }
   Entry entry{va, length, writable, 1, {}};
   if (set) {
-    if (!InsideOne(s.info.iova_ranges, r)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("VFIO map ", DescribeMapping(va, iova, length, writable),
-                       ": IOVA outside the IOMMU's ranges ", RangesString(s.info.iova_ranges)));
-    }
     if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
         !st.ok()) {
       return st;
@@ -266,8 +297,6 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
     return absl::FailedPreconditionError(absl::StrCat(
         "VFIO container (fd ", fd_, "): no group attached, so no IOVA can be chosen yet"));
   }
-  const uint64_t page = internal::SmallestPage(s.info.page_sizes);
-  if (absl::Status st = CheckExtent(va, va, length, page); !st.ok()) return st;
   const Range identity = *Range::FromLength(va, length);
 
   // IOVA = VA: inside the ranges, below the mask, not page 0, and free.
@@ -474,13 +503,11 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
     undo_join();  // the last group out releases the IOMMU
     return info.status();
   }
-  const uint64_t page = internal::SmallestPage(info->page_sizes);
+  // Pending mappings were mapped before the ranges were known: the rules of
+  // a caller's IOVA, now with them.
+  const DomainCapabilities caps = PlacementCaps(*info, /*set=*/true, fd_);
   for (const auto& [iova, e] : s.table) {
-    absl::Status st = CheckExtent(e.va, iova, e.length, page);
-    if (st.ok() && !InsideOne(info->iova_ranges, *Range::FromLength(iova, e.length))) {
-      st = absl::InvalidArgumentError(
-          absl::StrCat("IOVA outside the IOMMU's ranges ", RangesString(info->iova_ranges)));
-    }
+    absl::Status st = CheckIovaPlacement(caps, e.va, iova, e.length, "VFIO map");
     if (!st.ok()) {
       undo_join();
       return absl::Status(st.code(), absl::StrCat("attaching ", device, ": pending mapping ",

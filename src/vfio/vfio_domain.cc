@@ -354,38 +354,21 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
   if (absl::Status st = ValidateHostMemory(memory); !st.ok()) return st;
   const uint64_t va = reinterpret_cast<uintptr_t>(memory.addr);
   const uint64_t length = memory.length;
-  const uint64_t page = internal::SmallestPage(caps_.page_sizes);
-  if (!Range::FromLength(va, length)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("RegisterHost on %s: va %#x + %#x wraps", name_, va, length));
-  }
-  const uint64_t iova_or_va = memory.iova.value_or(va);
-  if (((va | length | iova_or_va) & (page - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "RegisterHost on %s: va %#x, iova %#x, %#x bytes: not whole IOMMU pages of %#x", name_, va,
-        iova_or_va, length, page));
-  }
   if (memory.iova) {
-    const std::optional<Range> r = Range::FromLength(*memory.iova, length);
-    if (!r) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("RegisterHost on %s: iova %#x + %#x wraps", name_, *memory.iova, length));
+    // The rules of a caller's IOVA, applied here once: the container is
+    // handed a request that is already valid and does not check it again.
+    if (absl::Status st = CheckIovaPlacement(caps_, va, *memory.iova, length,
+                                             absl::StrCat("RegisterHost on ", name_));
+        !st.ok()) {
+      return st;
     }
-    if (dma_address_bits_ < 64 && r->end() > (uint64_t{1} << dma_address_bits_)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("RegisterHost on %s: iova %s is beyond the device's %d-bit DMA mask",
-                          name_, r->ToString(), dma_address_bits_));
-    }
-    bool inside = caps_.iova_ranges.empty();
-    for (const Range& x : caps_.iova_ranges) inside = inside || x.Contains(*r);
-    if (!inside) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "RegisterHost on %s: iova %s is outside the IOMMU's ranges %s (holes such as the MSI "
-          "window are not mappable)",
-          name_, r->ToString(),
-          absl::StrJoin(caps_.iova_ranges, ", ",
-                        [](std::string* out, const Range& x) { out->append(x.ToString()); })));
-    }
+  } else if (const uint64_t page = caps_.page_sizes & (~caps_.page_sizes + 1);
+             ((va | length) & (page - 1)) != 0) {
+    // The IOVA is ours to pick, the pages are still the IOMMU's.
+    return absl::InvalidArgumentError(
+        absl::StrFormat("RegisterHost on %s: VA %#x, %#x bytes: not whole %#x-byte pages, which "
+                        "%s maps",
+                        name_, va, length, page, name_));
   }
   const bool writable = NormalizeAccess(access).Has(Access::kLocalWrite);
 
@@ -396,7 +379,9 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
   // device attaches again (DPDK refuses mappings with no device).
   uint64_t iova = 0;
   if (memory.iova) {
-    if (absl::Status st = container_->Map(va, *memory.iova, length, writable); !st.ok()) return st;
+    if (absl::Status st = container_->MapValidated(va, *memory.iova, length, writable); !st.ok()) {
+      return st;
+    }
     iova = *memory.iova;
   } else {
     absl::StatusOr<uint64_t> picked =

@@ -106,18 +106,21 @@ class VfioContainer {
   // Refreshed (dma_avail re-read) on each call when set.
   VfioContainerInfo info() const;
 
-  // Maps [va, va+length) at iova (whole IOMMU pages). Rules:
+  // Maps [va, va+length) at iova. First the rules of a caller's IOVA
+  // (CheckIovaPlacement, dmareg/domain.h, with the container's IOMMU: whole
+  // IOMMU pages, else InvalidArgument; inside its IOVA ranges, else
+  // OutOfRange; no DMA mask: a device's is its VfioDomain's). Then:
   //  - identical (va, iova, length, writable) again: success, refs++ (Unmap
   //    drops one ref; the kernel unmap happens at 0);
   //  - any other overlap of the IOVA range with the table: AlreadyExists
   //    naming both mappings, no kernel call;
   //  - kernel EEXIST with no table entry (e.g. another process sharing the
   //    container): AlreadyExists saying so;
-  //  - ENOSPC: ResourceExhausted naming dma_avail/dma_entry_limit; outside
-  //    the IOVA ranges: InvalidArgument (checked before the kernel);
+  //  - ENOSPC: ResourceExhausted naming dma_avail/dma_entry_limit;
   //  - not writable: mapped read-only (VFIO_DMA_MAP_FLAG_READ only);
-  //  - no group attached yet: recorded in the table, applied when the first
-  //    group attaches (if that fails, the attach fails).
+  //  - no group attached yet: recorded in the table (the ranges are not
+  //    known yet), applied when the first group attaches (checked then
+  //    against its ranges; if that fails, the attach fails).
   absl::Status Map(uint64_t va, uint64_t iova, uint64_t length, bool writable);
   // Exact extent of one table entry; a partial unmap (type1 cannot split) is
   // InvalidArgument saying so, nothing changed. NotFound for no entry.
@@ -163,10 +166,18 @@ class VfioContainer {
   // VFIO_GROUP_UNSET_CONTAINER; the last group out empties the kernel's
   // mappings (the table is kept for the next attach).
   absl::Status DetachGroup(int group_fd, int group);
-  // Maps with no caller IOVA: IOVA = VA when free, inside the ranges and
-  // below 2^address_bits, else the allocator's pick. Returns the IOVA.
+  // Map for a request VfioDomain::RegisterHost has validated
+  // (CheckIovaPlacement with the domain's capabilities, which are the
+  // container's ranges clipped to its mask): the table's rules only, so
+  // nothing is checked twice.
+  absl::Status MapValidated(uint64_t va, uint64_t iova, uint64_t length, bool writable);
+  // Maps whole IOMMU pages (the domain checked) with no caller IOVA: IOVA =
+  // VA when free, inside the ranges and below 2^address_bits, else the
+  // allocator's pick. Returns the IOVA.
   absl::StatusOr<uint64_t> MapAnywhere(uint64_t va, uint64_t length, bool writable,
                                        int address_bits);
+  // The table's part of Map and MapValidated; the lock is held.
+  absl::Status MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable);
   // A close-on-exec duplicate of attached group `group`'s fd, made under
   // the lock so a concurrent Detach cannot close it in between; NotFound
   // when the group is not attached here.

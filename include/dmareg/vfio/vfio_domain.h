@@ -23,10 +23,11 @@
 //
 // IOVAs: a caller-chosen IOVA (`HostMemory::iova`) is honoured; otherwise
 // IOVA = VA where the range is free, inside the IOMMU's ranges and below the
-// device's DMA mask, else the container's allocator picks one. Every check
-// (alignment to the smallest IOMMU page, the mask, the ranges, overlaps) is
-// done before the kernel is asked, and every failure is a status naming the
-// ioctl, the device and the range.
+// device's DMA mask, else the container's allocator picks one. A caller's
+// IOVA obeys CheckIovaPlacement (dmareg/domain.h: whole IOMMU pages, the
+// mask and the ranges, each violation with its one code), checked once
+// before the container's table (overlaps) and the kernel are asked; every
+// failure is a status naming the ioctl, the device and the range.
 //
 // Thread safety: every method may be called from several threads at once.
 
@@ -132,11 +133,12 @@ class VfioDomain final : public Domain {
   const DomainCapabilities& capabilities() const override { return caps_; }
   const std::string& address() const { return address_; }
 
-  // IOVA = memory.iova if given; else IOVA = VA when the range lies inside
-  // the ranges and below 2^dma_address_bits and is free; else from the
-  // container's IOVA allocator. addr, length and iova must be whole IOMMU
-  // pages. IOVAs beyond the mask or outside the ranges are refused before
-  // any kernel call.
+  // IOVA = memory.iova if given (CheckIovaPlacement: InvalidArgument for
+  // an extent that is not whole IOMMU pages, OutOfRange beyond the mask or
+  // outside the ranges, before any kernel call); else IOVA = VA when the
+  // range lies inside the ranges and below 2^dma_address_bits and is free;
+  // else from the container's IOVA allocator. addr and length must be whole
+  // IOMMU pages.
   // Paging::kOnDemand: Unimplemented (an IOMMU mapping pins).
   using Domain::RegisterHost;
   absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,

@@ -204,35 +204,42 @@ TEST_F(VfioDomainTest, AllocatorPicksStepAroundCallerIovas) {
 
 TEST_F(VfioDomainTest, BadInputIsRefusedBeforeTheKernel) {
   domain_ = OpenOk({.dma_address_bits = 28});
+  constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+  constexpr auto kOutOfRange = absl::StatusCode::kOutOfRange;
   struct Case {
     HostMemory memory;
     AccessFlags access;
+    absl::StatusCode code;  // one per violation: CheckIovaPlacement's
   };
   const std::vector<Case> cases = {
-      {{At(0x100000), 0}, {}},                                   // zero length
-      {{At(0x100000), 100}, {}},                                 // not whole pages
-      {{At(0x100800), kPage}, {}},                               // unaligned VA
-      {{At(UINT64_MAX - kPage + 1), kPage}, {}},                 // the last page
-      {{At(UINT64_MAX - kPage + 1), 2 * kPage}, {}},             // wraps
-      {{At(0x100000), kPage}, AccessFlags::FromBits(1u << 30)},  // unknown access bit
-      {{At(0x100000), kPage, 0x10000000}, {}},                   // IOVA beyond the 28-bit mask
-      {{At(0x100000), 2 * kPage, 0xffff000}, {}},                // ends past the mask
-      {{At(0x100000), kPage, 0x100800}, {}},                     // unaligned IOVA
-      {{At(0x100000), kPage, UINT64_MAX - kPage + 1}, {}},       // IOVA wraps
+      {{At(0x100000), 0}, {}, kInvalid},                                   // zero length
+      {{At(0x100000), 100}, {}, kInvalid},                                 // not whole pages
+      {{At(0x100800), kPage}, {}, kInvalid},                               // unaligned VA
+      {{At(UINT64_MAX - kPage + 1), kPage}, {}, kInvalid},                 // the last page
+      {{At(UINT64_MAX - kPage + 1), 2 * kPage}, {}, kInvalid},             // wraps
+      {{At(0x100000), kPage}, AccessFlags::FromBits(1u << 30), kInvalid},  // unknown access bit
+      {{At(0x100000), kPage, 0x10000000}, {}, kOutOfRange},           // IOVA beyond the 28-bit mask
+      {{At(0x100000), 2 * kPage, 0xffff000}, {}, kOutOfRange},        // ends past the mask
+      {{At(0x100000), kPage, 0x100800}, {}, kInvalid},                // unaligned IOVA
+      {{At(0x100000), kPage, UINT64_MAX - kPage + 1}, {}, kInvalid},  // IOVA wraps
+      {{At(0x100000), 100, 0x100000}, {}, kInvalid},  // caller IOVA, not whole pages
   };
   for (const Case& c : cases) {
     auto m = domain_->RegisterHost(c.memory, c.access);
-    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
-        << c.memory.addr << " " << c.memory.length;
+    EXPECT_EQ(m.status().code(), c.code)
+        << c.memory.addr << " " << c.memory.length << " " << m.status();
   }
+  // The mask is OutOfRange here as through DmaMap and on every device.
+  auto beyond = domain_->RegisterHost({At(0x100000), kPage, 0x10000000}, {});
+  EXPECT_THAT(beyond.status().message(), HasSubstr("28-bit DMA mask"));
   // Wide mask: the MSI window and beyond the ranges.
   std::shared_ptr<VfioDomain> narrow = std::move(domain_);
   narrow.reset();
   domain_ = OpenOk();
   for (uint64_t iova : {uint64_t{0xfee00000}, uint64_t{0x8000000000}}) {
     auto m = domain_->RegisterHost({At(0x100000), kPage, iova}, {});
-    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << iova;
-    EXPECT_THAT(m.status().message(), HasSubstr("outside the IOMMU's ranges"));
+    EXPECT_EQ(m.status().code(), kOutOfRange) << iova;
+    EXPECT_THAT(m.status().message(), HasSubstr("lie outside vfio:0000:00:03.0's IOVA ranges"));
   }
   EXPECT_EQ(ops_->calls(Call::kMapDma), 0);
   EXPECT_EQ(domain_->live_mappings(), 0);
