@@ -37,7 +37,11 @@
 //  - the identical (domain, va, iova, length) again is the same mapping,
 //    reference-counted: each DmaMap needs its DmaUnmap; the device mapping
 //    goes with the last;
-//  - any other overlap of IOVAs on one domain: AlreadyExists naming both;
+//  - any other overlap of IOVAs on one domain: AlreadyExists naming both.
+//    On a domain with one IOVA space (caps.one_iova_space: VFIO) these two
+//    are its own table's (the container's, which also sees the cache's
+//    mappings and other devices' of the container; "identical" there means
+//    the same va, iova, length and writability); elsewhere the registry's;
 //  - DmaUnmap takes a whole mapping (InvalidArgument for a part of one);
 //  - Unregister of a chunk that is still mapped: FailedPrecondition.
 //
@@ -57,7 +61,9 @@
 // Thread safety: every method may be called from several threads. One lock
 // guards the registry and is held across the domain's call (so a failed call
 // changes nothing and racing identical maps make one mapping): DmaMap and
-// DmaUnmap are control-path calls, not for a data path.
+// DmaUnmap are control-path calls, not for a data path. Lock order: the
+// registry's, then the domain's own (on VFIO: the container's; a
+// VfioDomain's own lock is not taken on this path).
 
 #ifndef DMAREG_EXTERNAL_MEMORY_H_
 #define DMAREG_EXTERNAL_MEMORY_H_
@@ -100,7 +106,7 @@ struct ExternalMemoryMapping {
   uint64_t va = 0;
   uint64_t iova = 0;
   uint64_t length = 0;
-  uint32_t refs = 0;  // DmaMap calls not yet undone
+  uint32_t refs = 0;  // this registry's DmaMap calls not yet undone
   AccessFlags access;
   bool dmabuf = false;    // the device imported the chunk's dma-buf
   DeviceMapping mapping;  // what the domain returned

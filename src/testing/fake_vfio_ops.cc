@@ -80,6 +80,21 @@ void FakeVfioOps::FailNext(Call call, int err, int times) {
   for (int i = 0; i < times; ++i) failures_[call].push_back(err);
 }
 
+void FakeVfioOps::SetHook(Call call, std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  hooks_[call] = std::move(hook);
+}
+
+void FakeVfioOps::RunHook(Call call) {
+  std::function<void()> hook;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = hooks_.find(call);
+    if (it != hooks_.end()) hook = it->second;
+  }
+  if (hook) hook();
+}
+
 int FakeVfioOps::calls(Call call) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = calls_.find(call);
@@ -193,6 +208,7 @@ void FakeVfioOps::MaybeRelease(int container_id) {
 // ---- the calls ----
 
 int FakeVfioOps::Open(const std::string& path, int /*flags*/) {
+  RunHook(Call::kOpen);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kOpen)) return Fail(err);
   const int fd = next_fd_;
@@ -242,6 +258,7 @@ int FakeVfioOps::Close(int fd) {
 }
 
 int FakeVfioOps::GroupGetStatus(int group_fd, vfio_group_status* status) {
+  RunHook(Call::kGroupGetStatus);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kGroupGetStatus)) return Fail(err);
   int number = -1;
@@ -253,6 +270,7 @@ int FakeVfioOps::GroupGetStatus(int group_fd, vfio_group_status* status) {
 }
 
 int FakeVfioOps::GroupSetContainer(int group_fd, int container_fd) {
+  RunHook(Call::kSetContainer);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kSetContainer)) return Fail(err);
   int number = -1;
@@ -271,6 +289,7 @@ int FakeVfioOps::GroupSetContainer(int group_fd, int container_fd) {
 }
 
 int FakeVfioOps::GroupUnsetContainer(int group_fd) {
+  RunHook(Call::kUnsetContainer);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kUnsetContainer)) return Fail(err);
   int number = -1;
@@ -282,6 +301,7 @@ int FakeVfioOps::GroupUnsetContainer(int group_fd) {
 }
 
 int FakeVfioOps::GroupGetDeviceFd(int group_fd, const std::string& device) {
+  RunHook(Call::kGetDeviceFd);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kGetDeviceFd)) return Fail(err);
   int number = -1;
@@ -308,6 +328,7 @@ int FakeVfioOps::DeviceGetInfo(int device_fd, vfio_device_info* info) {
 }
 
 int FakeVfioOps::DeviceGetRegionInfo(int device_fd, vfio_region_info* info) {
+  RunHook(Call::kRegionInfo);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kRegionInfo)) return Fail(err);
   Device* d = LiveDevice(device_fd);
@@ -329,6 +350,7 @@ int FakeVfioOps::DeviceGetRegionInfo(int device_fd, vfio_region_info* info) {
 }
 
 void* FakeVfioOps::Mmap(size_t length, int prot, int fd, off_t offset) {
+  RunHook(Call::kMmap);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kMmap)) {
     errno = err;
@@ -370,6 +392,7 @@ int FakeVfioOps::populate_calls() const {
 }
 
 ssize_t FakeVfioOps::Pread(int fd, void* buf, size_t count, off_t offset) {
+  RunHook(Call::kPread);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kPread)) return Fail(err);
   Device* d = LiveDevice(fd);
@@ -383,6 +406,7 @@ ssize_t FakeVfioOps::Pread(int fd, void* buf, size_t count, off_t offset) {
 }
 
 ssize_t FakeVfioOps::Pwrite(int fd, const void* buf, size_t count, off_t offset) {
+  RunHook(Call::kPwrite);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kPwrite)) return Fail(err);
   Device* d = LiveDevice(fd);

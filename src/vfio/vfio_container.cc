@@ -143,7 +143,8 @@ std::vector<VfioMapping> VfioContainer::mappings() const {
   internal::MutexLock lock(&state_->mu);
   std::vector<VfioMapping> out;
   for (const auto& [iova, e] : state_->table) {
-    out.push_back(VfioMapping{e.va, iova, e.length, e.writable, e.refs});
+    out.push_back(
+        VfioMapping{e.va, iova, e.length, e.writable, static_cast<uint32_t>(e.taken_by.size())});
   }
   return out;
 }
@@ -217,16 +218,17 @@ absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, boo
       !st.ok()) {
     return st;
   }
-  return MapLocked(va, iova, length, writable);
+  return MapLocked(va, iova, length, writable, /*holder=*/nullptr);
 }
 
-absl::Status VfioContainer::MapValidated(uint64_t va, uint64_t iova, uint64_t length,
-                                         bool writable) {
+absl::Status VfioContainer::MapValidated(uint64_t va, uint64_t iova, uint64_t length, bool writable,
+                                         const void* holder) {
   internal::MutexLock lock(&state_->mu);
-  return MapLocked(va, iova, length, writable);
+  return MapLocked(va, iova, length, writable, holder);
 }
 
-absl::Status VfioContainer::MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
+absl::Status VfioContainer::MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable,
+                                      const void* holder) {
   State& s = *state_;
   s.mu.AssertHeld();  // the caller's lock (the header cannot name it)
   const bool set = s.info.iommu_type != 0;
@@ -239,14 +241,14 @@ absl::Status VfioContainer::MapLocked(uint64_t va, uint64_t iova, uint64_t lengt
     Entry& e = it->second;
     if (!Range::FromLength(it->first, e.length)->Overlaps(r)) continue;
     if (it->first == iova && e.length == length && e.va == va && e.writable == writable) {
-      ++e.refs;
+      e.taken_by.push_back(holder);
       return absl::OkStatus();
     }
     return absl::AlreadyExistsError(
         absl::StrCat("VFIO map ", DescribeMapping(va, iova, length, writable), " overlaps mapping ",
                      DescribeMapping(e.va, it->first, e.length, e.writable)));
   }
-  Entry entry{va, length, writable, 1, {}};
+  Entry entry{va, length, writable, {holder}, {}};
   if (set) {
     if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
         !st.ok()) {
@@ -290,7 +292,7 @@ absl::StatusOr<Range> PickFree(internal::IovaAllocator& allocator, std::map<uint
 }  // namespace
 
 absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length, bool writable,
-                                                    int address_bits) {
+                                                    int address_bits, const void* holder) {
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
   if (s.info.iommu_type == 0) {
@@ -313,7 +315,7 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
     if (r != s.reserved.begin() && std::prev(r)->second > identity.begin()) free = false;
     if (r != s.reserved.end() && r->first < identity.end()) free = false;
   }
-  Entry entry{va, length, writable, 1, {}};
+  Entry entry{va, length, writable, {holder}, {}};
   uint64_t iova = 0;
   if (free) {
     iova = va;
@@ -387,8 +389,19 @@ std::vector<Range> VfioContainer::reserved_iova() const {
 }
 
 absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
+  internal::MutexLock lock(&state_->mu);
+  return UnmapLocked(iova, length, /*holder=*/nullptr, /*any=*/true);
+}
+
+absl::Status VfioContainer::UnmapHeld(uint64_t iova, uint64_t length, const void* holder) {
+  internal::MutexLock lock(&state_->mu);
+  return UnmapLocked(iova, length, holder, /*any=*/false);
+}
+
+absl::Status VfioContainer::UnmapLocked(uint64_t iova, uint64_t length, const void* holder,
+                                        bool any) {
   State& s = *state_;
-  internal::MutexLock lock(&s.mu);
+  s.mu.AssertHeld();  // the caller's lock (the header cannot name it)
   const std::optional<Range> r = Range::FromLength(iova, length);
   if (length == 0 || !r) {
     return absl::InvalidArgumentError(
@@ -397,8 +410,19 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
   auto exact = s.table.find(iova);
   if (exact != s.table.end() && exact->second.length == length) {
     Entry& e = exact->second;
-    if (e.refs > 1) {
-      --e.refs;
+    // The reference that goes: `holder`'s own, else (any) the last taken.
+    auto ref = std::find(e.taken_by.rbegin(), e.taken_by.rend(), holder);
+    if (ref == e.taken_by.rend()) {
+      if (!any) {
+        return absl::NotFoundError(absl::StrFormat(
+            "VFIO unmap of iova [%#x, %#x): mapped in container fd %d, but not through this "
+            "domain (another device's domain or VfioContainer::Map holds it)",
+            iova, iova + length, fd_));
+      }
+      ref = e.taken_by.rbegin();
+    }
+    if (e.taken_by.size() > 1) {
+      e.taken_by.erase(std::next(ref).base());
       return absl::OkStatus();
     }
     if (s.info.iommu_type != 0) {
@@ -441,6 +465,30 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
       "VFIO unmap of iova [%#x, %#x) is not the exact extent of one mapping (it touches %s); "
       "the type1 IOMMU cannot split a mapping: unmap each one whole",
       iova, iova + length, absl::StrJoin(touched, ", ")));
+}
+
+void VfioContainer::ReleaseHolder(const void* holder) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  for (auto it = s.table.begin(); it != s.table.end();) {
+    Entry& e = it->second;
+    std::erase(e.taken_by, holder);
+    if (!e.taken_by.empty()) {
+      ++it;
+      continue;
+    }
+    if (s.info.iommu_type != 0 && !KernelUnmap(*ops_, fd_, it->first, e.length).ok()) {
+      // Still in the kernel: the container keeps it as its own, so the
+      // table still says what is mapped (and an Unmap may retry).
+      e.taken_by.push_back(nullptr);
+      ++it;
+      continue;
+    }
+    if (s.allocator) {
+      for (const Range& h : e.held) (void)s.allocator->Free(h);
+    }
+    it = s.table.erase(it);
+  }
 }
 
 // An empty allocator over the window (ranges below `bits`); nullptr when no

@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 
 #include <cerrno>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -23,10 +22,15 @@
 
 namespace dmareg {
 
+// The device's side only: its mappings are the container's (one table, one
+// reference count per mapping, each reference naming the domain that holds
+// it); the domain keeps counters.
 struct VfioDomain::State {
-  // Lock order: this lock first, then the container's (VfioContainer::State),
-  // then its allocator's. Held across the container calls, so Detach cannot
-  // run in the middle of a registration.
+  // Lock order: after ExternalMemoryRegistry's; before the container's
+  // (VfioContainer::State), then its allocator's. Taken by the attach path
+  // (Open, Detach, Reattach, the destructor) and device access, never by
+  // RegisterHost or Deregister: the container's lock alone orders a map
+  // against an attach or a detach.
   mutable internal::Mutex mu;
   bool attached ABSL_GUARDED_BY(mu) = false;
   int group ABSL_GUARDED_BY(mu) = -1;
@@ -34,12 +38,6 @@ struct VfioDomain::State {
   int device_fd ABSL_GUARDED_BY(mu) = -1;
   uint64_t config_offset ABSL_GUARDED_BY(mu) = 0;  // config space region
   uint64_t config_size ABSL_GUARDED_BY(mu) = 0;
-  // This domain's mappings: IOVA -> (length, times returned).
-  struct Mine {
-    uint64_t length = 0;
-    uint32_t count = 0;
-  };
-  std::map<uint64_t, Mine> mine ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -108,13 +106,11 @@ VfioDomain::VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
       state_(std::make_unique<State>()) {}
 
 VfioDomain::~VfioDomain() {
+  // Whatever was not deregistered leaves the container's table with us;
+  // what other domains of the container hold stays.
+  container_->ReleaseHolder(this);
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
-  // Whatever was not deregistered leaves the container's table with us.
-  for (const auto& [iova, m] : s.mine) {
-    for (uint32_t i = 0; i < m.count; ++i) (void)container_->Unmap(iova, m.length);
-  }
-  s.mine.clear();
   if (s.attached) {
     ops_->Close(s.device_fd);
     (void)container_->DetachGroup(s.group_fd, s.group);
@@ -372,44 +368,35 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
   }
   const bool writable = NormalizeAccess(access).Has(Access::kLocalWrite);
 
-  State& s = *state_;
-  internal::MutexLock lock(&s.mu);
-  // Detached, the mapping still goes into the container's table: the kernel
-  // gets it now if another device keeps the container in use, else when a
-  // device attaches again (DPDK refuses mappings with no device).
+  // No lock of the domain's: the container's orders this against an attach
+  // or a detach. Detached, the mapping still goes into the container's
+  // table: the kernel gets it now if another device keeps the container in
+  // use, else when a device attaches again (DPDK refuses mappings with no
+  // device).
   uint64_t iova = 0;
   if (memory.iova) {
-    if (absl::Status st = container_->MapValidated(va, *memory.iova, length, writable); !st.ok()) {
+    if (absl::Status st = container_->MapValidated(va, *memory.iova, length, writable, this);
+        !st.ok()) {
       return st;
     }
     iova = *memory.iova;
   } else {
     absl::StatusOr<uint64_t> picked =
-        container_->MapAnywhere(va, length, writable, dma_address_bits_);
+        container_->MapAnywhere(va, length, writable, dma_address_bits_, this);
     if (!picked.ok()) return picked.status();
     iova = *picked;
   }
-  State::Mine& m = s.mine[iova];
-  m.length = length;
-  ++m.count;
   live_.fetch_add(1, std::memory_order_relaxed);
   total_maps_.fetch_add(1, std::memory_order_relaxed);
   return DeviceMapping{.iova = iova, .length = length, .handle = va};
 }
 
 absl::Status VfioDomain::Deregister(const DeviceMapping& mapping) {
-  State& s = *state_;
-  internal::MutexLock lock(&s.mu);
-  auto it = s.mine.find(mapping.iova);
-  if (it == s.mine.end() || it->second.length != mapping.length) {
-    return absl::Status(
-        it == s.mine.end() ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument,
-        absl::StrFormat("Deregister on %s: iova %#x, %#x bytes is not a mapping this domain "
-                        "returned (deregister the exact extent)",
-                        name_, mapping.iova, mapping.length));
+  // The container's table says whether this is a mapping of ours (exact
+  // extent: NotFound, InvalidArgument), as it holds its only reference count.
+  if (absl::Status st = container_->UnmapHeld(mapping.iova, mapping.length, this); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("Deregister on ", name_, ": ", st.message()));
   }
-  if (absl::Status st = container_->Unmap(mapping.iova, mapping.length); !st.ok()) return st;
-  if (--it->second.count == 0) s.mine.erase(it);
   live_.fetch_sub(1, std::memory_order_relaxed);
   total_unmaps_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();

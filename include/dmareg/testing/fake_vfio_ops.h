@@ -32,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -109,6 +110,10 @@ class FakeVfioOps final : public VfioOps {
 
   // The next `times` calls of `call` fail with `err` and change nothing.
   void FailNext(Call call, int err, int times = 1);
+  // Every `call` from now on runs `hook` first, outside the fake's own
+  // lock, so it may block: a test can hold a caller inside a call (and
+  // whatever locks it holds) while other threads go on. Empty: none.
+  void SetHook(Call call, std::function<void()> hook);
 
   int calls(Call call) const;
   int64_t live_fds() const;
@@ -172,6 +177,7 @@ class FakeVfioOps final : public VfioOps {
     int generation = 0;
   };
 
+  void RunHook(Call call);     // mu_ not held
   int TakeFailure(Call call);  // 0, or the errno to fail with
   int Fail(int err);           // sets errno, returns -1
   Container* ContainerOf(int fd);
@@ -190,6 +196,7 @@ class FakeVfioOps final : public VfioOps {
   std::map<int, Fd> fds_;
   std::map<void*, size_t> mmaps_;
   std::map<Call, std::vector<int>> failures_;
+  std::map<Call, std::function<void()>> hooks_;
   std::map<Call, int> calls_;
   int next_fd_ = 100;
   int next_container_ = 1;

@@ -110,8 +110,9 @@ class VfioContainer {
   // (CheckIovaPlacement, dmareg/domain.h, with the container's IOMMU: whole
   // IOMMU pages, else InvalidArgument; inside its IOVA ranges, else
   // OutOfRange; no DMA mask: a device's is its VfioDomain's). Then:
-  //  - identical (va, iova, length, writable) again: success, refs++ (Unmap
-  //    drops one ref; the kernel unmap happens at 0);
+  //  - identical (va, iova, length, writable) again: success, one more
+  //    reference (Unmap drops one; the kernel unmap happens at 0), whoever
+  //    made the first (this, a VfioDomain, a registry's DmaMap over one);
   //  - any other overlap of the IOVA range with the table: AlreadyExists
   //    naming both mappings, no kernel call;
   //  - kernel EEXIST with no table entry (e.g. another process sharing the
@@ -124,6 +125,8 @@ class VfioContainer {
   absl::Status Map(uint64_t va, uint64_t iova, uint64_t length, bool writable);
   // Exact extent of one table entry; a partial unmap (type1 cannot split) is
   // InvalidArgument saying so, nothing changed. NotFound for no entry.
+  // Drops one reference Map took if there is one, else one a VfioDomain
+  // holds (whose Deregister of it is then NotFound).
   absl::Status Unmap(uint64_t iova, uint64_t length);
   std::vector<VfioMapping> mappings() const;  // sorted by iova
   std::vector<int> groups() const;            // attached group numbers
@@ -166,18 +169,34 @@ class VfioContainer {
   // VFIO_GROUP_UNSET_CONTAINER; the last group out empties the kernel's
   // mappings (the table is kept for the next attach).
   absl::Status DetachGroup(int group_fd, int group);
+  // The map path of VfioDomain, whose lock is not held: this container's
+  // lock alone orders a map against an attach or a detach. `holder` is the
+  // domain: the reference taken is its own.
+  //
   // Map for a request VfioDomain::RegisterHost has validated
   // (CheckIovaPlacement with the domain's capabilities, which are the
   // container's ranges clipped to its mask): the table's rules only, so
   // nothing is checked twice.
-  absl::Status MapValidated(uint64_t va, uint64_t iova, uint64_t length, bool writable);
+  absl::Status MapValidated(uint64_t va, uint64_t iova, uint64_t length, bool writable,
+                            const void* holder);
   // Maps whole IOMMU pages (the domain checked) with no caller IOVA: IOVA =
   // VA when free, inside the ranges and below 2^address_bits, else the
   // allocator's pick. Returns the IOVA.
   absl::StatusOr<uint64_t> MapAnywhere(uint64_t va, uint64_t length, bool writable,
-                                       int address_bits);
+                                       int address_bits, const void* holder);
+  // Drops one of `holder`'s references to exactly [iova, iova + length):
+  // NotFound when nothing is mapped there or `holder` holds none of it,
+  // InvalidArgument for anything but a whole entry; nothing changes then.
+  absl::Status UnmapHeld(uint64_t iova, uint64_t length, const void* holder);
+  // Drops every reference `holder` still holds (a domain that goes); an
+  // entry left with none is unmapped.
+  void ReleaseHolder(const void* holder);
   // The table's part of Map and MapValidated; the lock is held.
-  absl::Status MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable);
+  absl::Status MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable,
+                         const void* holder);
+  // The table's part of Unmap and UnmapHeld; the lock is held. `holder`:
+  // whose reference goes; `any`: another's when it holds none.
+  absl::Status UnmapLocked(uint64_t iova, uint64_t length, const void* holder, bool any);
   // A close-on-exec duplicate of attached group `group`'s fd, made under
   // the lock so a concurrent Detach cannot close it in between; NotFound
   // when the group is not attached here.
@@ -189,8 +208,11 @@ class VfioContainer {
   const int fd_;
   const bool owns_fd_;
   // The table, groups, info and allocator: src/vfio/vfio_container.cc.
-  // Lock order: VfioDomain's lock, then this one, then the allocator's
-  // (a leaf). Held across the kernel calls so the table and the kernel
+  // Lock order: ExternalMemoryRegistry's lock, then VfioDomain's (held only
+  // on its attach path: Open, Detach, Reattach, its destructor), then this
+  // one, then the allocator's (a leaf). The map path (RegisterHost,
+  // Deregister, DmaMap over a VFIO domain) takes the registry's and this
+  // one only. Held across the kernel calls so the table and the kernel
   // change together.
   std::unique_ptr<State> state_;
 };

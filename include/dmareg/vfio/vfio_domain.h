@@ -143,8 +143,10 @@ class VfioDomain final : public Domain {
   using Domain::RegisterHost;
   absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
                                              Paging paging) override;
-  // Exact extent of a mapping this domain returned. Works while detached
-  // (the table entry goes; the cache calls it exactly once per mapping).
+  // Exact extent of a mapping this domain returned, as the container's
+  // table has it (NotFound: none there, or one only other domains hold;
+  // InvalidArgument: part of one). Works while detached (the table entry
+  // goes; the cache calls it exactly once per mapping).
   absl::Status Deregister(const DeviceMapping& mapping) override;
 
   // Device access, for drivers built on top.
@@ -187,8 +189,11 @@ class VfioDomain final : public Domain {
   const std::shared_ptr<VfioContainer> container_;
   const int dma_address_bits_;
   DomainCapabilities caps_;  // written by Open before publication, read-only after
-  // Group and device fds, attached flag, this domain's mappings:
-  // src/vfio/vfio_domain.cc. Lock order: this lock, then the container's.
+  // Group and device fds, the attached flag: src/vfio/vfio_domain.cc. Its
+  // mappings are the container's table's alone (each reference there names
+  // the domain holding it); the domain keeps only the counters below.
+  // Lock order: ExternalMemoryRegistry's lock, then this one, then the
+  // container's; this one is never held on the map path.
   std::unique_ptr<State> state_;
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> total_maps_{0};

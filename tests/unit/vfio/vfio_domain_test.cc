@@ -381,6 +381,36 @@ TEST_F(VfioDomainTest, DestructionUnmapsWhatWasNotDeregistered) {
   EXPECT_TRUE((*container)->groups().empty());
 }
 
+// Two devices in one container: one table, each reference naming the domain
+// that holds it, so a domain's Deregister and its going concern only its own.
+TEST_F(VfioDomainTest, ADomainUndoesOnlyItsOwnReferences) {
+  ops_->AddDevice({.address = "0000:00:04.0", .group = 6});
+  auto container = VfioContainer::Open({.ops = ops_});
+  ASSERT_TRUE(container.ok());
+  domain_ = OpenOk({.container = *container});
+  auto peer = VfioDomain::Open("0000:00:04.0", {.container = *container});
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  auto m = domain_->RegisterHost({At(0x100000), kPage, 0x100000}, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  absl::Status not_its = (*peer)->Deregister(*m);
+  EXPECT_EQ(not_its.code(), absl::StatusCode::kNotFound) << not_its;
+  EXPECT_THAT(not_its.message(), HasSubstr("Deregister on vfio:0000:00:04.0"));
+  // The identical mapping through the peer: the same entry, counted there.
+  auto p = (*peer)->RegisterHost({At(0x100000), kPage, 0x100000}, {});
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ((*container)->mappings().size(), 1u);
+  EXPECT_EQ((*container)->mappings()[0].refs, 2u);
+  EXPECT_EQ(KernelMappings(), 1u);
+  // The peer goes, and its reference with it; ours stays mapped.
+  peer->reset();
+  ASSERT_EQ((*container)->mappings().size(), 1u);
+  EXPECT_EQ((*container)->mappings()[0].refs, 1u);
+  EXPECT_EQ(KernelMappings(), 1u);
+  ASSERT_TRUE(domain_->Deregister(*m).ok());
+  EXPECT_TRUE((*container)->mappings().empty());
+  EXPECT_EQ(KernelMappings(), 0u);
+}
+
 // ---- a RegistrationCache over the domain ----
 
 class VfioCacheTest : public ::testing::TestWithParam<int> {};
