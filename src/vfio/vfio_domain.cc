@@ -101,6 +101,7 @@ VfioDomain::VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
     : ops_(std::move(ops)),
       address_(std::move(address)),
       name_(absl::StrCat("vfio:", address_)),
+      register_where_(absl::StrCat("RegisterHost on ", name_)),
       container_(std::move(container)),
       dma_address_bits_(dma_address_bits),
       state_(std::make_unique<State>()) {}
@@ -353,8 +354,7 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
   if (memory.iova) {
     // The rules of a caller's IOVA, applied here once: the container is
     // handed a request that is already valid and does not check it again.
-    if (absl::Status st = CheckIovaPlacement(caps_, va, *memory.iova, length,
-                                             absl::StrCat("RegisterHost on ", name_));
+    if (absl::Status st = CheckIovaPlacement(caps_, va, *memory.iova, length, register_where_);
         !st.ok()) {
       return st;
     }

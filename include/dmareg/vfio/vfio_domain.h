@@ -186,6 +186,7 @@ class VfioDomain final : public Domain {
   const std::shared_ptr<VfioOps> ops_;
   const std::string address_;
   const std::string name_;
+  const std::string register_where_;  // "RegisterHost on <name>", made once
   const std::shared_ptr<VfioContainer> container_;
   const int dma_address_bits_;
   DomainCapabilities caps_;  // written by Open before publication, read-only after
