@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -35,7 +36,7 @@ void FakeVfioOps::AddDevice(DeviceSpec spec) {
   d.present = true;
   d.config.assign(kConfigSize, 0);
   std::memcpy(d.config.data(), &spec.id, sizeof(spec.id));
-  groups_.try_emplace(spec.group);
+  if (spec.group >= 0) groups_.try_emplace(spec.group);
   d.spec = std::move(spec);
 }
 
@@ -429,6 +430,7 @@ int FakeVfioOps::ReadLink(const std::string& path, std::string* target) {
   if (d == devices_.end() || !d->second.present) return ENOENT;
   const std::string leaf = rest.substr(slash + 1);
   if (leaf == "iommu_group") {
+    if (d->second.spec.group < 0) return ENOENT;
     *target = "../../../kernel/iommu_groups/" + std::to_string(d->second.spec.group);
     return 0;
   }
@@ -460,10 +462,42 @@ bool FakeVfioOps::PathExists(const std::string& path) {
   if (StartsWith(path, groups)) {
     const std::string n = path.substr(groups.size());
     for (const auto& [address, d] : devices_) {
-      if (d.present && std::to_string(d.spec.group) == n) return true;
+      if (d.present && d.spec.group >= 0 && std::to_string(d.spec.group) == n) return true;
+    }
+  }
+  // /dev/vfio/N exists while a device of the group is bound to vfio-pci.
+  const std::string nodes = "/dev/vfio/";
+  if (StartsWith(path, nodes)) {
+    const std::string n = path.substr(nodes.size());
+    for (const auto& [address, d] : devices_) {
+      if (d.present && d.spec.group >= 0 && d.spec.driver == "vfio-pci" &&
+          std::to_string(d.spec.group) == n) {
+        return true;
+      }
     }
   }
   return false;
+}
+
+int FakeVfioOps::ReadFile(const std::string& path, std::string* contents) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!StartsWith(path, kDevices)) return ENOENT;
+  const std::string rest = path.substr(std::strlen(kDevices));
+  const size_t slash = rest.find('/');
+  if (slash == std::string::npos) return EISDIR;
+  auto d = devices_.find(rest.substr(0, slash));
+  if (d == devices_.end() || !d->second.present) return ENOENT;
+  const std::string leaf = rest.substr(slash + 1);
+  char text[16];
+  if (leaf == "vendor") {
+    std::snprintf(text, sizeof(text), "0x%04x\n", d->second.spec.id & 0xffff);
+  } else if (leaf == "device") {
+    std::snprintf(text, sizeof(text), "0x%04x\n", d->second.spec.id >> 16);
+  } else {
+    return ENOENT;
+  }
+  *contents = text;
+  return 0;
 }
 
 }  // namespace dmareg::testing

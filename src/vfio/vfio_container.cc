@@ -123,6 +123,19 @@ absl::Status VfioContainer::ReadAdoptedInfo(VfioContainer& c, int iommu_type) {
   return absl::OkStatus();
 }
 
+std::string_view IommuTypeName(int iommu_type) {
+  switch (iommu_type) {
+    case VFIO_TYPE1v2_IOMMU:
+      return "type1v2";
+    case VFIO_TYPE1_IOMMU:
+      return "type1";
+    case 0:
+      return "unset";
+    default:
+      return "unknown";
+  }
+}
+
 bool VfioContainer::iommu_set() const {
   internal::MutexLock lock(&state_->mu);
   return state_->info.iommu_type != 0;

@@ -176,7 +176,7 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view ad
     if (given_group_fd >= 0) ops->Close(given_group_fd);
     given_group_fd = -1;
   };
-  if (absl::Status st = internal::ValidatePciAddress(pci_address); !st.ok()) {
+  if (absl::Status st = ValidatePciAddress(pci_address); !st.ok()) {
     close_given();
     return st;
   }

@@ -96,6 +96,17 @@ class KernelOps final : public VfioOps {
     struct stat st;
     return ::stat(path.c_str(), &st) == 0;
   }
+  int ReadFile(const std::string& path, std::string* contents) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    char buf[4096];  // a sysfs attribute is at most a page
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    const int err = errno;
+    ::close(fd);
+    if (n < 0) return err;
+    contents->assign(buf, static_cast<size_t>(n));
+    return 0;
+  }
 };
 
 }  // namespace

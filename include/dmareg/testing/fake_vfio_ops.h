@@ -77,9 +77,9 @@ class FakeVfioOps final : public VfioOps {
 
   struct DeviceSpec {
     std::string address;
-    int group = 5;
+    int group = 5;                    // -1: in no IOMMU group (no IOMMU)
     std::string driver = "vfio-pci";  // "" = bound to none
-    uint32_t id = 0x11e81234;         // config dword 0 (edu)
+    uint32_t id = 0x11e81234;         // config dword 0 (edu); sysfs vendor and device
     uint64_t bar0_size = 1 << 20;
     uint32_t bar0_word0 = 0x010000ed;  // what BAR0's first register reads
   };
@@ -149,6 +149,8 @@ class FakeVfioOps final : public VfioOps {
   int ReadLink(const std::string& path, std::string* target) override;
   int ListDir(const std::string& path, std::vector<std::string>* names) override;
   bool PathExists(const std::string& path) override;
+  // A device's vendor and device (sysfs writes "0x1234\n").
+  int ReadFile(const std::string& path, std::string* contents) override;
 
  private:
   struct Container {

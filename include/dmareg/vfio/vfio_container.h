@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -53,6 +54,10 @@ struct VfioContainerInfo {
   std::optional<uint32_t> dma_avail;  // VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL (when the IOMMU was set)
   uint64_t page_sizes = 0;            // iova_pgsizes
 };
+
+// "type1v2" (VFIO_TYPE1v2_IOMMU), "type1" (VFIO_TYPE1_IOMMU), "unset" (0),
+// else "unknown": VfioContainerInfo::iommu_type as a word.
+std::string_view IommuTypeName(int iommu_type);
 
 // A VFIO container: one IOMMU address space shared by the groups attached to
 // it. No hidden per-process default: the caller creates one and opens every

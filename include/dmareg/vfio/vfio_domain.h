@@ -64,10 +64,17 @@ struct VfioDomainOptions {
 };
 
 struct VfioDeviceInfo {  // from sysfs
-  std::string address;
-  int group = -1;
+  std::string address;   // "0000:00:03.0"
+  int group = -1;        // its IOMMU group; -1: none (no IOMMU)
   std::string driver;
+  uint16_t vendor_id = 0;  // PCI IDs (edu: 0x1234, 0x11e8); 0: unreadable
+  uint16_t device_id = 0;
 };
+
+// A PCI address as sysfs spells it, the form VfioDomain::Open takes:
+// "DDDD:BB:DD.F" in lower-case hex, device < 0x20, function < 8.
+// InvalidArgument saying so otherwise.
+absl::Status ValidatePciAddress(std::string_view address);
 
 // A device region mapped into the process (BARs): unmapped when dropped.
 // Move-only.
@@ -108,9 +115,9 @@ class VfioRegionMap {
 // read-only. `DeviceMapping::handle` is the host address mapped.
 class VfioDomain final : public Domain {
  public:
-  // PCI devices bound to vfio-pci, as seen through `options.ops` (or its
-  // container's; the kernel's when neither is given). Nothing else in
-  // `options` is used.
+  // PCI devices bound to vfio-pci, by address, as seen through
+  // `options.ops` (or its container's; the kernel's when neither is given).
+  // Nothing else in `options` is used.
   static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevices(
       const VfioDomainOptions& options = {});
   // Group from /sys/bus/pci/devices/ADDR/iommu_group; checks

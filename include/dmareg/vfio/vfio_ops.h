@@ -76,8 +76,11 @@ class VfioOps {
   virtual int ReadLink(const std::string& path, std::string* target) = 0;
   // The entry names of a directory, "." and ".." left out.
   virtual int ListDir(const std::string& path, std::vector<std::string>* names) = 0;
-  // True if `path` exists (a device folder, /sys/kernel/iommu_groups/N).
+  // True if `path` exists (a device folder, /sys/kernel/iommu_groups/N,
+  // /dev/vfio/N).
   virtual bool PathExists(const std::string& path) = 0;
+  // The contents of a small file (a sysfs attribute: a device's vendor).
+  virtual int ReadFile(const std::string& path, std::string* contents) = 0;
 };
 
 // The kernel: the system calls themselves. Stateless, and the same object on

@@ -116,12 +116,28 @@ TEST_F(VfioDomainTest, OpenErrorsAreClearAndLeakNothing) {
 
 TEST_F(VfioDomainTest, ListDevicesShowsVfioPciOnly) {
   ops_->AddDevice({.address = "0000:00:05.0", .group = 7, .driver = "e1000e"});
+  // Not an address as sysfs spells one: not a device Open would take.
+  ops_->AddDevice({.address = "0000:00:0A.0", .group = 8});
   auto list = VfioDomain::ListDevices({.ops = ops_});
   ASSERT_TRUE(list.ok()) << list.status();
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].address, kEdu);
   EXPECT_EQ((*list)[0].group, 5);
   EXPECT_EQ((*list)[0].driver, "vfio-pci");
+  EXPECT_EQ((*list)[0].vendor_id, 0x1234);
+  EXPECT_EQ((*list)[0].device_id, 0x11e8);
+}
+
+// The address rules Open applies, public for front ends (the CLI).
+TEST(PciAddressTest, LowerCaseDomainBusDeviceFunction) {
+  EXPECT_TRUE(ValidatePciAddress("0000:00:03.0").ok());
+  EXPECT_TRUE(ValidatePciAddress("ffff:ff:1f.7").ok());
+  for (const char* bad : {"0000:00:0A.0", "0000:00:20.0", "0000:00:03.8", "00:03.0", "",
+                          "0000:00:03.0 ", "0000-00:03.0"}) {
+    absl::Status s = ValidatePciAddress(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("lowercase hex")) << bad;
+  }
 }
 
 // Without ops in the options, the kernel's: one object, so naming it is the
