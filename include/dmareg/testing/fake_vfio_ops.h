@@ -30,6 +30,7 @@
 
 #include <linux/vfio.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -199,6 +200,7 @@ class FakeVfioOps final : public VfioOps {
   std::map<void*, size_t> mmaps_;
   std::map<Call, std::vector<int>> failures_;
   std::map<Call, std::function<void()>> hooks_;
+  std::atomic<bool> any_hook_{false};  // a hook was ever set: calls look them up
   std::map<Call, int> calls_;
   int next_fd_ = 100;
   int next_container_ = 1;
