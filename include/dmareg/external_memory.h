@@ -24,16 +24,24 @@
 //  - a chunk: page size a power of two, address and length whole pages, no
 //    overlap with another chunk (AlreadyExists), one page-aligned IOVA per
 //    page or none;
-//  - a mapping lies inside ONE chunk; with an IOVA table the IOVA is the
-//    table's for `va` and the table is contiguous over the range;
-//  - the domain must honour a caller's IOVA (caps.caller_iova), the IOVA
-//    range must lie in caps.iova_ranges (when given) and below
-//    2^caps.dma_address_bits, and (va - iova) must be a multiple of the
-//    device's smallest page;
+//  - a mapping lies inside ONE chunk and is whole pages of it (va and
+//    length multiples of the chunk's page size: InvalidArgument otherwise,
+//    on every device); with an IOVA table the IOVA is the table's for `va`
+//    and the table is contiguous over the range;
+//  - the device's own rules for a caller's IOVA are the domain's, applied
+//    by it (CheckIovaPlacement in domain.h: FailedPrecondition where it
+//    cannot place one, OutOfRange past its DMA mask or outside its IOVA
+//    ranges, InvalidArgument for VA and IOVA at different offsets in its
+//    pages), so the answer is the same through DmaMap as through the
+//    domain;
 //  - the identical (domain, va, iova, length) again is the same mapping,
 //    reference-counted: each DmaMap needs its DmaUnmap; the device mapping
 //    goes with the last;
-//  - any other overlap of IOVAs on one domain: AlreadyExists naming both;
+//  - any other overlap of IOVAs on one domain: AlreadyExists naming both.
+//    On a domain with one IOVA space (caps.one_iova_space: VFIO) these two
+//    are its own table's (the container's, which also sees the cache's
+//    mappings and other devices' of the container; "identical" there means
+//    the same va, iova, length and writability); elsewhere the registry's;
 //  - DmaUnmap takes a whole mapping (InvalidArgument for a part of one);
 //  - Unregister of a chunk that is still mapped: FailedPrecondition.
 //
@@ -53,7 +61,9 @@
 // Thread safety: every method may be called from several threads. One lock
 // guards the registry and is held across the domain's call (so a failed call
 // changes nothing and racing identical maps make one mapping): DmaMap and
-// DmaUnmap are control-path calls, not for a data path.
+// DmaUnmap are control-path calls, not for a data path. Lock order: the
+// registry's, then the domain's own (on VFIO: the container's; a
+// VfioDomain's own lock is not taken on this path).
 
 #ifndef DMAREG_EXTERNAL_MEMORY_H_
 #define DMAREG_EXTERNAL_MEMORY_H_
@@ -98,9 +108,9 @@ struct ExternalMemoryMapping {
   uint64_t va = 0;
   uint64_t iova = 0;
   uint64_t length = 0;
-  uint32_t refs = 0;  // DmaMap calls not yet undone
+  uint32_t refs = 0;  // this registry's DmaMap calls not yet undone
   AccessFlags access{};
-  bool dmabuf = false;      // the device imported the chunk's dma-buf
+  bool dmabuf = false;    // the device imported the chunk's dma-buf
   DeviceMapping mapping{};  // what the domain returned
 };
 

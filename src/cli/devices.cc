@@ -28,6 +28,7 @@
 #endif
 #ifdef DMAREG_CLI_HAVE_VFIO
 #include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 #endif
 #include "nlohmann/json.hpp"
 
@@ -78,16 +79,6 @@ std::string ReadTrimmed(const fs::path& path) {
   std::string s;
   std::getline(in, s);
   return std::string(absl::StripAsciiWhitespace(s));
-}
-
-// "0000:00:03.0": domain:bus:device.function, all hex.
-bool IsPciAddress(const std::string& s) {
-  if (s.size() != 12 || s[4] != ':' || s[7] != ':' || s[10] != '.') return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i == 4 || i == 7 || i == 10) continue;
-    if (!absl::ascii_isxdigit(static_cast<unsigned char>(s[i]))) return false;
-  }
-  return true;
 }
 
 // The RDMA devices whose probe imported a dma-buf.
@@ -252,34 +243,34 @@ absl::Status CollectRdma(const std::string& sysfs_root, const std::string& only,
   return absl::OkStatus();
 }
 
-std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
-                                              const std::string& dev_root) {
+std::vector<VfioDeviceReport> ScanVfioDevices(std::shared_ptr<VfioOps> ops) {
   std::vector<VfioDeviceReport> out;
-  const fs::path driver = fs::path(sysfs_root) / "bus/pci/drivers/vfio-pci";
-  std::error_code ec;
-  for (const fs::directory_entry& entry : fs::directory_iterator(driver, ec)) {
-    const std::string address = entry.path().filename().string();
-    if (!IsPciAddress(address)) continue;  // bind, unbind, new_id, module, ...
+#ifdef DMAREG_CLI_HAVE_VFIO
+  if (ops == nullptr) ops = KernelVfioOps();
+  absl::StatusOr<std::vector<VfioDeviceInfo>> listed = VfioDomain::ListDevices({.ops = ops});
+  if (!listed.ok()) return out;
+  // IDs as sysfs writes them ("0x1234"); 0 is no vendor's.
+  const auto id = [](uint16_t v) { return v == 0 ? std::string() : absl::StrFormat("0x%04x", v); };
+  for (const VfioDeviceInfo& info : *listed) {
     VfioDeviceReport d;
-    d.pci_address = address;
-    d.vendor = ReadTrimmed(entry.path() / "vendor");
-    d.device = ReadTrimmed(entry.path() / "device");
-    std::error_code link_ec;
-    const fs::path group = fs::read_symlink(entry.path() / "iommu_group", link_ec);
-    if (!link_ec) {
-      d.iommu_group = group.filename().string();
-      d.group_node = fs::exists(fs::path(dev_root) / "vfio" / d.iommu_group, link_ec);
+    d.pci_address = info.address;
+    d.vendor = id(info.vendor_id);
+    d.device = id(info.device_id);
+    if (info.group >= 0) {
+      d.iommu_group = absl::StrCat(info.group);
+      d.group_node = ops->PathExists(absl::StrCat("/dev/vfio/", info.group));
     }
     out.push_back(std::move(d));
   }
-  std::sort(out.begin(), out.end(), [](const VfioDeviceReport& a, const VfioDeviceReport& b) {
-    return a.pci_address < b.pci_address;
-  });
+#else
+  (void)ops;
+#endif
   return out;
 }
 
-void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices) {
+void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices, std::shared_ptr<VfioOps> ops) {
 #ifndef DMAREG_CLI_HAVE_VFIO
+  (void)ops;
   for (VfioDeviceReport& d : devices)
     d.probe = VfioProbeReport{.error = "dmareg built without VFIO"};
 #else
@@ -292,7 +283,7 @@ void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices) {
       continue;
     }
     if (container == nullptr) {
-      absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::Open();
+      absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::Open({.ops = ops});
       if (!c.ok()) {
         p.error = c.status().ToString();
         continue;
@@ -308,7 +299,7 @@ void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices) {
     }
     opened.push_back(*domain);
     const VfioContainerInfo info = container->info();
-    p.iommu_type = info.iommu_type == 3 ? "type1v2" : info.iommu_type == 1 ? "type1" : "unset";
+    p.iommu_type = std::string(IommuTypeName(info.iommu_type));
     p.iova_ranges = info.iova_ranges;
     p.dma_avail = info.dma_avail;
     p.page_sizes = info.page_sizes;

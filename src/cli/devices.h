@@ -2,11 +2,13 @@
 //
 // `dmareg devices`: what DMA-capable devices this machine has and what dmareg
 // probed on them. Collection and rendering are separate so tests can render
-// a made-up report and scan a made-up sysfs tree.
+// a made-up report, scan a made-up sysfs tree, and list VFIO devices over a
+// stand-in for the kernel (the VFIO library's own listing and rules).
 //
 //   DevicesReport report;
 //   absl::Status s = CollectRdma("/sys", /*only=*/"", report);  // NotFound: no such device
-//   report.vfio = ScanVfioDevices("/sys", "/dev");
+//   report.vfio = ScanVfioDevices();
+//   ProbeVfioDevices(report.vfio);
 //   report.dmabuf = CollectDmaBufSources();
 //   std::cout << (json ? RenderJson(report) : RenderText(report));
 
@@ -14,6 +16,7 @@
 #define DMAREG_SRC_CLI_DEVICES_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +27,10 @@
 #include "dmareg/range.h"
 #include "dmareg/verbs/verbs_domain.h"
 #include "verbs/rc_qp.h"
+
+namespace dmareg {
+class VfioOps;  // the VFIO backend's seam over the kernel: dmareg/vfio/vfio_ops.h
+}  // namespace dmareg
 
 namespace dmareg::cli {
 
@@ -52,7 +59,7 @@ struct RdmaDeviceReport {
 // What opening a VFIO device into a container found (ProbeVfioDevices).
 struct VfioProbeReport {
   std::string error;         // why it could not be opened; empty when it was
-  std::string iommu_type;    // "type1v2", "type1"
+  std::string iommu_type;    // as the container reports it: IommuTypeName ("type1v2", "type1")
   int container_groups = 0;  // groups in the container it joined
   std::vector<Range> iova_ranges;
   std::optional<uint32_t> dma_avail;
@@ -134,15 +141,19 @@ std::optional<uint64_t> ReadNodeGuid(const std::string& sysfs_root, const std::s
 // "0002:c903:0012:3456", as ibv_devinfo and sysfs write a GUID.
 std::string GuidText(uint64_t guid);
 
-// Devices bound to vfio-pci under `sysfs_root`/bus/pci/drivers/vfio-pci, in
-// PCI address order; group nodes looked up under `dev_root`/vfio.
-std::vector<VfioDeviceReport> ScanVfioDevices(const std::string& sysfs_root,
-                                              const std::string& dev_root);
+// Devices bound to vfio-pci, in PCI address order, as the VFIO library lists
+// them (VfioDomain::ListDevices: its address rules), with whether each
+// group's /dev/vfio node exists. `ops`: the kernel's when null (tests pass
+// a FakeVfioOps). Empty when dmareg is built without VFIO, or the listing
+// fails.
+std::vector<VfioDeviceReport> ScanVfioDevices(std::shared_ptr<VfioOps> ops = nullptr);
 
-// Opens each device that has a group node into one container, as a process
-// using them all would, and records the container's IOMMU facts (or why it
-// could not: a group busy in another process, not viable, ...).
-void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices);
+// Opens each device that has a group node into one container over `ops`
+// (null: the kernel's), as a process using them all would, and records the
+// container's IOMMU facts (or why it could not: a group busy in another
+// process, not viable, ...).
+void ProbeVfioDevices(std::vector<VfioDeviceReport>& devices,
+                      std::shared_ptr<VfioOps> ops = nullptr);
 
 // dma-buf sources (the dmabuf component's probe) and CUDA (libcuda loaded
 // at run time); each part says why it is missing when it is.

@@ -77,7 +77,7 @@ int Devices() {
     return Fail("devices", s);
   }
   if (only.empty()) {
-    report.vfio = dmareg::cli::ScanVfioDevices("/sys", "/dev");
+    report.vfio = dmareg::cli::ScanVfioDevices();
     dmareg::cli::ProbeVfioDevices(report.vfio);
     report.dmabuf = dmareg::cli::CollectDmaBufSources();
   } else {

@@ -24,32 +24,64 @@
 namespace dmareg {
 namespace internal {
 
-// One device mapping made by DmaMap.
-struct ExternalMapping {
+// What one DmaMap call made: the domain's mapping of `va` at `iova`.
+struct DmaMapRecord {
   std::shared_ptr<Domain> domain;  // kept alive while mapped
   Range va;
   Range iova;
   AccessFlags access;  // normalized
-  uint32_t refs = 0;
   DeviceMapping mapping;
   bool dmabuf = false;  // imported from the chunk's dma-buf
 };
 
+// A mapping on a domain whose mappings are each their own, with the
+// registry's count of the DmaMap calls it stands for.
+struct ExternalMapping : DmaMapRecord {
+  uint32_t refs = 0;
+};
+
+// (domain identity, first IOVA): one domain's mappings are adjacent and
+// sorted by IOVA.
+using MappingKey = std::pair<uintptr_t, uint64_t>;
+
+// The entry of `m` on `domain` whose IOVAs overlap `iova`, or end(). Entries
+// of one domain overlap only when they are the same mapping, so the one
+// before `iova` is the only earlier candidate.
+template <typename Map>
+typename Map::iterator FindOverlap(Map& m, const Domain* domain, Range iova) {
+  const auto d = reinterpret_cast<uintptr_t>(domain);
+  auto it = m.lower_bound(MappingKey{d, iova.begin()});
+  if (it != m.end() && it->first.first == d && it->second.iova.Overlaps(iova)) return it;
+  if (it != m.begin()) {
+    auto prev = std::prev(it);
+    if (prev->first.first == d && prev->second.iova.Overlaps(iova)) return prev;
+  }
+  return m.end();
+}
+
 class ExternalMemoryState {
  public:
-  // (domain identity, first IOVA): one domain's mappings are adjacent and
-  // sorted by IOVA, and never overlap.
-  using MappingKey = std::pair<uintptr_t, uint64_t>;
-  using MappingMap = std::map<MappingKey, ExternalMapping>;
-
-  // Lock order: mu -> the domains' own locks. mu is held across
-  // RegisterHost/Deregister so that a failed call changes nothing and racing
-  // identical maps make one mapping; DmaMap is a control-path call.
+  // Lock order: mu, then the domains' own locks (VFIO: the container's).
+  // mu is held across RegisterHost/Deregister so that a failed call
+  // changes nothing and racing identical maps make one mapping; DmaMap is
+  // a control-path call.
   Mutex mu;
   // by va.begin(); a dma-buf chunk's fd is ours, closed when it goes
   std::map<uint64_t, ExternalMemoryChunk> chunks ABSL_GUARDED_BY(mu);
   DmaBufInspector inspect_dmabuf;  // empty: InspectDmaBuf
-  MappingMap mappings ABSL_GUARDED_BY(mu);
+  // Domains whose mappings are each their own (!one_iova_space: verbs MRs,
+  // the fake): this is the only table there is, so the registry refuses an
+  // overlap on one domain and counts the identical mapping again.
+  std::map<MappingKey, ExternalMapping> mappings ABSL_GUARDED_BY(mu);
+  // Domains with one IOVA space (VFIO): the domain's own table (the
+  // container's) refuses overlaps and counts an identical mapping again,
+  // so the registry keeps no rules and no count of its own, only one record
+  // per DmaMap call: what it made, so that a chunk still in use is not
+  // unregistered, mappings() can list them, DmaUnmap undoes nothing else
+  // (the container also holds a cache's mappings), and the destructor
+  // undoes the rest. Nothing the domain decides is decided here again, so
+  // it is not a second table.
+  std::multimap<MappingKey, DmaMapRecord> records ABSL_GUARDED_BY(mu);
 
   // The chunk holding `addr`, or null.
   const ExternalMemoryChunk* ChunkHolding(uint64_t addr) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -59,17 +91,28 @@ class ExternalMemoryState {
     return it->second.va.Contains(addr) ? &it->second : nullptr;
   }
 
-  // The mapping on `domain` whose IOVAs overlap `iova`, or end().
-  MappingMap::iterator FindOverlap(const Domain* domain, Range iova)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    const auto d = reinterpret_cast<uintptr_t>(domain);
-    auto it = mappings.lower_bound(MappingKey{d, iova.begin()});
-    if (it != mappings.end() && it->first.first == d && it->second.iova.Overlaps(iova)) return it;
-    if (it != mappings.begin()) {
-      auto prev = std::prev(it);
-      if (prev->first.first == d && prev->second.iova.Overlaps(iova)) return prev;
+  // The mappings as mappings() shows them (unsorted): the table's entries,
+  // and the records with one entry per extent, counting its DmaMap calls.
+  std::vector<ExternalMemoryMapping> Snapshot() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::vector<ExternalMemoryMapping> out;
+    out.reserve(mappings.size() + records.size());
+    for (const auto& [key, m] : mappings) {
+      out.push_back(ExternalMemoryMapping{m.domain->name(), m.va.begin(), m.iova.begin(),
+                                          m.iova.length(), m.refs, m.access, m.dmabuf, m.mapping});
     }
-    return mappings.end();
+    // Records of one extent are adjacent (same key) and have one VA (the
+    // domain refused another at those IOVAs).
+    const DmaMapRecord* last = nullptr;
+    for (const auto& [key, r] : records) {
+      if (last != nullptr && last->domain == r.domain && last->iova == r.iova) {
+        ++out.back().refs;
+        continue;
+      }
+      out.push_back(ExternalMemoryMapping{r.domain->name(), r.va.begin(), r.iova.begin(),
+                                          r.iova.length(), 1, r.access, r.dmabuf, r.mapping});
+      last = &r;
+    }
+    return out;
   }
 };
 
@@ -77,7 +120,7 @@ class ExternalMemoryState {
 
 namespace {
 
-std::string Describe(const internal::ExternalMapping& m) {
+std::string Describe(const internal::DmaMapRecord& m) {
   return absl::StrCat("VA ", m.va.ToString(), " at IOVA ", m.iova.ToString(), " on ",
                       m.domain->name());
 }
@@ -88,41 +131,21 @@ std::string Span(uint64_t begin, uint64_t length) {
   return r ? r->ToString() : absl::StrFormat("[%#x, +%#x)", begin, length);
 }
 
-// What the device says about an IOVA range for `va`.
-absl::Status CheckDevice(const std::string& where, const DomainCapabilities& caps, Range va,
-                         Range iova) {
-  if (!caps.caller_iova) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(where, ": the device cannot place mappings at a caller's IOVA"));
-  }
-  if (caps.dma_address_bits > 0 && caps.dma_address_bits < 64 &&
-      iova.end() > (uint64_t{1} << caps.dma_address_bits)) {
-    return absl::OutOfRangeError(absl::StrFormat("%s: the IOVAs pass the device's %d-bit DMA mask",
-                                                 where, caps.dma_address_bits));
-  }
-  if (!caps.iova_ranges.empty() && std::none_of(caps.iova_ranges.begin(), caps.iova_ranges.end(),
-                                                [&](const Range& r) { return r.Contains(iova); })) {
-    std::string ranges;
-    for (const Range& r : caps.iova_ranges) absl::StrAppend(&ranges, " ", r.ToString());
-    return absl::OutOfRangeError(
-        absl::StrCat(where, ": the IOVAs lie outside the device's IOVA ranges", ranges));
-  }
-  const uint64_t page = caps.page_sizes & (~caps.page_sizes + 1);  // the smallest
-  if (page != 0 && ((va.begin() - iova.begin()) & (page - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: VA and IOVA differ in their offset within the device's %#x-byte pages", where, page));
-  }
-  return absl::OkStatus();
-}
-
-// `iova` against the chunk's IOVA table, if it has one.
-absl::Status CheckTable(const std::string& where, const ExternalMemoryChunk& chunk, Range va,
+// The chunk's rules for a mapping of `va` (which lies inside it) at `iova`:
+// whole pages of the chunk, and the IOVA its table gives, if it has one.
+// Everything about the device (a caller's IOVA at all, its mask, ranges and
+// pages) is the domain's to check (CheckIovaPlacement), not the registry's.
+absl::Status CheckChunk(const std::string& where, const ExternalMemoryChunk& chunk, Range va,
                         uint64_t iova) {
-  if (chunk.iovas.empty()) return absl::OkStatus();
   const uint64_t ps = chunk.page_size;
+  if ((va.begin() - chunk.va.begin()) % ps != 0 || va.length() % ps != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: not whole %#x-byte pages of its chunk %s", where, ps, chunk.va.ToString()));
+  }
+  if (chunk.iovas.empty()) return absl::OkStatus();
   const uint64_t first = (va.begin() - chunk.va.begin()) / ps;
   const uint64_t last = (va.end() - 1 - chunk.va.begin()) / ps;
-  const uint64_t expected = chunk.iovas[first] + (va.begin() - chunk.va.begin()) % ps;
+  const uint64_t expected = chunk.iovas[first];
   if (iova != expected) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: the IOVA table of chunk %s gives VA %#x the IOVA %#x", where,
@@ -155,6 +178,7 @@ ExternalMemoryRegistry::ExternalMemoryRegistry(DmaBufInspector inspect_dmabuf)
 ExternalMemoryRegistry::~ExternalMemoryRegistry() {
   internal::MutexLock lock(&state_->mu);
   for (auto& [key, m] : state_->mappings) m.domain->Deregister(m.mapping).IgnoreError();
+  for (auto& [key, r] : state_->records) r.domain->Deregister(r.mapping).IgnoreError();
   for (auto& [key, c] : state_->chunks) {
     if (c.dmabuf_fd >= 0) close(c.dmabuf_fd);
   }
@@ -245,10 +269,14 @@ absl::Status ExternalMemoryRegistry::Unregister(const void* addr, size_t length)
   }
   const Range chunk = it->second.va;
   size_t live = 0;
-  const internal::ExternalMapping* example = nullptr;
+  const internal::DmaMapRecord* example = nullptr;
   for (const auto& [key, m] : state_->mappings) {
     if (!chunk.Contains(m.va)) continue;
     if (live++ == 0) example = &m;
+  }
+  for (const auto& [key, r] : state_->records) {
+    if (!chunk.Contains(r.va)) continue;
+    if (live++ == 0) example = &r;
   }
   if (live > 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -280,7 +308,6 @@ absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Dom
   if (!vr) return absl::InvalidArgumentError(where + ": the VA range wraps around");
   if (!ir) return absl::InvalidArgumentError(where + ": the IOVA range wraps around");
   if (absl::Status s = ValidateAccess(access); !s.ok()) return Prefixed(where, s);
-  if (absl::Status s = CheckDevice(where, domain->capabilities(), *vr, *ir); !s.ok()) return s;
 
   internal::MutexLock lock(&state_->mu);
   const ExternalMemoryChunk* chunk = state_->ChunkHolding(a);
@@ -292,16 +319,22 @@ absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Dom
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": runs past the end of its chunk ", chunk->va.ToString()));
   }
-  if (absl::Status s = CheckTable(where, *chunk, *vr, iova); !s.ok()) return s;
-  auto found = state_->FindOverlap(domain.get(), *ir);
-  if (found != state_->mappings.end()) {
-    internal::ExternalMapping& m = found->second;
-    if (m.iova == *ir && m.va == *vr && m.access == NormalizeAccess(access)) {
-      ++m.refs;  // the identical mapping again
-      return m.mapping;
+  if (absl::Status s = CheckChunk(where, *chunk, *vr, iova); !s.ok()) return s;
+  // One IOVA space (VFIO): its table decides identical and overlapping
+  // mappings; elsewhere this one does.
+  const bool own_table = !domain->capabilities().one_iova_space;
+  if (own_table) {
+    auto found = internal::FindOverlap(state_->mappings, domain.get(), *ir);
+    if (found != state_->mappings.end()) {
+      internal::ExternalMapping& m = found->second;
+      if (m.iova == *ir && m.va == *vr && m.access == NormalizeAccess(access)) {
+        ++m.refs;  // the identical mapping again
+        return m.mapping;
+      }
+      return absl::AlreadyExistsError(
+          absl::StrFormat("%s: overlaps the mapping of %s with access %s", where, Describe(m),
+                          AccessToString(m.access)));
     }
-    return absl::AlreadyExistsError(absl::StrFormat("%s: overlaps the mapping of %s with access %s",
-                                                    where, Describe(m), AccessToString(m.access)));
   }
   // A dma-buf chunk is imported where the device can; elsewhere its
   // addresses are registered like any host memory.
@@ -315,11 +348,14 @@ absl::StatusOr<DeviceMapping> ExternalMemoryRegistry::DmaMap(std::shared_ptr<Dom
                    access)
              : domain->RegisterHost(HostMemory{va, length, iova}, access);
   if (!mapped.ok()) return Prefixed(where, mapped.status());
-  const internal::ExternalMemoryState::MappingKey key{reinterpret_cast<uintptr_t>(domain.get()),
-                                                      iova};
-  state_->mappings.emplace(
-      key, internal::ExternalMapping{std::move(domain), *vr, *ir, NormalizeAccess(access), 1,
-                                     *mapped, import});
+  const internal::MappingKey key{reinterpret_cast<uintptr_t>(domain.get()), iova};
+  internal::DmaMapRecord record{std::move(domain),       *vr,     *ir,
+                                NormalizeAccess(access), *mapped, import};
+  if (own_table) {
+    state_->mappings.emplace(key, internal::ExternalMapping{std::move(record), 1});
+  } else {
+    state_->records.emplace(key, std::move(record));
+  }
   return *mapped;
 }
 
@@ -355,7 +391,27 @@ absl::Status ExternalMemoryRegistry::DmaUnmap(const std::shared_ptr<Domain>& dom
     return absl::InvalidArgumentError(where + ": a zero length or an IOVA range that wraps");
   }
   internal::MutexLock lock(&state_->mu);
-  auto found = state_->FindOverlap(domain.get(), *ir);
+  if (domain->capabilities().one_iova_space) {
+    // Straight to the domain, whose table counts; the record only says
+    // that this registry made it (DmaUnmap undoes nothing else).
+    const internal::MappingKey key{reinterpret_cast<uintptr_t>(domain.get()), iova};
+    auto [first, last] = state_->records.equal_range(key);
+    auto mine = std::find_if(first, last, [&](const auto& kv) {
+      return kv.second.va.begin() == a && kv.second.iova == *ir;
+    });
+    if (mine == last) {
+      auto near = internal::FindOverlap(state_->records, domain.get(), *ir);
+      if (near == state_->records.end()) return absl::NotFoundError(where + ": no mapping there");
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": a mapping is undone whole; the one there is ", Describe(near->second)));
+    }
+    if (absl::Status s = mine->second.domain->Deregister(mine->second.mapping); !s.ok()) {
+      return Prefixed(where, s);  // still mapped, still recorded: a retry may succeed
+    }
+    state_->records.erase(mine);
+    return absl::OkStatus();
+  }
+  auto found = internal::FindOverlap(state_->mappings, domain.get(), *ir);
   if (found == state_->mappings.end()) {
     return absl::NotFoundError(where + ": no mapping there");
   }
@@ -377,11 +433,7 @@ std::vector<ExternalMemoryMapping> ExternalMemoryRegistry::mappings() const {
   std::vector<ExternalMemoryMapping> out;
   {
     internal::MutexLock lock(&state_->mu);
-    out.reserve(state_->mappings.size());
-    for (const auto& [key, m] : state_->mappings) {
-      out.push_back(ExternalMemoryMapping{m.domain->name(), m.va.begin(), m.iova.begin(),
-                                          m.iova.length(), m.refs, m.access, m.dmabuf, m.mapping});
-    }
+    out = state_->Snapshot();
   }
   std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) {
     return std::tie(x.domain, x.iova) < std::tie(y.domain, y.iova);
@@ -396,7 +448,7 @@ size_t ExternalMemoryRegistry::chunk_count() const {
 
 size_t ExternalMemoryRegistry::mapping_count() const {
   internal::MutexLock lock(&state_->mu);
-  return state_->mappings.size();
+  return state_->Snapshot().size();
 }
 
 }  // namespace dmareg

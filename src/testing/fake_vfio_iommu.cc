@@ -34,6 +34,7 @@ int FakeVfioOps::CheckExtension(int container_fd, int extension) {
 }
 
 int FakeVfioOps::SetIommu(int container_fd, int iommu_type) {
+  RunHook(Call::kSetIommu);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kSetIommu)) return Fail(err);
   Container* c = ContainerOf(container_fd);
@@ -48,6 +49,7 @@ int FakeVfioOps::SetIommu(int container_fd, int iommu_type) {
 }
 
 int FakeVfioOps::IommuGetInfo(int container_fd, vfio_iommu_type1_info* info) {
+  RunHook(Call::kGetInfo);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kGetInfo)) return Fail(err);
   Container* c = ContainerOf(container_fd);
@@ -114,6 +116,7 @@ int FakeVfioOps::IommuGetInfo(int container_fd, vfio_iommu_type1_info* info) {
 }
 
 int FakeVfioOps::MapDma(int container_fd, const vfio_iommu_type1_dma_map* map) {
+  RunHook(Call::kMapDma);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kMapDma)) return Fail(err);
   Container* c = ContainerOf(container_fd);
@@ -142,6 +145,7 @@ int FakeVfioOps::MapDma(int container_fd, const vfio_iommu_type1_dma_map* map) {
 }
 
 int FakeVfioOps::UnmapDma(int container_fd, vfio_iommu_type1_dma_unmap* unmap) {
+  RunHook(Call::kUnmapDma);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kUnmapDma)) return Fail(err);
   Container* c = ContainerOf(container_fd);

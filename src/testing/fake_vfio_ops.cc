@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -35,7 +36,7 @@ void FakeVfioOps::AddDevice(DeviceSpec spec) {
   d.present = true;
   d.config.assign(kConfigSize, 0);
   std::memcpy(d.config.data(), &spec.id, sizeof(spec.id));
-  groups_.try_emplace(spec.group);
+  if (spec.group >= 0) groups_.try_emplace(spec.group);
   d.spec = std::move(spec);
 }
 
@@ -78,6 +79,25 @@ void FakeVfioOps::InjectMapping(int container_fd, uint64_t iova, uint64_t size) 
 void FakeVfioOps::FailNext(Call call, int err, int times) {
   std::lock_guard<std::mutex> lock(mu_);
   for (int i = 0; i < times; ++i) failures_[call].push_back(err);
+}
+
+void FakeVfioOps::SetHook(Call call, std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  hooks_[call] = std::move(hook);
+  any_hook_.store(true, std::memory_order_release);
+}
+
+void FakeVfioOps::RunHook(Call call) {
+  // Without hooks a call costs what it did before they existed (the
+  // benchmarks over the fake kernel measure dmareg, not the fake).
+  if (!any_hook_.load(std::memory_order_acquire)) return;
+  std::function<void()> hook;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = hooks_.find(call);
+    if (it != hooks_.end()) hook = it->second;
+  }
+  if (hook) hook();
 }
 
 int FakeVfioOps::calls(Call call) const {
@@ -193,6 +213,7 @@ void FakeVfioOps::MaybeRelease(int container_id) {
 // ---- the calls ----
 
 int FakeVfioOps::Open(const std::string& path, int /*flags*/) {
+  RunHook(Call::kOpen);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kOpen)) return Fail(err);
   const int fd = next_fd_;
@@ -242,6 +263,7 @@ int FakeVfioOps::Close(int fd) {
 }
 
 int FakeVfioOps::GroupGetStatus(int group_fd, vfio_group_status* status) {
+  RunHook(Call::kGroupGetStatus);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kGroupGetStatus)) return Fail(err);
   int number = -1;
@@ -253,6 +275,7 @@ int FakeVfioOps::GroupGetStatus(int group_fd, vfio_group_status* status) {
 }
 
 int FakeVfioOps::GroupSetContainer(int group_fd, int container_fd) {
+  RunHook(Call::kSetContainer);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kSetContainer)) return Fail(err);
   int number = -1;
@@ -271,6 +294,7 @@ int FakeVfioOps::GroupSetContainer(int group_fd, int container_fd) {
 }
 
 int FakeVfioOps::GroupUnsetContainer(int group_fd) {
+  RunHook(Call::kUnsetContainer);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kUnsetContainer)) return Fail(err);
   int number = -1;
@@ -282,6 +306,7 @@ int FakeVfioOps::GroupUnsetContainer(int group_fd) {
 }
 
 int FakeVfioOps::GroupGetDeviceFd(int group_fd, const std::string& device) {
+  RunHook(Call::kGetDeviceFd);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kGetDeviceFd)) return Fail(err);
   int number = -1;
@@ -308,6 +333,7 @@ int FakeVfioOps::DeviceGetInfo(int device_fd, vfio_device_info* info) {
 }
 
 int FakeVfioOps::DeviceGetRegionInfo(int device_fd, vfio_region_info* info) {
+  RunHook(Call::kRegionInfo);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kRegionInfo)) return Fail(err);
   Device* d = LiveDevice(device_fd);
@@ -329,6 +355,7 @@ int FakeVfioOps::DeviceGetRegionInfo(int device_fd, vfio_region_info* info) {
 }
 
 void* FakeVfioOps::Mmap(size_t length, int prot, int fd, off_t offset) {
+  RunHook(Call::kMmap);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kMmap)) {
     errno = err;
@@ -370,6 +397,7 @@ int FakeVfioOps::populate_calls() const {
 }
 
 ssize_t FakeVfioOps::Pread(int fd, void* buf, size_t count, off_t offset) {
+  RunHook(Call::kPread);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kPread)) return Fail(err);
   Device* d = LiveDevice(fd);
@@ -383,6 +411,7 @@ ssize_t FakeVfioOps::Pread(int fd, void* buf, size_t count, off_t offset) {
 }
 
 ssize_t FakeVfioOps::Pwrite(int fd, const void* buf, size_t count, off_t offset) {
+  RunHook(Call::kPwrite);
   std::lock_guard<std::mutex> lock(mu_);
   if (int err = TakeFailure(Call::kPwrite)) return Fail(err);
   Device* d = LiveDevice(fd);
@@ -405,6 +434,7 @@ int FakeVfioOps::ReadLink(const std::string& path, std::string* target) {
   if (d == devices_.end() || !d->second.present) return ENOENT;
   const std::string leaf = rest.substr(slash + 1);
   if (leaf == "iommu_group") {
+    if (d->second.spec.group < 0) return ENOENT;
     *target = "../../../kernel/iommu_groups/" + std::to_string(d->second.spec.group);
     return 0;
   }
@@ -436,10 +466,42 @@ bool FakeVfioOps::PathExists(const std::string& path) {
   if (StartsWith(path, groups)) {
     const std::string n = path.substr(groups.size());
     for (const auto& [address, d] : devices_) {
-      if (d.present && std::to_string(d.spec.group) == n) return true;
+      if (d.present && d.spec.group >= 0 && std::to_string(d.spec.group) == n) return true;
+    }
+  }
+  // /dev/vfio/N exists while a device of the group is bound to vfio-pci.
+  const std::string nodes = "/dev/vfio/";
+  if (StartsWith(path, nodes)) {
+    const std::string n = path.substr(nodes.size());
+    for (const auto& [address, d] : devices_) {
+      if (d.present && d.spec.group >= 0 && d.spec.driver == "vfio-pci" &&
+          std::to_string(d.spec.group) == n) {
+        return true;
+      }
     }
   }
   return false;
+}
+
+int FakeVfioOps::ReadFile(const std::string& path, std::string* contents) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!StartsWith(path, kDevices)) return ENOENT;
+  const std::string rest = path.substr(std::strlen(kDevices));
+  const size_t slash = rest.find('/');
+  if (slash == std::string::npos) return EISDIR;
+  auto d = devices_.find(rest.substr(0, slash));
+  if (d == devices_.end() || !d->second.present) return ENOENT;
+  const std::string leaf = rest.substr(slash + 1);
+  char text[16];
+  if (leaf == "vendor") {
+    std::snprintf(text, sizeof(text), "0x%04x\n", d->second.spec.id & 0xffff);
+  } else if (leaf == "device") {
+    std::snprintf(text, sizeof(text), "0x%04x\n", d->second.spec.id >> 16);
+  } else {
+    return ENOENT;
+  }
+  *contents = text;
+  return 0;
 }
 
 }  // namespace dmareg::testing

@@ -1,7 +1,7 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // The container's edge: the type1 map and unmap calls with their errno
-// turned into statuses, and the checks and descriptions its table uses.
+// turned into statuses, and the descriptions its table uses.
 #include <linux/vfio.h>
 
 #include <cerrno>
@@ -44,25 +44,8 @@ std::vector<Range> PartsInside(const internal::IovaAllocator& a, Range r) {
   return parts;
 }
 
-// Common argument checks of Map and MapAnywhere; `page` is the IOMMU page.
-absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t page) {
-  if (length == 0) return absl::InvalidArgumentError("VFIO map of zero bytes");
-  if (!Range::FromLength(va, length) || !Range::FromLength(iova, length)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "VFIO map of va %#x / iova %#x, %#x bytes: wraps past the top of the address space", va,
-        iova, length));
-  }
-  if (((va | iova | length) & (page - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("VFIO map of va %#x at iova %#x, %#x bytes: not whole IOMMU pages of %#x",
-                        va, iova, length, page));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
-                       size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
-                       bool writable) {
+absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size_t table_size,
+                       uint64_t va, uint64_t iova, uint64_t length, bool writable) {
   if (!writable) {
     // type1 pins a read-only mapping without FOLL_WRITE: a private page the
     // process never wrote is pinned as the shared zero page (or a page still
@@ -103,8 +86,7 @@ absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& i
   }
 }
 
-absl::StatusOr<uint64_t> KernelUnmap(testing::VfioOps& ops, int fd, uint64_t iova,
-                                     uint64_t length) {
+absl::StatusOr<uint64_t> KernelUnmap(VfioOps& ops, int fd, uint64_t iova, uint64_t length) {
   vfio_iommu_type1_dma_unmap unmap{};
   unmap.argsz = sizeof(unmap);
   unmap.iova = iova;

@@ -25,12 +25,17 @@ namespace dmareg {
 
 namespace internal {
 
-// One row of the table (keyed by IOVA).
+// One row of the table (keyed by IOVA): the one record of a mapping in this
+// IOMMU space, with its one reference count.
 struct VfioTableEntry {
   uint64_t va = 0;
   uint64_t length = 0;
   bool writable = false;
-  uint32_t refs = 0;
+  // Who holds each reference (the count is the size): the VfioDomain that
+  // mapped it, or null for VfioContainer::Map's callers. A domain's
+  // Deregister drops one of its own, and a domain that goes drops all of
+  // its own (ReleaseHolder), so a shared container keeps the others'.
+  std::vector<const void*> taken_by;
   // What this entry holds in the allocator: reserved when an allocator pick
   // first lands on it (or made by the pick), emptied when the allocator is
   // rebuilt, freed with the entry.
@@ -47,7 +52,8 @@ struct VfioContainer::State {
   const int preferred_type;  // type1v2 where the kernel has it
   const bool adopted;        // the IOMMU type was set by another process
 
-  // Lock order: after VfioDomain's lock; before the allocator's (a leaf).
+  // Lock order (see VfioContainer::state_): after the registry's and
+  // VfioDomain's; before the allocator's (a leaf).
   mutable internal::Mutex mu;
   std::map<uint64_t, internal::VfioTableEntry> table ABSL_GUARDED_BY(mu);  // by IOVA; disjoint
   std::map<int, Group> groups ABSL_GUARDED_BY(mu);                         // group number -> fd
@@ -71,15 +77,12 @@ std::string RangesString(const std::vector<Range>& ranges);
 bool InsideOne(const std::vector<Range>& ranges, Range r);
 // The parts of `r` inside the allocator's usable space.
 std::vector<Range> PartsInside(const IovaAllocator& a, Range r);
-// Common argument checks of Map and MapAnywhere; `page` is the IOMMU page.
-absl::Status CheckExtent(uint64_t va, uint64_t iova, uint64_t length, uint64_t page);
 // VFIO_IOMMU_MAP_DMA (populating a read-only range for write first), errno
 // as a status naming the mapping; `table_size` goes into the ENOSPC message.
-absl::Status KernelMap(testing::VfioOps& ops, int fd, const VfioContainerInfo& info,
-                       size_t table_size, uint64_t va, uint64_t iova, uint64_t length,
-                       bool writable);
+absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size_t table_size,
+                       uint64_t va, uint64_t iova, uint64_t length, bool writable);
 // VFIO_IOMMU_UNMAP_DMA; the bytes the kernel says it unmapped.
-absl::StatusOr<uint64_t> KernelUnmap(testing::VfioOps& ops, int fd, uint64_t iova, uint64_t length);
+absl::StatusOr<uint64_t> KernelUnmap(VfioOps& ops, int fd, uint64_t iova, uint64_t length);
 
 }  // namespace internal
 }  // namespace dmareg

@@ -25,19 +25,14 @@
 #include "absl/strings/str_format.h"
 #include "dmareg/errno_status.h"
 #include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "vfio/container_state.h"
-#include "vfio/vfio_ops.h"
 
 namespace dmareg {
 
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Wrap(int container_fd,
-                                                                   int iommu_type) {
-  return WrapWith(internal::MakeRealVfioOps(), container_fd, iommu_type);
-}
-
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::WrapWith(
-    std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Wrap(int container_fd, int iommu_type,
+                                                                   VfioContainerOptions options) {
+  std::shared_ptr<VfioOps> ops = options.ops != nullptr ? std::move(options.ops) : KernelVfioOps();
   const std::string device = absl::StrCat("VFIO container fd ", container_fd);
   if (container_fd < 0) {
     return absl::InvalidArgumentError(absl::StrCat("wrapping ", device, ": not an fd"));

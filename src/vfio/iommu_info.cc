@@ -93,8 +93,7 @@ absl::StatusOr<VfioContainerInfo> ParseIommuInfo(const uint8_t* data, size_t siz
   return out;
 }
 
-absl::StatusOr<VfioContainerInfo> ReadIommuInfo(testing::VfioOps& ops, int container_fd,
-                                                int iommu_type) {
+absl::StatusOr<VfioContainerInfo> ReadIommuInfo(VfioOps& ops, int container_fd, int iommu_type) {
   const std::string device = absl::StrCat("VFIO container (fd ", container_fd, ")");
   uint32_t argsz = sizeof(vfio_iommu_type1_info);
   // The caps may grow between calls (another thread mapping): a few retries.

@@ -29,8 +29,7 @@ namespace dmareg::internal {
 absl::StatusOr<VfioContainerInfo> ParseIommuInfo(const uint8_t* data, size_t size);
 
 // VFIO_IOMMU_GET_INFO on `container_fd`, grown and retried until the caps fit.
-absl::StatusOr<VfioContainerInfo> ReadIommuInfo(testing::VfioOps& ops, int container_fd,
-                                                int iommu_type);
+absl::StatusOr<VfioContainerInfo> ReadIommuInfo(VfioOps& ops, int container_fd, int iommu_type);
 
 // The smallest IOMMU page in `page_sizes` (its lowest set bit), at least 4096.
 uint64_t SmallestPage(uint64_t page_sizes);

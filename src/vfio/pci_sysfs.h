@@ -1,7 +1,8 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // What sysfs says about a PCI device for VFIO: whether it exists, its
-// driver, its IOMMU group; and the PCI address format.
+// driver, its IOMMU group, its IDs. (The address format is public:
+// ValidatePciAddress in dmareg/vfio/vfio_domain.h.)
 //
 //   absl::StatusOr<int> group = ReadIommuGroup(ops, "0000:00:03.0");  // 5
 
@@ -21,21 +22,18 @@ namespace dmareg::internal {
 
 inline constexpr absl::string_view kVfioPciDriver = "vfio-pci";
 
-// "DDDD:BB:DD.F" in lowercase hex (domain, bus, device < 0x20, function < 8),
-// as sysfs spells it; InvalidArgument saying so otherwise.
-absl::Status ValidatePciAddress(absl::string_view address);
-
 // "/sys/bus/pci/devices/<address>".
 std::string PciDevicePath(absl::string_view address);
 
 // The driver the device is bound to ("" when none).
-absl::StatusOr<std::string> ReadPciDriver(testing::VfioOps& ops, absl::string_view address);
+absl::StatusOr<std::string> ReadPciDriver(VfioOps& ops, absl::string_view address);
 
 // The device's IOMMU group number; FailedPrecondition when it has none.
-absl::StatusOr<int> ReadIommuGroup(testing::VfioOps& ops, absl::string_view address);
+absl::StatusOr<int> ReadIommuGroup(VfioOps& ops, absl::string_view address);
 
-// PCI devices bound to vfio-pci, by address.
-absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioPciDevices(testing::VfioOps& ops);
+// PCI devices bound to vfio-pci, by address (entries of the bus that are
+// not PCI addresses are not devices), with their IDs.
+absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioPciDevices(VfioOps& ops);
 
 }  // namespace dmareg::internal
 

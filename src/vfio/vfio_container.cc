@@ -32,17 +32,17 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/mutex.h"
+#include "dmareg/domain.h"
 #include "dmareg/errno_status.h"
 #include "dmareg/vfio/vfio_domain.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "vfio/container_state.h"
 #include "vfio/iommu_info.h"
 #include "vfio/iova_allocator.h"
-#include "vfio/vfio_ops.h"
 
 namespace dmareg {
 
 using Entry = internal::VfioTableEntry;
-using internal::CheckExtent;
 using internal::DescribeMapping;
 using internal::InsideOne;
 using internal::KernelMap;
@@ -50,8 +50,7 @@ using internal::KernelUnmap;
 using internal::PartsInside;
 using internal::RangesString;
 
-VfioContainer::VfioContainer(std::shared_ptr<testing::VfioOps> ops, int fd, int preferred_type,
-                             bool owns_fd)
+VfioContainer::VfioContainer(std::shared_ptr<VfioOps> ops, int fd, int preferred_type, bool owns_fd)
     : ops_(std::move(ops)), fd_(fd), owns_fd_(owns_fd) {
   state_ = std::make_unique<State>(preferred_type, /*adopted_type=*/false);
 }
@@ -60,18 +59,8 @@ VfioContainer::~VfioContainer() {
   if (fd_ >= 0 && owns_fd_) ops_->Close(fd_);
 }
 
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Open() {
-  return OpenWith(internal::MakeRealVfioOps());
-}
-
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Adopt(int container_fd,
-                                                                    int iommu_type) {
-  return AdoptWith(internal::MakeRealVfioOps(), container_fd, iommu_type);
-}
-
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::OpenWith(
-    std::shared_ptr<testing::VfioOps> ops) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Open(VfioContainerOptions options) {
+  std::shared_ptr<VfioOps> ops = options.ops != nullptr ? std::move(options.ops) : KernelVfioOps();
   constexpr const char* kPath = "/dev/vfio/vfio";
   const int fd = ops->Open(kPath, O_RDWR);
   if (fd < 0) {
@@ -102,9 +91,10 @@ absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::OpenWith(
   return c;
 }
 
-absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::AdoptWith(
-    std::shared_ptr<testing::VfioOps> ops, int container_fd, int iommu_type) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
+absl::StatusOr<std::shared_ptr<VfioContainer>> VfioContainer::Adopt(int container_fd,
+                                                                    int iommu_type,
+                                                                    VfioContainerOptions options) {
+  std::shared_ptr<VfioOps> ops = options.ops != nullptr ? std::move(options.ops) : KernelVfioOps();
   if (container_fd < 0) {
     return absl::InvalidArgumentError(absl::StrCat("adopting container fd ", container_fd));
   }
@@ -133,6 +123,19 @@ absl::Status VfioContainer::ReadAdoptedInfo(VfioContainer& c, int iommu_type) {
   return absl::OkStatus();
 }
 
+std::string_view IommuTypeName(int iommu_type) {
+  switch (iommu_type) {
+    case VFIO_TYPE1v2_IOMMU:
+      return "type1v2";
+    case VFIO_TYPE1_IOMMU:
+      return "type1";
+    case 0:
+      return "unset";
+    default:
+      return "unknown";
+  }
+}
+
 bool VfioContainer::iommu_set() const {
   internal::MutexLock lock(&state_->mu);
   return state_->info.iommu_type != 0;
@@ -153,7 +156,8 @@ std::vector<VfioMapping> VfioContainer::mappings() const {
   internal::MutexLock lock(&state_->mu);
   std::vector<VfioMapping> out;
   for (const auto& [iova, e] : state_->table) {
-    out.push_back(VfioMapping{e.va, iova, e.length, e.writable, e.refs});
+    out.push_back(
+        VfioMapping{e.va, iova, e.length, e.writable, static_cast<uint32_t>(e.taken_by.size())});
   }
   return out;
 }
@@ -198,12 +202,49 @@ int VfioContainer::allocator_address_bits() const {
   return state_->narrowest_bits;
 }
 
+namespace {
+
+// The container as CheckIovaPlacement sees it: its IOMMU's ranges and
+// pages once the IOMMU is `set` (before, any IOVA and 4 KiB pages: what the
+// first attach finds is checked then), and no DMA mask (a device's own is
+// its domain's).
+DomainCapabilities PlacementCaps(const VfioContainerInfo& info, bool set, int fd) {
+  DomainCapabilities caps;
+  caps.device_name = absl::StrCat("VFIO container (fd ", fd, ")");
+  caps.kind = DeviceKind::kVfio;
+  if (set) caps.iova_ranges = info.iova_ranges;
+  caps.page_sizes = set && info.page_sizes != 0 ? info.page_sizes : 4096;
+  caps.caller_iova = true;
+  caps.one_iova_space = true;
+  caps.byte_granular = false;
+  return caps;
+}
+
+}  // namespace
+
 absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, bool writable) {
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
+  // A backend-level entry point of its own: the rules every domain applies.
+  if (absl::Status st = CheckIovaPlacement(PlacementCaps(s.info, s.info.iommu_type != 0, fd_), va,
+                                           iova, length, "VFIO map");
+      !st.ok()) {
+    return st;
+  }
+  return MapLocked(va, iova, length, writable, /*holder=*/nullptr);
+}
+
+absl::Status VfioContainer::MapValidated(uint64_t va, uint64_t iova, uint64_t length, bool writable,
+                                         const void* holder) {
+  internal::MutexLock lock(&state_->mu);
+  return MapLocked(va, iova, length, writable, holder);
+}
+
+absl::Status VfioContainer::MapLocked(uint64_t va, uint64_t iova, uint64_t length, bool writable,
+                                      const void* holder) {
+  State& s = *state_;
+  s.mu.AssertHeld();  // the caller's lock (the header cannot name it)
   const bool set = s.info.iommu_type != 0;
-  const uint64_t page = set ? internal::SmallestPage(s.info.page_sizes) : 4096;
-  if (absl::Status st = CheckExtent(va, iova, length, page); !st.ok()) return st;
   const Range r = *Range::FromLength(iova, length);
 
   // The table first: an identical entry is a reference, any other overlap a conflict.
@@ -213,20 +254,15 @@ absl::Status VfioContainer::Map(uint64_t va, uint64_t iova, uint64_t length, boo
     Entry& e = it->second;
     if (!Range::FromLength(it->first, e.length)->Overlaps(r)) continue;
     if (it->first == iova && e.length == length && e.va == va && e.writable == writable) {
-      ++e.refs;
+      e.taken_by.push_back(holder);
       return absl::OkStatus();
     }
     return absl::AlreadyExistsError(
         absl::StrCat("VFIO map ", DescribeMapping(va, iova, length, writable), " overlaps mapping ",
                      DescribeMapping(e.va, it->first, e.length, e.writable)));
   }
-  Entry entry{va, length, writable, 1, {}};
+  Entry entry{va, length, writable, {holder}, {}};
   if (set) {
-    if (!InsideOne(s.info.iova_ranges, r)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("VFIO map ", DescribeMapping(va, iova, length, writable),
-                       ": IOVA outside the IOMMU's ranges ", RangesString(s.info.iova_ranges)));
-    }
     if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);
         !st.ok()) {
       return st;
@@ -269,15 +305,13 @@ absl::StatusOr<Range> PickFree(internal::IovaAllocator& allocator, std::map<uint
 }  // namespace
 
 absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length, bool writable,
-                                                    int address_bits) {
+                                                    int address_bits, const void* holder) {
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
   if (s.info.iommu_type == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "VFIO container (fd ", fd_, "): no group attached, so no IOVA can be chosen yet"));
   }
-  const uint64_t page = internal::SmallestPage(s.info.page_sizes);
-  if (absl::Status st = CheckExtent(va, va, length, page); !st.ok()) return st;
   const Range identity = *Range::FromLength(va, length);
 
   // IOVA = VA: inside the ranges, below the mask, not page 0, and free.
@@ -294,7 +328,7 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
     if (r != s.reserved.begin() && std::prev(r)->second > identity.begin()) free = false;
     if (r != s.reserved.end() && r->first < identity.end()) free = false;
   }
-  Entry entry{va, length, writable, 1, {}};
+  Entry entry{va, length, writable, {holder}, {}};
   uint64_t iova = 0;
   if (free) {
     iova = va;
@@ -368,8 +402,19 @@ std::vector<Range> VfioContainer::reserved_iova() const {
 }
 
 absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
+  internal::MutexLock lock(&state_->mu);
+  return UnmapLocked(iova, length, /*holder=*/nullptr, /*any=*/true);
+}
+
+absl::Status VfioContainer::UnmapHeld(uint64_t iova, uint64_t length, const void* holder) {
+  internal::MutexLock lock(&state_->mu);
+  return UnmapLocked(iova, length, holder, /*any=*/false);
+}
+
+absl::Status VfioContainer::UnmapLocked(uint64_t iova, uint64_t length, const void* holder,
+                                        bool any) {
   State& s = *state_;
-  internal::MutexLock lock(&s.mu);
+  s.mu.AssertHeld();  // the caller's lock (the header cannot name it)
   const std::optional<Range> r = Range::FromLength(iova, length);
   if (length == 0 || !r) {
     return absl::InvalidArgumentError(
@@ -378,8 +423,19 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
   auto exact = s.table.find(iova);
   if (exact != s.table.end() && exact->second.length == length) {
     Entry& e = exact->second;
-    if (e.refs > 1) {
-      --e.refs;
+    // The reference that goes: `holder`'s own, else (any) the last taken.
+    auto ref = std::find(e.taken_by.rbegin(), e.taken_by.rend(), holder);
+    if (ref == e.taken_by.rend()) {
+      if (!any) {
+        return absl::NotFoundError(absl::StrFormat(
+            "VFIO unmap of iova [%#x, %#x): mapped in container fd %d, but not through this "
+            "domain (another device's domain or VfioContainer::Map holds it)",
+            iova, iova + length, fd_));
+      }
+      ref = e.taken_by.rbegin();
+    }
+    if (e.taken_by.size() > 1) {
+      e.taken_by.erase(std::next(ref).base());
       return absl::OkStatus();
     }
     if (s.info.iommu_type != 0) {
@@ -422,6 +478,30 @@ absl::Status VfioContainer::Unmap(uint64_t iova, uint64_t length) {
       "VFIO unmap of iova [%#x, %#x) is not the exact extent of one mapping (it touches %s); "
       "the type1 IOMMU cannot split a mapping: unmap each one whole",
       iova, iova + length, absl::StrJoin(touched, ", ")));
+}
+
+void VfioContainer::ReleaseHolder(const void* holder) {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  for (auto it = s.table.begin(); it != s.table.end();) {
+    Entry& e = it->second;
+    std::erase(e.taken_by, holder);
+    if (!e.taken_by.empty()) {
+      ++it;
+      continue;
+    }
+    if (s.info.iommu_type != 0 && !KernelUnmap(*ops_, fd_, it->first, e.length).ok()) {
+      // Still in the kernel: the container keeps it as its own, so the
+      // table still says what is mapped (and an Unmap may retry).
+      e.taken_by.push_back(nullptr);
+      ++it;
+      continue;
+    }
+    if (s.allocator) {
+      for (const Range& h : e.held) (void)s.allocator->Free(h);
+    }
+    it = s.table.erase(it);
+  }
 }
 
 // An empty allocator over the window (ranges below `bits`); nullptr when no
@@ -484,13 +564,11 @@ absl::Status VfioContainer::AttachGroup(int group_fd, int group, int address_bit
     undo_join();  // the last group out releases the IOMMU
     return info.status();
   }
-  const uint64_t page = internal::SmallestPage(info->page_sizes);
+  // Pending mappings were mapped before the ranges were known: the rules of
+  // a caller's IOVA, now with them.
+  const DomainCapabilities caps = PlacementCaps(*info, /*set=*/true, fd_);
   for (const auto& [iova, e] : s.table) {
-    absl::Status st = CheckExtent(e.va, iova, e.length, page);
-    if (st.ok() && !InsideOne(info->iova_ranges, *Range::FromLength(iova, e.length))) {
-      st = absl::InvalidArgumentError(
-          absl::StrCat("IOVA outside the IOMMU's ranges ", RangesString(info->iova_ranges)));
-    }
+    absl::Status st = CheckIovaPlacement(caps, e.va, iova, e.length, "VFIO map");
     if (!st.ok()) {
       undo_join();
       return absl::Status(st.code(), absl::StrCat("attaching ", device, ": pending mapping ",

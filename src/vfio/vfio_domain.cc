@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 
 #include <cerrno>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -17,16 +16,21 @@
 #include "absl/strings/str_join.h"
 #include "base/mutex.h"
 #include "dmareg/errno_status.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "vfio/iommu_info.h"
 #include "vfio/pci_sysfs.h"
-#include "vfio/vfio_ops.h"
 
 namespace dmareg {
 
+// The device's side only: its mappings are the container's (one table, one
+// reference count per mapping, each reference naming the domain that holds
+// it); the domain keeps counters.
 struct VfioDomain::State {
-  // Lock order: this lock first, then the container's (VfioContainer::State),
-  // then its allocator's. Held across the container calls, so Detach cannot
-  // run in the middle of a registration.
+  // Lock order: after ExternalMemoryRegistry's; before the container's
+  // (VfioContainer::State), then its allocator's. Taken by the attach path
+  // (Open, Detach, Reattach, the destructor) and device access, never by
+  // RegisterHost or Deregister: the container's lock alone orders a map
+  // against an attach or a detach.
   mutable internal::Mutex mu;
   bool attached ABSL_GUARDED_BY(mu) = false;
   int group ABSL_GUARDED_BY(mu) = -1;
@@ -34,12 +38,6 @@ struct VfioDomain::State {
   int device_fd ABSL_GUARDED_BY(mu) = -1;
   uint64_t config_offset ABSL_GUARDED_BY(mu) = 0;  // config space region
   uint64_t config_size ABSL_GUARDED_BY(mu) = 0;
-  // This domain's mappings: IOVA -> (length, times returned).
-  struct Mine {
-    uint64_t length = 0;
-    uint32_t count = 0;
-  };
-  std::map<uint64_t, Mine> mine ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -65,8 +63,8 @@ std::vector<Range> ClipToMask(const std::vector<Range>& ranges, int bits) {
 
 // ---- VfioRegionMap ----
 
-VfioRegionMap::VfioRegionMap(std::shared_ptr<testing::VfioOps> ops, void* data, size_t size,
-                             int index, bool writable)
+VfioRegionMap::VfioRegionMap(std::shared_ptr<VfioOps> ops, void* data, size_t size, int index,
+                             bool writable)
     : ops_(std::move(ops)), data_(data), size_(size), index_(index), writable_(writable) {}
 
 VfioRegionMap::VfioRegionMap(VfioRegionMap&& other) noexcept
@@ -98,23 +96,22 @@ void VfioRegionMap::Reset() {
 
 // ---- VfioDomain ----
 
-VfioDomain::VfioDomain(std::shared_ptr<testing::VfioOps> ops, std::string address,
+VfioDomain::VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
                        std::shared_ptr<VfioContainer> container, int dma_address_bits)
     : ops_(std::move(ops)),
       address_(std::move(address)),
       name_(absl::StrCat("vfio:", address_)),
+      register_where_(absl::StrCat("RegisterHost on ", name_)),
       container_(std::move(container)),
       dma_address_bits_(dma_address_bits),
       state_(std::make_unique<State>()) {}
 
 VfioDomain::~VfioDomain() {
+  // Whatever was not deregistered leaves the container's table with us;
+  // what other domains of the container hold stays.
+  container_->ReleaseHolder(this);
   State& s = *state_;
   internal::MutexLock lock(&s.mu);
-  // Whatever was not deregistered leaves the container's table with us.
-  for (const auto& [iova, m] : s.mine) {
-    for (uint32_t i = 0; i < m.count; ++i) (void)container_->Unmap(iova, m.length);
-  }
-  s.mine.clear();
   if (s.attached) {
     ops_->Close(s.device_fd);
     (void)container_->DetachGroup(s.group_fd, s.group);
@@ -122,29 +119,28 @@ VfioDomain::~VfioDomain() {
   }
 }
 
-absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevices() {
-  return ListDevicesWith(internal::MakeRealVfioOps());
+namespace {
+
+// The options' ops, else the container's (a device joins its container
+// through the container's own seam), else the kernel's.
+std::shared_ptr<VfioOps> OpsOf(const VfioDomainOptions& options) {
+  if (options.ops != nullptr) return options.ops;
+  if (options.container != nullptr) return options.container->ops();
+  return KernelVfioOps();
 }
 
-absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevicesWith(
-    std::shared_ptr<testing::VfioOps> ops) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
-  return internal::ListVfioPciDevices(*ops);
-}
+}  // namespace
 
-absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view pci_address,
-                                                             VfioDomainOptions options) {
-  // A device joins its container through the container's own seam.
-  std::shared_ptr<testing::VfioOps> ops =
-      options.container != nullptr ? options.container->ops() : internal::MakeRealVfioOps();
-  return OpenWith(std::move(ops), pci_address, std::move(options));
+absl::StatusOr<std::vector<VfioDeviceInfo>> VfioDomain::ListDevices(
+    const VfioDomainOptions& options) {
+  return internal::ListVfioPciDevices(*OpsOf(options));
 }
 
 namespace {
 
 // Checks sysfs before any fd is opened: the device is there, bound to
 // vfio-pci, in an IOMMU group. Returns the group.
-absl::StatusOr<int> CheckDevice(testing::VfioOps& ops, const std::string& address) {
+absl::StatusOr<int> CheckDevice(VfioOps& ops, const std::string& address) {
   if (!ops.PathExists(internal::PciDevicePath(address))) {
     absl::StatusOr<std::vector<VfioDeviceInfo>> present = internal::ListVfioPciDevices(ops);
     std::string listing = "(none)";
@@ -170,18 +166,17 @@ absl::StatusOr<int> CheckDevice(testing::VfioOps& ops, const std::string& addres
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::OpenWith(
-    std::shared_ptr<testing::VfioOps> ops, std::string_view address_view,
-    VfioDomainOptions options) {
+absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view address_view,
+                                                             VfioDomainOptions options) {
   const std::string pci_address(address_view);
+  const std::shared_ptr<VfioOps> ops = OpsOf(options);
   // A group fd given to us is ours from here, also on failure.
   int given_group_fd = options.group_fd;
   auto close_given = [&] {
-    if (given_group_fd >= 0 && ops != nullptr) ops->Close(given_group_fd);
+    if (given_group_fd >= 0) ops->Close(given_group_fd);
     given_group_fd = -1;
   };
-  if (ops == nullptr) return absl::InvalidArgumentError("null VfioOps");
-  if (absl::Status st = internal::ValidatePciAddress(pci_address); !st.ok()) {
+  if (absl::Status st = ValidatePciAddress(pci_address); !st.ok()) {
     close_given();
     return st;
   }
@@ -203,7 +198,7 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::OpenWith(
   }
   std::shared_ptr<VfioContainer> container = options.container;
   if (container == nullptr) {
-    absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::OpenWith(ops);
+    absl::StatusOr<std::shared_ptr<VfioContainer>> c = VfioContainer::Open({.ops = ops});
     if (!c.ok()) {
       close_given();
       return c.status();
@@ -356,77 +351,52 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
   if (absl::Status st = ValidateHostMemory(memory); !st.ok()) return st;
   const uint64_t va = reinterpret_cast<uintptr_t>(memory.addr);
   const uint64_t length = memory.length;
-  const uint64_t page = internal::SmallestPage(caps_.page_sizes);
-  if (!Range::FromLength(va, length)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("RegisterHost on %s: va %#x + %#x wraps", name_, va, length));
-  }
-  const uint64_t iova_or_va = memory.iova.value_or(va);
-  if (((va | length | iova_or_va) & (page - 1)) != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "RegisterHost on %s: va %#x, iova %#x, %#x bytes: not whole IOMMU pages of %#x", name_, va,
-        iova_or_va, length, page));
-  }
   if (memory.iova) {
-    const std::optional<Range> r = Range::FromLength(*memory.iova, length);
-    if (!r) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("RegisterHost on %s: iova %#x + %#x wraps", name_, *memory.iova, length));
+    // The rules of a caller's IOVA, applied here once: the container is
+    // handed a request that is already valid and does not check it again.
+    if (absl::Status st = CheckIovaPlacement(caps_, va, *memory.iova, length, register_where_);
+        !st.ok()) {
+      return st;
     }
-    if (dma_address_bits_ < 64 && r->end() > (uint64_t{1} << dma_address_bits_)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("RegisterHost on %s: iova %s is beyond the device's %d-bit DMA mask",
-                          name_, r->ToString(), dma_address_bits_));
-    }
-    bool inside = caps_.iova_ranges.empty();
-    for (const Range& x : caps_.iova_ranges) inside = inside || x.Contains(*r);
-    if (!inside) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "RegisterHost on %s: iova %s is outside the IOMMU's ranges %s (holes such as the MSI "
-          "window are not mappable)",
-          name_, r->ToString(),
-          absl::StrJoin(caps_.iova_ranges, ", ",
-                        [](std::string* out, const Range& x) { out->append(x.ToString()); })));
-    }
+  } else if (const uint64_t page = caps_.page_sizes & (~caps_.page_sizes + 1);
+             ((va | length) & (page - 1)) != 0) {
+    // The IOVA is ours to pick, the pages are still the IOMMU's.
+    return absl::InvalidArgumentError(
+        absl::StrFormat("RegisterHost on %s: VA %#x, %#x bytes: not whole %#x-byte pages, which "
+                        "%s maps",
+                        name_, va, length, page, name_));
   }
   const bool writable = NormalizeAccess(access).Has(Access::kLocalWrite);
 
-  State& s = *state_;
-  internal::MutexLock lock(&s.mu);
-  // Detached, the mapping still goes into the container's table: the kernel
-  // gets it now if another device keeps the container in use, else when a
-  // device attaches again (DPDK refuses mappings with no device).
+  // No lock of the domain's: the container's orders this against an attach
+  // or a detach. Detached, the mapping still goes into the container's
+  // table: the kernel gets it now if another device keeps the container in
+  // use, else when a device attaches again (DPDK refuses mappings with no
+  // device).
   uint64_t iova = 0;
   if (memory.iova) {
-    if (absl::Status st = container_->Map(va, *memory.iova, length, writable); !st.ok()) return st;
+    if (absl::Status st = container_->MapValidated(va, *memory.iova, length, writable, this);
+        !st.ok()) {
+      return st;
+    }
     iova = *memory.iova;
   } else {
     absl::StatusOr<uint64_t> picked =
-        container_->MapAnywhere(va, length, writable, dma_address_bits_);
+        container_->MapAnywhere(va, length, writable, dma_address_bits_, this);
     if (!picked.ok()) return picked.status();
     iova = *picked;
   }
-  State::Mine& m = s.mine[iova];
-  m.length = length;
-  ++m.count;
   live_.fetch_add(1, std::memory_order_relaxed);
   total_maps_.fetch_add(1, std::memory_order_relaxed);
   return DeviceMapping{.iova = iova, .length = length, .handle = va};
 }
 
 absl::Status VfioDomain::Deregister(const DeviceMapping& mapping) {
-  State& s = *state_;
-  internal::MutexLock lock(&s.mu);
-  auto it = s.mine.find(mapping.iova);
-  if (it == s.mine.end() || it->second.length != mapping.length) {
-    return absl::Status(
-        it == s.mine.end() ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument,
-        absl::StrFormat("Deregister on %s: iova %#x, %#x bytes is not a mapping this domain "
-                        "returned (deregister the exact extent)",
-                        name_, mapping.iova, mapping.length));
+  // The container's table says whether this is a mapping of ours (exact
+  // extent: NotFound, InvalidArgument), as it holds its only reference count.
+  if (absl::Status st = container_->UnmapHeld(mapping.iova, mapping.length, this); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("Deregister on ", name_, ": ", st.message()));
   }
-  if (absl::Status st = container_->Unmap(mapping.iova, mapping.length); !st.ok()) return st;
-  if (--it->second.count == 0) s.mine.erase(it);
   live_.fetch_sub(1, std::memory_order_relaxed);
   total_unmaps_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();

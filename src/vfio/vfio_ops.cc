@@ -1,5 +1,6 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "vfio/vfio_ops.h"
+// KernelVfioOps(): the VFIO backend's system calls, unchanged.
+#include "dmareg/vfio/vfio_ops.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,10 +16,10 @@
 #include <string>
 #include <vector>
 
-namespace dmareg::internal {
+namespace dmareg {
 namespace {
 
-class RealVfioOps final : public VfioOps {
+class KernelOps final : public VfioOps {
  public:
   int Open(const std::string& path, int flags) override {
     return ::open(path.c_str(), flags | O_CLOEXEC);
@@ -95,10 +96,26 @@ class RealVfioOps final : public VfioOps {
     struct stat st;
     return ::stat(path.c_str(), &st) == 0;
   }
+  int ReadFile(const std::string& path, std::string* contents) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    char buf[4096];  // a sysfs attribute is at most a page
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    const int err = errno;
+    ::close(fd);
+    if (n < 0) return err;
+    contents->assign(buf, static_cast<size_t>(n));
+    return 0;
+  }
 };
 
 }  // namespace
 
-std::shared_ptr<VfioOps> MakeRealVfioOps() { return std::make_shared<RealVfioOps>(); }
+std::shared_ptr<VfioOps> KernelVfioOps() {
+  // Shared, never destroyed: containers may outlive static destruction.
+  static const std::shared_ptr<VfioOps>* const kernel =
+      new std::shared_ptr<VfioOps>(std::make_shared<KernelOps>());
+  return *kernel;
+}
 
-}  // namespace dmareg::internal
+}  // namespace dmareg

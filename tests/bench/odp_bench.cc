@@ -31,7 +31,6 @@
 #include "dmareg/odp/vfio_backend.h"
 #include "dmareg/testing/fake_vfio_ops.h"
 #include "dmareg/vfio/vfio_domain.h"
-#include "dmareg/vfio/vfio_ops.h"
 
 namespace {
 
@@ -44,8 +43,8 @@ struct Env {
   std::string error;
 };
 
-Env Make(absl::StatusOr<std::shared_ptr<dmareg::VfioContainer>> c,
-         std::shared_ptr<dmareg::testing::VfioOps> ops, const char* dev) {
+// The domain joins the container over the container's own VfioOps.
+Env Make(absl::StatusOr<std::shared_ptr<dmareg::VfioContainer>> c, const char* dev) {
   Env e;
   if (!c.ok()) {
     e.error = c.status().ToString();
@@ -54,7 +53,7 @@ Env Make(absl::StatusOr<std::shared_ptr<dmareg::VfioContainer>> c,
   dmareg::VfioDomainOptions o;
   o.container = *c;
   o.dma_address_bits = 39;  // no DMA here: only the IOMMU's work is measured
-  auto d = ops ? dmareg::testing::OpenVfioDomain(ops, dev, o) : dmareg::VfioDomain::Open(dev, o);
+  auto d = dmareg::VfioDomain::Open(dev, o);
   if (!d.ok()) {
     e.error = d.status().ToString();
     return e;
@@ -73,7 +72,7 @@ Env& DeviceEnv() {
       e->error = "no DMAREG_VFIO_DEVICE (run in the VM: scripts/bench --odp)";
       return e;
     }
-    return new Env(Make(dmareg::VfioContainer::Open(), nullptr, dev));
+    return new Env(Make(dmareg::VfioContainer::Open(), dev));
   }();
   return *env;
 }
@@ -82,7 +81,7 @@ Env& FakeEnv() {
   static Env* env = [] {
     auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
     ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-    return new Env(Make(dmareg::testing::OpenVfioContainer(ops), ops, "0000:00:03.0"));
+    return new Env(Make(dmareg::VfioContainer::Open({.ops = ops}), "0000:00:03.0"));
   }();
   return *env;
 }

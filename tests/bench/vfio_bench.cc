@@ -19,7 +19,9 @@
 // dmareg's own cost, natively, needs no device (these rows run anywhere):
 //   BM_FakeKernelMapUnmap     the fake kernel's MAP_DMA + UNMAP_DMA alone
 //   BM_DomainOverFakeKernel   VfioDomain::RegisterHost + Deregister over it
-// Their difference is what the domain adds to each map+unmap.
+//   BM_DmaMapOverFakeKernel   ExternalMemoryRegistry::DmaMap + DmaUnmap over it
+// Their differences are what the domain, and the registry on top of it, add
+// to each map+unmap.
 #include <linux/vfio.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -35,7 +37,6 @@
 #include "dmareg/external_memory.h"
 #include "dmareg/testing/fake_vfio_ops.h"
 #include "dmareg/vfio/vfio_domain.h"
-#include "dmareg/vfio/vfio_ops.h"
 #ifdef DMAREG_BENCH_HAVE_VERBS
 #include "dmareg/verbs/verbs_domain.h"
 #endif
@@ -218,7 +219,7 @@ constexpr uint64_t kFakeVa = 0x7f0000000000;
 std::shared_ptr<dmareg::VfioDomain> OpenOverFake(
     benchmark::State& state, const std::shared_ptr<dmareg::testing::FakeVfioOps>& ops) {
   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-  auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {});
+  auto domain = dmareg::VfioDomain::Open("0000:00:03.0", {.ops = ops});
   if (!domain.ok()) {
     state.SkipWithError(domain.status().ToString().c_str());
     return nullptr;
@@ -247,8 +248,32 @@ void BM_DomainOverFakeKernel(benchmark::State& state) {
   DomainMapUnmap(state, *domain, dmareg::HostMemory{reinterpret_cast<void*>(kFakeVa), 4096, kIova});
 }
 
+void BM_DmaMapOverFakeKernel(benchmark::State& state) {
+  auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
+  std::shared_ptr<dmareg::VfioDomain> domain = OpenOverFake(state, ops);
+  if (domain == nullptr) return;
+  // The fake kernel never touches the memory: the chunk is a plain number.
+  const void* va = reinterpret_cast<const void*>(kFakeVa);
+  dmareg::ExternalMemoryRegistry registry;
+  if (!registry.Register(va, 4096, 4096).ok()) {
+    state.SkipWithError("Register failed");
+    return;
+  }
+  std::shared_ptr<dmareg::Domain> d = domain;
+  const dmareg::AccessFlags access(dmareg::Access::kLocalWrite);
+  for (auto _ : state) {
+    if (!registry.DmaMap(d, va, kIova, 4096, access).ok() ||
+        !registry.DmaUnmap(d, va, kIova, 4096).ok()) {
+      state.SkipWithError("DmaMap/DmaUnmap failed");
+      return;
+    }
+  }
+  (void)registry.Unregister(va, 4096);
+}
+
 BENCHMARK(BM_FakeKernelMapUnmap);
 BENCHMARK(BM_DomainOverFakeKernel);
+BENCHMARK(BM_DmaMapOverFakeKernel);
 
 // 4 KiB to 1 GiB.
 void Sizes(benchmark::internal::Benchmark* b) {

@@ -1,7 +1,7 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// testing/fake_vfio_ops.h: a VfioOps with no kernel behind it (library
-// dmareg::testing) that models the type1 IOMMU as vfio_iommu_type1.c does:
+// testing/fake_vfio_ops.h: a VfioOps (dmareg/vfio/vfio_ops.h) with no kernel
+// behind it (library dmareg::testing) that models the type1 IOMMU as vfio_iommu_type1.c does:
 //   MAP_DMA: EINVAL without READ/WRITE, for a zero, unaligned (smallest IOMMU
 //     page) or wrapping extent, or an IOVA outside the ranges; EEXIST for any
 //     IOVA overlap; ENOSPC once dma_avail (dma_entry_limit at SET_IOMMU) is spent;
@@ -19,7 +19,7 @@
 //
 //   auto ops = std::make_shared<FakeVfioOps>();
 //   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-//   auto d = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0").value();
+//   auto d = dmareg::VfioDomain::Open("0000:00:03.0", {.ops = ops}).value();
 //   ops->FailNext(FakeVfioOps::Call::kMapDma, EFAULT);
 //   ...
 //   d.reset();
@@ -30,8 +30,10 @@
 
 #include <linux/vfio.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -78,9 +80,9 @@ class FakeVfioOps final : public VfioOps {
 
   struct DeviceSpec {
     std::string address{};
-    int group = 5;
+    int group = 5;                    // -1: in no IOMMU group (no IOMMU)
     std::string driver = "vfio-pci";  // "" = bound to none
-    uint32_t id = 0x11e81234;         // config dword 0 (edu)
+    uint32_t id = 0x11e81234;         // config dword 0 (edu); sysfs vendor and device
     uint64_t bar0_size = 1 << 20;
     uint32_t bar0_word0 = 0x010000ed;  // what BAR0's first register reads
   };
@@ -111,6 +113,10 @@ class FakeVfioOps final : public VfioOps {
 
   // The next `times` calls of `call` fail with `err` and change nothing.
   void FailNext(Call call, int err, int times = 1);
+  // Every `call` from now on runs `hook` first, outside the fake's own
+  // lock, so it may block: a test can hold a caller inside a call (and
+  // whatever locks it holds) while other threads go on. Empty: none.
+  void SetHook(Call call, std::function<void()> hook);
 
   int calls(Call call) const;
   int64_t live_fds() const;
@@ -146,6 +152,8 @@ class FakeVfioOps final : public VfioOps {
   int ReadLink(const std::string& path, std::string* target) override;
   int ListDir(const std::string& path, std::vector<std::string>* names) override;
   bool PathExists(const std::string& path) override;
+  // A device's vendor and device (sysfs writes "0x1234\n").
+  int ReadFile(const std::string& path, std::string* contents) override;
 
  private:
   struct Container {
@@ -174,6 +182,7 @@ class FakeVfioOps final : public VfioOps {
     int generation = 0;
   };
 
+  void RunHook(Call call);     // mu_ not held
   int TakeFailure(Call call);  // 0, or the errno to fail with
   int Fail(int err);           // sets errno, returns -1
   Container* ContainerOf(int fd);
@@ -192,6 +201,8 @@ class FakeVfioOps final : public VfioOps {
   std::map<int, Fd> fds_;
   std::map<void*, size_t> mmaps_;
   std::map<Call, std::vector<int>> failures_;
+  std::map<Call, std::function<void()>> hooks_;
+  std::atomic<bool> any_hook_{false};  // a hook was ever set: calls look them up
   std::map<Call, int> calls_;
   int next_fd_ = 100;
   int next_container_ = 1;

@@ -23,10 +23,11 @@
 //
 // IOVAs: a caller-chosen IOVA (`HostMemory::iova`) is honoured; otherwise
 // IOVA = VA where the range is free, inside the IOMMU's ranges and below the
-// device's DMA mask, else the container's allocator picks one. Every check
-// (alignment to the smallest IOMMU page, the mask, the ranges, overlaps) is
-// done before the kernel is asked, and every failure is a status naming the
-// ioctl, the device and the range.
+// device's DMA mask, else the container's allocator picks one. A caller's
+// IOVA obeys CheckIovaPlacement (dmareg/domain.h: whole IOMMU pages, the
+// mask and the ranges, each violation with its one code), checked once
+// before the container's table (overlaps) and the kernel are asked; every
+// failure is a status naming the ioctl, the device and the range.
 //
 // Thread safety: every method may be called from several threads at once.
 
@@ -54,22 +55,28 @@
 
 namespace dmareg {
 
-namespace testing {
-class VfioOps;     // the seam over the kernel: dmareg/vfio/vfio_ops.h
-class VfioAccess;  // opens containers and domains over a given VfioOps
-}  // namespace testing
-
 struct VfioDomainOptions {
   std::shared_ptr<VfioContainer> container{};  // null: a new container of its own
   int dma_address_bits = 64;  // the device's DMA mask width (edu: 28); VFIO cannot know it
   int group_fd = -1;          // secondary: a group fd received from the primary (ownership taken)
+  // The kernel's calls go through these (dmareg/vfio/vfio_ops.h); null: the
+  // container's, or KernelVfioOps() for a new container. A container opened
+  // over other ops is InvalidArgument.
+  std::shared_ptr<VfioOps> ops{};
 };
 
 struct VfioDeviceInfo {  // from sysfs
-  std::string address{};
-  int group = -1;
+  std::string address{};   // "0000:00:03.0"
+  int group = -1;        // its IOMMU group; -1: none (no IOMMU)
   std::string driver{};
+  uint16_t vendor_id = 0;  // PCI IDs (edu: 0x1234, 0x11e8); 0: unreadable
+  uint16_t device_id = 0;
 };
+
+// A PCI address as sysfs spells it, the form VfioDomain::Open takes:
+// "DDDD:BB:DD.F" in lower-case hex, device < 0x20, function < 8.
+// InvalidArgument saying so otherwise.
+absl::Status ValidatePciAddress(std::string_view address);
 
 // A device region mapped into the process (BARs): unmapped when dropped.
 // Move-only.
@@ -92,11 +99,10 @@ class VfioRegionMap {
 
  private:
   friend class VfioDomain;
-  VfioRegionMap(std::shared_ptr<testing::VfioOps> ops, void* data, size_t size, int index,
-                bool writable);
+  VfioRegionMap(std::shared_ptr<VfioOps> ops, void* data, size_t size, int index, bool writable);
   void Reset();
 
-  std::shared_ptr<testing::VfioOps> ops_;
+  std::shared_ptr<VfioOps> ops_;
   void* data_ = nullptr;
   size_t size_ = 0;
   int index_ = -1;
@@ -111,14 +117,18 @@ class VfioRegionMap {
 // read-only. `DeviceMapping::handle` is the host address mapped.
 class VfioDomain final : public Domain {
  public:
-  // PCI devices bound to vfio-pci.
-  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevices();
+  // PCI devices bound to vfio-pci, by address, as seen through
+  // `options.ops` (or its container's; the kernel's when neither is given).
+  // Nothing else in `options` is used.
+  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevices(
+      const VfioDomainOptions& options = {});
   // Group from /sys/bus/pci/devices/ADDR/iommu_group; checks
   // VFIO_GROUP_FLAGS_VIABLE; sets the container (type1v2, type1 where v2 is
   // absent) when it is the first group; VFIO_GROUP_GET_DEVICE_FD.
   // InvalidArgument for a malformed address ("DDDD:BB:DD.F"); NotFound,
   // listing the vfio-pci devices, when absent; FailedPrecondition when the
-  // device is not bound to vfio-pci or its group is not viable.
+  // device is not bound to vfio-pci or its group is not viable;
+  // InvalidArgument for `options.ops` other than the container's.
   static absl::StatusOr<std::shared_ptr<VfioDomain>> Open(std::string_view pci_address,
                                                           VfioDomainOptions options = {});
 
@@ -132,17 +142,20 @@ class VfioDomain final : public Domain {
   const DomainCapabilities& capabilities() const override { return caps_; }
   const std::string& address() const { return address_; }
 
-  // IOVA = memory.iova if given; else IOVA = VA when the range lies inside
-  // the ranges and below 2^dma_address_bits and is free; else from the
-  // container's IOVA allocator. addr, length and iova must be whole IOMMU
-  // pages. IOVAs beyond the mask or outside the ranges are refused before
-  // any kernel call.
+  // IOVA = memory.iova if given (CheckIovaPlacement: InvalidArgument for
+  // an extent that is not whole IOMMU pages, OutOfRange beyond the mask or
+  // outside the ranges, before any kernel call); else IOVA = VA when the
+  // range lies inside the ranges and below 2^dma_address_bits and is free;
+  // else from the container's IOVA allocator. addr and length must be whole
+  // IOMMU pages.
   // Paging::kOnDemand: Unimplemented (an IOMMU mapping pins).
   using Domain::RegisterHost;
   absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
                                              Paging paging) override;
-  // Exact extent of a mapping this domain returned. Works while detached
-  // (the table entry goes; the cache calls it exactly once per mapping).
+  // Exact extent of a mapping this domain returned, as the container's
+  // table has it (NotFound: none there, or one only other domains hold;
+  // InvalidArgument: part of one). Works while detached (the table entry
+  // goes; the cache calls it exactly once per mapping).
   absl::Status Deregister(const DeviceMapping& mapping) override;
 
   // Device access, for drivers built on top.
@@ -170,30 +183,27 @@ class VfioDomain final : public Domain {
   int64_t total_unmaps() const { return total_unmaps_.load(std::memory_order_relaxed); }
 
  private:
-  friend class testing::VfioAccess;
   struct State;
 
-  static absl::StatusOr<std::shared_ptr<VfioDomain>> OpenWith(std::shared_ptr<testing::VfioOps> ops,
-                                                              std::string_view pci_address,
-                                                              VfioDomainOptions options);
-  static absl::StatusOr<std::vector<VfioDeviceInfo>> ListDevicesWith(
-      std::shared_ptr<testing::VfioOps> ops);
-
-  VfioDomain(std::shared_ptr<testing::VfioOps> ops, std::string address,
+  VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
              std::shared_ptr<VfioContainer> container, int dma_address_bits);
   // Opens the group (or takes `given_group_fd`), checks it is viable, joins
   // the container and opens the device; on failure every fd is closed and
   // the container is as it was. Called with the domain's lock held.
   absl::Status AttachLocked(int group, int given_group_fd);
 
-  const std::shared_ptr<testing::VfioOps> ops_;
+  const std::shared_ptr<VfioOps> ops_;
   const std::string address_;
   const std::string name_;
+  const std::string register_where_;  // "RegisterHost on <name>", made once
   const std::shared_ptr<VfioContainer> container_;
   const int dma_address_bits_;
   DomainCapabilities caps_;  // written by Open before publication, read-only after
-  // Group and device fds, attached flag, this domain's mappings:
-  // src/vfio/vfio_domain.cc. Lock order: this lock, then the container's.
+  // Group and device fds, the attached flag: src/vfio/vfio_domain.cc. Its
+  // mappings are the container's table's alone (each reference there names
+  // the domain holding it); the domain keeps only the counters below.
+  // Lock order: ExternalMemoryRegistry's lock, then this one, then the
+  // container's; this one is never held on the map path.
   std::unique_ptr<State> state_;
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> total_maps_{0};

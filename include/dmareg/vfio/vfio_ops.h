@@ -1,20 +1,23 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// vfio/vfio_ops.h: the seam between the VFIO backend and the kernel, for
-// tests (library dmareg::testing, pkg-config dmareg-testing).
+// vfio/vfio_ops.h: the VFIO backend's seam over the kernel (component
+// `vfio`).
 //
 // `VfioOps` has one virtual function per system call the backend makes: the
 // opens of /dev/vfio/*, each VFIO ioctl it issues (typed, with the kernel's
 // structs), mmap/munmap of device regions, pread/pwrite of config space, and
 // the sysfs reads that find a device's IOMMU group and driver. Each keeps the
-// kernel's error convention, so a test can stand in for the kernel (IOMMU
-// ranges, dma_avail, a group that is not viable, a device that vanishes)
-// without VFIO. `OpenVfioDomain` and friends are the public entry points over
-// such a stand-in; FakeVfioOps (testing/fake_vfio_ops.h) is a ready-made one.
+// kernel's error convention. `KernelVfioOps()` makes the calls themselves and
+// is what every container and domain uses unless its options name another
+// (VfioContainerOptions::ops, VfioDomainOptions::ops): a stand-in lets a test
+// play the kernel (IOMMU ranges, dma_avail, a group that is not viable, a
+// device that vanishes) without VFIO. testing::FakeVfioOps
+// (dmareg/testing/fake_vfio_ops.h, library dmareg::testing) is a ready-made
+// one.
 //
 //   auto ops = std::make_shared<dmareg::testing::FakeVfioOps>();
 //   ops->AddDevice({.address = "0000:00:03.0", .group = 5});
-//   auto domain = dmareg::testing::OpenVfioDomain(ops, "0000:00:03.0", {.dma_address_bits = 28});
+//   auto domain = dmareg::VfioDomain::Open("0000:00:03.0", {.dma_address_bits = 28, .ops = ops});
 
 #ifndef DMAREG_VFIO_VFIO_OPS_H_
 #define DMAREG_VFIO_VFIO_OPS_H_
@@ -26,16 +29,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
-
-#include "absl/status/statusor.h"
-#include "dmareg/vfio/vfio_domain.h"
 
 #pragma GCC visibility push(default)
 
-namespace dmareg::testing {
+namespace dmareg {
 
+// Called from several threads at once (an implementation keeps its own
+// state safe); each call answers as the kernel would.
 class VfioOps {
  public:
   virtual ~VfioOps() = default;
@@ -77,33 +78,18 @@ class VfioOps {
   virtual int ReadLink(const std::string& path, std::string* target) = 0;
   // The entry names of a directory, "." and ".." left out.
   virtual int ListDir(const std::string& path, std::vector<std::string>* names) = 0;
-  // True if `path` exists (a device folder, /sys/kernel/iommu_groups/N).
+  // True if `path` exists (a device folder, /sys/kernel/iommu_groups/N,
+  // /dev/vfio/N).
   virtual bool PathExists(const std::string& path) = 0;
+  // The contents of a small file (a sysfs attribute: a device's vendor).
+  virtual int ReadFile(const std::string& path, std::string* contents) = 0;
 };
 
-// The one way from this library to the VFIO types' constructors over a
-// given VfioOps; the functions below are its interface.
-class VfioAccess;
+// The kernel: the system calls themselves. Stateless, and the same object on
+// every call, so options that name it and options that name none agree.
+std::shared_ptr<VfioOps> KernelVfioOps();
 
-// VfioContainer::Open over `ops`. InvalidArgument if `ops` is null.
-absl::StatusOr<std::shared_ptr<VfioContainer>> OpenVfioContainer(std::shared_ptr<VfioOps> ops);
-// VfioContainer::Adopt over `ops`.
-absl::StatusOr<std::shared_ptr<VfioContainer>> AdoptVfioContainer(std::shared_ptr<VfioOps> ops,
-                                                                  int container_fd, int iommu_type);
-// VfioContainer::Wrap over `ops`: `container_fd` is one the test opened
-// through `ops` (and closes itself).
-absl::StatusOr<std::shared_ptr<VfioContainer>> WrapVfioContainer(std::shared_ptr<VfioOps> ops,
-                                                                 int container_fd,
-                                                                 int iommu_type = 0);
-// VfioDomain::Open over `ops`. A container in `options` must have been
-// opened over the same `ops` (InvalidArgument otherwise).
-absl::StatusOr<std::shared_ptr<VfioDomain>> OpenVfioDomain(std::shared_ptr<VfioOps> ops,
-                                                           std::string_view pci_address,
-                                                           VfioDomainOptions options = {});
-// VfioDomain::ListDevices over `ops`.
-absl::StatusOr<std::vector<VfioDeviceInfo>> ListVfioDevices(std::shared_ptr<VfioOps> ops);
-
-}  // namespace dmareg::testing
+}  // namespace dmareg
 
 #pragma GCC visibility pop
 

@@ -1,7 +1,8 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// `dmareg devices` without devices: scanning a made-up sysfs tree for
-// vfio-pci devices, RDMA netdevs and GUIDs, telling "no kernel support" from
+// `dmareg devices` without devices: listing vfio-pci devices through the
+// VFIO library over a stand-in kernel (FakeVfioOps), scanning a made-up
+// sysfs tree for RDMA netdevs and GUIDs, telling "no kernel support" from
 // "no devices", and rendering a made-up report as text and JSON (schema 2).
 
 #include <infiniband/verbs.h>
@@ -13,6 +14,9 @@
 #include <string>
 
 #include "cli/devices.h"
+#ifdef DMAREG_CLI_HAVE_VFIO
+#include "dmareg/testing/fake_vfio_ops.h"
+#endif
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -23,51 +27,38 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
+// A made-up /sys for the RDMA part, removed afterwards.
 class FakeSysfs {
  public:
   FakeSysfs() {
     char tmpl[] = "/tmp/dmareg-sysfs-XXXXXX";
     root_ = mkdtemp(tmpl);
-    fs::create_directories(root_ / "sys/bus/pci/drivers/vfio-pci");
-    fs::create_directories(root_ / "sys/kernel/iommu_groups/4");
-    fs::create_directories(root_ / "dev/vfio");
   }
   ~FakeSysfs() { fs::remove_all(root_); }
-
-  // A PCI device bound to vfio-pci, optionally in an IOMMU group.
-  void AddDevice(const std::string& addr, const std::string& vendor, const std::string& device,
-                 const std::string& group) {
-    const fs::path dev = root_ / "sys/devices/pci0000:00" / addr;
-    fs::create_directories(dev);
-    std::ofstream(dev / "vendor") << vendor << "\n";
-    std::ofstream(dev / "device") << device << "\n";
-    if (!group.empty()) {
-      fs::create_directories(root_ / "sys/kernel/iommu_groups" / group);
-      fs::create_directory_symlink("../../../kernel/iommu_groups/" + group, dev / "iommu_group");
-    }
-    fs::create_directory_symlink(dev, root_ / "sys/bus/pci/drivers/vfio-pci" / addr);
-  }
-  void AddGroupNode(const std::string& group) { std::ofstream(root_ / "dev/vfio" / group); }
   std::string sys() const { return (root_ / "sys").string(); }
-  std::string dev() const { return (root_ / "dev").string(); }
   const fs::path& root() const { return root_; }
 
  private:
   fs::path root_;
 };
 
-TEST(ScanVfioDevicesTest, FindsBoundDevicesAndTheirGroups) {
-  FakeSysfs fake;
-  fake.AddDevice("0000:00:04.0", "0x1234", "0x11e8", "4");
-  fake.AddDevice("0000:00:03.0", "0x8086", "0x10d3", "");
-  fake.AddGroupNode("4");
-  // Driver control files are not devices.
-  std::ofstream(fake.root() / "sys/bus/pci/drivers/vfio-pci/new_id");
-  std::ofstream(fake.root() / "sys/bus/pci/drivers/vfio-pci/bind");
+#ifdef DMAREG_CLI_HAVE_VFIO
+using ::dmareg::testing::FakeVfioOps;
 
-  const std::vector<VfioDeviceReport> found = ScanVfioDevices(fake.sys(), fake.dev());
+// The VFIO library's listing (VfioDomain::ListDevices) under the CLI: what
+// is bound to vfio-pci, by address, its IDs and group, and the group's node.
+TEST(ScanVfioDevicesTest, ListsTheLibrarysDevicesAndTheirGroups) {
+  auto ops = std::make_shared<FakeVfioOps>();
+  ops->AddDevice({.address = "0000:00:04.0", .group = 4, .id = 0x11e81234});
+  ops->AddDevice({.address = "0000:00:03.0", .group = -1, .id = 0x10d38086});   // no IOMMU group
+  ops->AddDevice({.address = "0000:00:05.0", .group = 6, .driver = "e1000e"});  // not vfio-pci
+  ops->AddDevice({.address = "0000:00:06.0", .group = 7, .driver = ""});        // no driver
+
+  const std::vector<VfioDeviceReport> found = ScanVfioDevices(ops);
   ASSERT_EQ(found.size(), 2u);
   EXPECT_EQ(found[0].pci_address, "0000:00:03.0");
+  EXPECT_EQ(found[0].vendor, "0x8086");
+  EXPECT_EQ(found[0].device, "0x10d3");
   EXPECT_EQ(found[0].iommu_group, "");
   EXPECT_FALSE(found[0].group_node);
   EXPECT_EQ(found[1].pci_address, "0000:00:04.0");
@@ -77,9 +68,33 @@ TEST(ScanVfioDevicesTest, FindsBoundDevicesAndTheirGroups) {
   EXPECT_TRUE(found[1].group_node);
 }
 
-TEST(ScanVfioDevicesTest, NoDriverDirectoryMeansNoDevices) {
-  EXPECT_TRUE(ScanVfioDevices("/nonexistent-sysfs", "/nonexistent-dev").empty());
+TEST(ScanVfioDevicesTest, NoDevicesIsAnEmptyList) {
+  EXPECT_TRUE(ScanVfioDevices(std::make_shared<FakeVfioOps>()).empty());
 }
+
+// Every device with a node goes into one container, whose IOMMU type is
+// named as the container reports it (type1 here: no type1v2 on this kernel).
+TEST(ProbeVfioDevicesTest, OneContainerWithTheTypeItReports) {
+  FakeVfioOps::IommuSpec spec;
+  spec.type1v2 = false;
+  auto ops = std::make_shared<FakeVfioOps>(spec);
+  ops->AddDevice({.address = "0000:00:04.0", .group = 4});
+  ops->AddDevice({.address = "0000:00:05.0", .group = 5});
+  ops->AddDevice({.address = "0000:00:06.0", .group = -1});
+  std::vector<VfioDeviceReport> devices = ScanVfioDevices(ops);
+  ASSERT_EQ(devices.size(), 3u);
+  ProbeVfioDevices(devices, ops);
+  for (int i : {0, 1}) {
+    ASSERT_TRUE(devices[i].probe.has_value());
+    EXPECT_EQ(devices[i].probe->error, "") << devices[i].pci_address;
+    EXPECT_EQ(devices[i].probe->iommu_type, "type1");
+    EXPECT_EQ(devices[i].probe->container_groups, 2);
+    EXPECT_EQ(devices[i].probe->dma_avail, 65535u);
+  }
+  EXPECT_THAT(devices[2].probe->error, HasSubstr("no /dev/vfio/"));
+  EXPECT_EQ(ops->live_fds(), 0);  // the probe closed all it opened
+}
+#endif
 
 DevicesReport SampleReport() {
   DevicesReport r;

@@ -27,8 +27,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVfioOps;
-using ::dmareg::testing::OpenVfioContainer;
-using ::dmareg::testing::OpenVfioDomain;
 using ::testing::HasSubstr;
 using Call = FakeVfioOps::Call;
 
@@ -55,10 +53,10 @@ class OdpVfioTest : public ::testing::Test {
     EXPECT_EQ(ops_->live_containers(), 0);
   }
   void Open(int bits = 28) {
-    auto c = OpenVfioContainer(ops_);
+    auto c = VfioContainer::Open({.ops = ops_});
     ASSERT_TRUE(c.ok()) << c.status();
     container_ = *c;
-    auto d = OpenVfioDomain(ops_, kEdu, {.container = container_, .dma_address_bits = bits});
+    auto d = VfioDomain::Open(kEdu, {.container = container_, .dma_address_bits = bits});
     ASSERT_TRUE(d.ok()) << d.status();
     domain_ = *d;
     auto b = OdpVfioBackend::Create(container_);
@@ -118,7 +116,7 @@ TEST_F(OdpVfioTest, ReservedIovaIsNeverPickedAutomatically) {
 }
 
 TEST_F(OdpVfioTest, ReserveNeedsAnAttachedGroupAndSpace) {
-  auto c = OpenVfioContainer(ops_);
+  auto c = VfioContainer::Open({.ops = ops_});
   ASSERT_TRUE(c.ok());
   EXPECT_EQ((*c)->ReserveIova(kPage).status().code(), absl::StatusCode::kFailedPrecondition);
   auto b = OdpVfioBackend::Create(*c);

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "dmareg/cache.h"
 #include "dmareg/testing/fake_vfio_ops.h"
+#include "dmareg/vfio/vfio_ops.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -26,9 +27,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVfioOps;
-using ::dmareg::testing::ListVfioDevices;
-using ::dmareg::testing::OpenVfioContainer;
-using ::dmareg::testing::OpenVfioDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVfioOps::Call;
@@ -47,7 +45,8 @@ class VfioDomainTest : public ::testing::Test {
     EXPECT_EQ(ops_->live_containers(), 0);
   }
   std::shared_ptr<VfioDomain> OpenOk(VfioDomainOptions options = {}) {
-    auto d = OpenVfioDomain(ops_, kEdu, std::move(options));
+    if (options.container == nullptr) options.ops = ops_;
+    auto d = VfioDomain::Open(kEdu, std::move(options));
     EXPECT_TRUE(d.ok()) << d.status();
     return d.ok() ? *d : nullptr;
   }
@@ -76,46 +75,78 @@ TEST_F(VfioDomainTest, OpenFillsCapabilities) {
 TEST_F(VfioDomainTest, OpenErrorsAreClearAndLeakNothing) {
   for (const char* bad : {"00:03.0", "0000:00:03.8", "0000:00:3.0", "0000:00:03.0x", "",
                           "0000:00:20.0", "0000:0G:03.0"}) {
-    auto d = OpenVfioDomain(ops_, bad);
+    auto d = VfioDomain::Open(bad, {.ops = ops_});
     EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
   ops_->AddDevice({.address = "0000:00:05.0", .group = 7});
-  auto absent = OpenVfioDomain(ops_, "0000:00:04.0");
+  auto absent = VfioDomain::Open("0000:00:04.0", {.ops = ops_});
   EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(absent.status().message(),
               AllOf(HasSubstr("0000:00:03.0 (group 5)"), HasSubstr("0000:00:05.0 (group 7)")));
 
   ops_->SetDriver("0000:00:05.0", "e1000e");
-  auto wrong_driver = OpenVfioDomain(ops_, "0000:00:05.0");
+  auto wrong_driver = VfioDomain::Open("0000:00:05.0", {.ops = ops_});
   EXPECT_EQ(wrong_driver.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(wrong_driver.status().message(), HasSubstr("bound to e1000e"));
 
   ops_->SetGroupViable(5, false);
-  auto not_viable = OpenVfioDomain(ops_, kEdu);
+  auto not_viable = VfioDomain::Open(kEdu, {.ops = ops_});
   EXPECT_EQ(not_viable.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(not_viable.status().message(), HasSubstr("not viable"));
   ops_->SetGroupViable(5, true);
 
   ops_->FailNext(Call::kGetDeviceFd, ENODEV);
-  auto no_device = OpenVfioDomain(ops_, kEdu);
+  auto no_device = VfioDomain::Open(kEdu, {.ops = ops_});
   EXPECT_EQ(no_device.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(no_device.status().message(), HasSubstr("VFIO_GROUP_GET_DEVICE_FD"));
+
+  // A container over other ops: the device would join it through another kernel.
+  auto other_kernel = VfioContainer::Open({.ops = std::make_shared<FakeVfioOps>()});
+  ASSERT_TRUE(other_kernel.ok()) << other_kernel.status();
+  auto mixed = VfioDomain::Open(kEdu, {.container = *other_kernel, .ops = ops_});
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mixed.status().message(), HasSubstr("other VfioOps"));
 
   // A given group fd is taken, also on failure.
   const int group_fd = ops_->Open("/dev/vfio/5", 0);
   ASSERT_GE(group_fd, 0);
-  EXPECT_FALSE(OpenVfioDomain(ops_, "bad", {.group_fd = group_fd}).ok());
+  EXPECT_FALSE(VfioDomain::Open("bad", {.group_fd = group_fd, .ops = ops_}).ok());
   EXPECT_EQ(ops_->live_fds(), 0);
 }
 
 TEST_F(VfioDomainTest, ListDevicesShowsVfioPciOnly) {
   ops_->AddDevice({.address = "0000:00:05.0", .group = 7, .driver = "e1000e"});
-  auto list = ListVfioDevices(ops_);
+  // Not an address as sysfs spells one: not a device Open would take.
+  ops_->AddDevice({.address = "0000:00:0A.0", .group = 8});
+  auto list = VfioDomain::ListDevices({.ops = ops_});
   ASSERT_TRUE(list.ok()) << list.status();
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].address, kEdu);
   EXPECT_EQ((*list)[0].group, 5);
   EXPECT_EQ((*list)[0].driver, "vfio-pci");
+  EXPECT_EQ((*list)[0].vendor_id, 0x1234);
+  EXPECT_EQ((*list)[0].device_id, 0x11e8);
+}
+
+// The address rules Open applies, public for front ends (the CLI).
+TEST(PciAddressTest, LowerCaseDomainBusDeviceFunction) {
+  EXPECT_TRUE(ValidatePciAddress("0000:00:03.0").ok());
+  EXPECT_TRUE(ValidatePciAddress("ffff:ff:1f.7").ok());
+  for (const char* bad : {"0000:00:0A.0", "0000:00:20.0", "0000:00:03.8", "00:03.0", "",
+                          "0000:00:03.0 ", "0000-00:03.0"}) {
+    absl::Status s = ValidatePciAddress(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("lowercase hex")) << bad;
+  }
+}
+
+// Without ops in the options, the kernel's: one object, so naming it is the
+// same as naming none. (Listing reads this machine's sysfs: any answer but
+// an error will do.)
+TEST(VfioOpsTest, TheKernelIsTheDefault) {
+  EXPECT_EQ(KernelVfioOps(), KernelVfioOps());
+  EXPECT_TRUE(VfioDomain::ListDevices().ok());
+  EXPECT_TRUE(VfioDomain::ListDevices({.ops = KernelVfioOps()}).ok());
 }
 
 TEST_F(VfioDomainTest, IovaPolicy) {
@@ -189,35 +220,42 @@ TEST_F(VfioDomainTest, AllocatorPicksStepAroundCallerIovas) {
 
 TEST_F(VfioDomainTest, BadInputIsRefusedBeforeTheKernel) {
   domain_ = OpenOk({.dma_address_bits = 28});
+  constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+  constexpr auto kOutOfRange = absl::StatusCode::kOutOfRange;
   struct Case {
     HostMemory memory;
     AccessFlags access;
+    absl::StatusCode code;  // one per violation: CheckIovaPlacement's
   };
   const std::vector<Case> cases = {
-      {{At(0x100000), 0}, {}},                                   // zero length
-      {{At(0x100000), 100}, {}},                                 // not whole pages
-      {{At(0x100800), kPage}, {}},                               // unaligned VA
-      {{At(UINT64_MAX - kPage + 1), kPage}, {}},                 // the last page
-      {{At(UINT64_MAX - kPage + 1), 2 * kPage}, {}},             // wraps
-      {{At(0x100000), kPage}, AccessFlags::FromBits(1u << 30)},  // unknown access bit
-      {{At(0x100000), kPage, 0x10000000}, {}},                   // IOVA beyond the 28-bit mask
-      {{At(0x100000), 2 * kPage, 0xffff000}, {}},                // ends past the mask
-      {{At(0x100000), kPage, 0x100800}, {}},                     // unaligned IOVA
-      {{At(0x100000), kPage, UINT64_MAX - kPage + 1}, {}},       // IOVA wraps
+      {{At(0x100000), 0}, {}, kInvalid},                                   // zero length
+      {{At(0x100000), 100}, {}, kInvalid},                                 // not whole pages
+      {{At(0x100800), kPage}, {}, kInvalid},                               // unaligned VA
+      {{At(UINT64_MAX - kPage + 1), kPage}, {}, kInvalid},                 // the last page
+      {{At(UINT64_MAX - kPage + 1), 2 * kPage}, {}, kInvalid},             // wraps
+      {{At(0x100000), kPage}, AccessFlags::FromBits(1u << 30), kInvalid},  // unknown access bit
+      {{At(0x100000), kPage, 0x10000000}, {}, kOutOfRange},           // IOVA beyond the 28-bit mask
+      {{At(0x100000), 2 * kPage, 0xffff000}, {}, kOutOfRange},        // ends past the mask
+      {{At(0x100000), kPage, 0x100800}, {}, kInvalid},                // unaligned IOVA
+      {{At(0x100000), kPage, UINT64_MAX - kPage + 1}, {}, kInvalid},  // IOVA wraps
+      {{At(0x100000), 100, 0x100000}, {}, kInvalid},  // caller IOVA, not whole pages
   };
   for (const Case& c : cases) {
     auto m = domain_->RegisterHost(c.memory, c.access);
-    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
-        << c.memory.addr << " " << c.memory.length;
+    EXPECT_EQ(m.status().code(), c.code)
+        << c.memory.addr << " " << c.memory.length << " " << m.status();
   }
+  // The mask is OutOfRange here as through DmaMap and on every device.
+  auto beyond = domain_->RegisterHost({At(0x100000), kPage, 0x10000000}, {});
+  EXPECT_THAT(beyond.status().message(), HasSubstr("28-bit DMA mask"));
   // Wide mask: the MSI window and beyond the ranges.
   std::shared_ptr<VfioDomain> narrow = std::move(domain_);
   narrow.reset();
   domain_ = OpenOk();
   for (uint64_t iova : {uint64_t{0xfee00000}, uint64_t{0x8000000000}}) {
     auto m = domain_->RegisterHost({At(0x100000), kPage, iova}, {});
-    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << iova;
-    EXPECT_THAT(m.status().message(), HasSubstr("outside the IOMMU's ranges"));
+    EXPECT_EQ(m.status().code(), kOutOfRange) << iova;
+    EXPECT_THAT(m.status().message(), HasSubstr("lie outside vfio:0000:00:03.0's IOVA ranges"));
   }
   EXPECT_EQ(ops_->calls(Call::kMapDma), 0);
   EXPECT_EQ(domain_->live_mappings(), 0);
@@ -324,10 +362,10 @@ TEST_F(VfioDomainTest, HotPlugAloneInItsContainerReplaysTheTable) {
 
 TEST_F(VfioDomainTest, HotPlugWithAPeerKeepsTheKernelMappings) {
   ops_->AddDevice({.address = "0000:00:04.0", .group = 6});
-  auto container = OpenVfioContainer(ops_);
+  auto container = VfioContainer::Open({.ops = ops_});
   ASSERT_TRUE(container.ok());
   domain_ = OpenOk({.container = *container});
-  auto peer = OpenVfioDomain(ops_, "0000:00:04.0", {.container = *container});
+  auto peer = VfioDomain::Open("0000:00:04.0", {.container = *container});
   ASSERT_TRUE(peer.ok()) << peer.status();
   auto m = domain_->RegisterHost({At(0x100000), kPage}, {});
   ASSERT_TRUE(m.ok());
@@ -350,13 +388,43 @@ TEST_F(VfioDomainTest, HotPlugWithAPeerKeepsTheKernelMappings) {
 }
 
 TEST_F(VfioDomainTest, DestructionUnmapsWhatWasNotDeregistered) {
-  auto container = OpenVfioContainer(ops_);
+  auto container = VfioContainer::Open({.ops = ops_});
   ASSERT_TRUE(container.ok());
   domain_ = OpenOk({.container = *container});
   ASSERT_TRUE(domain_->RegisterHost({At(0x100000), kPage}, {}).ok());
   domain_.reset();
   EXPECT_TRUE((*container)->mappings().empty());
   EXPECT_TRUE((*container)->groups().empty());
+}
+
+// Two devices in one container: one table, each reference naming the domain
+// that holds it, so a domain's Deregister and its going concern only its own.
+TEST_F(VfioDomainTest, ADomainUndoesOnlyItsOwnReferences) {
+  ops_->AddDevice({.address = "0000:00:04.0", .group = 6});
+  auto container = VfioContainer::Open({.ops = ops_});
+  ASSERT_TRUE(container.ok());
+  domain_ = OpenOk({.container = *container});
+  auto peer = VfioDomain::Open("0000:00:04.0", {.container = *container});
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  auto m = domain_->RegisterHost({At(0x100000), kPage, 0x100000}, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  absl::Status not_its = (*peer)->Deregister(*m);
+  EXPECT_EQ(not_its.code(), absl::StatusCode::kNotFound) << not_its;
+  EXPECT_THAT(not_its.message(), HasSubstr("Deregister on vfio:0000:00:04.0"));
+  // The identical mapping through the peer: the same entry, counted there.
+  auto p = (*peer)->RegisterHost({At(0x100000), kPage, 0x100000}, {});
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ((*container)->mappings().size(), 1u);
+  EXPECT_EQ((*container)->mappings()[0].refs, 2u);
+  EXPECT_EQ(KernelMappings(), 1u);
+  // The peer goes, and its reference with it; ours stays mapped.
+  peer->reset();
+  ASSERT_EQ((*container)->mappings().size(), 1u);
+  EXPECT_EQ((*container)->mappings()[0].refs, 1u);
+  EXPECT_EQ(KernelMappings(), 1u);
+  ASSERT_TRUE(domain_->Deregister(*m).ok());
+  EXPECT_TRUE((*container)->mappings().empty());
+  EXPECT_EQ(KernelMappings(), 0u);
 }
 
 // ---- a RegistrationCache over the domain ----
@@ -373,7 +441,7 @@ TEST_P(VfioCacheTest, HitsAndIovas) {
   void* buf = mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(buf, MAP_FAILED);
   {
-    auto domain = OpenVfioDomain(ops, kEdu, {.dma_address_bits = bits});
+    auto domain = VfioDomain::Open(kEdu, {.dma_address_bits = bits, .ops = ops});
     ASSERT_TRUE(domain.ok()) << domain.status();
     auto cache = RegistrationCache::Create(*domain, {.monitoring = Monitoring::kExplicitOnly});
     ASSERT_TRUE(cache.ok()) << cache.status();

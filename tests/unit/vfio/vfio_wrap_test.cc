@@ -26,8 +26,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVfioOps;
-using ::dmareg::testing::OpenVfioDomain;
-using ::dmareg::testing::WrapVfioContainer;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
@@ -85,25 +83,25 @@ class VfioWrapTest : public ::testing::Test {
 };
 
 TEST_F(VfioWrapTest, BadArgumentsAreRefused) {
-  auto c = WrapVfioContainer(ops_, -1);
+  auto c = VfioContainer::Wrap(-1, 0, {.ops = ops_});
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  c = WrapVfioContainer(ops_, container_fd_, 7);
+  c = VfioContainer::Wrap(container_fd_, 7, {.ops = ops_});
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("IOMMU type 7"));
-  c = WrapVfioContainer(ops_, 999);  // not an fd the kernel knows
+  c = VfioContainer::Wrap(999, 0, {.ops = ops_});  // not an fd the kernel knows
   EXPECT_THAT(c.status().message(),
               AllOf(HasSubstr("VFIO_GET_API_VERSION"), HasSubstr("container fd 999")));
   EXPECT_EQ(dmareg::VfioContainer::Wrap(-1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(VfioWrapTest, ABareContainerGetsItsIommuFromTheFirstDomain) {
-  auto c = WrapVfioContainer(ops_, container_fd_);
+  auto c = VfioContainer::Wrap(container_fd_, 0, {.ops = ops_});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FALSE((*c)->owns_fd());
   EXPECT_EQ((*c)->fd(), container_fd_);
   EXPECT_FALSE((*c)->iommu_set());
   {
-    auto d = OpenVfioDomain(ops_, kEdu, {.container = *c, .dma_address_bits = 28});
+    auto d = VfioDomain::Open(kEdu, {.container = *c, .dma_address_bits = 28});
     ASSERT_TRUE(d.ok()) << d.status();
     EXPECT_EQ(ops_->iommu_type(container_fd_), VFIO_TYPE1v2_IOMMU);
     auto cache = RegistrationCache::Create(*d, {.monitoring = Monitoring::kExplicitOnly});
@@ -119,15 +117,15 @@ TEST_F(VfioWrapTest, ABareContainerGetsItsIommuFromTheFirstDomain) {
 
 TEST_F(VfioWrapTest, ASetUpContainerIsUsedAsItIsAndLeftAsItWas) {
   AppSetUp();
-  auto c = WrapVfioContainer(ops_, container_fd_);
+  auto c = VfioContainer::Wrap(container_fd_, 0, {.ops = ops_});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE((*c)->iommu_set());
   const VfioContainerInfo before = (*c)->info();
   EXPECT_EQ(before.iommu_type, VFIO_TYPE1v2_IOMMU);
   EXPECT_EQ(before.dma_avail, 65534u);    // the application's one mapping
   EXPECT_TRUE((*c)->mappings().empty());  // unknown to dmareg
-  auto d = OpenVfioDomain(ops_, kEdu,
-                          {.container = *c, .dma_address_bits = 28, .group_fd = HandOverGroup()});
+  auto d = VfioDomain::Open(kEdu,
+                            {.container = *c, .dma_address_bits = 28, .group_fd = HandOverGroup()});
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(ops_->calls(Call::kSetIommu), 1);      // the application's only
   EXPECT_EQ(ops_->calls(Call::kSetContainer), 1);  // likewise
@@ -151,9 +149,9 @@ TEST_F(VfioWrapTest, ASetUpContainerIsUsedAsItIsAndLeftAsItWas) {
 
 TEST_F(VfioWrapTest, AMapOverTheApplicationsOwnMappingIsReportedClearly) {
   AppSetUp();
-  auto c = WrapVfioContainer(ops_, container_fd_);
+  auto c = VfioContainer::Wrap(container_fd_, 0, {.ops = ops_});
   ASSERT_TRUE(c.ok()) << c.status();
-  auto d = OpenVfioDomain(ops_, kEdu, {.container = *c, .group_fd = HandOverGroup()});
+  auto d = VfioDomain::Open(kEdu, {.container = *c, .group_fd = HandOverGroup()});
   ASSERT_TRUE(d.ok()) << d.status();
   auto m = (*d)->RegisterHost(HostMemory{buf(), 8192, kAppIova}, Access::kLocalWrite);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kAlreadyExists);
@@ -166,9 +164,9 @@ TEST_F(VfioWrapTest, AMapOverTheApplicationsOwnMappingIsReportedClearly) {
 
 TEST_F(VfioWrapTest, TheApplicationsGroupMustBeHandedOver) {
   AppSetUp();
-  auto c = WrapVfioContainer(ops_, container_fd_);
+  auto c = VfioContainer::Wrap(container_fd_, 0, {.ops = ops_});
   ASSERT_TRUE(c.ok()) << c.status();
-  auto d = OpenVfioDomain(ops_, kEdu, {.container = *c});
+  auto d = VfioDomain::Open(kEdu, {.container = *c});
   EXPECT_THAT(d.status().message(), AllOf(HasSubstr("EBUSY"), HasSubstr("group_fd")));
 }
 
@@ -176,14 +174,14 @@ TEST_F(VfioWrapTest, TheNamedIommuTypeIsBelieved) {
   group_fd_ = ops_->Open("/dev/vfio/5", O_RDWR);
   ASSERT_EQ(ops_->GroupSetContainer(group_fd_, container_fd_), 0);
   ASSERT_EQ(ops_->SetIommu(container_fd_, VFIO_TYPE1_IOMMU), 0);
-  auto c = WrapVfioContainer(ops_, container_fd_, VFIO_TYPE1_IOMMU);
+  auto c = VfioContainer::Wrap(container_fd_, VFIO_TYPE1_IOMMU, {.ops = ops_});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ((*c)->info().iommu_type, VFIO_TYPE1_IOMMU);
 }
 
 TEST_F(VfioWrapTest, AGetInfoFailureOtherThanNotSetIsAnError) {
   ops_->FailNext(Call::kGetInfo, EIO);
-  auto c = WrapVfioContainer(ops_, container_fd_);
+  auto c = VfioContainer::Wrap(container_fd_, 0, {.ops = ops_});
   EXPECT_THAT(c.status().message(), AllOf(HasSubstr("VFIO_IOMMU_GET_INFO"), HasSubstr("EIO")));
 }
 
