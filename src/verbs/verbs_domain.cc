@@ -71,16 +71,19 @@ bool MeansNoDevices(int err) {
 
 }  // namespace
 
+// dmareg::Access is IBV_ACCESS_* bit for bit (access.h), so the mapping is
+// the identity on the bits dmareg knows.
+static_assert(static_cast<unsigned>(Access::kLocalWrite) == IBV_ACCESS_LOCAL_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteWrite) == IBV_ACCESS_REMOTE_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteRead) == IBV_ACCESS_REMOTE_READ);
+static_assert(static_cast<unsigned>(Access::kRemoteAtomic) == IBV_ACCESS_REMOTE_ATOMIC);
+// An optional flag in rdma-core: kernels that do not know it drop it
+// instead of failing the registration.
+static_assert(static_cast<unsigned>(Access::kRelaxedOrdering) == IBV_ACCESS_RELAXED_ORDERING);
+static_assert((kAllAccess.bits() & IBV_ACCESS_ON_DEMAND) == 0);
+
 unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand) {
-  access = NormalizeAccess(access);
-  unsigned int flags = 0;
-  if (access.Has(Access::kLocalWrite)) flags |= IBV_ACCESS_LOCAL_WRITE;
-  if (access.Has(Access::kRemoteRead)) flags |= IBV_ACCESS_REMOTE_READ;
-  if (access.Has(Access::kRemoteWrite)) flags |= IBV_ACCESS_REMOTE_WRITE;
-  if (access.Has(Access::kRemoteAtomic)) flags |= IBV_ACCESS_REMOTE_ATOMIC;
-  // An optional flag in rdma-core: kernels that do not know it drop it
-  // instead of failing the registration.
-  if (access.Has(Access::kRelaxedOrdering)) flags |= IBV_ACCESS_RELAXED_ORDERING;
+  unsigned int flags = NormalizeAccess(access).bits() & kAllAccess.bits();
   if (on_demand) flags |= IBV_ACCESS_ON_DEMAND;
   return flags;
 }

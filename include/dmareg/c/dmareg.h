@@ -51,12 +51,14 @@ struct dmareg_cache;
 struct dmareg_reg;
 struct dmareg_monitor;
 
-/* Access rights, as dmareg::Access (and IBV_ACCESS_*'s meaning). */
-#define DMAREG_ACCESS_LOCAL_WRITE (1u << 0)
-#define DMAREG_ACCESS_REMOTE_READ (1u << 1)
-#define DMAREG_ACCESS_REMOTE_WRITE (1u << 2)
-#define DMAREG_ACCESS_REMOTE_ATOMIC (1u << 3)
-#define DMAREG_ACCESS_RELAXED_ORDERING (1u << 4)
+/* Access rights, as dmareg::Access: each equals its IBV_ACCESS_* value, so
+ * libibverbs' constants may be passed as they are. Any other bit (among them
+ * IBV_ACCESS_ON_DEMAND: paging is dmareg_cache_attr.paging) is -EINVAL. */
+#define DMAREG_ACCESS_LOCAL_WRITE (1u << 0)       /* IBV_ACCESS_LOCAL_WRITE */
+#define DMAREG_ACCESS_REMOTE_WRITE (1u << 1)      /* IBV_ACCESS_REMOTE_WRITE */
+#define DMAREG_ACCESS_REMOTE_READ (1u << 2)       /* IBV_ACCESS_REMOTE_READ */
+#define DMAREG_ACCESS_REMOTE_ATOMIC (1u << 3)     /* IBV_ACCESS_REMOTE_ATOMIC */
+#define DMAREG_ACCESS_RELAXED_ORDERING (1u << 20) /* IBV_ACCESS_RELAXED_ORDERING */
 
 /* dmareg_cache_attr.monitoring: how the cache learns that memory went away. */
 #define DMAREG_MONITOR_AUTOMATIC 0 /* userfaultfd; creation fails without it */

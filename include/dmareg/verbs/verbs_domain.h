@@ -95,8 +95,9 @@ struct VerbsDeviceInfo {
   bool fork_protected() const { return fork_status != ForkStatus::kDisabled; }
 };
 
-// The IBV_ACCESS_* bits for `access` (normalized: remote write/atomic add
-// local write), plus IBV_ACCESS_ON_DEMAND when `on_demand`.
+// The IBV_ACCESS_* bits for `access`: its own bits (Access is IBV_ACCESS_*
+// bit for bit), normalized (remote write/atomic add local write), plus
+// IBV_ACCESS_ON_DEMAND when `on_demand`.
 unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand = false);
 
 class VerbsDomain final : public Domain {

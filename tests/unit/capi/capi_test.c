@@ -114,7 +114,7 @@ int capi_bad_input(void) {
   CHECK(dmareg_acquire(cache, NULL, kLen, 0, &r) == -EINVAL && has("NULL"));
   CHECK(dmareg_acquire(cache, buf, kLen, 0, NULL) == -EINVAL && has("NULL"));
   CHECK(dmareg_acquire(cache, buf, 0, 0, &r) == -EINVAL && has("zero length"));
-  CHECK(dmareg_acquire(cache, buf, kLen, 1u << 20, &r) == -EINVAL && has("unknown access"));
+  CHECK(dmareg_acquire(cache, buf, kLen, 1u << 30, &r) == -EINVAL && has("unknown access"));
   CHECK(r == NULL);
   CHECK(dmareg_acquire_dmabuf(cache, -1, 0, kLen, 0, &r) == -EINVAL && has("bad fd"));
   CHECK(dmareg_invalidate(cache, buf, 0) == -EINVAL && has("zero length"));

@@ -206,7 +206,31 @@ TEST_F(VerbsDomainTest, ProbesLimitsAndForkState) {
   EXPECT_EQ(d->device_info().fw_ver, "6.1.0");
 }
 
-TEST(VerbsAccessTest, MapsEveryBit) {
+// dmareg::Access is IBV_ACCESS_* bit for bit, so a caller may pass
+// libibverbs' constants as they are.
+static_assert(static_cast<unsigned>(Access::kLocalWrite) == IBV_ACCESS_LOCAL_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteWrite) == IBV_ACCESS_REMOTE_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteRead) == IBV_ACCESS_REMOTE_READ);
+static_assert(static_cast<unsigned>(Access::kRemoteAtomic) == IBV_ACCESS_REMOTE_ATOMIC);
+static_assert(static_cast<unsigned>(Access::kRelaxedOrdering) == IBV_ACCESS_RELAXED_ORDERING);
+
+TEST(VerbsAccessTest, LibibverbsConstantsMeanTheSameRights) {
+  const AccessFlags write = AccessFlags::FromBits(IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  EXPECT_TRUE(ValidateAccess(write).ok());
+  EXPECT_TRUE(write.Has(Access::kRemoteWrite));
+  EXPECT_FALSE(write.Has(Access::kRemoteRead));
+  EXPECT_EQ(AccessToString(write), "LOCAL_WRITE|REMOTE_WRITE");
+  EXPECT_EQ(AccessToString(AccessFlags::FromBits(IBV_ACCESS_REMOTE_READ)), "REMOTE_READ");
+  // Paging is not an access bit.
+  EXPECT_EQ(ValidateAccess(AccessFlags::FromBits(IBV_ACCESS_ON_DEMAND)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VerbsAccessTest, MapsEveryBitToItself) {
+  for (const Access a : {Access::kLocalWrite, Access::kRemoteRead, Access::kRemoteAtomic,
+                         Access::kRemoteWrite, Access::kRelaxedOrdering}) {
+    EXPECT_EQ(ToIbvAccessFlags(a) & static_cast<unsigned>(a), static_cast<unsigned>(a));
+  }
   EXPECT_EQ(ToIbvAccessFlags({}), 0u);
   EXPECT_EQ(ToIbvAccessFlags(Access::kLocalWrite), unsigned{IBV_ACCESS_LOCAL_WRITE});
   EXPECT_EQ(ToIbvAccessFlags(Access::kRemoteRead), unsigned{IBV_ACCESS_REMOTE_READ});
