@@ -94,7 +94,8 @@ absl::StatusOr<std::shared_ptr<OdpVerbsBackend>> OdpVerbsBackend::Create(
   std::shared_ptr<OdpVerbsBackend> b(new OdpVerbsBackend(std::move(domain)));
   if ((b->domain_->device_info().odp_general_caps & IBV_ODP_SUPPORT_IMPLICIT) != 0) {
     // Local access only: see the header. A refusal leaves per-window MRs.
-    absl::StatusOr<DeviceMapping> mr = b->domain_->RegisterImplicitOnDemand(Access::kLocalWrite);
+    absl::StatusOr<DeviceMapping> mr = b->domain_->RegisterHost(
+        VerbsDomain::WholeAddressSpace(), Access::kLocalWrite, Paging::kOnDemand);
     if (mr.ok()) b->impl_->implicit_mr = *mr;
   }
   return b;

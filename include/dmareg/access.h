@@ -18,6 +18,13 @@
 //
 // Relaxed ordering is a hint, not a right: a mapping registered *without* it
 // serves a request that asks for it, never the other way round.
+//
+// The bits are libibverbs' own IBV_ACCESS_* values (the C API's
+// DMAREG_ACCESS_* too), so flags written for ibv_reg_mr mean the same here
+// and a mix-up cannot swap remote read and remote write. The core does not
+// include <infiniband/verbs.h>; the verbs backend checks the values at
+// compile time. Paging is not an access bit: IBV_ACCESS_ON_DEMAND and the
+// other IBV_ACCESS_* bits dmareg does not know are refused as unknown.
 
 #ifndef DMAREG_ACCESS_H_
 #define DMAREG_ACCESS_H_
@@ -31,13 +38,15 @@
 
 namespace dmareg {
 
+// Values: IBV_ACCESS_LOCAL_WRITE, _REMOTE_WRITE, _REMOTE_READ,
+// _REMOTE_ATOMIC and _RELAXED_ORDERING.
 enum class Access : uint32_t {
   kNone = 0,
   kLocalWrite = 1u << 0,
-  kRemoteRead = 1u << 1,
-  kRemoteWrite = 1u << 2,
+  kRemoteWrite = 1u << 1,
+  kRemoteRead = 1u << 2,
   kRemoteAtomic = 1u << 3,
-  kRelaxedOrdering = 1u << 4,
+  kRelaxedOrdering = 1u << 20,
 };
 
 // A set of `Access` bits. Trivially copyable; compares by value.

@@ -11,15 +11,13 @@
 //   // o->max_regions == 4096 (explicit), o->max_bytes == 1 << 30,
 //   // o->monitoring == Monitoring::kHooks
 //
-// | variable               | values                                 | field            |
-// |------------------------|----------------------------------------|------------------|
-// | DMAREG_MAX_REGIONS     | a count; 0: no limit                   | max_regions      |
-// | DMAREG_MAX_BYTES       | bytes, with K, M, G or T (x 1024^n)    | max_bytes        |
-// | DMAREG_MONITOR         | userfaultfd, hooks, explicit           | monitoring       |
-// | DMAREG_PAGING          | pinned, on-demand, automatic           | paging           |
-// | DMAREG_DMABUF_POLICY   | prefer-dmabuf, dmabuf-only, alias-only | dmabuf_policy    |
-// | DMAREG_PFN_CHECK_EVERY | a count; 0: never                      | pfn_check_every  |
-// | DMAREG_LOG_LEVEL       | off, error, warn, info, debug          | log.h's threshold|
+// The variables, their values and what each sets are one table in the
+// library, `EnvironmentVariables()` below, which the parser itself reads;
+// `dmareg config` prints it (`--table=markdown` and `--table=man` give the
+// tables of the documentation and of dmareg(7)):
+//
+//   for (const dmareg::EnvironmentVariable& v : dmareg::EnvironmentVariables())
+//     std::cout << v.name << ": " << v.values << " (" << v.meaning << ")\n";
 //
 // What wins: a field the caller set (not at its CacheOptions default) over
 // the environment; the environment over the default. DMAREG_MONITOR applies
@@ -36,6 +34,7 @@
 #define DMAREG_CONFIG_H_
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -53,6 +52,24 @@ absl::StatusOr<CacheOptions> CacheOptionsFromEnvironment(CacheOptions options);
 // "4096", "64K", "1M", "2G", "1T" (powers of 1024): the bytes; anything
 // else, or more than 2^64 - 1, is InvalidArgument.
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text);
+
+// One DMAREG_* variable a dmareg library reads.
+struct EnvironmentVariable {
+  std::string_view name;  // "DMAREG_PAGING"
+  // What it accepts, in words: "pinned, on-demand, automatic", "a count; 0: no limit".
+  std::string_view values;
+  // The exact words accepted, for a variable that takes one; else empty.
+  std::span<const std::string_view> words;
+  std::string_view sets;           // "CacheOptions::paging"
+  std::string_view default_value;  // what applies when it is unset: "pinned"
+  std::string_view meaning;        // one line: "how registrations hold their pages"
+};
+
+// Every DMAREG_* variable the libraries read (the core's, and
+// DMAREG_LIBCUDA of CudaDriver), in a fixed order; the same table
+// CacheOptionsFromEnvironment parses with. The views stay valid for the
+// life of the process.
+std::span<const EnvironmentVariable> EnvironmentVariables();
 
 }  // namespace dmareg
 

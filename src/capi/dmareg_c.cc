@@ -289,6 +289,10 @@ int dmareg_cache_stats(struct dmareg_cache* cache, struct dmareg_cache_stats* ou
   return 0;
 }
 
+struct dmareg_monitor* dmareg_cache_monitor(struct dmareg_cache* cache) {
+  return cache == nullptr ? nullptr : cache->cache->monitor().c_handle();
+}
+
 const char* dmareg_last_error(void) { return dmareg::internal::LastError().c_str(); }
 
 }  // extern "C"

@@ -6,6 +6,7 @@
 //                                       probed capabilities, ports), vfio-pci
 //                                       devices, dma-buf sources
 //   dmareg bench [-d NAME] [--sizes=4K,64K,1M,16M] [--iterations=N] [--json]
+//   dmareg config [--table=text|markdown|man]   the DMAREG_* variables
 //   dmareg help | --help | --version
 //
 // Flags are Abseil flags. PrepareArgs (args.h) runs first: it finds the
@@ -25,6 +26,7 @@
 #include "absl/flags/usage_config.h"
 #include "cli/args.h"
 #include "cli/bench.h"
+#include "cli/config_table.h"
 #include "cli/devices.h"
 #include "cli/output.h"
 #include "dmareg/version.h"
@@ -33,6 +35,8 @@ ABSL_FLAG(bool, json, false, "print JSON (schema in dmareg(1)) instead of text")
 ABSL_FLAG(std::string, device, "", "only this RDMA device (devices), or the one to bench");
 ABSL_FLAG(std::string, sizes, "4K,64K,1M,16M", "bench: buffer sizes, K/M/G = KiB/MiB/GiB");
 ABSL_FLAG(int32_t, iterations, 5, "bench: measurements per size (the median is printed)");
+ABSL_FLAG(std::string, table, "text",
+          "config: text, markdown (the docs' table) or man (dmareg(7)'s)");
 
 namespace {
 
@@ -50,6 +54,9 @@ constexpr char kUsage[] =
     "  bench [-d NAME] [--sizes=4K,64K,1M,16M] [--iterations=5] [--json]\n"
     "      registration cost by size: register, deregister, cache miss, cache hit\n"
     "      (median microseconds) on the device (default: the first).\n"
+    "  config [--table=text|markdown|man]\n"
+    "      the DMAREG_* environment variables the library reads: values, default,\n"
+    "      what each sets; markdown and man print the tables of the documentation.\n"
     "  help, --help      this text\n"
     "  --version         the version\n"
     "\n"
@@ -88,6 +95,17 @@ int Devices() {
   if (rc != 0) return rc;
   // The listing itself failed (not "no devices"): said in the output, and a failure.
   return report.rdma_listing.status == dmareg::cli::RdmaStatus::kError ? 1 : 0;
+}
+
+int Config() {
+  absl::StatusOr<dmareg::cli::TableFormat> format =
+      dmareg::cli::ParseTableFormat(absl::GetFlag(FLAGS_table));
+  if (!format.ok()) {
+    std::fprintf(stderr, "dmareg config: %s\n%s", std::string(format.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  return Emit(dmareg::cli::RenderEnvironmentTable(*format));
 }
 
 int Bench() {
@@ -151,5 +169,6 @@ int main(int argc, char** argv) {
   if (command == "help") return Emit(kUsage);
   if (command == "version") return Emit(config.version_string());
   if (command == "devices") return Devices();
+  if (command == "config") return Config();
   return Bench();
 }

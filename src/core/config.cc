@@ -1,13 +1,15 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// CacheOptions from the DMAREG_* variables (the table is in config.h).
-// Every set variable is parsed, whether or not it takes effect, so a typo
-// is an error rather than a setting silently ignored.
+// CacheOptions from the DMAREG_* variables, parsed with the one table of
+// them that EnvironmentVariables() publishes (config.h). Every set variable
+// is parsed, whether or not it takes effect, so a typo is an error rather
+// than a setting silently ignored.
 #include "dmareg/config.h"
 
 #include <cstdlib>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,21 +21,19 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "core/config.h"
+#include "dmareg/cache_options.h"
+#include "dmareg/domain.h"
+#include "dmareg/log.h"
 
 namespace dmareg {
 
 namespace {
 
 // The variable's value; nullopt when unset or empty.
-std::optional<absl::string_view> Get(const char* name) {
-  const char* value = std::getenv(name);
+std::optional<absl::string_view> Get(const EnvironmentVariable& var) {
+  const char* value = std::getenv(std::string(var.name).c_str());
   if (value == nullptr || *value == '\0') return std::nullopt;
   return absl::string_view(value);
-}
-
-absl::Status Bad(const char* name, absl::string_view value, absl::string_view expected) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(name, "=\"", value, "\" is not ", expected, " (from the environment)"));
 }
 
 // Digits only: no sign, no space, no base prefix.
@@ -45,25 +45,6 @@ std::optional<uint64_t> ParseCount(absl::string_view text) {
   uint64_t n;
   if (!absl::SimpleAtoi(text, &n)) return std::nullopt;  // too large
   return n;
-}
-
-// The value among `values` whose name is `text`: the names are the ones
-// the library prints (PagingName, ...), so each is spelled in one place.
-template <typename Enum, size_t N>
-std::optional<Enum> ParseName(absl::string_view text, const Enum (&values)[N],
-                              const char* (*name)(Enum)) {
-  for (Enum v : values) {
-    if (text == name(v)) return v;
-  }
-  return std::nullopt;
-}
-
-// "one of a, b, c", for the error of a word that is none of them.
-template <typename Enum, size_t N>
-std::string OneOf(const Enum (&values)[N], const char* (*name)(Enum)) {
-  return absl::StrCat("one of ", absl::StrJoin(values, ", ", [&](std::string* out, Enum v) {
-                        out->append(name(v));
-                      }));
 }
 
 // DMAREG_MONITOR's words: the automatic monitor is the userfaultfd.
@@ -79,11 +60,151 @@ const char* MonitorWord(Monitoring monitoring) {
   return "unknown";
 }
 
+// The values of each variable that takes a word, in the order of its words.
 constexpr Monitoring kMonitorings[] = {Monitoring::kAutomatic, Monitoring::kHooks,
                                        Monitoring::kExplicitOnly};
 constexpr Paging kPagings[] = {Paging::kPinned, Paging::kOnDemand, Paging::kAutomatic};
 constexpr DmaBufPolicy kDmaBufPolicies[] = {DmaBufPolicy::kPreferDmaBuf, DmaBufPolicy::kDmaBufOnly,
                                             DmaBufPolicy::kAliasOnly};
+constexpr LogLevel kLogLevels[] = {LogLevel::kOff, LogLevel::kError, LogLevel::kWarn,
+                                   LogLevel::kInfo, LogLevel::kDebug};
+
+// The rows of the table, in EnvironmentVariables()'s order.
+enum Row : size_t {
+  kMaxRegions,
+  kMaxBytes,
+  kMonitor,
+  kPaging,
+  kDmaBufPolicy,
+  kPfnCheckEvery,
+  kLogLevel,
+  kLibCuda,
+  kRows,
+};
+
+// The library's strings are std::string_view; this Abseil's are its own.
+absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// The words of an enum, as the library prints its values (PagingName, ...),
+// so each word is spelled in one place.
+template <typename Enum, size_t N>
+std::vector<std::string_view> WordsOf(const Enum (&values)[N], const char* (*name)(Enum)) {
+  std::vector<std::string_view> words;
+  for (Enum v : values) words.emplace_back(name(v));
+  return words;
+}
+
+// The one table: what config.h's EnvironmentVariables() returns and what
+// ReadEnvironment parses with. Built once; read-only after.
+class Table {
+ public:
+  Table() {
+    const CacheOptions defaults;
+    words_[kMonitor] = WordsOf(kMonitorings, MonitorWord);
+    words_[kPaging] = WordsOf(kPagings, PagingName);
+    words_[kDmaBufPolicy] = WordsOf(kDmaBufPolicies, DmaBufPolicyName);
+    words_[kLogLevel] = WordsOf(kLogLevels, LogLevelName);
+    for (size_t r = 0; r < kRows; ++r) {
+      text_[r] = absl::StrJoin(words_[r], ", ",
+                               [](std::string* out, std::string_view w) { out->append(w); });
+    }
+    rows_[kMaxRegions] = {
+        .name = "DMAREG_MAX_REGIONS",
+        .values = "a count; 0: no limit",
+        .sets = "CacheOptions::max_regions",
+        .default_value = Number(kMaxRegions, defaults.max_regions),
+        .meaning = "the most mappings a cache holds (idle ones are evicted)",
+    };
+    rows_[kMaxBytes] = {
+        .name = "DMAREG_MAX_BYTES",
+        .values = "bytes, with K, M, G or T (powers of 1024); 0: no limit",
+        .sets = "CacheOptions::max_bytes",
+        .default_value = Number(kMaxBytes, defaults.max_bytes),
+        .meaning = "the most bytes a cache keeps registered (idle mappings are evicted)",
+    };
+    rows_[kMonitor] = {
+        .name = "DMAREG_MONITOR",
+        .sets = "CacheOptions::monitoring",
+        .default_value = MonitorWord(defaults.monitoring),
+        .meaning = "how a cache learns that memory was unmapped",
+    };
+    rows_[kPaging] = {
+        .name = "DMAREG_PAGING",
+        .sets = "CacheOptions::paging",
+        .default_value = PagingName(defaults.paging),
+        .meaning = "how registrations hold their pages",
+    };
+    rows_[kDmaBufPolicy] = {
+        .name = "DMAREG_DMABUF_POLICY",
+        .sets = "CacheOptions::dmabuf_policy",
+        .default_value = DmaBufPolicyName(defaults.dmabuf_policy),
+        .meaning = "what is registered where the NIC cannot import a dma-buf",
+    };
+    rows_[kPfnCheckEvery] = {
+        .name = "DMAREG_PFN_CHECK_EVERY",
+        .values = "a count of hits below 2^32; 0: never",
+        .sets = "CacheOptions::pfn_check_every",
+        .default_value = Number(kPfnCheckEvery, defaults.pfn_check_every),
+        .meaning = "re-read a mapping's page frames every N hits (a debugging aid)",
+    };
+    rows_[kLogLevel] = {
+        .name = "DMAREG_LOG_LEVEL",
+        .sets = "log.h's threshold",
+        .default_value = LogLevelName(LogLevel::kOff),
+        .meaning = "which messages go to standard error with no log sink (SetLogLevel wins)",
+    };
+    rows_[kLibCuda] = {
+        .name = "DMAREG_LIBCUDA",
+        .values = "a library file name or path",
+        .sets = "CudaDriverOptions::library",
+        .default_value = "libcuda.so.1",
+        .meaning = "the CUDA driver that CudaDriver::Load opens when its options name none",
+    };
+    for (size_t r = 0; r < kRows; ++r) {
+      if (words_[r].empty()) continue;
+      rows_[r].words = words_[r];
+      rows_[r].values = text_[r];
+    }
+  }
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  const EnvironmentVariable& operator[](Row r) const { return rows_[r]; }
+  std::span<const EnvironmentVariable> rows() const { return rows_; }
+
+ private:
+  std::string_view Number(Row r, uint64_t n) {
+    text_[r] = absl::StrCat(n);
+    return text_[r];
+  }
+
+  std::vector<std::string_view> words_[kRows];
+  std::string text_[kRows];  // what `values` or `default_value` views
+  EnvironmentVariable rows_[kRows];
+};
+
+const Table& TheTable() {
+  static const Table* const table = new Table();  // never destroyed: views outlive exit
+  return *table;
+}
+
+// What the table says it accepts, for a value that is none of it.
+absl::Status Bad(const EnvironmentVariable& var, absl::string_view value) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(A(var.name), "=\"", value, "\" from the environment: want ",
+                   var.words.empty() ? "" : "one of ", A(var.values)));
+}
+
+// The value of `values` named by `text` among the variable's words (which
+// list `values` in order), or nullopt.
+template <typename Enum, size_t N>
+std::optional<Enum> ParseWord(const EnvironmentVariable& var, absl::string_view text,
+                              const Enum (&values)[N]) {
+  for (size_t i = 0; i < var.words.size() && i < N; ++i) {
+    if (text == A(var.words[i])) return values[i];
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -121,78 +242,75 @@ absl::StatusOr<uint64_t> ParseByteSize(std::string_view std_text) {
 namespace internal {
 
 absl::StatusOr<Environment> ReadEnvironment(CacheOptions options) {
+  const Table& table = TheTable();
   const CacheOptions defaults;
   Environment env;
   std::vector<std::string> applied;
-  auto note = [&](const char* name, absl::string_view value) {
-    applied.push_back(absl::StrCat(name, "=", value));
+  auto note = [&](const EnvironmentVariable& var, absl::string_view value) {
+    applied.push_back(absl::StrCat(A(var.name), "=", value));
   };
 
-  if (auto v = Get("DMAREG_MAX_REGIONS")) {
+  if (const EnvironmentVariable& var = table[kMaxRegions]; auto v = Get(var)) {
     const std::optional<uint64_t> n = ParseCount(*v);
-    if (!n || *n > std::numeric_limits<size_t>::max()) {
-      return Bad("DMAREG_MAX_REGIONS", *v, "a count of regions (digits; 0: no limit)");
-    }
+    if (!n || *n > std::numeric_limits<size_t>::max()) return Bad(var, *v);
     if (options.max_regions == defaults.max_regions) {
       options.max_regions = static_cast<size_t>(*n);
-      note("DMAREG_MAX_REGIONS", *v);
+      note(var, *v);
     }
   }
-  if (auto v = Get("DMAREG_MAX_BYTES")) {
+  if (const EnvironmentVariable& var = table[kMaxBytes]; auto v = Get(var)) {
     const absl::StatusOr<uint64_t> n = ParseByteSize(std::string_view(v->data(), v->size()));
-    if (!n.ok() || *n > std::numeric_limits<size_t>::max()) {
-      return Bad("DMAREG_MAX_BYTES", *v,
-                 "a byte count below 2^64 (digits, then optionally K, M, G or T; 0: no limit)");
-    }
+    if (!n.ok() || *n > std::numeric_limits<size_t>::max()) return Bad(var, *v);
     if (options.max_bytes == defaults.max_bytes) {
       options.max_bytes = static_cast<size_t>(*n);
-      note("DMAREG_MAX_BYTES", *v);
+      note(var, *v);
     }
   }
-  if (auto v = Get("DMAREG_MONITOR")) {
-    const std::optional<Monitoring> m = ParseName(*v, kMonitorings, MonitorWord);
-    if (!m) return Bad("DMAREG_MONITOR", *v, OneOf(kMonitorings, MonitorWord));
+  if (const EnvironmentVariable& var = table[kMonitor]; auto v = Get(var)) {
+    const std::optional<Monitoring> m = ParseWord(var, *v, kMonitorings);
+    if (!m) return Bad(var, *v);
     if (options.monitor == nullptr && options.monitoring == defaults.monitoring) {
       options.monitoring = *m;
-      note("DMAREG_MONITOR", *v);
+      note(var, *v);
     }
   }
-  if (auto v = Get("DMAREG_PAGING")) {
-    const std::optional<Paging> p = ParseName(*v, kPagings, PagingName);
-    if (!p) return Bad("DMAREG_PAGING", *v, OneOf(kPagings, PagingName));
+  if (const EnvironmentVariable& var = table[kPaging]; auto v = Get(var)) {
+    const std::optional<Paging> p = ParseWord(var, *v, kPagings);
+    if (!p) return Bad(var, *v);
     if (options.paging == defaults.paging) {
       options.paging = *p;
-      note("DMAREG_PAGING", *v);
+      note(var, *v);
     }
   }
-  if (auto v = Get("DMAREG_DMABUF_POLICY")) {
-    const std::optional<DmaBufPolicy> p = ParseName(*v, kDmaBufPolicies, DmaBufPolicyName);
-    if (!p) return Bad("DMAREG_DMABUF_POLICY", *v, OneOf(kDmaBufPolicies, DmaBufPolicyName));
+  if (const EnvironmentVariable& var = table[kDmaBufPolicy]; auto v = Get(var)) {
+    const std::optional<DmaBufPolicy> p = ParseWord(var, *v, kDmaBufPolicies);
+    if (!p) return Bad(var, *v);
     if (options.dmabuf_policy == defaults.dmabuf_policy) {
       options.dmabuf_policy = *p;
-      note("DMAREG_DMABUF_POLICY", *v);
+      note(var, *v);
     }
   }
-  if (auto v = Get("DMAREG_PFN_CHECK_EVERY")) {
+  if (const EnvironmentVariable& var = table[kPfnCheckEvery]; auto v = Get(var)) {
     const std::optional<uint64_t> n = ParseCount(*v);
-    if (!n || *n > std::numeric_limits<uint32_t>::max()) {
-      return Bad("DMAREG_PFN_CHECK_EVERY", *v, "a count of hits below 2^32 (digits; 0: never)");
-    }
+    if (!n || *n > std::numeric_limits<uint32_t>::max()) return Bad(var, *v);
     if (options.pfn_check_every == defaults.pfn_check_every) {
       options.pfn_check_every = static_cast<uint32_t>(*n);
-      note("DMAREG_PFN_CHECK_EVERY", *v);
+      note(var, *v);
     }
   }
-  if (auto v = Get("DMAREG_LOG_LEVEL")) {
-    env.log_level = ParseLogLevel(std::string_view(v->data(), v->size()));
-    if (!env.log_level) return Bad("DMAREG_LOG_LEVEL", *v, "one of off, error, warn, info, debug");
+  if (const EnvironmentVariable& var = table[kLogLevel]; auto v = Get(var)) {
+    env.log_level = ParseWord(var, *v, kLogLevels);
+    if (!env.log_level) return Bad(var, *v);
   }
+  // DMAREG_LIBCUDA is CudaDriver::Load's (dmabuf/cuda_driver.h), read there.
   env.options = std::move(options);
   env.applied = absl::StrJoin(applied, ", ");
   return env;
 }
 
 }  // namespace internal
+
+std::span<const EnvironmentVariable> EnvironmentVariables() { return TheTable().rows(); }
 
 absl::StatusOr<CacheOptions> CacheOptionsFromEnvironment(CacheOptions options) {
   absl::StatusOr<internal::Environment> env = internal::ReadEnvironment(std::move(options));

@@ -1,8 +1,9 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// What RegistrationCache::Create reads from the environment (config.h has
-// the table): the options, the log level, and which variables took effect
-// (so an error about a field can say it came from the environment).
+// What RegistrationCache::Create reads from the environment (the variables
+// of EnvironmentVariables(), config.h): the options, the log level, and
+// which variables took effect (so an error about a field can say it came
+// from the environment).
 //
 //   absl::StatusOr<internal::Environment> env = internal::ReadEnvironment(options);
 //   if (!env.ok()) return env.status();

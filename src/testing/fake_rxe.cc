@@ -8,7 +8,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg::testing {
 
@@ -21,7 +20,8 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> FakeRxe::Open(VerbsDomainOptions op
 absl::StatusOr<std::shared_ptr<VerbsDomain>> FakeRxe::Open(FakeVerbsOps::DeviceSpec spec,
                                                            VerbsDomainOptions options) {
   ops_->AddDevice(std::move(spec));
-  return OpenVerbsDomain(ops_, name_, std::move(options));
+  options.ops = ops_;
+  return VerbsDomain::Open(name_, std::move(options));
 }
 
 absl::StatusOr<ibv_pd*> FakeRxe::AppAllocPd(FakeVerbsOps::DeviceSpec spec) {

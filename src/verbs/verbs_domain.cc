@@ -18,7 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "base/mutex.h"
 #include "dmareg/errno_status.h"
-#include "verbs/verbs_ops.h"
+#include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg {
 
@@ -35,7 +35,7 @@ constexpr size_t kProbeLength = 4096;
 // Owns a device list from VerbsOps::GetDeviceList.
 class DeviceList {
  public:
-  explicit DeviceList(internal::VerbsOps& ops) : ops_(ops) {
+  explicit DeviceList(VerbsOps& ops) : ops_(ops) {
     errno = 0;
     list_ = ops_.GetDeviceList(&count_);
     err_ = errno;
@@ -57,7 +57,7 @@ class DeviceList {
   }
 
  private:
-  internal::VerbsOps& ops_;
+  VerbsOps& ops_;
   ibv_device** list_ = nullptr;
   int count_ = 0;
   int err_ = 0;
@@ -69,30 +69,35 @@ bool MeansNoDevices(int err) {
   return err == 0 || err == ENOSYS || err == ENOENT || err == ENODEV || err == ENXIO;
 }
 
+// The options with their ops filled in: libibverbs unless the caller named
+// other ops.
+VerbsDomainOptions WithOps(VerbsDomainOptions options) {
+  if (options.ops == nullptr) options.ops = LibibverbsOps();
+  return options;
+}
+
 }  // namespace
 
+// dmareg::Access is IBV_ACCESS_* bit for bit (access.h), so the mapping is
+// the identity on the bits dmareg knows.
+static_assert(static_cast<unsigned>(Access::kLocalWrite) == IBV_ACCESS_LOCAL_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteWrite) == IBV_ACCESS_REMOTE_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteRead) == IBV_ACCESS_REMOTE_READ);
+static_assert(static_cast<unsigned>(Access::kRemoteAtomic) == IBV_ACCESS_REMOTE_ATOMIC);
+// An optional flag in rdma-core: kernels that do not know it drop it
+// instead of failing the registration.
+static_assert(static_cast<unsigned>(Access::kRelaxedOrdering) == IBV_ACCESS_RELAXED_ORDERING);
+static_assert((kAllAccess.bits() & IBV_ACCESS_ON_DEMAND) == 0);
+
 unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand) {
-  access = NormalizeAccess(access);
-  unsigned int flags = 0;
-  if (access.Has(Access::kLocalWrite)) flags |= IBV_ACCESS_LOCAL_WRITE;
-  if (access.Has(Access::kRemoteRead)) flags |= IBV_ACCESS_REMOTE_READ;
-  if (access.Has(Access::kRemoteWrite)) flags |= IBV_ACCESS_REMOTE_WRITE;
-  if (access.Has(Access::kRemoteAtomic)) flags |= IBV_ACCESS_REMOTE_ATOMIC;
-  // An optional flag in rdma-core: kernels that do not know it drop it
-  // instead of failing the registration.
-  if (access.Has(Access::kRelaxedOrdering)) flags |= IBV_ACCESS_RELAXED_ORDERING;
+  unsigned int flags = NormalizeAccess(access).bits() & kAllAccess.bits();
   if (on_demand) flags |= IBV_ACCESS_ON_DEMAND;
   return flags;
 }
 
-absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices() {
-  return ListDevicesWith(internal::MakeRealVerbsOps());
-}
-
-absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevicesWith(
-    std::shared_ptr<internal::VerbsOps> ops) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
-  DeviceList list(*ops);
+absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevices(VerbsDomainOptions options) {
+  options = WithOps(std::move(options));
+  DeviceList list(*options.ops);
   std::vector<std::string> names;
   if (!list.ok()) {
     if (MeansNoDevices(list.error())) return names;
@@ -104,13 +109,9 @@ absl::StatusOr<std::vector<std::string>> VerbsDomain::ListDevicesWith(
 
 absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Open(std::string_view device_name,
                                                                VerbsDomainOptions options) {
-  return OpenWith(internal::MakeRealVerbsOps(), device_name, options);
-}
-
-absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
-    std::shared_ptr<internal::VerbsOps> ops, std::string_view device_name,
-    VerbsDomainOptions options) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
+  options = WithOps(std::move(options));
+  // Outlives `list` below even when the domain, which shares it, is gone.
+  const std::shared_ptr<VerbsOps> ops = options.ops;
   const std::string wanted = device_name.empty() ? "(first device)" : std::string(device_name);
 
   DeviceList list(*ops);
@@ -147,19 +148,13 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::OpenWith(
 
   // From here on the domain owns the context and the PD.
   std::shared_ptr<VerbsDomain> domain(
-      new VerbsDomain(std::move(ops), std::move(name), options, context, pd, /*owns_pd=*/true));
+      new VerbsDomain(std::move(name), std::move(options), context, pd, /*owns_pd=*/true));
   if (absl::Status probed = domain->Probe(); !probed.ok()) return probed;
   return domain;
 }
 
 absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Wrap(ibv_pd* pd,
                                                                VerbsDomainOptions options) {
-  return WrapWith(internal::MakeRealVerbsOps(), pd, options);
-}
-
-absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::WrapWith(
-    std::shared_ptr<internal::VerbsOps> ops, ibv_pd* pd, VerbsDomainOptions options) {
-  if (ops == nullptr) return absl::InvalidArgumentError("null VerbsOps");
   if (pd == nullptr) {
     return absl::InvalidArgumentError(
         "VerbsDomain::Wrap: null ibv_pd (allocate one with ibv_alloc_pd, or use "
@@ -169,33 +164,33 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::WrapWith(
     return absl::InvalidArgumentError(
         "VerbsDomain::Wrap: the ibv_pd has no context (not one ibv_alloc_pd returned?)");
   }
-  const char* n = ops->GetDeviceName(pd->context->device);
+  options = WithOps(std::move(options));
+  const char* n = options.ops->GetDeviceName(pd->context->device);
   std::string name = n != nullptr ? std::string(n) : std::string("(unnamed device)");
   // Neither the PD nor the context is ours: the destructor leaves them.
-  std::shared_ptr<VerbsDomain> domain(new VerbsDomain(std::move(ops), std::move(name), options,
-                                                      pd->context, pd, /*owns_pd=*/false));
+  std::shared_ptr<VerbsDomain> domain(
+      new VerbsDomain(std::move(name), std::move(options), pd->context, pd, /*owns_pd=*/false));
   if (absl::Status probed = domain->Probe(); !probed.ok()) return probed;
   return domain;
 }
 
-VerbsDomain::VerbsDomain(std::shared_ptr<internal::VerbsOps> ops, std::string name,
-                         VerbsDomainOptions options, ibv_context* context, ibv_pd* pd, bool owns_pd)
-    : ops_(std::move(ops)),
-      name_(std::move(name)),
-      options_(options),
+VerbsDomain::VerbsDomain(std::string name, VerbsDomainOptions options, ibv_context* context,
+                         ibv_pd* pd, bool owns_pd)
+    : name_(std::move(name)),
+      options_(std::move(options)),
+      ops_(*options_.ops),
       context_(context),
       pd_(pd),
       owns_pd_(owns_pd),
       mrs_(std::make_unique<LiveMrs>()) {
   caps_.device_name = name_;
   caps_.kind = DeviceKind::kRdma;
-  caps_.caller_iova = true;  // ibv_reg_mr_iova2 / ibv_reg_dmabuf_mr take any IOVA
 }
 
 absl::Status VerbsDomain::Probe() {
   ibv_device_attr_ex attr;
   std::memset(&attr, 0, sizeof(attr));
-  if (const int err = ops_->QueryDeviceEx(context_, &attr); err != 0) {
+  if (const int err = ops_.QueryDeviceEx(context_, &attr); err != 0) {
     return ErrnoStatus(err, "ibv_query_device_ex", name_);
   }
   const ibv_device_attr& a = attr.orig_attr;
@@ -211,6 +206,12 @@ absl::Status VerbsDomain::Probe() {
   info_.odp_rc_caps = attr.odp_caps.per_transport_caps.rc_odp_caps;
   info_.odp_ud_caps = attr.odp_caps.per_transport_caps.ud_odp_caps;
 
+  // ibv_reg_mr_iova2 / ibv_reg_dmabuf_mr take an IOVA of the caller's; an MR
+  // covers any byte range (the kernel pins the pages around it); every MR
+  // has its own keys, so IOVAs of two MRs may overlap.
+  caps_.caller_iova = true;
+  caps_.byte_granular = true;
+  caps_.one_iova_space = false;
   caps_.max_mapping_bytes = a.max_mr_size;
   caps_.page_sizes = a.page_size_cap;
   caps_.max_mappings = static_cast<uint64_t>(a.max_mr);
@@ -223,9 +224,9 @@ absl::Status VerbsDomain::Probe() {
   // A driver that implements dma-buf MRs looks the fd up first and answers
   // EBADF for -1; the library's default op answers EOPNOTSUPP.
   errno = 0;
-  ibv_mr* mr = ops_->RegDmaBufMr(pd_, 0, kProbeLength, 0, -1, IBV_ACCESS_LOCAL_WRITE);
+  ibv_mr* mr = ops_.RegDmaBufMr(pd_, 0, kProbeLength, 0, -1, IBV_ACCESS_LOCAL_WRITE);
   if (mr != nullptr) {  // no driver should accept fd -1; do not keep it
-    ops_->DeregMr(mr);
+    ops_.DeregMr(mr);
     info_.dmabuf_probe_errno = 0;
     caps_.dmabuf_import = true;
   } else {
@@ -233,7 +234,7 @@ absl::Status VerbsDomain::Probe() {
     caps_.dmabuf_import = errno == EBADF;
   }
 
-  switch (ops_->IsForkInitialized()) {
+  switch (ops_.IsForkInitialized()) {
     case IBV_FORK_ENABLED:
       info_.fork_status = VerbsDeviceInfo::ForkStatus::kEnabled;
       break;
@@ -258,21 +259,31 @@ absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
 
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory,
                                                         AccessFlags access, Paging paging) {
+  static constexpr const char* kCall = "ibv_reg_mr_iova2";
   if (paging == Paging::kAutomatic) {
     return absl::InvalidArgumentError(
         absl::StrCat("RegisterHost on ", name_, ": paging is kPinned or kOnDemand"));
   }
-  return RegisterHostWith(memory, access, paging == Paging::kOnDemand || options_.on_demand);
-}
-
-absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHostWith(const HostMemory& memory,
-                                                            AccessFlags access, bool on_demand) {
-  static constexpr const char* kCall = "ibv_reg_mr_iova2";
-  if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
+  const bool on_demand = paging == Paging::kOnDemand;
+  if (memory.addr == nullptr) {
+    if (on_demand && memory.length == SIZE_MAX && !memory.iova) {
+      return RegisterImplicitOnDemand(access);
+    }
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s on %s: a null address (length %#x%s, %s): only an on-demand registration of the "
+        "whole address space (length SIZE_MAX, no IOVA) may have one",
+        kCall, name_, memory.length, memory.iova ? ", a caller's IOVA" : "", PagingName(paging)));
+  }
   const uint64_t iova = memory.iova.value_or(reinterpret_cast<uintptr_t>(memory.addr));
+  if (memory.iova) {
+    absl::Status placed = CheckIovaPlacement(caps_, reinterpret_cast<uintptr_t>(memory.addr), iova,
+                                             memory.length, absl::StrCat(kCall, " on ", name_));
+    if (!placed.ok()) return placed;
+  }
+  if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
   const unsigned int flags = ToIbvAccessFlags(access, on_demand);
   errno = 0;
-  ibv_mr* mr = ops_->RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
+  ibv_mr* mr = ops_.RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
   if (mr == nullptr) {
     const int err = errno;
     std::string detail = absl::StrFormat("[%p, +%#x) access %s", memory.addr, memory.length,
@@ -300,11 +311,16 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& me
                     "nothing was registered");
     return absl::UnimplementedError(s.message());
   }
-  if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
   const uint64_t iova = memory.iova.value_or(memory.offset);
+  if (memory.iova) {
+    absl::Status placed = CheckIovaPlacement(caps_, memory.offset, iova, memory.length,
+                                             absl::StrCat(kCall, " on ", name_));
+    if (!placed.ok()) return placed;
+  }
+  if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
   const int flags = static_cast<int>(ToIbvAccessFlags(access));
   errno = 0;
-  ibv_mr* mr = ops_->RegDmaBufMr(pd_, memory.offset, memory.length, iova, memory.fd, flags);
+  ibv_mr* mr = ops_.RegDmaBufMr(pd_, memory.offset, memory.length, iova, memory.fd, flags);
   if (mr == nullptr) {
     const int err = errno;
     return ErrnoStatus(
@@ -322,7 +338,7 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterImplicitOnDemand(AccessFlags 
         kCall, " on ", name_, ": the device reports no IBV_ODP_SUPPORT_IMPLICIT; nothing asked"));
   }
   errno = 0;
-  ibv_mr* mr = ops_->RegMrIova2(pd_, nullptr, SIZE_MAX, 0, ToIbvAccessFlags(access, true));
+  ibv_mr* mr = ops_.RegMrIova2(pd_, nullptr, SIZE_MAX, 0, ToIbvAccessFlags(access, true));
   if (mr == nullptr) {
     const int err = errno;
     return ErrnoStatus(err, kCall, name_,
@@ -341,7 +357,7 @@ absl::Status VerbsDomain::Prefetch(const DeviceMapping& mapping, uint64_t iova, 
     ibv_sge sge{.addr = iova + done,
                 .length = static_cast<uint32_t>(std::min(kPiece, length - done)),
                 .lkey = mapping.lkey};
-    if (const int err = ops_->AdviseMr(pd_, advice, IBV_ADVISE_MR_FLAG_FLUSH, &sge, 1); err != 0) {
+    if (const int err = ops_.AdviseMr(pd_, advice, IBV_ADVISE_MR_FLAG_FLUSH, &sge, 1); err != 0) {
       absl::Status s = ErrnoStatus(
           err, kCall, name_,
           absl::StrFormat("%s of IOVA [%#x, +%#x) lkey %#x", write ? "PREFETCH_WRITE" : "PREFETCH",
@@ -380,7 +396,7 @@ absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
           name_, mapping.lkey));
     }
   }
-  if (const int err = ops_->DeregMr(mr); err != 0) {
+  if (const int err = ops_.DeregMr(mr); err != 0) {
     // The MR is still registered; it stays counted as live.
     {
       internal::MutexLock lock(&mrs_->mu);
@@ -403,15 +419,15 @@ VerbsDomain::~VerbsDomain() {
     left.swap(mrs_->mrs);
   }
   for (ibv_mr* mr : left) {
-    if (ops_->DeregMr(mr) == 0) {
+    if (ops_.DeregMr(mr) == 0) {
       live_.fetch_sub(1, std::memory_order_relaxed);
       total_dereg_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   if (!owns_pd_) return;  // the application's PD and context
   // Closing the device releases whatever the kernel still holds for it.
-  ops_->DeallocPd(pd_);
-  ops_->CloseDevice(context_);
+  ops_.DeallocPd(pd_);
+  ops_.CloseDevice(context_);
 }
 
 }  // namespace dmareg

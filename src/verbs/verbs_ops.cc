@@ -1,20 +1,17 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
-#include "verbs/verbs_ops.h"
+#include "dmareg/verbs/verbs_ops.h"
 
 #include <infiniband/verbs.h>
 
 #include <cerrno>
 #include <memory>
 
-namespace dmareg::testing {
+namespace dmareg {
 
 int VerbsOps::AdviseMr(ibv_pd*, ibv_advise_mr_advice, uint32_t, ibv_sge*, uint32_t) {
   return EOPNOTSUPP;
 }
 
-}  // namespace dmareg::testing
-
-namespace dmareg::internal {
 namespace {
 
 class RealVerbsOps final : public VerbsOps {
@@ -47,6 +44,6 @@ class RealVerbsOps final : public VerbsOps {
 
 }  // namespace
 
-std::shared_ptr<VerbsOps> MakeRealVerbsOps() { return std::make_shared<RealVerbsOps>(); }
+std::shared_ptr<VerbsOps> LibibverbsOps() { return std::make_shared<RealVerbsOps>(); }
 
-}  // namespace dmareg::internal
+}  // namespace dmareg

@@ -55,12 +55,14 @@ struct dmareg_cache;
 struct dmareg_reg;
 struct dmareg_monitor;
 
-/* Access rights, as dmareg::Access (and IBV_ACCESS_*'s meaning). */
-#define DMAREG_ACCESS_LOCAL_WRITE (1u << 0)
-#define DMAREG_ACCESS_REMOTE_READ (1u << 1)
-#define DMAREG_ACCESS_REMOTE_WRITE (1u << 2)
-#define DMAREG_ACCESS_REMOTE_ATOMIC (1u << 3)
-#define DMAREG_ACCESS_RELAXED_ORDERING (1u << 4)
+/* Access rights, as dmareg::Access: each equals its IBV_ACCESS_* value, so
+ * libibverbs' constants may be passed as they are. Any other bit (among them
+ * IBV_ACCESS_ON_DEMAND: paging is dmareg_cache_attr.paging) is -EINVAL. */
+#define DMAREG_ACCESS_LOCAL_WRITE (1u << 0)       /* IBV_ACCESS_LOCAL_WRITE */
+#define DMAREG_ACCESS_REMOTE_WRITE (1u << 1)      /* IBV_ACCESS_REMOTE_WRITE */
+#define DMAREG_ACCESS_REMOTE_READ (1u << 2)       /* IBV_ACCESS_REMOTE_READ */
+#define DMAREG_ACCESS_REMOTE_ATOMIC (1u << 3)     /* IBV_ACCESS_REMOTE_ATOMIC */
+#define DMAREG_ACCESS_RELAXED_ORDERING (1u << 20) /* IBV_ACCESS_RELAXED_ORDERING */
 
 /* dmareg_cache_attr.monitoring: how the cache learns that memory went away. */
 #define DMAREG_MONITOR_AUTOMATIC 0 /* userfaultfd; creation fails without it */
@@ -72,7 +74,11 @@ struct dmareg_monitor;
 #define DMAREG_PAGING_ON_DEMAND 1
 #define DMAREG_PAGING_AUTOMATIC 2 /* on-demand when the device offers it */
 
-/* Zero-initialize, then set what differs: all zero is the default cache. */
+/* Zero-initialize, then set what differs. As with a NULL attr, the DMAREG_*
+ * environment (dmareg(7)) then fills every field left at zero, so a program
+ * can be tuned without rebuilding it, as UCX's UCX_* variables tune UCX; a
+ * field set here wins over the environment. Set no_environment for the
+ * built-in defaults whatever the environment says. */
 struct dmareg_cache_attr {
   size_t max_regions;   /* 0: no limit */
   size_t max_bytes;     /* 0: no limit */
@@ -102,7 +108,8 @@ struct dmareg_cache_stats {
 /* Drops the caller's reference; caches made from it keep theirs. NULL: no-op. */
 void dmareg_domain_close(struct dmareg_domain* domain);
 
-/* attr NULL: the defaults, adjusted by the DMAREG_* environment. */
+/* attr NULL: as a zeroed attr (the defaults, adjusted by the DMAREG_*
+ * environment). A bad DMAREG_* value is -EINVAL naming the variable. */
 int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_attr* attr,
                         struct dmareg_cache** out);
 void dmareg_cache_destroy(struct dmareg_cache* cache); /* NULL: no-op */
@@ -123,14 +130,18 @@ void dmareg_release(struct dmareg_reg* reg); /* NULL: no-op */
 /* Retires mappings over [addr, addr+len) now. */
 int dmareg_invalidate(struct dmareg_cache* cache, const void* addr, size_t len);
 int dmareg_cache_stats(struct dmareg_cache* cache, struct dmareg_cache_stats* out);
+/* The monitor that feeds `cache` (the userfaultfd, the hooks or an explicit
+ * one, as attr.monitoring chose), for dmareg_monitor_notify below; valid
+ * while the cache lives. NULL for a NULL cache. */
+struct dmareg_monitor* dmareg_cache_monitor(struct dmareg_cache* cache);
 
 /* Explicit notification (e.g. a custom allocator written in C that recycles
  * memory the kernel cannot tell dmareg about): [addr, addr+length) was
  * unmapped or its pages replaced. Once it returns 0, no cache fed by that
  * monitor hands out a mapping over the old pages. Lock-free: it never blocks
  * on a device, a cache's lock or another caller, and for a valid range it is
- * async-signal-safe. The monitor's handle comes from
- * dmareg::MemoryMonitor::c_handle(). */
+ * async-signal-safe. The monitor's handle comes from dmareg_cache_monitor
+ * (or dmareg::MemoryMonitor::c_handle() in C++). */
 /* 0 on success; -EINVAL for a null monitor, a zero length or a range that
  * wraps around the address space. */
 int dmareg_monitor_notify(struct dmareg_monitor* monitor, const void* addr, size_t length);

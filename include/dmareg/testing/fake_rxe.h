@@ -40,7 +40,8 @@ class FakeRxe {
   const std::shared_ptr<FakeVerbsOps>& ops() const { return ops_; }
 
   // Adds the device as `spec` says (RxeLike(name()) when not given) and
-  // opens a VerbsDomain on it by name().
+  // opens a VerbsDomain on it by name(), over ops() (whatever
+  // `options.ops` says).
   absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(VerbsDomainOptions options = {});
   absl::StatusOr<std::shared_ptr<VerbsDomain>> Open(FakeVerbsOps::DeviceSpec spec,
                                                     VerbsDomainOptions options = {});

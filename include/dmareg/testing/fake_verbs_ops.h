@@ -7,9 +7,9 @@
 //
 //   auto ops = std::make_shared<FakeVerbsOps>();
 //   ops->AddDevice("rxe0");
-//   auto domain = dmareg::testing::OpenVerbsDomain(ops, "rxe0").value();
+//   auto domain = dmareg::VerbsDomain::Open("rxe0", {.ops = ops}).value();
 //   ops->FailNext(FakeVerbsOps::Call::kRegMr, EFAULT);
-//   EXPECT_FALSE(domain->RegisterHost(buf, 4096, {}).ok());
+//   EXPECT_FALSE(domain->RegisterHost({buf, 4096}, {}).ok());
 //   EXPECT_EQ(ops->live_mrs(), 0);
 
 #ifndef DMAREG_TESTING_FAKE_VERBS_OPS_H_
@@ -32,7 +32,7 @@
 
 namespace dmareg::testing {
 
-class FakeVerbsOps final : public VerbsOps {
+class FakeVerbsOps final : public ::dmareg::VerbsOps {
  public:
   enum class Call {
     kGetDeviceList,

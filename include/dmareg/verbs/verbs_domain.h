@@ -28,6 +28,17 @@
 //   cache.reset(); domain.reset();                     // every MR deregistered
 //   ibv_dealloc_pd(pd);                                // the application's again
 //
+// On-demand paging is how the registration asks for it (the cache passes
+// CacheOptions::paging): RegisterHost(memory, access, Paging::kOnDemand)
+// adds IBV_ACCESS_ON_DEMAND; over the whole address space it is the
+// implicit ODP MR:
+//
+//   auto mr = domain->RegisterHost(dmareg::VerbsDomain::WholeAddressSpace(),
+//                                  dmareg::Access::kLocalWrite, dmareg::Paging::kOnDemand);
+//
+// The verbs calls go through a `VerbsOps` (verbs/verbs_ops.h): libibverbs
+// unless `VerbsDomainOptions::ops` names another (a test's fake device).
+//
 // Every failure is a status naming the verbs call, the device and the errno,
 // e.g. "ibv_reg_mr_iova2 on rxe0: Bad address (EFAULT)". A capability the
 // device lacks (dma-buf MRs on rxe) is answered with Unimplemented without
@@ -61,16 +72,11 @@ struct ibv_pd;
 
 namespace dmareg {
 
-namespace testing {
-class VerbsOps;           // the seam over libibverbs: dmareg/verbs/verbs_ops.h
-class VerbsDomainAccess;  // opens a VerbsDomain over a given VerbsOps (dmareg::testing)
-}  // namespace testing
+class VerbsOps;  // the seam over libibverbs: dmareg/verbs/verbs_ops.h
 
 struct VerbsDomainOptions {
-  // Register host memory with IBV_ACCESS_ON_DEMAND (no pinning; the device
-  // faults pages in). The call is made even when the probe found no ODP
-  // support, so the driver's own answer reaches the caller.
-  bool on_demand = false;
+  // The verbs calls' implementation; null: LibibverbsOps() (libibverbs).
+  std::shared_ptr<VerbsOps> ops;
 };
 
 // Verbs-specific facts probed at open, beyond `DomainCapabilities`.
@@ -97,15 +103,16 @@ struct VerbsDeviceInfo {
   bool fork_protected() const { return fork_status != ForkStatus::kDisabled; }
 };
 
-// The IBV_ACCESS_* bits for `access` (normalized: remote write/atomic add
-// local write), plus IBV_ACCESS_ON_DEMAND when `on_demand`.
+// The IBV_ACCESS_* bits for `access`: its own bits (Access is IBV_ACCESS_*
+// bit for bit), normalized (remote write/atomic add local write), plus
+// IBV_ACCESS_ON_DEMAND when `on_demand`.
 unsigned int ToIbvAccessFlags(AccessFlags access, bool on_demand = false);
 
 class VerbsDomain final : public Domain {
  public:
   // Names of the RDMA devices present; empty (not an error) when there are
-  // none or the kernel has no RDMA support.
-  static absl::StatusOr<std::vector<std::string>> ListDevices();
+  // none or the kernel has no RDMA support. Through `options.ops`.
+  static absl::StatusOr<std::vector<std::string>> ListDevices(VerbsDomainOptions options = {});
 
   // Opens `device_name` ("" = the first device). NotFound when there is no
   // such device (the message lists those present).
@@ -119,7 +126,8 @@ class VerbsDomain final : public Domain {
   // the last of them goes, every MR registered through the domain has been
   // deregistered (the destructor deregisters any the caller left), so the
   // application's ibv_dealloc_pd then succeeds. InvalidArgument for a null
-  // PD or a PD with no context.
+  // PD or a PD with no context. With `options.ops`, `pd` is one allocated
+  // through those ops.
   static absl::StatusOr<std::shared_ptr<VerbsDomain>> Wrap(ibv_pd* pd,
                                                            VerbsDomainOptions options = {});
 
@@ -137,20 +145,24 @@ class VerbsDomain final : public Domain {
   const VerbsDomainOptions& options() const { return options_; }
 
   using Domain::RegisterHost;
-  // `DeviceMapping::handle` is the `ibv_mr*`. Paging::kOnDemand adds
-  // IBV_ACCESS_ON_DEMAND; the driver is asked even where the probe found no
-  // ODP for RC (the error then says so): rxe on 6.1 answers EINVAL, newer
-  // kernels EOPNOTSUPP.
+  // `DeviceMapping::handle` is the `ibv_mr*`. A caller's IOVA obeys
+  // CheckIovaPlacement (any byte range; VA and IOVA agree in their offset
+  // within the smallest page). Paging::kOnDemand adds IBV_ACCESS_ON_DEMAND;
+  // the driver is asked even where the probe found no ODP for RC (the
+  // error then says so): rxe on 6.1 answers EINVAL, newer kernels
+  // EOPNOTSUPP. On demand over WholeAddressSpace() it is the implicit ODP
+  // MR (ibv_reg_mr(pd, NULL, SIZE_MAX, ...|IBV_ACCESS_ON_DEMAND); IOVAs are
+  // addresses; the mapping's iova 0, length SIZE_MAX): Unimplemented, with
+  // nothing asked, where the probe found no IBV_ODP_SUPPORT_IMPLICIT. Any
+  // other null address is InvalidArgument.
   absl::StatusOr<DeviceMapping> RegisterHost(const HostMemory& memory, AccessFlags access,
                                              Paging paging) override;
+  // Every address: {nullptr, SIZE_MAX}, no IOVA (on demand only, above).
+  static HostMemory WholeAddressSpace() { return HostMemory{nullptr, SIZE_MAX}; }
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   absl::Status Deregister(const DeviceMapping& mapping) override;
 
-  // An implicit on-demand MR over the whole address space (ibv_reg_mr(pd,
-  // NULL, SIZE_MAX, ...ON_DEMAND)); addresses are IOVAs. Unimplemented
-  // where the probe found no IBV_ODP_SUPPORT_IMPLICIT (nothing is asked).
-  absl::StatusOr<DeviceMapping> RegisterImplicitOnDemand(AccessFlags access);
   // ibv_advise_mr: prefetch [iova, iova + length) of an on-demand mapping
   // (IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE when `write`), waiting for the
   // pages (IBV_ADVISE_MR_FLAG_FLUSH). Unimplemented where the provider has
@@ -170,29 +182,19 @@ class VerbsDomain final : public Domain {
   int64_t total_deregistrations() const { return total_dereg_.load(std::memory_order_relaxed); }
 
  private:
-  // Open and ListDevices over `ops`; tests reach them through
-  // dmareg::testing::OpenVerbsDomain and ListVerbsDevices.
-  friend class testing::VerbsDomainAccess;
-  static absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenWith(
-      std::shared_ptr<testing::VerbsOps> ops, std::string_view device_name,
-      VerbsDomainOptions options);
-  static absl::StatusOr<std::vector<std::string>> ListDevicesWith(
-      std::shared_ptr<testing::VerbsOps> ops);
-  static absl::StatusOr<std::shared_ptr<VerbsDomain>> WrapWith(
-      std::shared_ptr<testing::VerbsOps> ops, ibv_pd* pd, VerbsDomainOptions options);
   // Records a new MR (for the destructor) and counts it.
   DeviceMapping Track(ibv_mr* mr, uint64_t iova, uint64_t length);
 
-  absl::StatusOr<DeviceMapping> RegisterHostWith(const HostMemory& memory, AccessFlags access,
-                                                 bool on_demand);
-  VerbsDomain(std::shared_ptr<testing::VerbsOps> ops, std::string name, VerbsDomainOptions options,
-              ibv_context* context, ibv_pd* pd, bool owns_pd);
+  // The implicit ODP MR (RegisterHost over WholeAddressSpace(), on demand).
+  absl::StatusOr<DeviceMapping> RegisterImplicitOnDemand(AccessFlags access);
+  VerbsDomain(std::string name, VerbsDomainOptions options, ibv_context* context, ibv_pd* pd,
+              bool owns_pd);
   absl::Status Probe();  // fills caps_ and info_; called once by Open
   absl::Status CheckLength(const char* call, size_t length) const;
 
-  const std::shared_ptr<testing::VerbsOps> ops_;
   const std::string name_;
-  const VerbsDomainOptions options_;
+  const VerbsDomainOptions options_;  // options_.ops is never null
+  VerbsOps& ops_;                     // *options_.ops
   ibv_context* const context_;
   ibv_pd* const pd_;
   const bool owns_pd_;

@@ -1,18 +1,23 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// verbs/verbs_ops.h: the seam between VerbsDomain and libibverbs, for tests
-// (library dmareg::testing, pkg-config dmareg-testing).
+// verbs/verbs_ops.h: the seam between VerbsDomain and libibverbs (library
+// dmareg::verbs).
 //
 // `VerbsOps` has one virtual function per verbs call the domain makes, with
-// libibverbs' own error conventions, so a test can stand in for a device
-// (its attributes, the errno of each call) without having one.
-// `OpenVerbsDomain`, `WrapVerbsDomain` and `ListVerbsDevices` are
-// `VerbsDomain::Open`, `Wrap` and `ListDevices` over such a stand-in; FakeVerbsOps
-// (testing/fake_verbs_ops.h) is a ready-made one.
+// libibverbs' own error conventions. `LibibverbsOps()` forwards every call
+// to libibverbs unchanged; it is what a VerbsDomain uses unless
+// `VerbsDomainOptions::ops` names another. Another implementation stands in
+// for a device (its attributes, the errno of each call) in a test, or
+// routes the calls through a wrapper of the application's own (tracing,
+// a provider loaded some other way). dmareg::testing::FakeVerbsOps
+// (testing/fake_verbs_ops.h) is a ready-made stand-in.
 //
 //   auto ops = std::make_shared<dmareg::testing::FakeVerbsOps>();
 //   ops->AddDevice("mlx5_0");
-//   auto domain = dmareg::testing::OpenVerbsDomain(ops, "mlx5_0");
+//   auto domain = dmareg::VerbsDomain::Open("mlx5_0", {.ops = ops});
+//
+// Thread safety: a domain calls its ops from any thread, several at once,
+// as it calls libibverbs; an implementation must allow that.
 
 #ifndef DMAREG_VERBS_VERBS_OPS_H_
 #define DMAREG_VERBS_VERBS_OPS_H_
@@ -22,16 +27,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <string_view>
-#include <vector>
-
-#include "absl/status/statusor.h"
-#include "dmareg/verbs/verbs_domain.h"
 
 #pragma GCC visibility push(default)
 
-namespace dmareg::testing {
+namespace dmareg {
 
 class VerbsOps {
  public:
@@ -61,22 +60,11 @@ class VerbsOps {
   virtual ibv_fork_status IsForkInitialized() = 0;
 };
 
-// VerbsDomain::Open over `ops` instead of libibverbs: the same device
-// selection, probing and errors. InvalidArgument if `ops` is null.
-absl::StatusOr<std::shared_ptr<VerbsDomain>> OpenVerbsDomain(std::shared_ptr<VerbsOps> ops,
-                                                             std::string_view device_name = "",
-                                                             VerbsDomainOptions options = {});
+// A new, stateless VerbsOps calling libibverbs (ibv_get_device_list, ...,
+// ibv_reg_mr_iova2, ibv_reg_dmabuf_mr, ibv_advise_mr).
+std::shared_ptr<VerbsOps> LibibverbsOps();
 
-// VerbsDomain::Wrap over `ops`: `pd` is one the test allocated through
-// `ops` (ops->AllocPd(ops->OpenDevice(...))) and deallocates itself.
-absl::StatusOr<std::shared_ptr<VerbsDomain>> WrapVerbsDomain(std::shared_ptr<VerbsOps> ops,
-                                                             ibv_pd* pd,
-                                                             VerbsDomainOptions options = {});
-
-// VerbsDomain::ListDevices over `ops`. InvalidArgument if `ops` is null.
-absl::StatusOr<std::vector<std::string>> ListVerbsDevices(std::shared_ptr<VerbsOps> ops);
-
-}  // namespace dmareg::testing
+}  // namespace dmareg
 
 #pragma GCC visibility pop
 

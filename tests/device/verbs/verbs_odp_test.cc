@@ -2,12 +2,14 @@
 //
 // On-demand paging (IBV_ACCESS_ON_DEMAND) through the cache, decided by what
 // the device reports, never by a kernel version: where it supports ODP for RC
-// (rxe on 7.x kernels), MRs registered through a cache on an on-demand domain
-// carry RDMA WRITE and READ between two RC QPs (loopback), every byte
-// checked, and follow the mapping they were registered on (in the message
-// shapes rxe's on-demand path gets right: see below); where it does not
-// (rxe on 6.1), the registration is refused with a clear status. One of the
-// two always applies, so nothing here skips inside the VM.
+// (rxe on 7.x kernels), MRs registered through an on-demand cache
+// (CacheOptions::paging) carry RDMA WRITE and READ between two RC QPs
+// (loopback), every byte checked, and follow the mapping they were
+// registered on (in the message shapes rxe's on-demand path gets right: see
+// below); where it does not (rxe on 6.1), an on-demand cache is refused at
+// Create and the domain's own on-demand registration with the driver's
+// answer, clearly. One of the two always applies, so nothing here skips
+// inside the VM.
 
 #include <algorithm>
 #include <cstddef>
@@ -63,7 +65,7 @@ ptrdiff_t FindChunkMismatch(const char* buf, size_t chunk, uint32_t seed) {
 }
 
 void VerbsOdpTest::ExpectOnDemandMrsCarryRdma() {
-  std::shared_ptr<VerbsDomain> odp = OpenDomain({.on_demand = true});
+  std::shared_ptr<VerbsDomain> odp = OpenDomain({});
   ASSERT_NE(odp, nullptr);
   ASSERT_TRUE(odp->capabilities().on_demand_paging);
   {
@@ -71,7 +73,7 @@ void VerbsOdpTest::ExpectOnDemandMrsCarryRdma() {
     ASSERT_TRUE(pair.ok()) << pair.status();
     const size_t mtu = size_t{128} << pair->a->endpoint().mtu;  // IBV_MTU_256 is 1
     const size_t chunk = std::min(kPage, mtu);
-    auto cache = RegistrationCache::Create(odp);
+    auto cache = RegistrationCache::Create(odp, {.paging = Paging::kOnDemand});
     ASSERT_TRUE(cache.ok()) << cache.status();
 
     Mapping src(kLen), dst(kLen), back(kLen);
@@ -148,26 +150,27 @@ void VerbsOdpTest::ExpectOnDemandMrsCarryRdma() {
 }
 
 void VerbsOdpTest::ExpectOnDemandRegistrationRefused() {
-  std::shared_ptr<VerbsDomain> odp = OpenDomain({.on_demand = true});
+  std::shared_ptr<VerbsDomain> odp = OpenDomain({});
   ASSERT_NE(odp, nullptr);
-  {
-    auto cache = RegistrationCache::Create(odp);
-    ASSERT_TRUE(cache.ok()) << cache.status();
-    Mapping buf(16 * kPage);
-    ASSERT_TRUE(buf.ok());
-    auto reg = (*cache)->Acquire(buf.data(), buf.size(), Access::kLocalWrite);
-    ASSERT_FALSE(reg.ok());
-    std::printf("  status: %s\n", reg.status().ToString().c_str());
-    // rxe on 6.1 says EINVAL; newer kernels say EOPNOTSUPP.
-    EXPECT_THAT(reg.status().code(),
-                AnyOf(absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnimplemented));
-    EXPECT_THAT(reg.status().message(),
-                AllOf(HasSubstr("ibv_reg_mr_iova2 on " + device_),
-                      AnyOf(HasSubstr("EINVAL"), HasSubstr("EOPNOTSUPP")),
-                      HasSubstr("IBV_ACCESS_ON_DEMAND"), HasSubstr("no ODP support")));
-    EXPECT_EQ((*cache)->stats().registration_failures, 1u);
-    EXPECT_EQ((*cache)->stats().live_regions, 0u);
-  }
+  Mapping buf(16 * kPage);
+  ASSERT_TRUE(buf.ok());
+  // An on-demand cache is refused up front, from the probe.
+  auto cache = RegistrationCache::Create(odp, {.paging = Paging::kOnDemand});
+  ASSERT_FALSE(cache.ok());
+  EXPECT_EQ(cache.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(cache.status().message(), AllOf(HasSubstr(device_), HasSubstr("on-demand")));
+  // The domain itself asks the driver, whose own answer reaches the caller.
+  auto reg =
+      odp->RegisterHost(HostMemory{buf.data(), buf.size()}, Access::kLocalWrite, Paging::kOnDemand);
+  ASSERT_FALSE(reg.ok());
+  std::printf("  status: %s\n", reg.status().ToString().c_str());
+  // rxe on 6.1 says EINVAL; newer kernels say EOPNOTSUPP.
+  EXPECT_THAT(reg.status().code(),
+              AnyOf(absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnimplemented));
+  EXPECT_THAT(reg.status().message(),
+              AllOf(HasSubstr("ibv_reg_mr_iova2 on " + device_),
+                    AnyOf(HasSubstr("EINVAL"), HasSubstr("EOPNOTSUPP")),
+                    HasSubstr("IBV_ACCESS_ON_DEMAND"), HasSubstr("no ODP support")));
   EXPECT_EQ(odp->live_mrs(), 0);
   EXPECT_EQ(odp->total_registrations(), 0);
 }

@@ -114,7 +114,7 @@ int capi_bad_input(void) {
   CHECK(dmareg_acquire(cache, NULL, kLen, 0, &r) == -EINVAL && has("NULL"));
   CHECK(dmareg_acquire(cache, buf, kLen, 0, NULL) == -EINVAL && has("NULL"));
   CHECK(dmareg_acquire(cache, buf, 0, 0, &r) == -EINVAL && has("zero length"));
-  CHECK(dmareg_acquire(cache, buf, kLen, 1u << 20, &r) == -EINVAL && has("unknown access"));
+  CHECK(dmareg_acquire(cache, buf, kLen, 1u << 30, &r) == -EINVAL && has("unknown access"));
   CHECK(r == NULL);
   CHECK(dmareg_acquire_dmabuf(cache, -1, 0, kLen, 0, &r) == -EINVAL && has("bad fd"));
   CHECK(dmareg_invalidate(cache, buf, 0) == -EINVAL && has("zero length"));
@@ -144,5 +144,79 @@ out:
   if (rc == 0 && dmareg_fake_domain_live_registrations(dom) != 0) rc = __LINE__;
   dmareg_domain_close(dom);
   free(buf);
+  return rc;
+}
+
+/* The cache's own monitor, from C: a notification through it retires the
+ * cached mapping over the range; one still held stays usable. */
+int capi_cache_monitor_notify(void) {
+  struct dmareg_domain* dom = NULL;
+  struct dmareg_cache* cache = NULL;
+  struct dmareg_reg* a = NULL;
+  struct dmareg_reg* held = NULL;
+  struct dmareg_monitor* monitor = NULL;
+  struct dmareg_cache_stats st;
+  char* buf = aligned_alloc(4096, 2 * kLen);
+  int rc = 0;
+  CHECK(buf != NULL);
+  CHECK(dmareg_cache_monitor(NULL) == NULL);
+  CHECK(make_cache(&dom, &cache) == 0);
+  monitor = dmareg_cache_monitor(cache);
+  CHECK(monitor != NULL && monitor == dmareg_cache_monitor(cache));
+
+  CHECK(dmareg_acquire(cache, buf, kLen, DMAREG_ACCESS_LOCAL_WRITE, &a) == 0);
+  dmareg_release(a); /* cached, idle */
+  a = NULL;
+  CHECK(dmareg_acquire(cache, buf + kLen, kLen, DMAREG_ACCESS_LOCAL_WRITE, &held) == 0);
+  CHECK(dmareg_fake_domain_live_registrations(dom) == 2);
+
+  CHECK(dmareg_monitor_notify(monitor, buf, 2 * kLen) == 0);
+  CHECK(dmareg_monitor_notify(monitor, buf, 0) == -EINVAL);
+  /* The next request applies the event: a miss, over a new mapping. */
+  CHECK(dmareg_acquire(cache, buf, kLen, DMAREG_ACCESS_LOCAL_WRITE, &a) == 0);
+  CHECK(dmareg_cache_stats(cache, &st) == 0);
+  CHECK(st.hits == 0 && st.misses == 3 && st.monitor_events >= 1);
+  /* The idle mapping is gone; the held one lives until its release. */
+  CHECK(dmareg_fake_domain_live_registrations(dom) == 2);
+  CHECK(dmareg_reg_lkey(held) != 0);
+  dmareg_release(held);
+  held = NULL;
+  CHECK(dmareg_fake_domain_live_registrations(dom) == 1);
+
+out:
+  dmareg_release(a);
+  dmareg_release(held);
+  dmareg_cache_destroy(cache);
+  if (rc == 0 && dom != NULL && dmareg_fake_domain_live_registrations(dom) != 0) rc = __LINE__;
+  dmareg_domain_close(dom);
+  free(buf);
+  return rc;
+}
+
+/* A zeroed attr, like a NULL one, reads the DMAREG_* environment (a bad
+ * value there fails naming it); no_environment ignores it. */
+int capi_attr_reads_the_environment(void) {
+  struct dmareg_domain* dom = NULL;
+  struct dmareg_cache* cache = NULL;
+  struct dmareg_cache_attr attr;
+  int rc = 0;
+  CHECK(dmareg_fake_domain_create(&dom) == 0);
+  CHECK(setenv("DMAREG_MAX_REGIONS", "many", 1) == 0);
+  memset(&attr, 0, sizeof(attr));
+  attr.monitoring = DMAREG_MONITOR_EXPLICIT;
+  CHECK(dmareg_cache_create(dom, &attr, &cache) == -EINVAL && has("DMAREG_MAX_REGIONS"));
+  CHECK(cache == NULL);
+  attr.no_environment = 1;
+  CHECK(dmareg_cache_create(dom, &attr, &cache) == 0);
+  dmareg_cache_destroy(cache);
+  cache = NULL;
+  CHECK(setenv("DMAREG_MAX_REGIONS", "7", 1) == 0);
+  CHECK(setenv("DMAREG_MONITOR", "explicit", 1) == 0);
+  CHECK(dmareg_cache_create(dom, NULL, &cache) == 0);
+out:
+  unsetenv("DMAREG_MAX_REGIONS");
+  unsetenv("DMAREG_MONITOR");
+  dmareg_cache_destroy(cache);
+  dmareg_domain_close(dom);
   return rc;
 }

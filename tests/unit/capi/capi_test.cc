@@ -17,6 +17,8 @@ extern "C" {
 int capi_acquire_hit_invalidate(void);
 int capi_release_after_destroy(void);
 int capi_bad_input(void);
+int capi_cache_monitor_notify(void);
+int capi_attr_reads_the_environment(void);
 }
 
 namespace {
@@ -28,6 +30,12 @@ TEST(CApi, ReleaseAfterDestroy) {
   EXPECT_EQ(capi_release_after_destroy(), 0) << "capi_test.c line";
 }
 TEST(CApi, BadInput) { EXPECT_EQ(capi_bad_input(), 0) << "capi_test.c line"; }
+TEST(CApi, CacheMonitorNotifyRetiresTheMapping) {
+  EXPECT_EQ(capi_cache_monitor_notify(), 0) << "capi_test.c line";
+}
+TEST(CApi, AttrReadsTheEnvironmentUnlessTold) {
+  EXPECT_EQ(capi_attr_reads_the_environment(), 0) << "capi_test.c line";
+}
 
 // The bridge's CFail (dmareg/c_bridge.h) maps a status as every C entry
 // point does, and records it, led by the call, as the last error.

@@ -25,6 +25,7 @@ namespace dmareg::cli {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -67,7 +68,8 @@ TEST(DmaregCommandTest, Version) {
 TEST(DmaregCommandTest, UsageErrorsExitTwoWithUsageOnStderr) {
   for (const char* args :
        {"", "frob", "--bogus", "devices --bogus", "devices -x", "devices --sizes=4K",
-        "bench --iterations=x", "bench --sizes=3Q", "devices --json=maybe"}) {
+        "bench --iterations=x", "bench --sizes=3Q", "devices --json=maybe", "config --table=xml",
+        "config --json", "devices --table=man"}) {
     const CliRun r = Dmareg(args);
     EXPECT_EQ(r.status, 2) << args;
     EXPECT_EQ(r.out, "") << args;
@@ -76,6 +78,18 @@ TEST(DmaregCommandTest, UsageErrorsExitTwoWithUsageOnStderr) {
   const CliRun help = Dmareg("help");
   EXPECT_EQ(help.status, 0);
   EXPECT_THAT(help.out, StartsWith("usage: dmareg <command>"));
+}
+
+TEST(DmaregCommandTest, ConfigPrintsTheEnvironmentTable) {
+  CliRun r = Dmareg("config");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(StartsWith("DMAREG_MAX_REGIONS\n"), HasSubstr("DMAREG_LOG_LEVEL\n")));
+  r = Dmareg("config --table=man");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(StartsWith(".TS\n"), HasSubstr("DMAREG_PAGING\tT{\n")));
+  r = Dmareg("config --table markdown");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(StartsWith("| Variable |"), HasSubstr("| `DMAREG_PAGING` |")));
 }
 
 TEST(DmaregCommandTest, UnknownDeviceExitsOne) {
@@ -102,7 +116,7 @@ TEST(DmaregCommandTest, JsonParsesWithSchemaAndStatus) {
 
 TEST(DmaregCommandTest, FailedWriteToStdoutIsAFailure) {
   if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
-  for (const char* args : {"devices", "devices --json", "help", "--version"}) {
+  for (const char* args : {"devices", "devices --json", "help", "--version", "config"}) {
     const CliRun r = Dmareg(args, "/dev/full");
     EXPECT_EQ(r.status, 1) << args;
     EXPECT_THAT(r.err, HasSubstr("standard output: No space left on device")) << args;

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -33,18 +34,16 @@ using ::dmareg::testing::FakeDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-constexpr const char* kVariables[] = {
-    "DMAREG_MAX_REGIONS",   "DMAREG_MAX_BYTES",       "DMAREG_MONITOR",   "DMAREG_PAGING",
-    "DMAREG_DMABUF_POLICY", "DMAREG_PFN_CHECK_EVERY", "DMAREG_LOG_LEVEL",
-};
+// Every variable of the library's table.
+void UnsetAll() {
+  for (const EnvironmentVariable& v : EnvironmentVariables()) unsetenv(std::string(v.name).c_str());
+}
 
 class ConfigTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    for (const char* v : kVariables) unsetenv(v);
-  }
+  void SetUp() override { UnsetAll(); }
   void TearDown() override {
-    for (const char* v : kVariables) unsetenv(v);
+    UnsetAll();
     ResetLogging();
   }
   static void Set(const char* name, const char* value) { ASSERT_EQ(setenv(name, value, 1), 0); }
@@ -202,6 +201,34 @@ TEST_F(ConfigTest, BadWordsListTheAcceptedOnes) {
     EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(o.status().message(), HasSubstr(c.accepted));
     unsetenv(c.name);
+  }
+}
+
+TEST_F(ConfigTest, TheTableListsWhatTheParserReads) {
+  std::vector<std::string> names;
+  for (const EnvironmentVariable& v : EnvironmentVariables()) names.emplace_back(v.name);
+  EXPECT_THAT(names, ::testing::IsSupersetOf({"DMAREG_MAX_REGIONS", "DMAREG_MAX_BYTES",
+                                              "DMAREG_MONITOR", "DMAREG_PAGING",
+                                              "DMAREG_DMABUF_POLICY", "DMAREG_PFN_CHECK_EVERY",
+                                              "DMAREG_LOG_LEVEL", "DMAREG_LIBCUDA"}));
+  for (const EnvironmentVariable& v : EnvironmentVariables()) {
+    const std::string name(v.name);
+    SCOPED_TRACE(name);
+    if (name == "DMAREG_LIBCUDA") continue;  // CudaDriver::Load's, not the cache's
+    // The table's default is accepted, and so is each of its words.
+    Set(name.c_str(), std::string(v.default_value).c_str());
+    EXPECT_TRUE(CacheOptionsFromEnvironment({}).ok()) << CacheOptionsFromEnvironment({}).status();
+    for (std::string_view word : v.words) {
+      Set(name.c_str(), std::string(word).c_str());
+      EXPECT_TRUE(CacheOptionsFromEnvironment({}).ok()) << word;
+    }
+    // Anything else is refused with what the table says it accepts.
+    Set(name.c_str(), "not-a-value");
+    absl::StatusOr<CacheOptions> o = CacheOptionsFromEnvironment({});
+    EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(o.status().message(),
+                AllOf(HasSubstr(name + "=\"not-a-value\""), HasSubstr(std::string(v.values))));
+    unsetenv(name.c_str());
   }
 }
 

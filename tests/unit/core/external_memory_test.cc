@@ -271,7 +271,7 @@ TEST_F(ExternalMemoryTest, DmaMapRefusesBadInputBeforeTheDomain) {
        "VA range wraps"},
       {"IOVA wraps", kBase, ~uint64_t{0} - kPage + 1, 2 * kPage, 0,
        absl::StatusCode::kInvalidArgument, "IOVA range wraps"},
-      {"unknown access bits", kBase, kIova, kPage, 1u << 20, absl::StatusCode::kInvalidArgument,
+      {"unknown access bits", kBase, kIova, kPage, 1u << 30, absl::StatusCode::kInvalidArgument,
        "unknown access bits"},
       {"not registered", kBase - 4 * kPage, kIova, kPage, 0, absl::StatusCode::kFailedPrecondition,
        "Register it first"},

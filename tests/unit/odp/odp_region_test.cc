@@ -240,7 +240,7 @@ TEST_F(OdpRegionTest, BadInputIsRefused) {
   EXPECT_EQ(OdpRegion::Create(backend, Page(1), UINT64_MAX - 10, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(
-      OdpRegion::Create(backend, Page(0), kPage, AccessFlags::FromBits(1u << 20)).status().code(),
+      OdpRegion::Create(backend, Page(0), kPage, AccessFlags::FromBits(1u << 30)).status().code(),
       absl::StatusCode::kInvalidArgument);
   backend->reserve_error = absl::ResourceExhaustedError("no IOVA space");
   EXPECT_EQ(OdpRegion::Create(backend, Page(0), kPage, {}).status().code(),

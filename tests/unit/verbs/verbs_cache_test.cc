@@ -25,7 +25,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
-using ::dmareg::testing::OpenVerbsDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
@@ -138,7 +137,7 @@ TEST(VerbsDmaBufImportTest, RegistersTheSliceWithItsFdOffsetIovaAndAccess) {
   FakeVerbsOps::DeviceSpec spec = FakeVerbsOps::RxeLike("mlx5_0");
   spec.dmabuf_probe_errno = EBADF;
   ops->AddDevice(spec);
-  std::shared_ptr<VerbsDomain> domain = OpenVerbsDomain(ops, "mlx5_0").value();
+  std::shared_ptr<VerbsDomain> domain = VerbsDomain::Open("mlx5_0", {.ops = ops}).value();
   ASSERT_TRUE(domain->capabilities().dmabuf_import);
   testing::FakeDmaBufs bufs;
   {

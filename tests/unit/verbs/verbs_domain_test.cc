@@ -24,8 +24,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
-using ::dmareg::testing::ListVerbsDevices;
-using ::dmareg::testing::OpenVerbsDomain;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -38,7 +36,8 @@ class VerbsDomainTest : public ::testing::Test {
  protected:
   std::shared_ptr<VerbsDomain> OpenOk(std::string_view name = "rxe0",
                                       VerbsDomainOptions options = {}) {
-    auto domain = OpenVerbsDomain(ops_, name, options);
+    options.ops = ops_;
+    auto domain = VerbsDomain::Open(name, options);
     EXPECT_TRUE(domain.ok()) << domain.status();
     return domain.ok() ? *domain : nullptr;
   }
@@ -55,20 +54,20 @@ class VerbsDomainTest : public ::testing::Test {
 TEST_F(VerbsDomainTest, ListsDevices) {
   ops_->AddDevice("rxe0");
   ops_->AddDevice("mlx5_0");
-  auto names = ListVerbsDevices(ops_);
+  auto names = VerbsDomain::ListDevices({.ops = ops_});
   ASSERT_TRUE(names.ok()) << names.status();
   EXPECT_THAT(*names, ElementsAre("rxe0", "mlx5_0"));
 }
 
 TEST_F(VerbsDomainTest, NoKernelSupportMeansNoDevices) {
   ops_->FailNext(Call::kGetDeviceList, ENOSYS);
-  auto names = ListVerbsDevices(ops_);
+  auto names = VerbsDomain::ListDevices({.ops = ops_});
   ASSERT_TRUE(names.ok()) << names.status();
   EXPECT_TRUE(names->empty());
 }
 
 TEST_F(VerbsDomainTest, OpenWithNoDeviceIsNotFound) {
-  auto domain = OpenVerbsDomain(ops_);
+  auto domain = VerbsDomain::Open("", {.ops = ops_});
   EXPECT_EQ(domain.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(domain.status().message(), HasSubstr("no RDMA device"));
 }
@@ -94,7 +93,7 @@ TEST_F(VerbsDomainTest, OpensFirstOrNamedDevice) {
 
 TEST_F(VerbsDomainTest, UnknownNameListsThePresentDevices) {
   ops_->AddDevice("rxe0");
-  auto domain = OpenVerbsDomain(ops_, "mlx5_9");
+  auto domain = VerbsDomain::Open("mlx5_9", {.ops = ops_});
   EXPECT_EQ(domain.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(domain.status().message(), AllOf(HasSubstr("mlx5_9"), HasSubstr("rxe0")));
 }
@@ -116,7 +115,7 @@ TEST_F(VerbsDomainTest, OpenFailuresNameCallDeviceErrnoAndLeakNothing) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     ops_->FailNext(c.call, c.err);
-    auto domain = OpenVerbsDomain(ops_, "rxe0");
+    auto domain = VerbsDomain::Open("rxe0", {.ops = ops_});
     ASSERT_FALSE(domain.ok());
     EXPECT_EQ(domain.status().code(), c.code);
     EXPECT_THAT(domain.status().message(),
@@ -198,6 +197,8 @@ TEST_F(VerbsDomainTest, ProbesLimitsAndForkState) {
   EXPECT_TRUE(caps.iova_ranges.empty());
   EXPECT_EQ(caps.dma_address_bits, 64);
   EXPECT_TRUE(caps.caller_iova);
+  EXPECT_TRUE(caps.byte_granular);
+  EXPECT_FALSE(caps.one_iova_space);
   EXPECT_EQ(d->device_info().max_mr_size, uint64_t{1} << 40);
   EXPECT_EQ(d->device_info().page_size_cap, 0xfffff000u);
   EXPECT_TRUE(d->device_info().fork_protected());
@@ -206,7 +207,31 @@ TEST_F(VerbsDomainTest, ProbesLimitsAndForkState) {
   EXPECT_EQ(d->device_info().fw_ver, "6.1.0");
 }
 
-TEST(VerbsAccessTest, MapsEveryBit) {
+// dmareg::Access is IBV_ACCESS_* bit for bit, so a caller may pass
+// libibverbs' constants as they are.
+static_assert(static_cast<unsigned>(Access::kLocalWrite) == IBV_ACCESS_LOCAL_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteWrite) == IBV_ACCESS_REMOTE_WRITE);
+static_assert(static_cast<unsigned>(Access::kRemoteRead) == IBV_ACCESS_REMOTE_READ);
+static_assert(static_cast<unsigned>(Access::kRemoteAtomic) == IBV_ACCESS_REMOTE_ATOMIC);
+static_assert(static_cast<unsigned>(Access::kRelaxedOrdering) == IBV_ACCESS_RELAXED_ORDERING);
+
+TEST(VerbsAccessTest, LibibverbsConstantsMeanTheSameRights) {
+  const AccessFlags write = AccessFlags::FromBits(IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  EXPECT_TRUE(ValidateAccess(write).ok());
+  EXPECT_TRUE(write.Has(Access::kRemoteWrite));
+  EXPECT_FALSE(write.Has(Access::kRemoteRead));
+  EXPECT_EQ(AccessToString(write), "LOCAL_WRITE|REMOTE_WRITE");
+  EXPECT_EQ(AccessToString(AccessFlags::FromBits(IBV_ACCESS_REMOTE_READ)), "REMOTE_READ");
+  // Paging is not an access bit.
+  EXPECT_EQ(ValidateAccess(AccessFlags::FromBits(IBV_ACCESS_ON_DEMAND)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VerbsAccessTest, MapsEveryBitToItself) {
+  for (const Access a : {Access::kLocalWrite, Access::kRemoteRead, Access::kRemoteAtomic,
+                         Access::kRemoteWrite, Access::kRelaxedOrdering}) {
+    EXPECT_EQ(ToIbvAccessFlags(a) & static_cast<unsigned>(a), static_cast<unsigned>(a));
+  }
   EXPECT_EQ(ToIbvAccessFlags({}), 0u);
   EXPECT_EQ(ToIbvAccessFlags(Access::kLocalWrite), unsigned{IBV_ACCESS_LOCAL_WRITE});
   EXPECT_EQ(ToIbvAccessFlags(Access::kRemoteRead), unsigned{IBV_ACCESS_REMOTE_READ});
@@ -272,12 +297,52 @@ TEST_F(VerbsDomainTest, RegisterHostHonoursTheCallersIova) {
   EXPECT_EQ(d->live_mrs(), 0);
 }
 
-TEST_F(VerbsDomainTest, OnDemandOptionAddsTheFlagAndExplainsFailure) {
+TEST_F(VerbsDomainTest, CallersIovaObeysThePlacementRulesBeforeTheDriverIsAsked) {
+  auto spec = FakeVerbsOps::RxeLike("mlx5_0");
+  spec.dmabuf_probe_errno = EBADF;
+  ops_->AddDevice(spec);
+  auto d = OpenOk("mlx5_0");
+  ASSERT_NE(d, nullptr);
+  // Any byte range, as long as VA and IOVA agree within the 4 KiB page.
+  const char* const base = static_cast<const char*>(kAddr);
+  auto m = d->RegisterHost(HostMemory{base + 100, 10, 0x9000'0000 + 100}, Access::kLocalWrite);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->iova, 0x9000'0000u + 100);
+  ASSERT_TRUE(d->Deregister(*m).ok());
+  const int calls = ops_->calls(Call::kRegMr);
+  const int dmabuf_calls = ops_->calls(Call::kRegDmaBufMr);
+  struct Case {
+    const char* what;
+    uint64_t iova;
+    size_t length;
+    const char* message;
+  } cases[] = {
+      {"page offsets differ", 0x9000'0000 + 8, 4096, "offset within"},
+      {"IOVA wraps", ~uint64_t{0} - 100, 4096, "IOVA range wraps"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    auto host = d->RegisterHost(HostMemory{kAddr, c.length, c.iova}, Access::kLocalWrite);
+    EXPECT_EQ(host.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(host.status().message(),
+                AllOf(HasSubstr("ibv_reg_mr_iova2 on mlx5_0"), HasSubstr(c.message)));
+    auto dmabuf = d->RegisterDmaBuf(DmaBufMemory{.fd = 9, .length = c.length, .iova = c.iova},
+                                    Access::kLocalWrite);
+    EXPECT_EQ(dmabuf.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(dmabuf.status().message(),
+                AllOf(HasSubstr("ibv_reg_dmabuf_mr on mlx5_0"), HasSubstr(c.message)));
+  }
+  EXPECT_EQ(ops_->calls(Call::kRegMr), calls);
+  EXPECT_EQ(ops_->calls(Call::kRegDmaBufMr), dmabuf_calls);
+  EXPECT_EQ(d->live_mrs(), 0);
+}
+
+TEST_F(VerbsDomainTest, OnDemandPagingAddsTheFlagAndExplainsFailure) {
   ops_->AddDevice("rxe0");
-  auto d = OpenOk("rxe0", {.on_demand = true});
+  auto d = OpenOk("rxe0");
   ASSERT_NE(d, nullptr);
   ops_->FailNext(Call::kRegMr, EINVAL);
-  auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite);
+  auto m = d->RegisterHost(HostMemory{kAddr, 4096}, Access::kLocalWrite, Paging::kOnDemand);
   EXPECT_EQ(ops_->last_reg().access, unsigned{IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_ON_DEMAND});
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);

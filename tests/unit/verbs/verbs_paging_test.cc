@@ -64,9 +64,8 @@ class VerbsPagingTest : public ::testing::Test {
   std::shared_ptr<VerbsDomain> domain_;
 };
 
-TEST_F(VerbsPagingTest, OnDemandPagingSetsTheFlagWhateverTheOption) {
+TEST_F(VerbsPagingTest, OnDemandPagingSetsTheFlag) {
   Open(FakeVerbsOps::OdpCapable("rxe0"));
-  ASSERT_FALSE(domain_->options().on_demand);
   EXPECT_TRUE(domain_->capabilities().on_demand_paging);
   auto m = domain_->RegisterHost(HostMemory{buf(), kLen}, Access::kRemoteWrite, Paging::kOnDemand);
   ASSERT_TRUE(m.ok()) << m.status();
@@ -80,7 +79,7 @@ TEST_F(VerbsPagingTest, OnDemandPagingSetsTheFlagWhateverTheOption) {
   ASSERT_TRUE(at.ok()) << at.status();
   EXPECT_EQ(at->iova, 0x5a5a00000000u);
   EXPECT_EQ(ops_->last_reg().iova, 0x5a5a00000000u);
-  // RegisterHost stays pinned on a domain opened without on_demand.
+  // The two-argument RegisterHost is pinned.
   auto pinned = domain_->RegisterHost(HostMemory{buf(), 4096}, Access::kLocalWrite);
   ASSERT_TRUE(pinned.ok()) << pinned.status();
   EXPECT_EQ(ops_->last_reg().access & IBV_ACCESS_ON_DEMAND, 0u);
@@ -117,6 +116,54 @@ TEST_F(VerbsPagingTest, RefusalsNameTheCallAndTheProbe) {
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(m.status().message(),
               AllOf(HasSubstr("ENOMEM"), HasSubstr("probe found ODP support for RC")));
+}
+
+// The implicit ODP MR is an on-demand registration of the whole address
+// space; nothing else may name a null address.
+TEST_F(VerbsPagingTest, OnDemandOverTheWholeAddressSpaceIsTheImplicitMr) {
+  FakeVerbsOps::DeviceSpec spec = FakeVerbsOps::OdpCapable("rxe0");
+  spec.attr.odp_caps.general_caps |= IBV_ODP_SUPPORT_IMPLICIT;
+  Open(spec);
+  auto m = domain_->RegisterHost(VerbsDomain::WholeAddressSpace(), Access::kLocalWrite,
+                                 Paging::kOnDemand);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->iova, 0u);
+  EXPECT_EQ(m->length, SIZE_MAX);
+  EXPECT_EQ(ops_->live_implicit_mrs(), 1);
+  EXPECT_EQ(ops_->last_reg().addr, nullptr);
+  EXPECT_EQ(ops_->last_reg().length, SIZE_MAX);
+  EXPECT_EQ(ops_->last_reg().access, unsigned{IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_ON_DEMAND});
+  EXPECT_TRUE(domain_->Deregister(*m).ok());
+  EXPECT_EQ(ops_->live_implicit_mrs(), 0);
+
+  const int calls = ops_->calls(Call::kRegMr);
+  struct Case {
+    const char* what;
+    HostMemory memory;
+    Paging paging;
+  };
+  for (const Case& c : {
+           Case{"pinned", VerbsDomain::WholeAddressSpace(), Paging::kPinned},
+           Case{"not the whole space", HostMemory{nullptr, kLen}, Paging::kOnDemand},
+           Case{"a caller's IOVA", HostMemory{nullptr, SIZE_MAX, 0}, Paging::kOnDemand},
+       }) {
+    SCOPED_TRACE(c.what);
+    auto bad = domain_->RegisterHost(c.memory, Access::kLocalWrite, c.paging);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(bad.status().message(),
+                AllOf(HasSubstr("ibv_reg_mr_iova2 on rxe0"), HasSubstr("null address")));
+  }
+  EXPECT_EQ(ops_->calls(Call::kRegMr), calls);
+}
+
+TEST_F(VerbsPagingTest, ImplicitMrWithoutTheProbesSupportIsUnimplementedUnasked) {
+  Open(FakeVerbsOps::OdpCapable("rxe0"));  // ODP for RC, no IBV_ODP_SUPPORT_IMPLICIT
+  auto m = domain_->RegisterHost(VerbsDomain::WholeAddressSpace(), Access::kLocalWrite,
+                                 Paging::kOnDemand);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(m.status().message(),
+              AllOf(HasSubstr("rxe0"), HasSubstr("IBV_ODP_SUPPORT_IMPLICIT")));
+  EXPECT_EQ(ops_->calls(Call::kRegMr), 0);
 }
 
 TEST_F(VerbsPagingTest, OnDemandCacheOnAnOdpDevice) {

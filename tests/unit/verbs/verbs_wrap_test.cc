@@ -25,7 +25,6 @@ namespace dmareg {
 namespace {
 
 using ::dmareg::testing::FakeVerbsOps;
-using ::dmareg::testing::WrapVerbsDomain;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using Call = FakeVerbsOps::Call;
@@ -58,11 +57,11 @@ class VerbsWrapTest : public ::testing::Test {
 };
 
 TEST_F(VerbsWrapTest, NullPdIsInvalidArgument) {
-  auto d = WrapVerbsDomain(ops_, nullptr);
+  auto d = VerbsDomain::Wrap(nullptr, {.ops = ops_});
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(d.status().message(), HasSubstr("null ibv_pd"));
   ibv_pd orphan{};  // no context
-  d = WrapVerbsDomain(ops_, &orphan);
+  d = VerbsDomain::Wrap(&orphan, {.ops = ops_});
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(d.status().message(), HasSubstr("no context"));
   EXPECT_EQ(dmareg::VerbsDomain::Wrap(nullptr).status().code(), absl::StatusCode::kInvalidArgument);
@@ -71,7 +70,7 @@ TEST_F(VerbsWrapTest, NullPdIsInvalidArgument) {
 TEST_F(VerbsWrapTest, UsesTheApplicationsPdAndNeverFreesIt) {
   ibv_pd* pd = AppAllocPd();
   {
-    auto d = WrapVerbsDomain(ops_, pd);
+    auto d = VerbsDomain::Wrap(pd, {.ops = ops_});
     ASSERT_TRUE(d.ok()) << d.status();
     EXPECT_EQ((*d)->pd(), pd);
     EXPECT_EQ((*d)->context(), context_);
@@ -92,7 +91,7 @@ TEST_F(VerbsWrapTest, ProbesCapabilitiesAsOpenDoes) {
   spec.dmabuf_probe_errno = EBADF;  // dma-buf MRs implemented
   ibv_pd* pd = AppAllocPd(spec);
   {
-    auto d = WrapVerbsDomain(ops_, pd);
+    auto d = VerbsDomain::Wrap(pd, {.ops = ops_});
     ASSERT_TRUE(d.ok()) << d.status();
     EXPECT_EQ((*d)->name(), "mlx5_0");
     EXPECT_TRUE((*d)->capabilities().dmabuf_import);
@@ -106,7 +105,7 @@ TEST_F(VerbsWrapTest, ProbesCapabilitiesAsOpenDoes) {
 TEST_F(VerbsWrapTest, AFailedProbeLeavesThePdToTheApplication) {
   ibv_pd* pd = AppAllocPd();
   ops_->FailNext(Call::kQueryDeviceEx, EIO);
-  auto d = WrapVerbsDomain(ops_, pd);
+  auto d = VerbsDomain::Wrap(pd, {.ops = ops_});
   EXPECT_THAT(d.status().message(), AllOf(HasSubstr("ibv_query_device_ex"), HasSubstr("rxe0")));
   EXPECT_EQ(ops_->calls(Call::kDeallocPd), 0);
   AppFree(pd);
@@ -115,7 +114,7 @@ TEST_F(VerbsWrapTest, AFailedProbeLeavesThePdToTheApplication) {
 TEST_F(VerbsWrapTest, ACacheOverTheWrappedPdDeregistersEveryMrBeforeItGoes) {
   ibv_pd* pd = AppAllocPd();
   {
-    auto d = WrapVerbsDomain(ops_, pd);
+    auto d = VerbsDomain::Wrap(pd, {.ops = ops_});
     ASSERT_TRUE(d.ok()) << d.status();
     auto cache = RegistrationCache::Create(*d, {.monitoring = Monitoring::kExplicitOnly});
     ASSERT_TRUE(cache.ok()) << cache.status();
@@ -139,7 +138,7 @@ TEST_F(VerbsWrapTest, ACacheOverTheWrappedPdDeregistersEveryMrBeforeItGoes) {
 TEST_F(VerbsWrapTest, MrsRegisteredDirectlyAndLeftAreDeregisteredByTheDestructor) {
   ibv_pd* pd = AppAllocPd();
   {
-    auto d = WrapVerbsDomain(ops_, pd);
+    auto d = VerbsDomain::Wrap(pd, {.ops = ops_});
     ASSERT_TRUE(d.ok()) << d.status();
     auto kept = (*d)->RegisterHost(HostMemory{buf(), kLen}, Access::kLocalWrite);
     ASSERT_TRUE(kept.ok()) << kept.status();
@@ -161,7 +160,7 @@ TEST_F(VerbsWrapTest, MrsRegisteredDirectlyAndLeftAreDeregisteredByTheDestructor
 TEST_F(VerbsWrapTest, AFailedDeregistrationKeepsTheMrForTheDestructor) {
   ibv_pd* pd = AppAllocPd();
   {
-    auto d = WrapVerbsDomain(ops_, pd);
+    auto d = VerbsDomain::Wrap(pd, {.ops = ops_});
     ASSERT_TRUE(d.ok()) << d.status();
     auto m = (*d)->RegisterHost(HostMemory{buf(), kLen}, Access::kLocalWrite);
     ASSERT_TRUE(m.ok()) << m.status();
@@ -176,7 +175,7 @@ TEST_F(VerbsWrapTest, AFailedDeregistrationKeepsTheMrForTheDestructor) {
 TEST_F(VerbsWrapTest, AnOpenedDomainStillOwnsItsPd) {
   ops_->AddDevice("rxe0");
   {
-    auto d = testing::OpenVerbsDomain(ops_, "rxe0");
+    auto d = VerbsDomain::Open("rxe0", {.ops = ops_});
     ASSERT_TRUE(d.ok()) << d.status();
     EXPECT_TRUE((*d)->owns_pd());
     ASSERT_TRUE((*d)->RegisterHost(HostMemory{buf(), kLen}, Access::kLocalWrite).ok());
