@@ -9,7 +9,7 @@ namespace dmareg::internal {
 void ReleaseRegistration(const RegistrationInfo* info) noexcept {
   // Every RegistrationInfo a handle sees is the base of a Region.
   Region* r = const_cast<Region*>(static_cast<const Region*>(info));
-  r->cache->Release(r);
+  CacheCore::Of(r)->Release(r);
 }
 
 }  // namespace dmareg::internal
