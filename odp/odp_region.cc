@@ -25,9 +25,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "dmareg/pagemap.h"
 #include "dmareg/range.h"
+#include "odp/odp_mutex.h"
 
 namespace dmareg {
 
@@ -42,7 +42,7 @@ struct OdpRegion::State {
   bool read_pfns = true;
   std::optional<PagemapReader> pfns;  // set when PFNs are visible
 
-  mutable absl::Mutex mu;
+  mutable odp_internal::Mutex mu;
   OdpWindow window ABSL_GUARDED_BY(mu);
   std::vector<uint64_t> table ABSL_GUARDED_BY(mu);  // one word per page
   // The monitor's events past those applied; reads nothing without one.
@@ -121,7 +121,7 @@ absl::StatusOr<std::unique_ptr<OdpRegion>> OdpRegion::Create(std::shared_ptr<Odp
   s->chunk = chunk;
   s->iova = window->iova;
   {
-    absl::MutexLock lock(&s->mu);
+    odp_internal::MutexLock lock(&s->mu);
     s->window = *window;
     s->table = std::vector<uint64_t>(static_cast<size_t>(span->length() / s->page), 0);
   }
@@ -130,13 +130,13 @@ absl::StatusOr<std::unique_ptr<OdpRegion>> OdpRegion::Create(std::shared_ptr<Odp
     s->monitor = std::move(options.monitor);
     {
       // Events from before the region concern none of its pages.
-      absl::MutexLock lock(&s->mu);
+      odp_internal::MutexLock lock(&s->mu);
       s->events = MonitorReader(s->monitor);
     }
     if (absl::Status st =
             s->monitor->Watch(reinterpret_cast<const void*>(span->begin()), span->length());
         !st.ok()) {
-      absl::MutexLock lock(&s->mu);
+      odp_internal::MutexLock lock(&s->mu);
       s->backend->ReleaseWindow(s->window);
       return st;
     }
@@ -148,7 +148,7 @@ OdpRegion::OdpRegion(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 OdpRegion::~OdpRegion() {
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  odp_internal::MutexLock lock(&s.mu);
   s.backend->ReleaseWindow(s.window);
 }
 
@@ -221,7 +221,7 @@ absl::Status OdpRegion::Fault(const void* addr, size_t length, bool write) {
         absl::StrFormat("OdpRegion fault of %s for write: the region's maximum access is read-only",
                         r->ToString()));
   }
-  absl::MutexLock lock(&s.mu);
+  odp_internal::MutexLock lock(&s.mu);
   // An unmap that has returned is in the log once this returns (it waits
   // for a copy in the reader, never for a lock of ours).
   s.events.WaitQuiet();
@@ -267,7 +267,7 @@ absl::Status OdpRegion::Invalidate(const void* addr, size_t length) {
     return absl::InvalidArgumentError(
         absl::StrFormat("OdpRegion invalidate of %#x + %#x: empty or wraps", a, length));
   }
-  absl::MutexLock lock(&s.mu);
+  odp_internal::MutexLock lock(&s.mu);
   ++s.stats.invalidations;
   return s.InvalidateLocked(*r);
 }
@@ -279,12 +279,12 @@ uint64_t OdpRegion::IovaFor(const void* p) const {
 }
 
 uint32_t OdpRegion::lkey() const {
-  absl::MutexLock lock(&state_->mu);
+  odp_internal::MutexLock lock(&state_->mu);
   return state_->window.lkey;
 }
 
 uint32_t OdpRegion::rkey() const {
-  absl::MutexLock lock(&state_->mu);
+  odp_internal::MutexLock lock(&state_->mu);
   return state_->window.rkey;
 }
 
@@ -293,19 +293,19 @@ size_t OdpRegion::pages() const {
 }
 
 uint64_t OdpRegion::page_entry(size_t i) const {
-  absl::MutexLock lock(&state_->mu);
+  odp_internal::MutexLock lock(&state_->mu);
   return i < state_->table.size() ? state_->table[i] : 0;
 }
 
 bool OdpRegion::pfns_visible() const { return state_->pfns.has_value(); }
 
 size_t OdpRegion::table_bytes() const {
-  absl::MutexLock lock(&state_->mu);
+  odp_internal::MutexLock lock(&state_->mu);
   return state_->table.capacity() * sizeof(uint64_t);
 }
 
 OdpStats OdpRegion::stats() const {
-  absl::MutexLock lock(&state_->mu);
+  odp_internal::MutexLock lock(&state_->mu);
   return state_->stats;
 }
 

@@ -20,8 +20,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "dmareg/errno_status.h"
+#include "odp/odp_mutex.h"
 
 namespace dmareg {
 
@@ -61,7 +61,7 @@ struct OdpVerbsBackend::Impl {
     AccessFlags access;
     bool implicit = false;  // mr is the shared implicit one
   };
-  mutable absl::Mutex mu;
+  mutable odp_internal::Mutex mu;
   std::map<uint64_t, Window> windows ABSL_GUARDED_BY(mu);  // by handle
   uint64_t next_handle ABSL_GUARDED_BY(mu) = 1;
   std::optional<DeviceMapping> implicit_mr;  // set at Create, then read-only
@@ -75,7 +75,7 @@ OdpVerbsBackend::OdpVerbsBackend(std::shared_ptr<VerbsDomain> domain)
       impl_(std::make_unique<Impl>()) {}
 
 OdpVerbsBackend::~OdpVerbsBackend() {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   for (auto& [handle, w] : impl_->windows) {
     if (!w.implicit) (void)domain_->Deregister(w.mr);
   }
@@ -118,7 +118,7 @@ absl::StatusOr<OdpWindow> OdpVerbsBackend::ReserveWindow(uintptr_t va, uint64_t 
     w.mr = *mr;
     impl_->window_mrs.fetch_add(1, std::memory_order_relaxed);
   }
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   const uint64_t handle = impl_->next_handle++;
   impl_->windows.emplace(handle, w);
   return OdpWindow{.va = va,
@@ -132,7 +132,7 @@ absl::StatusOr<OdpWindow> OdpVerbsBackend::ReserveWindow(uintptr_t va, uint64_t 
 void OdpVerbsBackend::ReleaseWindow(OdpWindow& window) {
   std::optional<DeviceMapping> mr;
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     auto it = impl_->windows.find(window.handle);
     if (it == impl_->windows.end()) return;
     if (!it->second.implicit) mr = it->second.mr;
@@ -150,7 +150,7 @@ absl::Status OdpVerbsBackend::Link(OdpWindow& window, uint64_t offset, uint64_t 
                                    bool write) {
   Impl::Window w;
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     auto it = impl_->windows.find(window.handle);
     if (it == impl_->windows.end()) {
       return absl::NotFoundError(absl::StrFormat("%s: no window %u", name_, window.handle));
@@ -201,7 +201,7 @@ struct OdpVerbsPinnedBackend::Impl {
     AccessFlags access;
     std::optional<DeviceMapping> mr;  // registered now
   };
-  mutable absl::Mutex mu;
+  mutable odp_internal::Mutex mu;
   std::map<uint64_t, Window> windows ABSL_GUARDED_BY(mu);
   uint64_t next_handle ABSL_GUARDED_BY(mu) = 1;
   std::atomic<int64_t> registrations{0};
@@ -214,7 +214,7 @@ OdpVerbsPinnedBackend::OdpVerbsPinnedBackend(std::shared_ptr<VerbsDomain> domain
       impl_(std::make_unique<Impl>()) {}
 
 OdpVerbsPinnedBackend::~OdpVerbsPinnedBackend() {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   for (auto& [handle, w] : impl_->windows) {
     if (w.mr) (void)domain_->Deregister(*w.mr);
   }
@@ -234,7 +234,7 @@ absl::StatusOr<OdpWindow> OdpVerbsPinnedBackend::ReserveWindow(uintptr_t va, uin
         absl::StrFormat("%s: window of %#x bytes exceeds max_mr_size %#x", name_, length,
                         domain_->capabilities().max_mapping_bytes));
   }
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   const uint64_t handle = impl_->next_handle++;
   impl_->windows.emplace(handle, Impl::Window{.access = NormalizeAccess(max_access)});
   // Nothing registered yet: the first Link does it, at IOVA = VA.
@@ -244,7 +244,7 @@ absl::StatusOr<OdpWindow> OdpVerbsPinnedBackend::ReserveWindow(uintptr_t va, uin
 void OdpVerbsPinnedBackend::ReleaseWindow(OdpWindow& window) {
   std::optional<DeviceMapping> mr;
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     auto it = impl_->windows.find(window.handle);
     if (it == impl_->windows.end()) return;
     mr = it->second.mr;
@@ -262,7 +262,7 @@ absl::Status OdpVerbsPinnedBackend::Link(OdpWindow& window, uint64_t offset, uin
                                          bool write) {
   AccessFlags access;
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     auto it = impl_->windows.find(window.handle);
     if (it == impl_->windows.end()) {
       return absl::NotFoundError(absl::StrFormat("%s: no window %u", name_, window.handle));
@@ -292,7 +292,7 @@ absl::Status OdpVerbsPinnedBackend::Link(OdpWindow& window, uint64_t offset, uin
   impl_->registrations.fetch_add(1, std::memory_order_relaxed);
   impl_->live.fetch_add(1, std::memory_order_relaxed);
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     impl_->windows[window.handle].mr = *mr;
   }
   window.lkey = mr->lkey;
@@ -303,14 +303,14 @@ absl::Status OdpVerbsPinnedBackend::Link(OdpWindow& window, uint64_t offset, uin
 absl::Status OdpVerbsPinnedBackend::Unlink(OdpWindow& window, uint64_t, uint64_t) {
   std::optional<DeviceMapping> mr;
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     auto it = impl_->windows.find(window.handle);
     if (it == impl_->windows.end() || !it->second.mr) return absl::OkStatus();
     mr = it->second.mr;
   }
   if (absl::Status s = domain_->Deregister(*mr); !s.ok()) return s;  // still registered
   {
-    absl::MutexLock lock(&impl_->mu);
+    odp_internal::MutexLock lock(&impl_->mu);
     impl_->windows[window.handle].mr.reset();
   }
   impl_->live.fetch_sub(1, std::memory_order_relaxed);

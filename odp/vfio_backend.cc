@@ -16,7 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "odp/odp_mutex.h"
 
 namespace dmareg {
 
@@ -50,7 +50,7 @@ struct OdpVfioWindow {
 }  // namespace
 
 struct OdpVfioBackend::Impl {
-  mutable absl::Mutex mu;                                         // before the container's
+  mutable odp_internal::Mutex mu;                                 // before the container's
   std::map<uint64_t, OdpVfioWindow> windows ABSL_GUARDED_BY(mu);  // by handle
   uint64_t next_handle ABSL_GUARDED_BY(mu) = 1;
 };
@@ -84,7 +84,7 @@ absl::StatusOr<OdpWindow> OdpVfioBackend::ReserveWindow(uintptr_t va, uint64_t l
     return absl::Status(iova.status().code(), absl::StrCat(name_, ": window for ", length,
                                                            " bytes: ", iova.status().message()));
   }
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   const uint64_t handle = impl_->next_handle++;
   impl_->windows[handle] = OdpVfioWindow{va, *iova, chunk, {}, {}};
   OdpWindow w;
@@ -96,7 +96,7 @@ absl::StatusOr<OdpWindow> OdpVfioBackend::ReserveWindow(uintptr_t va, uint64_t l
 }
 
 void OdpVfioBackend::ReleaseWindow(OdpWindow& window) {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   auto it = impl_->windows.find(window.handle);
   if (it == impl_->windows.end()) return;
   OdpVfioWindow& w = it->second;
@@ -109,13 +109,13 @@ void OdpVfioBackend::ReleaseWindow(OdpWindow& window) {
 }
 
 uint64_t OdpVfioBackend::ChunkBytes(const OdpWindow& window) const {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   auto it = impl_->windows.find(window.handle);
   return it == impl_->windows.end() ? 0 : it->second.chunk;
 }
 
 absl::Status OdpVfioBackend::Link(OdpWindow& window, uint64_t offset, uint64_t length, bool write) {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   auto it = impl_->windows.find(window.handle);
   if (it == impl_->windows.end()) {
     return absl::NotFoundError(absl::StrCat(name_, ": no window ", window.handle));
@@ -147,7 +147,7 @@ absl::Status OdpVfioBackend::Link(OdpWindow& window, uint64_t offset, uint64_t l
 }
 
 absl::Status OdpVfioBackend::Unlink(OdpWindow& window, uint64_t offset, uint64_t length) {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   auto it = impl_->windows.find(window.handle);
   if (it == impl_->windows.end()) {
     return absl::NotFoundError(absl::StrCat(name_, ": no window ", window.handle));
@@ -167,12 +167,12 @@ absl::Status OdpVfioBackend::Unlink(OdpWindow& window, uint64_t offset, uint64_t
 }
 
 size_t OdpVfioBackend::windows() const {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   return impl_->windows.size();
 }
 
 size_t OdpVfioBackend::linked_chunks() const {
-  absl::MutexLock lock(&impl_->mu);
+  odp_internal::MutexLock lock(&impl_->mu);
   size_t n = 0;
   for (const auto& [h, w] : impl_->windows) n += w.lengths.size();
   return n;

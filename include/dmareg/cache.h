@@ -55,9 +55,12 @@
 //   recycled fd number is a miss. Sub-slices hit, more access merges, the
 //   limits and eviction count dma-buf mappings like host ones. A cached
 //   mapping keeps its buffer alive (the kernel's MR holds a reference), so
-//   the caller may close its fd; InvalidateDmaBuf, eviction or Flush let it
-//   go. Where the kernel may reuse a dma-buf's inode (before Linux 5.18)
-//   dma-bufs are registered per request and deregistered with their handle.
+//   the caller may close its fd; Invalidate, eviction or Flush let it go.
+//   Hits on dma-buf slices take no lock, like host hits: by fd they cost an
+//   fstat plus a host hit, on an ImportedDmaBuf (dmabuf_id.h) no system
+//   call at all. Where the kernel may reuse a dma-buf's inode (before Linux
+//   5.18) dma-bufs are registered per request and deregistered with their
+//   handle.
 // - A dma-buf the domain cannot import is registered through the slice's CPU
 //   alias where it has one, as `CacheOptions::dmabuf_policy` allows; a
 //   failure names every attempt with its errno.
@@ -65,7 +68,14 @@
 // Thread safety: every method may be called from any thread. Hits take no
 // lock and, on Linux with membarrier(2), no atomic read-modify-write either
 // (a per-thread reference count; elsewhere one compare-and-swap); misses take
-// a mutex that no hit needs, and never hold it across a device call.
+// a mutex that no hit needs, and never hold it across a device call (but
+// for domains whose registrations make no system call,
+// DomainCapabilities::fast_registration, where one critical section is
+// cheaper than two).
+//
+// Invalidation is one family of calls, Invalidate: of host memory, of a
+// dma-buf slice, of a whole dma-buf. (A monitor's Notify, monitor.h, tells
+// every cache fed by it at once.)
 
 #ifndef DMAREG_CACHE_H_
 #define DMAREG_CACHE_H_
@@ -127,17 +137,21 @@ class RegistrationCache {
   }
   // A slice of a dma-buf. `memory.fd` is the caller's and may be closed
   // once this returns. InvalidArgument if the fd is not a dma-buf (naming
-  // what it is) or the slice reaches past the buffer's end.
+  // what it is) or the slice reaches past the buffer's end. One fstat per
+  // call, hit or miss.
   absl::StatusOr<Registration> Acquire(const DmaBufMemory& memory, AccessFlags access);
+  // [offset, offset + length) of an imported dma-buf: no system call on a
+  // hit. InvalidArgument for a zero length or a slice past the buffer's end.
+  absl::StatusOr<Registration> Acquire(const ImportedDmaBuf& buffer, uint64_t offset, size_t length,
+                                       AccessFlags access);
 
   // Retires every cached mapping overlapping [addr, addr + length).
   absl::Status Invalidate(const void* addr, size_t length);
   // Retires the cached mappings of that dma-buf slice.
   absl::Status Invalidate(const DmaBufMemory& memory);
-  // Retires every cached mapping of the buffer `fd` names.
-  absl::Status InvalidateDmaBuf(int fd);
-  // The same, for a buffer whose fds are all closed.
-  void InvalidateDmaBuf(DmaBufId id);
+  // Retires every cached mapping of the buffer (its fds may all be closed:
+  // ImportedDmaBuf::id(), InspectDmaBuf(fd)->id).
+  void Invalidate(DmaBufId buffer);
 
   // New limits; evicts unreferenced mappings until inside them. Returns
   // ResourceExhausted (with the limits applied) if referenced mappings alone

@@ -10,6 +10,8 @@
 // buffer for the life of the system (`DmaBufIdsUnique()`); on older kernels
 // an inode may come back and the cache registers dma-bufs per request.
 //
+// A buffer acquired many times is best imported once (ImportedDmaBuf below).
+//
 //   absl::StatusOr<dmareg::DmaBufInfo> info = dmareg::InspectDmaBuf(fd);
 //   if (!info.ok()) return info.status();   // not a dma-buf: says what it is
 //   printf("%s, %llu bytes\n", info->id.ToString().c_str(),
@@ -62,6 +64,47 @@ bool DmaBufIdsUniqueOnRelease(const std::string& release);
 // default is InspectDmaBuf; tests substitute fds of their own
 // (testing::FakeDmaBufs).
 using DmaBufInspector = std::function<absl::StatusOr<DmaBufInfo>(int fd)>;
+
+// A dma-buf imported once for many acquires: its identity and size read
+// once (one fstat, at Import), and a descriptor of its own, so that
+// acquiring slices of it costs no system call at all (acquiring by fd costs
+// an fstat each time). One import serves every cache, on every NIC.
+//
+//   absl::StatusOr<dmareg::ImportedDmaBuf> buf = dmareg::ImportedDmaBuf::Import(fd);
+//   if (!buf.ok()) return buf.status();       // not a dma-buf: says what it is
+//   close(fd);                                // the import keeps its own
+//   auto reg = cache->Acquire(*buf, /*offset=*/4096, /*length=*/8192,
+//                             dmareg::Access::kRemoteWrite);
+//
+// Move-only; closes its descriptor when it goes (cached mappings stay: the
+// kernel's MR holds its own reference on the buffer). Thread-safe to use
+// from many threads at once (it does not change after Import).
+class ImportedDmaBuf {
+ public:
+  // Inspects `fd` (InvalidArgument, naming what it is, if it is no
+  // dma-buf) and keeps a close-on-exec duplicate. `alias`: a CPU mapping
+  // of the buffer's byte 0 that a host registration can pin (see
+  // DmaBufMemory::alias), or null. `inspect`: as CacheOptions::inspect_dmabuf.
+  static absl::StatusOr<ImportedDmaBuf> Import(int fd, const void* alias = nullptr,
+                                               const DmaBufInspector& inspect = {});
+  ImportedDmaBuf(ImportedDmaBuf&& other) noexcept;
+  ImportedDmaBuf& operator=(ImportedDmaBuf&& other) noexcept;
+  ImportedDmaBuf(const ImportedDmaBuf&) = delete;
+  ImportedDmaBuf& operator=(const ImportedDmaBuf&) = delete;
+  ~ImportedDmaBuf();
+
+  int fd() const { return fd_; }  // the import's own descriptor
+  const DmaBufId& id() const { return info_.id; }
+  uint64_t size() const { return info_.size; }
+  const void* alias() const { return alias_; }
+
+ private:
+  ImportedDmaBuf(int fd, DmaBufInfo info, const void* alias)
+      : fd_(fd), info_(info), alias_(alias) {}
+  int fd_ = -1;
+  DmaBufInfo info_;
+  const void* alias_ = nullptr;
+};
 
 }  // namespace dmareg
 

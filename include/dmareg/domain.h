@@ -107,6 +107,11 @@ struct DomainCapabilities {
   // pages behind any byte range). False: va, IOVA and length must be whole
   // pages of the smallest page size (an IOMMU maps pages).
   bool byte_granular = true;
+  // Registrations make no system call and return within a few hundred
+  // nanoseconds (a no-op or test domain). A cache then registers and
+  // deregisters under its lock, one critical section per miss instead of
+  // two; such a domain must not call back into a cache over it.
+  bool fast_registration = false;
 };
 
 // The rules a mapping at a caller's IOVA obeys on a device, one function

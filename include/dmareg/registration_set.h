@@ -27,6 +27,7 @@
 #include "absl/types/span.h"
 #include "dmareg/access.h"
 #include "dmareg/cache.h"
+#include "dmareg/dmabuf_id.h"
 #include "dmareg/memory.h"
 #include "dmareg/registration.h"
 
@@ -63,6 +64,12 @@ absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const
                                              SetOptions options = {});
 absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const> caches,
                                              const DmaBufMemory& memory, AccessFlags access,
+                                             SetOptions options = {});
+// [offset, offset + length) of an imported dma-buf on every cache: one
+// import, no system call on the hits.
+absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const> caches,
+                                             const ImportedDmaBuf& buffer, uint64_t offset,
+                                             size_t length, AccessFlags access,
                                              SetOptions options = {});
 
 }  // namespace dmareg

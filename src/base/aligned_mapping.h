@@ -22,11 +22,12 @@ class AlignedMapping {
   AlignedMapping(const AlignedMapping&) = delete;
   AlignedMapping& operator=(const AlignedMapping&) = delete;
 
-  // Maps `bytes` usable bytes with protection `prot`; false if mmap refuses
-  // (this object then stays empty). Call at most once.
-  bool Map(size_t bytes, int prot);
+  // Maps `bytes` usable bytes with protection `prot`, the usable start a
+  // multiple of `align` (a power of two); false if mmap refuses (this object
+  // then stays empty). Call at most once.
+  bool Map(size_t bytes, int prot, size_t align = kHugePage);
 
-  // The kHugePage-aligned start; null when empty.
+  // The aligned start; null when empty.
   void* data() const { return data_; }
 
  private:

@@ -122,39 +122,66 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const HostMemory& memory
   return Registration(*r);
 }
 
-absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memory,
-                                                        AccessFlags access) {
+namespace {
+[[gnu::cold]] absl::Status InvalidDmaBufRequest(const DmaBufMemory& memory, AccessFlags access) {
   if (absl::Status s = ValidateDmaBufMemory(memory); !s.ok()) return s;
   if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
-  if (memory.iova) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "dma-buf slice [%#x, +%#x) of fd %d names IOVA %#x: the cache picks IOVAs itself; map "
-        "at a chosen IOVA with Domain::RegisterDmaBuf",
-        memory.offset, memory.length, memory.fd, *memory.iova));
+  if (!memory.iova) return absl::InvalidArgumentError("a dma-buf import that was moved from");
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "dma-buf slice [%#x, +%#x) of fd %d names IOVA %#x: the cache picks IOVAs itself; map "
+      "at a chosen IOVA with Domain::RegisterDmaBuf",
+      memory.offset, memory.length, memory.fd, *memory.iova));
+}
+}  // namespace
+
+absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memory,
+                                                        AccessFlags access) {
+  if (memory.fd < 0 || memory.length == 0 || memory.length > UINT64_MAX - memory.offset ||
+      memory.iova || (access.bits() & ~kAllAccess.bits()) != 0) [[unlikely]] {
+    return InvalidDmaBufRequest(memory, access);
   }
-  absl::StatusOr<internal::Region*> r = core_->AcquireDmaBuf(memory, NormalizeAccess(access));
+  absl::StatusOr<internal::DmaBufKey> key = core_->ResolveDmaBuf(memory);  // the fstat
+  if (!key.ok()) return key.status();
+  const AccessFlags want = NormalizeAccess(access);
+  if (internal::Region* r = core_->TryHitDmaBuf(*key, want)) [[likely]]
+    return Registration(r);
+  absl::StatusOr<internal::Region*> r =
+      core_->AcquireDmaBuf(*key, {.fd = memory.fd, .alias = memory.alias}, want);
+  if (!r.ok()) return r.status();
+  return Registration(*r);
+}
+
+absl::StatusOr<Registration> RegistrationCache::Acquire(const ImportedDmaBuf& buffer,
+                                                        uint64_t offset, size_t length,
+                                                        AccessFlags access) {
+  if (length == 0 || length > UINT64_MAX - offset || buffer.fd() < 0 ||
+      (access.bits() & ~kAllAccess.bits()) != 0) [[unlikely]] {
+    return InvalidDmaBufRequest(DmaBufMemory{.fd = buffer.fd(), .offset = offset, .length = length},
+                                access);
+  }
+  absl::StatusOr<internal::DmaBufKey> key =
+      core_->DmaBufKeyOf(buffer.id(), buffer.size(), offset, length, buffer.fd());
+  if (!key.ok()) return key.status();
+  const AccessFlags want = NormalizeAccess(access);
+  if (internal::Region* r = core_->TryHitDmaBuf(*key, want)) [[likely]]
+    return Registration(r);
+  absl::StatusOr<internal::Region*> r =
+      core_->AcquireDmaBuf(*key, {.fd = buffer.fd(), .alias = buffer.alias()}, want);
   if (!r.ok()) return r.status();
   return Registration(*r);
 }
 
 absl::Status RegistrationCache::Invalidate(const DmaBufMemory& memory) {
   if (absl::Status s = ValidateDmaBufMemory(memory); !s.ok()) return s;
-  absl::StatusOr<internal::CacheCore::DmaBufSlice> slice = core_->ResolveDmaBuf(memory);
-  if (!slice.ok()) return slice.status();
-  core_->InvalidateDmaBuf(slice->id, slice->span);
+  absl::StatusOr<internal::DmaBufKey> key = core_->ResolveDmaBuf(memory);
+  if (!key.ok()) return key.status();
+  core_->InvalidateDmaBuf(key->id, key->span);
   return absl::OkStatus();
 }
 
-absl::Status RegistrationCache::InvalidateDmaBuf(int fd) {
-  // A one-byte slice resolves the buffer; the whole of it goes.
-  absl::StatusOr<internal::CacheCore::DmaBufSlice> slice =
-      core_->ResolveDmaBuf(DmaBufMemory{.fd = fd, .offset = 0, .length = 0});
-  if (!slice.ok()) return slice.status();
-  core_->InvalidateDmaBuf(slice->id, std::nullopt);
-  return absl::OkStatus();
+void RegistrationCache::Invalidate(DmaBufId buffer) {
+  core_->InvalidateDmaBuf(buffer, std::nullopt);
 }
-
-void RegistrationCache::InvalidateDmaBuf(DmaBufId id) { core_->InvalidateDmaBuf(id, std::nullopt); }
 
 absl::Status RegistrationCache::Invalidate(const void* addr, size_t length) {
   if (absl::Status s = ValidateHostMemory(HostMemory{addr, length}); !s.ok()) return s;

@@ -35,8 +35,12 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
       inspect_dmabuf_(options.inspect_dmabuf),
       dmabuf_ids_unique_(options.inspect_dmabuf ? true : DmaBufIdsUnique()),
       pfn_check_every_(options.pfn_check_every),
+      fast_registration_(domain_->capabilities().fast_registration),
+      max_mapping_bytes_(domain_->capabilities().max_mapping_bytes),
       options_(options),
+      pool_(this),
       region_base_(ABSL_TS_UNCHECKED_READ(pool_).base()),
+      index_(&ABSL_TS_UNCHECKED_READ(pool_)),
       thread_refs_(thread_refs && HeavyFenceAvailable()) {
   // Events from before this cache existed concern no mapping of it.
   log_cursor_.store(log_.head(), std::memory_order_relaxed);
@@ -48,43 +52,48 @@ CacheCore::~CacheCore() = default;
 Region* CacheCore::FastHit(Range span, AccessFlags want) {
   ThreadRefs* t = thread_refs_.Mine();
   if (t == nullptr) [[unlikely]]
-    return FastHitShared(span, want);
-  return HitWith(t, span, want);
+    return FastHitShared(RangeIndex::kHostSpace, span, want, nullptr);
+  return HitWith(t, RangeIndex::kHostSpace, span, want, nullptr);
 }
 
-// Threads without a table: references on the shared count.
-Region* CacheCore::FastHitShared(Range span, AccessFlags want) {
+// Threads without a table: one made now, or references on the shared count.
+Region* CacheCore::FastHitShared(uint64_t space, Range span, AccessFlags want, const DmaBufId* id) {
   if (thread_refs_.enabled() && ThreadSlot() < kThreadSlots) {
     ThreadRefs* t;
     {
       MutexLock lock(&mu_);
       t = thread_refs_.CreateMine();
     }
-    if (t != nullptr) return FastHit(span, want);
+    if (t != nullptr) return HitWith(t, space, span, want, id);
   }
-  Region* hit = RegionAt(index_.Probe(span.begin(), [&](uint32_t i) {
+  Region* hit = RegionAt(index_.Probe(space, span.begin(), [&](uint32_t i) {
     Region* r = region_base_ + i;
     if (!r->TryRefShared()) return false;
-    if (r->Covers(span, want)) {
+    if (r->Covers(span, want) && OfSpace(r, id)) {
       r->Touch();
       return true;
     }
     Release(r);
     return false;
   }));
-  if (hit != nullptr) hits_.Add();
+  if (hit != nullptr) {
+    hits_.Add();
+    if (id != nullptr) dmabuf_hits_.Add();
+  }
   return hit;
 }
 
 absl::StatusOr<Region*> CacheCore::AcquireHost(Range span, AccessFlags want, bool* created) {
-  if (EventsPending()) [[unlikely]] {
+  // TryHit probed already unless events were pending or this thread has no
+  // table yet; then the probe is worth another go.
+  if (EventsPending() || thread_refs_.Mine() == nullptr) [[unlikely]] {
     if (absl::Status s = CatchUp(); !s.ok()) return s;
+    Region* hit = FastHit(span, want);  // counted as a hit there
+    if (pfn_check_every_ != 0) [[unlikely]]
+      hit = SampledPfnCheck(hit);
+    if (hit != nullptr) return hit;
   }
-  Region* hit = FastHit(span, want);  // counted as a hit there
-  if (pfn_check_every_ != 0) [[unlikely]]
-    hit = SampledPfnCheck(hit);
-  if (hit != nullptr) return hit;
-  return Miss(span, want, created);
+  return Miss(MissKey{.request = span}, want, created);
 }
 
 bool CacheCore::TryRefLocked(Region* r) {
@@ -94,7 +103,9 @@ bool CacheCore::TryRefLocked(Region* r) {
 }
 
 void CacheCore::AddRefLocked(Region* r) {
-  ThreadRefs* t = thread_refs_.CreateMine();
+  ThreadRefs* t = thread_refs_.Mine();
+  if (t == nullptr) [[unlikely]]
+    t = thread_refs_.CreateMine();
   if (t != nullptr) {
     ThreadRefs::Add(t->Counter(r->index), 1);
   } else {
@@ -108,23 +119,28 @@ void CacheCore::FenceForSum() const {
 
 void CacheCore::Invalidate(Range span) {
   RegionList to_free;
+  size_t freed = 0;
   {
     MutexLock lock(&mu_);
     ++counters_.invalidations;
     InvalidateLocked(span, &to_free);
+    if (fast_registration_) freed = FreeRegionsLocked(to_free);
   }
+  DropRefs(freed);
   FreeRegions(to_free);
 }
 
 void CacheCore::InvalidateLocked(Range span, RegionList* to_free, bool record) {
   RegionList hit;
-  index_.ForEachOverlapping(span, [&](Region* r) { hit.push_back(r); });
+  index_.ForEachOverlapping(
+      RangeIndex::kHostSpace, span, [](const Region* r) { return !r->dmabuf; },
+      [&](Region* r) { hit.push_back(r); });
   RetireAll(hit, to_free);
   counters_.invalidated_regions += hit.size();
   if (record) recent_.Record(span);
 }
 
-void CacheCore::ApplyEventsLocked(RegionList* to_free) {
+void CacheCore::ApplyEventsSlow(RegionList* to_free) {
   const uint64_t cursor = log_cursor_.load(std::memory_order_relaxed);
   if (!log_.Pending(cursor)) return;
   std::vector<Range> ranges;
@@ -178,12 +194,17 @@ absl::Status CacheCore::ForkedError() const {
 
 void CacheCore::RetireAll(const RegionList& victims, RegionList* to_free) {
   if (victims.empty()) return;
+  RegionList retired;
   for (Region* r : victims) {
+    // Listed twice (a query may report a region once per colliding hash):
+    // retired once.
+    if (r->state.load(std::memory_order_relaxed) & kFlags) continue;
     if (r->indexed) Unindex(r);
     r->SetFlags(kDead, std::memory_order_seq_cst);
+    retired.push_back(r);
   }
   FenceForSum();
-  for (Region* r : victims) {
+  for (Region* r : retired) {
     if (RefSum(r) == 0) {
       r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
       Forget(r);
@@ -251,19 +272,54 @@ void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
   const bool forked = Forked();
   for (Region* r : regions) {
     // A failed deregistration (device gone) still ends the mapping for us:
-    // the kernel drops it with the device. Counted, not retried.
+    // the kernel drops it with the device. Counted, not retried. The
+    // fields, the handle too, are ours: `r` was claimed under mu_.
     const DeviceMapping m{.lkey = r->lkey,
                           .rkey = r->rkey,
                           .iova = r->iova,
                           .length = r->length,
-                          .handle = HandleOf(r)};
+                          .handle = r->handle};
     if (!forked) DeregisterOrWarn(m, r->span(), r->dmabuf);
   }
   {
     MutexLock lock(&mu_);
     for (Region* r : regions) pool_.Free(r);
   }
-  for (size_t i = 0; i < regions.size(); ++i) DropRef();
+  DropRefs(regions.size());
+}
+
+size_t CacheCore::FreeRegionsLocked(RegionList& regions) {
+  // Fast registrations only (a no-op or test domain), never a kernel call
+  // under mu_.
+  const bool forked = Forked();
+  for (Region* r : regions) {
+    const DeviceMapping m{.lkey = r->lkey,
+                          .rkey = r->rkey,
+                          .iova = r->iova,
+                          .length = r->length,
+                          .handle = r->handle};
+    if (!forked) {
+      if (absl::Status s = domain_->Deregister(m); !s.ok()) [[unlikely]] {
+        LogLater(LogLevel::kWarn,
+                 "cache on %s: deregistering %s%s (IOVA %#x, lkey %#x) failed: %s; dropped anyway",
+                 domain_->name(), r->dmabuf ? "dma-buf slice " : "", r->span().ToString(), m.iova,
+                 m.lkey, s.ToString());
+      }
+    }
+    pool_.Free(r);
+  }
+  const size_t n = regions.size();
+  regions.clear();
+  return n;
+}
+
+void CacheCore::DropRefs(size_t n) {
+  if (n == 0) return;
+  if (refs_.fetch_sub(static_cast<int64_t>(n), std::memory_order_acq_rel) ==
+      static_cast<int64_t>(n)) {
+    thread_refs_.AwaitReleases();
+    delete this;
+  }
 }
 
 void CacheCore::DeregisterOrWarn(const DeviceMapping& m, Range span, bool dmabuf) {
@@ -273,12 +329,6 @@ void CacheCore::DeregisterOrWarn(const DeviceMapping& m, Range span, bool dmabuf
         domain_->name(), dmabuf ? "dma-buf slice " : "", span.ToString(), m.iova, m.lkey,
         s.ToString());
   }
-}
-
-// Without mu_: `r` was claimed under mu_ (which ordered the handle's write
-// before us), and the pool's side arrays never move.
-uint64_t CacheCore::HandleOf(const Region* r) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  return pool_.links(r).handle;
 }
 
 void CacheCore::DropRef() {
@@ -294,6 +344,7 @@ void CacheCore::Close() {
     MutexLock lock(&mu_);
     RegionList all;
     ForEachIndexed([&](Region* r) { all.push_back(r); });
+    // (RetireAll unlinks them from the ring: collected first.)
     RetireAll(all, &to_free);
   }
   FreeRegions(to_free);
@@ -343,6 +394,7 @@ CacheStats CacheCore::stats() const {
   MutexLock lock(&mu_);
   CacheStats s = counters_;
   s.hits = hits_.Sum() + thread_refs_.Hits();
+  s.dmabuf_hits += dmabuf_hits_.Sum() + thread_refs_.DmaBufHits();
   s.live_regions = live_regions_;
   s.registered_bytes = live_bytes_;
   s.referenced_regions = dead_referenced_;
@@ -354,6 +406,11 @@ CacheStats CacheCore::stats() const {
     }
   });
   return s;
+}
+
+size_t CacheCore::IndexBytes() const {
+  MutexLock lock(&mu_);
+  return index_.MemoryBytes();
 }
 
 }  // namespace dmareg::internal

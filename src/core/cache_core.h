@@ -3,6 +3,17 @@
 // CacheCore: the registration cache behind RegistrationCache's front door
 // (which validates and rounds requests before they get here).
 //
+// One cache for two kinds of key: a host range, or a dma-buf's identity and
+// a span of its pages. Both live in the same regions, the same lock-free
+// index (a dma-buf is a space of its own there), the same limits and CLOCK
+// ring, and go through the same miss pipeline (cache_miss.cc): plan under
+// mu_, register (with mu_ released unless registrations are cheap, see
+// Miss), admit under mu_, redo when an invalidation of the span came in
+// between, with one retry limit and one lock-holding fallback for both.
+// What differs is confined to registering (the monitor's Watch and paging
+// for host memory; the import-then-alias policy for dma-bufs,
+// cache_dmabuf.cc).
+//
 // Lifetime: a CacheCore is owned jointly by its RegistrationCache and by
 // every Region it has allocated and not yet freed (`refs_`), so a handle that
 // outlives the cache can still release its mapping. The last owner deletes it.
@@ -71,6 +82,19 @@
 
 namespace dmareg::internal {
 
+// A dma-buf request: the buffer, its space in the index, and the whole
+// pages of the slice (clipped to the buffer), as offsets.
+struct DmaBufKey {
+  DmaBufId id;
+  uint64_t space = 0;  // RangeIndex::SpaceOf(id)
+  Range span;
+};
+// What a dma-buf miss registers from: an fd of the buffer and its CPU alias.
+struct DmaBufSource {
+  int fd = -1;
+  const void* alias = nullptr;
+};
+
 class CacheCore {
  public:
   // `thread_refs`: use per-thread reference tables when the heavy fence is
@@ -81,22 +105,19 @@ class CacheCore {
   // `span` page-aligned, non-empty; `want` normalised and valid.
   // `*created` (if given): true when this call registered the mapping.
   absl::StatusOr<Region*> AcquireHost(Range span, AccessFlags want, bool* created = nullptr);
-  // `m` validated (cache_dmabuf.cc).
-  absl::StatusOr<Region*> AcquireDmaBuf(const DmaBufMemory& m, AccessFlags want,
-                                        bool* created = nullptr);
+  // `key` from ResolveDmaBuf or an ImportedDmaBuf; `want` normalised and valid.
+  absl::StatusOr<Region*> AcquireDmaBuf(const DmaBufKey& key, const DmaBufSource& source,
+                                        AccessFlags want, bool* created = nullptr);
+  // The buffer `m.fd` names (fstat, or the cache's inspector) and the whole
+  // pages of `m`'s slice; InvalidArgument past the buffer's end.
+  absl::StatusOr<DmaBufKey> ResolveDmaBuf(const DmaBufMemory& m) const;
+  // The key of [offset, offset + length) of a buffer of `size` bytes.
+  absl::StatusOr<DmaBufKey> DmaBufKeyOf(const DmaBufId& id, uint64_t size, uint64_t offset,
+                                        uint64_t length, int fd) const;
   // `span` page-aligned (may be empty).
   void Invalidate(Range span);
   // Retires the dma-buf's mappings overlapping `span` (all if empty).
   void InvalidateDmaBuf(DmaBufId id, std::optional<Range> span);
-  // The dma-buf and the whole pages of `m`'s slice, clipped to the buffer.
-  struct DmaBufSlice {
-    DmaBufId id;
-    Range span;
-  };
-  absl::StatusOr<DmaBufSlice> ResolveDmaBuf(const DmaBufMemory& m) const;
-  // A cached dma-buf mapping covering `slice` with `want`, referenced for
-  // the caller, or null.
-  Region* FindDmaBuf(const DmaBufSlice& slice, AccessFlags want) ABSL_LOCKS_EXCLUDED(mu_);
   // Retires `r` (which the caller holds a reference on) if it is still
   // cached: a registration set undoing what it made.
   void Discard(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
@@ -110,6 +131,8 @@ class CacheCore {
   Paging paging() const { return paging_.load(std::memory_order_relaxed); }
   Domain& domain() const { return *domain_; }
   MemoryMonitor& monitor() const { return *monitor_; }
+  // The index's tables (bytes), for the memory figures.
+  size_t IndexBytes() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Hit path: true if the monitor has events this cache has not applied
   // yet, or the process forked since the cache was made.
@@ -124,10 +147,19 @@ class CacheCore {
     ThreadRefs* t = thread_refs_.Mine();
     if (t == nullptr || EventsPending()) [[unlikely]]
       return nullptr;
-    Region* r = HitWith(t, span, want);
+    Region* r = HitWith(t, RangeIndex::kHostSpace, span, want, nullptr);
     if (pfn_check_every_ != 0) [[unlikely]]
       return SampledPfnCheck(r);
     return r;
+  }
+  // The same for a dma-buf slice: the same index, in the buffer's space.
+  // Monitor events concern host memory only; a forked child takes the slow
+  // path, which refuses.
+  Region* TryHitDmaBuf(const DmaBufKey& key, AccessFlags want) {
+    ThreadRefs* t = thread_refs_.Mine();
+    if (t == nullptr || Forked() || !dmabuf_ids_unique_) [[unlikely]]
+      return nullptr;
+    return HitWith(t, key.space, key.span, want, &key.id);
   }
   // Applies pending monitor events; FailedPrecondition in a forked child.
   absl::Status CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
@@ -150,6 +182,8 @@ class CacheCore {
       ReleaseDeadShared(r);
     }
   }
+  // The cache that owns `r`.
+  static CacheCore* Of(const Region* r) { return static_cast<CacheCore*>(RegionPool::OwnerOf(r)); }
   // The owning RegistrationCache is gone: retire everything, drop its share.
   void Close();
   // RegistrationCache::CheckPfns (cache_pfn.cc).
@@ -157,37 +191,52 @@ class CacheCore {
 
  private:
   using RegionList = absl::InlinedVector<Region*, 8>;
+  // What a miss asks for: a span of a space, and for a dma-buf what it
+  // registers from.
+  struct MissKey {
+    uint64_t space = RangeIndex::kHostSpace;
+    Range request;
+    const DmaBufId* id = nullptr;  // dma-buf misses
+    const DmaBufSource* source = nullptr;
+  };
   // A miss's decisions, made under mu_ (cache_miss.cc).
   struct MissPlan {
     Region* hit = nullptr;  // found registered under the lock: nothing to do
-    Range request;          // what was asked for
+    MissKey key;            // what was asked for
     AccessFlags want;
     Range span;              // what to register: the request, or its union
     AccessFlags access;      // with the overlapped mappings
     bool merged = false;     // span/access took in cached mappings
     uint64_t reserved = 0;   // bytes reserved against the limits
     uint64_t epoch = 0;      // recent_ invalidations seen before registering
-    bool cacheable = true;   // the monitor watches the span
+    bool cacheable = true;   // the monitor watches the span (dma-bufs: ids unique)
     bool on_demand = false;  // registered with on-demand paging
     bool fell_back = false;  // this miss switched kAutomatic to pinned
+    bool via_alias = false;  // a dma-buf registered through its CPU alias
+    bool dmabuf() const { return key.id != nullptr; }
   };
   class MissScope;
 
   ~CacheCore();
   Region* FastHit(Range span, AccessFlags want);
+  // Whether `r` (referenced, or under mu_) is of the space a request names:
+  // host memory (`id` null) or that buffer.
+  bool OfSpace(const Region* r, const DmaBufId* id) const {
+    return id == nullptr ? !r->dmabuf : r->dmabuf && pool_.DmaBufIdOf(r) == *id;
+  }
   // No lock, no locked instruction. A candidate is referenced first and
   // validated after, because its fields are stable only while we hold a
   // reference (see the handshake above). The index gives the Region and
   // this thread's counter for it at once.
-  Region* HitWith(ThreadRefs* t, Range span, AccessFlags want) {
-    return RegionAt(index_.Probe(span.begin(), [&](uint32_t i) {
+  Region* HitWith(ThreadRefs* t, uint64_t space, Range span, AccessFlags want, const DmaBufId* id) {
+    return RegionAt(index_.Probe(space, span.begin(), [&](uint32_t i) {
       Region* r = region_base_ + i;
       ThreadRefs::Add(t->Counter(i), 1);
       LightFence();
       const uint64_t s = r->state.load(std::memory_order_acquire);
-      if (!(s & kFlags) && r->Covers(span, want)) [[likely]] {
+      if (!(s & kFlags) && r->Covers(span, want) && OfSpace(r, id)) [[likely]] {
         r->Touch();
-        t->CountHit();
+        t->CountHit(id != nullptr);
         return true;
       }
       // A full release: if the region died meanwhile, ours may be its last
@@ -201,20 +250,32 @@ class CacheCore {
     return i == RangeIndex::kNoIndex ? nullptr : region_base_ + i;
   }
   // --- the miss path (cache_miss.cc) ---
-  absl::StatusOr<Region*> Miss(Range request, AccessFlags want, bool* created);
+  absl::StatusOr<Region*> Miss(const MissKey& key, AccessFlags want, bool* created);
   // Finds the request registered after all, or decides what to register
   // and reserves room for it.
-  absl::StatusOr<MissPlan> PlanMiss(Range request, AccessFlags want, RegionList* to_free)
+  absl::Status PlanMiss(const MissKey& key, AccessFlags want, RegionList* to_free, MissPlan* plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Watches and registers the plan's span, narrowing it to the request where
-  // the union cannot be watched or registered. No lock needed.
+  // The cached mappings of the key's space that overlap `span`.
+  template <typename F>
+  void ForEachOverlappingLocked(const MissKey& key, Range span, F f) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Registers the plan's span (host: Watch, then as the paging says;
+  // dma-buf: as the policy says), narrowing it to the request where the
+  // union cannot be watched or registered. No lock needed.
   absl::StatusOr<DeviceMapping> RegisterPlanned(MissPlan& plan);
+  absl::StatusOr<DeviceMapping> RegisterHostPlanned(MissPlan& plan);
   // --- paging (cache_paging.cc) ---
   // Registers the plan's span on demand (no Watch: the device follows the
   // page tables). Sets `*refused` when the domain refused on-demand paging
   // in kAutomatic mode: the cache is pinned from then on and the caller
   // registers pinned.
   absl::StatusOr<DeviceMapping> RegisterOnDemand(MissPlan& plan, bool* refused);
+  // --- dma-bufs (cache_dmabuf.cc) ---
+  // Registers the plan's span as the policy says: the domain's import, then
+  // the CPU alias. The error names every attempt.
+  absl::StatusOr<DeviceMapping> RegisterDmaBufPlanned(MissPlan& plan);
+  // Files a new dma-buf region under its buffer (index, per-buffer list).
+  void IndexDmaBufLocked(Region* r, const DmaBufId& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the new mapping a Region: indexed if cacheable (retiring what it
   // supersedes), else born dead with the caller's reference. Null when the
   // pool is full (the caller deregisters `m`).
@@ -224,7 +285,8 @@ class CacheCore {
 
   // Removes `victims` from the index and the CLOCK ring and marks them dead;
   // those with no handle out are appended to `to_free` (and leave the
-  // accounting), the others are freed by their last handle.
+  // accounting), the others are freed by their last handle. A victim
+  // already retired (listed twice) is skipped.
   void RetireAll(const RegionList& victims, RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Claims `r` for freeing (true; the caller frees it) if it is dead, not
   // yet claimed, and has no reference left.
@@ -243,33 +305,21 @@ class CacheCore {
   // mu_'s holders mark regions dead). False if `r` is dead or free.
   bool TryRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddRefLocked(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Region* FastHitShared(Range span, AccessFlags want);
-  // --- dma-bufs (cache_dmabuf.cc) ---
-  // Registers the span as the policy says: the domain's import, then the
-  // CPU alias. The error names every attempt.
-  absl::StatusOr<DeviceMapping> RegisterDmaBufSpan(const DmaBufMemory& m, const DmaBufSlice& s,
-                                                   AccessFlags access, bool* via_alias);
-  absl::StatusOr<Region*> AcquireDmaBufUncached(const DmaBufMemory& m, const DmaBufSlice& s,
-                                                AccessFlags want);
-  Region* FindDmaBufLocked(const DmaBufSlice& slice, AccessFlags want)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DmaBufIndexInsert(Region* r, DmaBufId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True if an invalidation of `id` overlapping `span` came after `epoch`.
-  bool DmaBufInvalidatedSince(uint64_t epoch, DmaBufId id, Range span) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Removes `r` from the index it is in and from the CLOCK ring.
+  Region* FastHitShared(uint64_t space, Range span, AccessFlags want, const DmaBufId* id);
+  // Removes `r` from the index (and its buffer's list) and the CLOCK ring.
   void Unindex(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Every indexed region, host and dma-buf.
+  // Every indexed region, host and dma-buf (the CLOCK ring).
   template <typename F>
   void ForEachIndexed(F f) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    index_.ForEach(f);
-    for (const auto& [id, regions] : dmabuf_index_) {
-      for (Region* r : regions) f(r);
-    }
+    if (clock_hand_ == RegionPool::kNone) return;
+    uint32_t i = clock_hand_;
+    do {
+      const uint32_t next = pool_.links(i).next;  // f may not unlink
+      f(region_base_ + i);
+      i = next;
+    } while (i != clock_hand_);
   }
-  size_t IndexedCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return index_.size() + dmabuf_indexed_;
-  }
+  size_t IndexedCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return index_.size(); }
   // --- the PFN check (cache_pfn.cc) ---
   // Opens the pagemap when the check is on, or says why it cannot run.
   void InitPfnCheck();
@@ -289,20 +339,38 @@ class CacheCore {
   // --- eviction (cache_eviction.cc) ---
   // Evicts until `regions` more mappings of `bytes` fit the limits.
   absl::Status MakeRoom(size_t regions, size_t bytes, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!OverLimits(regions, bytes) && (options_.max_bytes == 0 || bytes <= options_.max_bytes))
+        [[likely]] {
+      return absl::OkStatus();
+    }
+    return MakeRoomSlow(regions, bytes, to_free);
+  }
+  absl::Status MakeRoomSlow(size_t regions, size_t bytes, RegionList* to_free)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool OverLimits(size_t regions, size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Retires what overlaps `span` and logs it for in-flight misses.
+  bool OverLimits(size_t regions, size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (options_.max_regions != 0 &&
+        live_regions_ + reserved_regions_ + regions > options_.max_regions) {
+      return true;
+    }
+    return options_.max_bytes != 0 && live_bytes_ + reserved_bytes_ + bytes > options_.max_bytes;
+  }
+  // Retires what overlaps host `span` and logs it for in-flight misses.
   // (`record`: false when the caller records a span covering several.)
   void InvalidateLocked(Range span, RegionList* to_free, bool record = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies the monitor's log past log_cursor_ (all of it: a caller that
   // must not miss an event calls log_.WaitQuiet() first).
-  void ApplyEventsLocked(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyEventsLocked(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (log_.Pending(log_cursor_.load(std::memory_order_relaxed))) [[unlikely]]
+      ApplyEventsSlow(to_free);
+  }
+  void ApplyEventsSlow(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Forked() const { return ForkGeneration() != fork_generation_; }
   absl::Status ForkedError() const;
   // A region holding one reference for the calling thread, with `flags`;
   // null when the pool is out of Regions.
-  Region* NewRegion(Range span, AccessFlags access, const DeviceMapping& m, uint64_t flags)
+  Region* NewRegion(const MissPlan& plan, const DeviceMapping& m, uint64_t flags)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingInsert(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RingRemove(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -312,15 +380,18 @@ class CacheCore {
   // without mu_; may delete `this` when the last share goes).
   void FreeRegions(RegionList& regions) ABSL_LOCKS_EXCLUDED(mu_);  // and clears it
   void FreeRegions(absl::Span<Region* const> regions) ABSL_LOCKS_EXCLUDED(mu_);
+  // With fast registrations: deregisters and recycles `regions` under mu_
+  // (no second critical section); the caller then calls DropRefs(n).
+  size_t FreeRegionsLocked(RegionList& regions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropRefs(size_t n);
   // Deregisters `m` (of `span`, host or dma-buf), logging a failure: the
   // mapping is gone from our books either way.
-  void DeregisterOrWarn(const DeviceMapping& m, Range span, bool dmabuf) ABSL_LOCKS_EXCLUDED(mu_);
+  void DeregisterOrWarn(const DeviceMapping& m, Range span, bool dmabuf);
   // Release found `r` dead after its decrement (t->busy set; cleared here).
   void ReleaseDead(Region* r, ThreadRefs* t) ABSL_LOCKS_EXCLUDED(mu_);
   // Release of a shared reference on a dead region.
   void ReleaseDeadShared(Region* r) ABSL_LOCKS_EXCLUDED(mu_);
   void DropRef();
-  uint64_t HandleOf(const Region* r) const;  // of a claimed region, without mu_
 
   const std::shared_ptr<Domain> domain_;
   const std::shared_ptr<MemoryMonitor> monitor_;
@@ -334,44 +405,41 @@ class CacheCore {
   const DmaBufInspector inspect_dmabuf_;  // empty: InspectDmaBuf
   bool dmabuf_ids_unique_;                // set before the cache is shared
   const uint32_t pfn_check_every_;        // the PFN check's sampling, fixed at Create; 0: off
+  // The domain's registrations are cheap (DomainCapabilities::
+  // fast_registration): a miss is one critical section, registration
+  // included, and regions are deregistered under mu_.
+  const bool fast_registration_;
+  const uint64_t max_mapping_bytes_;  // the domain's, read once
 
-  // Lock order: mu_, then the process-wide thread-slot lock (base/thread_slot.cc,
-  // which a first ThreadSlot() call takes), the userfaultfd monitor's
-  // watched-set mutex, the monitor log's leaf mutex. mu_ is never held across
-  // a Domain call (but for a miss's last attempts, see Miss); the hit path
-  // never takes it (but for a thread's first hit, which creates its reference
-  // table). Producers of monitor events never take it.
+  // Lock order: mu_, then the process-wide thread-slot lock
+  // (runtime/thread_slot.cc, which a first ThreadSlot() call takes), the
+  // userfaultfd monitor's watched-set mutex, the monitor log's leaf mutex.
+  // mu_ is never held across a Domain call, but for a miss's last attempts
+  // and for domains whose registrations are fast (see Miss); the hit path
+  // never takes it (but for a thread's first hit, which creates its
+  // reference table). Producers of monitor events never take it.
   mutable Mutex mu_;
   CacheOptions options_ ABSL_GUARDED_BY(mu_);
-  RangeIndex index_;  // writers hold mu_; Probe runs without it
   RegionPool pool_ ABSL_GUARDED_BY(mu_);
-  Region* const region_base_;                          // pool_.base(), for hits (no lock)
-  Region* clock_hand_ ABSL_GUARDED_BY(mu_) = nullptr;  // ring of indexed regions
-  size_t live_regions_ ABSL_GUARDED_BY(mu_) = 0;       // mapped on the device
+  Region* const region_base_;  // pool_.base(), for hits (no lock)
+  RangeIndex index_;           // writers hold mu_; Probe runs without it
+  uint32_t clock_hand_ ABSL_GUARDED_BY(mu_) = RegionPool::kNone;  // ring of indexed regions
+  size_t live_regions_ ABSL_GUARDED_BY(mu_) = 0;                  // mapped on the device
   size_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t dead_referenced_ ABSL_GUARDED_BY(mu_) = 0;   // retired, handles out
   size_t reserved_regions_ ABSL_GUARDED_BY(mu_) = 0;  // misses in flight
   size_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Invalidations for misses in flight to check against.
+  // Invalidations (host and dma-buf) for misses in flight to check against.
   RecentInvalidations recent_ ABSL_GUARDED_BY(mu_);
-  // Cached dma-buf mappings by buffer (a handful each: slices merge).
-  absl::flat_hash_map<DmaBufId, RegionList> dmabuf_index_ ABSL_GUARDED_BY(mu_);
-  size_t dmabuf_indexed_ ABSL_GUARDED_BY(mu_) = 0;
-  // dma-buf invalidations while dma-buf misses are in flight, to check
-  // those against (dropped when none is).
-  struct DmaBufInvalidation {
-    uint64_t epoch;
-    DmaBufId id;
-    std::optional<Range> span;  // empty: the whole buffer
-  };
-  std::vector<DmaBufInvalidation> dmabuf_recent_ ABSL_GUARDED_BY(mu_);
-  uint64_t dmabuf_epoch_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t dmabuf_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Each buffer's cached regions (a handful: slices merge), for merging,
+  // whole-buffer invalidation and the dma-buf gauges; hits use the index.
+  absl::flat_hash_map<DmaBufId, RegionList> dmabuf_regions_ ABSL_GUARDED_BY(mu_);
   // Monitor events applied so far; written under mu_, read by hits.
   std::atomic<uint64_t> log_cursor_{0};
 
   CacheStats counters_ ABSL_GUARDED_BY(mu_);  // all but hits and the gauges
   StripedCounter hits_;                       // hits not counted in a thread's table
+  StripedCounter dmabuf_hits_;                // of those, dma-buf hits
   // Created under mu_ (see the lifetime note above); read without it.
   ThreadRefTables thread_refs_;
   std::atomic<int64_t> refs_{1};  // the owner + allocated regions

@@ -24,19 +24,11 @@ void CacheCore::EvictOrRevive(const RegionList& candidates, RegionList* to_free)
   }
 }
 
-bool CacheCore::OverLimits(size_t regions, size_t bytes) const {
-  if (options_.max_regions != 0 &&
-      live_regions_ + reserved_regions_ + regions > options_.max_regions) {
-    return true;
-  }
-  return options_.max_bytes != 0 && live_bytes_ + reserved_bytes_ + bytes > options_.max_bytes;
-}
-
 // CLOCK over the ring of indexed regions: a region used since the hand last
 // passed gets a second chance; referenced regions are skipped. Two full turns
 // without a victim mean everything left is referenced. Victims are taken in
 // batches (as many as the limits need) that share one fence.
-absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_free) {
+absl::Status CacheCore::MakeRoomSlow(size_t regions, size_t bytes, RegionList* to_free) {
   if (options_.max_bytes != 0 && bytes > options_.max_bytes) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "a mapping of %u bytes exceeds the cache's max_bytes (%u)", bytes, options_.max_bytes));
@@ -53,9 +45,9 @@ absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_fr
               live_bytes_ + reserved_bytes_ + bytes > options_.max_bytes + nb);
     };
     RegionList batch;
-    while (still_over() && clock_hand_ != nullptr && budget > 0) {
+    while (still_over() && clock_hand_ != RegionPool::kNone && budget > 0) {
       --budget;
-      Region* r = clock_hand_;
+      Region* r = region_base_ + clock_hand_;
       clock_hand_ = pool_.links(r).next;
       if (r->state.load(std::memory_order_relaxed) & kDead) continue;  // in this batch
       if (RefSum(r) != 0) continue;  // a hint; settled after the fence
@@ -81,31 +73,29 @@ absl::Status CacheCore::MakeRoom(size_t regions, size_t bytes, RegionList* to_fr
 
 void CacheCore::RingInsert(Region* r) {
   RegionPool::Links& l = pool_.links(r);
-  if (clock_hand_ == nullptr) {
-    l.prev = l.next = r;
-    clock_hand_ = r;
+  if (clock_hand_ == RegionPool::kNone) {
+    l.prev = l.next = r->index;
+    clock_hand_ = r->index;
   } else {
     // Just behind the hand: the newest region is the last the hand reaches.
     RegionPool::Links& hand = pool_.links(clock_hand_);
     l.next = clock_hand_;
     l.prev = hand.prev;
-    pool_.links(l.prev).next = r;
-    hand.prev = r;
+    pool_.links(l.prev).next = r->index;
+    hand.prev = r->index;
   }
-  r->indexed = true;
 }
 
 void CacheCore::RingRemove(Region* r) {
   RegionPool::Links& l = pool_.links(r);
-  if (l.next == r) {
-    clock_hand_ = nullptr;
+  if (l.next == r->index) {
+    clock_hand_ = RegionPool::kNone;
   } else {
     pool_.links(l.prev).next = l.next;
     pool_.links(l.next).prev = l.prev;
-    if (clock_hand_ == r) clock_hand_ = l.next;
+    if (clock_hand_ == r->index) clock_hand_ = l.next;
   }
-  l.prev = l.next = nullptr;
-  r->indexed = false;
+  l.prev = l.next = RegionPool::kNone;
 }
 
 }  // namespace dmareg::internal

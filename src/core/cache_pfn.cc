@@ -104,7 +104,7 @@ absl::StatusOr<PfnReport> CacheCore::CheckPfns() {
     MutexLock lock(&mu_);
     RegionList stale;
     std::vector<uint64_t> now;
-    index_.ForEach([&](Region* r) {
+    ForEachIndexed([&](Region* r) {
       mu_.AssertHeld();
       if (pfns_.find(r->index) == pfns_.end()) return;  // dma-buf, on-demand, unrecorded
       if (!pagemap_->ReadFrames(r->addr, r->length / page_size_, &now).ok()) return;

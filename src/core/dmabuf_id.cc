@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -104,6 +105,35 @@ absl::StatusOr<DmaBufInfo> InspectDmaBuf(int fd) {
     size = static_cast<uint64_t>(end);
   }
   return DmaBufInfo{.id = {.dev = dev, .ino = static_cast<uint64_t>(st.st_ino)}, .size = size};
+}
+
+absl::StatusOr<ImportedDmaBuf> ImportedDmaBuf::Import(int fd, const void* alias,
+                                                      const DmaBufInspector& inspect) {
+  absl::StatusOr<DmaBufInfo> info = inspect ? inspect(fd) : InspectDmaBuf(fd);
+  if (!info.ok()) return info.status();
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) {
+    return ErrnoStatus(errno, "fcntl(F_DUPFD_CLOEXEC)", "dma-buf",
+                       absl::StrFormat("fd %d (%s)", fd, info->id.ToString()));
+  }
+  return ImportedDmaBuf(own, *info, alias);
+}
+
+ImportedDmaBuf::ImportedDmaBuf(ImportedDmaBuf&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), info_(other.info_), alias_(other.alias_) {}
+
+ImportedDmaBuf& ImportedDmaBuf::operator=(ImportedDmaBuf&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    info_ = other.info_;
+    alias_ = other.alias_;
+  }
+  return *this;
+}
+
+ImportedDmaBuf::~ImportedDmaBuf() {
+  if (fd_ >= 0) close(fd_);
 }
 
 bool DmaBufIdsUniqueOnRelease(const std::string& release) {

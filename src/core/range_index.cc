@@ -10,6 +10,9 @@ namespace dmareg::internal {
 
 namespace {
 constexpr int kMinBits = 6;
+// Tables from this size on are mappings of their own, given back when
+// outgrown; smaller ones (the first few, a page or so) stay on the heap.
+constexpr size_t kOwnMappingBytes = 64 << 10;
 }  // namespace
 
 int RangeIndex::LevelFor(uint64_t length) {
@@ -20,12 +23,15 @@ int RangeIndex::LevelFor(uint64_t length) {
 
 RangeIndex::Table::Table(int b) : bits(b), mask((size_t{1} << b) - 1) {
   void* mem = nullptr;
-  if (bytes() >= kHugePage) {
-    // Its own mapping, huge-page aligned: lookups land at random, and an
-    // outgrown table can give its pages back without being unmapped.
-    if (!mapping.Map(bytes(), PROT_READ | PROT_WRITE)) throw std::bad_alloc();
+  if (bytes() >= kOwnMappingBytes) {
+    // Its own mapping (huge-page aligned when large: lookups land at
+    // random), so that an outgrown table can give its pages back without
+    // being unmapped.
+    if (!mapping.Map(bytes(), PROT_READ | PROT_WRITE, bytes() >= kHugePage ? kHugePage : 4096)) {
+      throw std::bad_alloc();
+    }
     mem = mapping.data();
-    madvise(mem, bytes(), MADV_HUGEPAGE);
+    if (bytes() >= kHugePage) madvise(mem, bytes(), MADV_HUGEPAGE);
   } else {
     mem = ::operator new(bytes());
   }
@@ -45,24 +51,26 @@ void RangeIndex::Table::Drop() {
   }
 }
 
-RangeIndex::RangeIndex() {
+RangeIndex::RangeIndex(const RegionPool* pool) : pool_(pool) {
   tables_.push_back(std::make_unique<Table>(kMinBits));
   table_.store(tables_.back().get(), std::memory_order_release);
 }
 
 RangeIndex::~RangeIndex() = default;
 
+namespace {
+// Calls f(bucket) for each bucket of `level` the region touches.
 template <typename F>
-void RangeIndex::ForEachKey(const Region* r, F&& f) {
-  const int s = Shift(r->level);
+void ForEachBucket(const Region* r, F&& f) {
+  const int s = RangeIndex::Shift(r->level);
   const uintptr_t first = r->addr >> s;
   const uintptr_t last = (r->end() - 1) >> s;
   for (uintptr_t bucket = first;; ++bucket) {
-    f(Key(r->level, bucket << s));
+    f(bucket);
     if (bucket == last) break;
   }
 }
-
+}  // namespace
 void RangeIndex::HashInsert(Table& t, uint64_t word) {
   size_t i = Home(t, word);
   while (t.slots[i].load(std::memory_order_relaxed) != 0) i = (i + 1) & t.mask;
@@ -111,34 +119,31 @@ void RangeIndex::GrowIfNeeded(size_t more) {
   tables_.push_back(std::move(next));
 }
 
-void RangeIndex::Insert(Region* r) {
+void RangeIndex::Insert(Region* r, uint64_t space) {
   r->level = static_cast<uint8_t>(LevelFor(r->length));
-  size_t n = 0;
-  ForEachKey(r, [&](uint64_t) { ++n; });
-  GrowIfNeeded(n);
-  Table& t = *tables_.back();
-  ForEachKey(r, [&](uint64_t key) { HashInsert(t, Tag(key) | r->index); });
+  const int s = Shift(r->level);
+  const size_t n = ((r->end() - 1) >> s) - (r->addr >> s) + 1;  // <= 9
+  Table* t = table_.load(std::memory_order_relaxed);
+  if ((entries_ + n) * 2 > t->mask + 1) [[unlikely]] {
+    GrowIfNeeded(n);
+    t = tables_.back().get();
+  }
+  ForEachBucket(r, [&](uintptr_t b) { HashInsert(*t, Tag(r->level, space, b) | r->index); });
   entries_ += n;
-  trees_[r->level].insert({r->addr, r});
+  r->indexed = true;
   if (level_count_[r->level]++ == 0) {
     level_mask_.fetch_or(1u << r->level, std::memory_order_release);
   }
   ++size_;
 }
 
-void RangeIndex::Remove(Region* r) {
+void RangeIndex::Remove(Region* r, uint64_t space) {
   Table& t = *tables_.back();
-  ForEachKey(r, [&](uint64_t key) {
-    HashErase(t, Tag(key) | r->index);
+  ForEachBucket(r, [&](uintptr_t b) {
+    HashErase(t, Tag(r->level, space, b) | r->index);
     --entries_;
   });
-  Tree& tree = trees_[r->level];
-  for (auto it = tree.lower_bound(r->addr); it != tree.end() && it->first == r->addr; ++it) {
-    if (it->second == r) {
-      tree.erase(it);
-      break;
-    }
-  }
+  r->indexed = false;
   if (--level_count_[r->level] == 0) {
     level_mask_.fetch_and(~(1u << r->level), std::memory_order_release);
   }
@@ -148,8 +153,6 @@ void RangeIndex::Remove(Region* r) {
 size_t RangeIndex::MemoryBytes() const {
   size_t bytes = 0;
   for (const auto& t : tables_) bytes += t->dropped ? 0 : t->bytes();
-  // absl::btree nodes hold up to ~256 bytes of values; count ~1.5x payload.
-  bytes += size_ * sizeof(std::pair<uintptr_t, Region*>) * 3 / 2;
   return bytes;
 }
 

@@ -1,12 +1,14 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// RecentInvalidations: the last few ranges a cache invalidated, numbered by
-// an epoch, so that a miss that registered without the cache's lock can ask
+// RecentInvalidations: the last few ranges a cache invalidated, each in its
+// space (host memory, or one dma-buf: RangeIndex::SpaceOf), numbered by an
+// epoch, so that a miss that registered without the cache's lock can ask
 // "was my span invalidated since I looked?" and redo its registration if so.
+// A space hash that two buffers share only makes a needless retry.
 //
 //   const uint64_t epoch = recent.epoch();      // under the lock, before
 //   ... register `span` with no lock held ...
-//   if (recent.InvalidatedSince(epoch, span))   // under the lock, after
+//   if (recent.InvalidatedSince(epoch, span, space))   // under the lock, after
 //     ... deregister and retry ...
 //
 // It keeps kCapacity records: a miss whose epoch has dropped out of them
@@ -31,25 +33,30 @@ class RecentInvalidations {
   // The epoch of the newest record (0 before any).
   uint64_t epoch() const { return epoch_; }
 
-  void Record(Range r) {
+  void Record(Range r, uint64_t space = 0) {
     ++epoch_;
-    ranges_[epoch_ % kCapacity] = r;
+    records_[epoch_ % kCapacity] = {r, space};
   }
 
-  // True if a range overlapping `r` was recorded after `epoch`, or if that
-  // can no longer be told.
-  bool InvalidatedSince(uint64_t epoch, Range r) const {
+  // True if a range of `space` overlapping `r` was recorded after `epoch`,
+  // or if that can no longer be told.
+  bool InvalidatedSince(uint64_t epoch, Range r, uint64_t space = 0) const {
     if (epoch_ == epoch) return false;
     if (epoch_ - epoch >= kCapacity) return true;
     for (uint64_t e = epoch + 1; e <= epoch_; ++e) {
-      if (ranges_[e % kCapacity].Overlaps(r)) return true;
+      const Entry& x = records_[e % kCapacity];
+      if (x.space == space && x.range.Overlaps(r)) return true;
     }
     return false;
   }
 
  private:
+  struct Entry {
+    Range range;
+    uint64_t space = 0;
+  };
   uint64_t epoch_ = 0;
-  std::array<Range, kCapacity> ranges_;  // epoch e at e % kCapacity
+  std::array<Entry, kCapacity> records_;  // epoch e at e % kCapacity
 };
 
 }  // namespace dmareg::internal

@@ -9,7 +9,7 @@ namespace dmareg {
 void Registration::Release(const RegistrationInfo* info) noexcept {
   // Every RegistrationInfo a handle sees is the base of a Region.
   auto* r = const_cast<internal::Region*>(static_cast<const internal::Region*>(info));
-  r->cache->Release(r);
+  internal::CacheCore::Of(r)->Release(r);
 }
 
 }  // namespace dmareg

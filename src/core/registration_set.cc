@@ -38,7 +38,7 @@ absl::StatusOr<RegistrationSet> AcquireParts(absl::Span<RegistrationCache* const
   std::vector<size_t> misses;
   for (size_t i = 0; i < caches.size(); ++i) {
     parts[i].core = SetAccess::Core(caches[i]);
-    absl::StatusOr<Region*> r = hit(*parts[i].core);
+    absl::StatusOr<Region*> r = hit(*parts[i].core, i);
     if (!r.ok()) {
       parts[i].status = r.status();
     } else if (*r != nullptr) {
@@ -48,7 +48,7 @@ absl::StatusOr<RegistrationSet> AcquireParts(absl::Span<RegistrationCache* const
     }
   }
   auto run = [&](size_t i) {
-    absl::StatusOr<Region*> r = miss(*parts[i].core, &parts[i].created);
+    absl::StatusOr<Region*> r = miss(*parts[i].core, i, &parts[i].created);
     if (r.ok()) {
       parts[i].region = *r;
     } else {
@@ -115,28 +115,64 @@ absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const
   const AccessFlags want = NormalizeAccess(access);
   return internal::AcquireParts(
       caches, options,
-      [&](CacheCore& core) -> absl::StatusOr<Region*> { return core.TryHit(*span, want); },
-      [&](CacheCore& core, bool* created) { return core.AcquireHost(*span, want, created); });
+      [&](CacheCore& core, size_t) -> absl::StatusOr<Region*> { return core.TryHit(*span, want); },
+      [&](CacheCore& core, size_t, bool* created) {
+        return core.AcquireHost(*span, want, created);
+      });
 }
 
 absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const> caches,
                                              const DmaBufMemory& memory, AccessFlags access,
                                              SetOptions options) {
   using internal::CacheCore;
+  using internal::DmaBufKey;
   using internal::Region;
   if (absl::Status s = internal::CheckCaches(caches); !s.ok()) return s;
   if (absl::Status s = ValidateDmaBufMemory(memory); !s.ok()) return s;
   if (absl::Status s = ValidateAccess(access); !s.ok()) return s;
   if (memory.iova) return caches[0]->Acquire(memory, access).status();
   const AccessFlags want = NormalizeAccess(access);
+  // Each cache may have an inspector of its own: each resolves the fd.
+  std::vector<std::optional<DmaBufKey>> keys(caches.size());
+  const internal::DmaBufSource source{.fd = memory.fd, .alias = memory.alias};
   return internal::AcquireParts(
       caches, options,
-      [&](CacheCore& core) -> absl::StatusOr<Region*> {
-        absl::StatusOr<CacheCore::DmaBufSlice> slice = core.ResolveDmaBuf(memory);
-        if (!slice.ok()) return slice.status();
-        return core.FindDmaBuf(*slice, want);
+      [&](CacheCore& core, size_t i) -> absl::StatusOr<Region*> {
+        absl::StatusOr<DmaBufKey> key = core.ResolveDmaBuf(memory);
+        if (!key.ok()) return key.status();
+        keys[i] = *key;
+        return core.TryHitDmaBuf(*key, want);
       },
-      [&](CacheCore& core, bool* created) { return core.AcquireDmaBuf(memory, want, created); });
+      [&](CacheCore& core, size_t i, bool* created) {
+        return core.AcquireDmaBuf(*keys[i], source, want, created);
+      });
+}
+
+absl::StatusOr<RegistrationSet> AcquireOnAll(absl::Span<RegistrationCache* const> caches,
+                                             const ImportedDmaBuf& buffer, uint64_t offset,
+                                             size_t length, AccessFlags access,
+                                             SetOptions options) {
+  using internal::CacheCore;
+  using internal::DmaBufKey;
+  using internal::Region;
+  if (absl::Status s = internal::CheckCaches(caches); !s.ok()) return s;
+  if (length == 0 || (access.bits() & ~kAllAccess.bits()) != 0) {
+    return caches[0]->Acquire(buffer, offset, length, access).status();
+  }
+  const CacheCore& first = *internal::SetAccess::Core(caches[0]);
+  absl::StatusOr<DmaBufKey> key =
+      first.DmaBufKeyOf(buffer.id(), buffer.size(), offset, length, buffer.fd());
+  if (!key.ok()) return key.status();
+  const AccessFlags want = NormalizeAccess(access);
+  const internal::DmaBufSource source{.fd = buffer.fd(), .alias = buffer.alias()};
+  return internal::AcquireParts(
+      caches, options,
+      [&](CacheCore& core, size_t) -> absl::StatusOr<Region*> {
+        return core.TryHitDmaBuf(*key, want);
+      },
+      [&](CacheCore& core, size_t, bool* created) {
+        return core.AcquireDmaBuf(*key, source, want, created);
+      });
 }
 
 }  // namespace dmareg

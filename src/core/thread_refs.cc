@@ -69,6 +69,13 @@ uint64_t ThreadRefTables::Hits() const {
   return sum;
 }
 
+uint64_t ThreadRefTables::DmaBufHits() const {
+  uint64_t sum = 0;
+  const size_t n = count_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < n; ++i) sum += list_[i].load(std::memory_order_relaxed)->dmabuf_hits();
+  return sum;
+}
+
 void ThreadRefTables::AwaitReleases() const {
   const size_t mine = ThreadSlot();
   for (size_t s = 0; s < kThreadSlots; ++s) {

@@ -49,8 +49,12 @@ class ThreadRefs {
     // it (see CacheCore::Release).
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_release);
   }
-  void CountHit() {
+  void CountHit(bool dmabuf = false) {
     hits_.store(hits_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (dmabuf) {
+      dmabuf_hits_.store(dmabuf_hits_.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
+    }
   }
 
   // Any thread.
@@ -58,6 +62,7 @@ class ThreadRefs {
     return std::atomic_ref<int32_t>(counts_[index]).load(std::memory_order_acquire);
   }
   uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
+  uint64_t dmabuf_hits() const { return dmabuf_hits_.load(std::memory_order_relaxed); }
 
   // Set by the owner while it releases a reference: between its decrement and
   // its last look at the region, the region may be freed by another thread,
@@ -73,6 +78,7 @@ class ThreadRefs {
 
   int32_t* const counts_;  // kMaxIndex entries, zero until written
   std::atomic<uint64_t> hits_{0};
+  std::atomic<uint64_t> dmabuf_hits_{0};  // of hits_
 };
 
 class ThreadRefTables {
@@ -101,6 +107,7 @@ class ThreadRefTables {
   // Sum of every table's count for `index`.
   int64_t Sum(uint32_t index) const;
   uint64_t Hits() const;
+  uint64_t DmaBufHits() const;
 
   // Waits until no other thread is inside a release (ThreadRefs::busy).
   void AwaitReleases() const;

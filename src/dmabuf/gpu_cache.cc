@@ -38,7 +38,7 @@ GpuRegistrationCache::GpuRegistrationCache(std::shared_ptr<CudaDmaBufExporter> e
   // A replaced or released allocation's mappings go from every cache: its
   // identity never comes back, so they could only pin dead memory.
   listener_ = exporter_->AddListener([caches = caches_](const DmaBufId& id) {
-    for (RegistrationCache* cache : caches) cache->InvalidateDmaBuf(id);
+    for (RegistrationCache* cache : caches) cache->Invalidate(id);
   });
 }
 

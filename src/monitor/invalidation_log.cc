@@ -37,7 +37,7 @@ void InvalidationLog::Publish(Range r) {
   }
 }
 
-void InvalidationLog::WaitQuiet() const {
+void InvalidationLog::WaitQuietSlow() const {
   // A producer holds the bracket open for one read() and a few copies. Spin
   // briefly, then yield: the producer may be descheduled.
   for (int spins = 0; in_flight_.load(std::memory_order_acquire) != 0; ++spins) {

@@ -52,7 +52,10 @@ class InvalidationLog {
            head_.load(std::memory_order_acquire) != cursor;
   }
   // Returns once no bracket is open (producers publish, then close: bounded).
-  void WaitQuiet() const;
+  void WaitQuiet() const {
+    if (in_flight_.load(std::memory_order_acquire) != 0) [[unlikely]]
+      WaitQuietSlow();
+  }
   // Appends the ranges after `cursor` to `out` and returns the new cursor;
   // sets `*overrun` (and appends nothing) if some were already overwritten.
   // Every range claimed before the call is in `out` when it returns.
@@ -61,6 +64,7 @@ class InvalidationLog {
   uint64_t head() const { return head_.load(std::memory_order_acquire); }
 
  private:
+  void WaitQuietSlow() const;
   // A slot's `seq` is 2n+1 while event n is written into it and 2n+2 once
   // committed; a consumer of event n accepts the slot only at 2n+2, before
   // and after reading it.

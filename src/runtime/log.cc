@@ -82,13 +82,16 @@ void EmitLog(LogLevel level, const std::string& text) {
   in_sink = false;
 }
 
+constinit thread_local bool tls_logs_queued __attribute__((tls_model("initial-exec"))) = false;
+
 void QueueLog(LogLevel level, std::string text) {
   queued.push_back(Queued{level, std::move(text)});
+  tls_logs_queued = true;
 }
 
-void FlushQueuedLogs() {
-  if (queued.empty()) [[likely]]
-    return;
+void FlushQueuedLogsSlow() {
+  tls_logs_queued = false;
+  if (queued.empty()) return;
   std::vector<Queued> now;
   now.swap(queued);
   for (const Queued& q : now) EmitLog(q.level, q.text);

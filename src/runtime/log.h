@@ -47,8 +47,15 @@ inline bool LogEnabled(LogLevel level) {
 DMAREG_PRIVATE void EmitLog(LogLevel level, const std::string& text);
 // Queues `text` on this thread, for the next FlushQueuedLogs on it.
 DMAREG_PRIVATE void QueueLog(LogLevel level, std::string text);
+// Set while this thread has queued messages (one TLS load to test, on every
+// path that let go of a lock; initial-exec: no __tls_get_addr call).
+extern constinit thread_local bool tls_logs_queued __attribute__((tls_model("initial-exec")));
+DMAREG_PRIVATE void FlushQueuedLogsSlow();
 // Passes on what this thread queued, in order.
-DMAREG_PRIVATE void FlushQueuedLogs();
+inline void FlushQueuedLogs() {
+  if (tls_logs_queued) [[unlikely]]
+    FlushQueuedLogsSlow();
+}
 
 // DMAREG_LOG_LEVEL as RegistrationCache::Create read it (nullopt: unset).
 void SetEnvironmentLogLevel(std::optional<LogLevel> level);

@@ -27,6 +27,13 @@
 //                     one shared cache; scaling = items/s(2) / items/s(1).
 //   Memory/DependentLoad/MiB  no cache at all: the latency of a dependent
 //                     load over 8 and 64 MiB, the floor under the random rows.
+//   DmaBuf/HitImported, DmaBuf/HitByFd, DmaBuf/Fstat (dmareg only): a 4 KiB
+//                     slice inside one cached 1 MiB dma-buf mapping, acquired
+//                     and released through an ImportedDmaBuf and by fd (one
+//                     fstat per call, as InspectDmaBuf makes), and the bare
+//                     fstat(2) of the same fd, to read against Dmareg/HitHot
+//                     (a memfd stands for the dma-buf: the cache's side is
+//                     the same, and so is the fstat).
 //
 // Counter regs_per_op: registrations the cache asked of the domain per
 // operation during the timed loop: 0 for the hit workloads, 1 for the misses
@@ -44,6 +51,7 @@
 
 #include <malloc.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -53,12 +61,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "benchmark/benchmark.h"
 #include "dmareg/cache.h"
+#include "dmareg/dmabuf_id.h"
 #include "dmareg/testing/fake_domain.h"
 
 #ifdef DMAREG_BENCH_HAVE_UCX
@@ -405,6 +415,75 @@ void BM_MissChurn(benchmark::State& state) {
   }
 }
 
+// One cached 1 MiB dma-buf mapping (a memfd standing for the buffer, told
+// apart by one fstat per call as InspectDmaBuf does), acquired by fd and
+// through an import.
+struct DmaBufFixture {
+  std::unique_ptr<dmareg::RegistrationCache> cache;
+  int fd = -1;
+  std::optional<dmareg::ImportedDmaBuf> imported;
+
+  DmaBufFixture() {
+    fd = memfd_create("cache-bench-dmabuf", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, kHotRegionBytes) != 0) Die("memfd for the dma-buf rows failed");
+    dmareg::DmaBufInspector fstat_only = [](int f) -> absl::StatusOr<dmareg::DmaBufInfo> {
+      struct stat st;
+      if (fstat(f, &st) != 0) return absl::InvalidArgumentError("fstat");
+      return dmareg::DmaBufInfo{
+          .id = {.dev = static_cast<uint64_t>(st.st_dev), .ino = static_cast<uint64_t>(st.st_ino)},
+          .size = static_cast<uint64_t>(st.st_size)};
+    };
+    auto domain = std::make_shared<dmareg::testing::NoopDomain>();
+    auto c = dmareg::RegistrationCache::Create(
+        domain, {.monitoring = dmareg::Monitoring::kExplicitOnly, .inspect_dmabuf = fstat_only});
+    if (!c.ok()) Die("RegistrationCache::Create failed");
+    cache = std::move(*c);
+    auto imp = dmareg::ImportedDmaBuf::Import(fd, nullptr, fstat_only);
+    if (!imp.ok()) Die("ImportedDmaBuf::Import failed");
+    imported.emplace(std::move(*imp));
+    if (!cache->Acquire(*imported, 0, kHotRegionBytes, dmareg::Access::kLocalWrite).ok()) {
+      Die("the dma-buf mapping failed");
+    }
+  }
+  static DmaBufFixture& Get() {
+    std::lock_guard<std::mutex> lock(fixtures_mu);
+    static DmaBufFixture* f = new DmaBufFixture();  // never freed
+    return *f;
+  }
+};
+
+void BM_DmaBufHitImported(benchmark::State& state) {
+  DmaBufFixture& f = DmaBufFixture::Get();
+  for (auto _ : state) {
+    auto r = f.cache->Acquire(*f.imported, kHotRegionBytes / 2, kRegionBytes,
+                              dmareg::Access::kLocalWrite);
+    if (!r.ok()) Die("imported dma-buf hit failed");
+    benchmark::DoNotOptimize(r->lkey());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_DmaBufHitByFd(benchmark::State& state) {
+  DmaBufFixture& f = DmaBufFixture::Get();
+  const dmareg::DmaBufMemory slice{.fd = f.fd, .offset = kHotRegionBytes / 2, .length = kRegionBytes};
+  for (auto _ : state) {
+    auto r = f.cache->Acquire(slice, dmareg::Access::kLocalWrite);
+    if (!r.ok()) Die("dma-buf hit by fd failed");
+    benchmark::DoNotOptimize(r->lkey());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_DmaBufFstat(benchmark::State& state) {
+  DmaBufFixture& f = DmaBufFixture::Get();
+  struct stat st;
+  for (auto _ : state) {
+    if (fstat(f.fd, &st) != 0) Die("fstat failed");
+    benchmark::DoNotOptimize(st.st_ino);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 // The machine's floor for the random rows: one dependent load per
 // iteration over a random cyclic chain of 64-byte lines spanning N MiB
 // (huge pages, like the caches' own large arrays). A hit over many regions
@@ -486,6 +565,9 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("ucx", "not built (UCX not found)");
 #endif
   benchmark::RegisterBenchmark("Memory/DependentLoad", BM_DependentLoad)->Arg(8)->Arg(64);
+  benchmark::RegisterBenchmark("DmaBuf/HitImported", BM_DmaBufHitImported);
+  benchmark::RegisterBenchmark("DmaBuf/HitByFd", BM_DmaBufHitByFd);
+  benchmark::RegisterBenchmark("DmaBuf/Fstat", BM_DmaBufFstat);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -30,7 +30,7 @@ namespace dmareg {
 
 // The GPU front door: a device pointer in, a registration out, through one
 // exporter and the caches of one or more NICs. Replaced allocations are
-// invalidated in every cache (InvalidateDmaBuf) as the exporter reports them.
+// invalidated in every cache (Invalidate) as the exporter reports them.
 class GpuRegistrationCache {
  public:
   // InvalidArgument for a null exporter, no caches or a null one.

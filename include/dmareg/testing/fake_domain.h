@@ -117,7 +117,10 @@ class FakeDomain : public Domain {
 // Registers nothing, remembers nothing: keys are derived from the address.
 class NoopDomain : public Domain {
  public:
-  NoopDomain() : name_("noop") { caps_.device_name = name_; }
+  NoopDomain() : name_("noop") {
+    caps_.device_name = name_;
+    caps_.fast_registration = true;
+  }
   const std::string& name() const override { return name_; }
   const DomainCapabilities& capabilities() const override { return caps_; }
   using Domain::RegisterHost;

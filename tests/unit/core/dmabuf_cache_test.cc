@@ -120,7 +120,7 @@ TEST_F(DmaBufCacheTest, ARecycledFdNumberIsAMissNeverAStaleHit) {
   EXPECT_FALSE(b->SameMapping(*a));
   EXPECT_EQ(fake_->live_registrations(), 2);
   // The first buffer's mapping is still there, reachable by its identity.
-  cache_->InvalidateDmaBuf(first.id);
+  cache_->Invalidate(first.id);
   a->Reset();
   EXPECT_EQ(fake_->live_registrations(), 1);
 }
@@ -172,8 +172,8 @@ TEST_F(DmaBufCacheTest, InvalidateBySliceFdAndIdentity) {
   // A slice: only what overlaps it goes.
   ASSERT_TRUE(cache_->Invalidate(Slice(b, 8 * kPage + 10, 1)).ok());
   EXPECT_EQ(fake_->live_registrations(), 1);
-  // The whole buffer by fd: the held one is retired, kept until released.
-  ASSERT_TRUE(cache_->InvalidateDmaBuf(b.fd).ok());
+  // The whole buffer: the held one is retired, kept until released.
+  cache_->Invalidate(b.id);
   EXPECT_EQ(fake_->live_registrations(), 1);
   auto fresh = cache_->Acquire(Slice(b, 0, kPage), {});
   ASSERT_TRUE(fresh.ok());
@@ -181,7 +181,7 @@ TEST_F(DmaBufCacheTest, InvalidateBySliceFdAndIdentity) {
   lo->Reset();
   EXPECT_EQ(fake_->live_registrations(), 1);
   fresh->Reset();
-  cache_->InvalidateDmaBuf(b.id);
+  cache_->Invalidate(b.id);
   EXPECT_EQ(fake_->live_registrations(), 0);
   const CacheStats s = cache_->stats();
   EXPECT_EQ(s.invalidations, 3u);
@@ -193,7 +193,7 @@ TEST_F(DmaBufCacheTest, ABufferClosedWhileCachedKeepsItsMappingUntilLetGo) {
   { ASSERT_TRUE(cache_->Acquire(Slice(b, 0, kPage), {}).ok()); }
   close(b.fd);
   EXPECT_EQ(fake_->live_registrations(), 1);
-  EXPECT_EQ(cache_->InvalidateDmaBuf(b.fd).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->Invalidate(Slice(b, 0, kPage)).code(), absl::StatusCode::kInvalidArgument);
   cache_->Flush();
   EXPECT_EQ(fake_->live_registrations(), 0);
 }
@@ -240,7 +240,7 @@ TEST_F(DmaBufCacheTest, ThePolicyChoosesTheAttempts) {
   ASSERT_TRUE(alias.ok());
   EXPECT_TRUE(alias->via_alias());  // although the domain imports dma-bufs
   alias->Reset();
-  cache_->InvalidateDmaBuf(b.id);
+  cache_->Invalidate(b.id);
   EXPECT_EQ(cache_->Acquire(Slice(b, 0, kPage), {}).status().code(),
             absl::StatusCode::kUnimplemented);
 
@@ -313,12 +313,93 @@ TEST_F(DmaBufCacheTest, AnInvalidationDuringTheRegistrationRedoesIt) {
   const FakeDmaBufs::Buffer b = NewBuffer(2);
   int calls = 0;
   fake_->SetRegisterHook([&](uintptr_t, size_t) {
-    if (++calls == 1) cache_->InvalidateDmaBuf(b.id);
+    if (++calls == 1) cache_->Invalidate(b.id);
   });
   auto r = cache_->Acquire(Slice(b, 0, kPage), {});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(calls, 2);
   EXPECT_EQ(cache_->stats().retried_registrations, 1u);
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  fake_->SetRegisterHook(nullptr);
+}
+
+// An imported buffer: its identity read once, slices acquired with no
+// inspection at all (the inspector stands for the fstat), hits shared with
+// acquires by fd of the same buffer.
+TEST_F(DmaBufCacheTest, AnImportedBufferIsInspectedOnce) {
+  const FakeDmaBufs::Buffer b = NewBuffer(8);
+  int inspections = 0;
+  DmaBufInspector counting = [&](int fd) {
+    ++inspections;
+    return bufs_.Inspector()(fd);
+  };
+  absl::StatusOr<ImportedDmaBuf> buf = ImportedDmaBuf::Import(b.fd, nullptr, counting);
+  ASSERT_TRUE(buf.ok()) << buf.status();
+  EXPECT_EQ(inspections, 1);
+  EXPECT_EQ(buf->id(), b.id);
+  EXPECT_EQ(buf->size(), 8 * kPage);
+  EXPECT_NE(buf->fd(), b.fd);  // its own descriptor
+  {
+    auto first = cache_->Acquire(*buf, kPage, 2 * kPage, Access::kRemoteWrite);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_TRUE(first->is_dmabuf());
+    EXPECT_EQ(first->IovaForOffset(kPage), kPage);
+    for (int i = 0; i < 100; ++i) {
+      auto again = cache_->Acquire(*buf, kPage + 100, 10, Access::kLocalWrite);
+      ASSERT_TRUE(again.ok());
+      EXPECT_TRUE(again->SameMapping(*first));
+    }
+    // By fd, the same buffer: the same mapping.
+    auto by_fd = cache_->Acquire(Slice(b, kPage, kPage), Access::kLocalWrite);
+    ASSERT_TRUE(by_fd.ok());
+    EXPECT_TRUE(by_fd->SameMapping(*first));
+  }
+  EXPECT_EQ(inspections, 1) << "acquires of an import inspected the fd";
+  const CacheStats s = cache_->stats();
+  EXPECT_EQ(s.dmabuf_misses, 1u);
+  EXPECT_EQ(s.dmabuf_hits, 101u);
+  EXPECT_EQ(fake_->live_registrations(), 1);
+  // The import's descriptor is what the domain registered from.
+  for (const FakeDomain::LiveMapping& m : fake_->live_mappings()) EXPECT_EQ(m.fd, buf->fd());
+  // Bad slices of an import are refused, naming the buffer's end.
+  EXPECT_EQ(cache_->Acquire(*buf, 0, 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  auto past = cache_->Acquire(*buf, 7 * kPage, 2 * kPage, {});
+  EXPECT_EQ(past.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(past.status().message(), HasSubstr("past the end"));
+  EXPECT_EQ(cache_->Acquire(*buf, UINT64_MAX - 10, 100, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A moved-from import names nothing.
+  ImportedDmaBuf moved = std::move(*buf);
+  EXPECT_EQ(cache_->Acquire(*buf, 0, kPage, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  cache_->Invalidate(moved.id());
+  EXPECT_EQ(fake_->live_registrations(), 0);
+}
+
+TEST_F(DmaBufCacheTest, ImportRefusesWhatIsNoDmaBuf) {
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  absl::StatusOr<ImportedDmaBuf> buf = ImportedDmaBuf::Import(pipefd[0]);
+  EXPECT_EQ(buf.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(buf.status().message(), HasSubstr("a pipe"));
+  close(pipefd[0]);
+  close(pipefd[1]);
+  EXPECT_EQ(ImportedDmaBuf::Import(-1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The host path's rule, now the dma-buf path's too: after the optimistic
+// attempts collided with invalidations, the miss holds the lock across the
+// registration and so cannot be starved.
+TEST_F(DmaBufCacheTest, EndlessInvalidationsStillMakeProgress) {
+  const FakeDmaBufs::Buffer b = NewBuffer(2);
+  int calls = 0;
+  fake_->SetRegisterHook([&](uintptr_t, size_t) {
+    if (++calls <= 3) cache_->Invalidate(b.id);
+  });
+  auto r = cache_->Acquire(Slice(b, 0, kPage), {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(cache_->stats().retried_registrations, 3u);
   EXPECT_EQ(fake_->live_registrations(), 1);
   fake_->SetRegisterHook(nullptr);
 }
@@ -329,8 +410,10 @@ TEST_F(DmaBufCacheTest, WhereInodesMayBeReusedEachRequestRegisters) {
   core->SetDmaBufIdsUniqueForTesting(false);
   const FakeDmaBufs::Buffer b = NewBuffer(1);
   {
-    auto a = core->AcquireDmaBuf(Slice(b, 0, kPage), {});
-    auto c = core->AcquireDmaBuf(Slice(b, 0, kPage), {});
+    auto key = core->ResolveDmaBuf(Slice(b, 0, kPage));
+    ASSERT_TRUE(key.ok());
+    auto a = core->AcquireDmaBuf(*key, {.fd = b.fd}, {});
+    auto c = core->AcquireDmaBuf(*key, {.fd = b.fd}, {});
     ASSERT_TRUE(a.ok() && c.ok());
     EXPECT_NE(*a, *c);
     EXPECT_EQ(fake_->live_registrations(), 2);
