@@ -144,6 +144,7 @@ class Domain {
 
   // "rxe0", "vfio:0000:00:03.0", "fake".
   virtual const std::string& name() const = 0;
+  // Fixed for the domain's life: a cache reads them once, when it is made.
   virtual const DomainCapabilities& capabilities() const = 0;
 
   // Maps [memory.addr, memory.addr + memory.length), at `memory.iova` if

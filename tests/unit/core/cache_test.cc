@@ -250,7 +250,9 @@ TEST_F(CacheTest, RegistrationFailureIsReportedAndLosesNothing) {
 }
 
 TEST_F(CacheTest, MaxMrSizeIsAClearError) {
+  cache_.reset();  // a cache reads the capabilities when it is made
   fake_->mutable_capabilities().max_mapping_bytes = 8 * kPage;
+  cache_ = RegistrationCache::Create(fake_, {.monitoring = Monitoring::kExplicitOnly}).value();
   auto r = cache_->Acquire(page(0), 9 * kPage, {});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("largest mapping"));

@@ -7,9 +7,9 @@
 
 #include <memory>
 
-#include "capi/c_handles.h"
 #include "common/test_memory.h"
 #include "dmareg/c/dmareg.h"
+#include "dmareg/c_bridge.h"
 #include "dmareg/testing/fake_rxe.h"
 #include "dmareg/verbs/verbs_domain.h"
 #include "gtest/gtest.h"
@@ -32,7 +32,7 @@ TEST(VerbsCApiAccess, LibibverbsConstantsReachTheVerbsCallUnchanged) {
     auto domain = rxe.Open();
     ASSERT_TRUE(domain.ok()) << domain.status();
     dmareg_domain* dom = nullptr;
-    ASSERT_EQ(internal::NewCDomain(*domain, &dom), 0);
+    ASSERT_EQ(NewCDomain(*domain, &dom), 0);
     dmareg_cache* cache = nullptr;
     dmareg_reg* reg = nullptr;
     EXPECT_EQ(verbs_capi_acquire_ibv_remote_write(dom, buf.data(), kLen, &cache, &reg), 0)
