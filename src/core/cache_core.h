@@ -220,8 +220,10 @@ class CacheCore {
   ~CacheCore();
   Region* FastHit(Range span, AccessFlags want);
   // Whether `r` (referenced, or under mu_) is of the space a request names:
-  // host memory (`id` null) or that buffer.
-  bool OfSpace(const Region* r, const DmaBufId* id) const {
+  // host memory (`id` null) or that buffer. Lock-free on a referenced
+  // region: its identity chunk was written before the region was indexed
+  // and is not reused while a reference is held.
+  bool OfSpace(const Region* r, const DmaBufId* id) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return id == nullptr ? !r->dmabuf : r->dmabuf && pool_.DmaBufIdOf(r) == *id;
   }
   // No lock, no locked instruction. A candidate is referenced first and
