@@ -262,6 +262,14 @@ void CacheCore::FreeRegions(RegionList& regions) {
   regions.clear();
 }
 
+namespace {
+// What the domain returned for `r`, to give back to it.
+DeviceMapping MappingOf(const Region* r) {
+  return {
+      .lkey = r->lkey, .rkey = r->rkey, .iova = r->iova, .length = r->length, .handle = r->handle};
+}
+}  // namespace
+
 void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
   // Every path that let go of mu_ comes here: pass on what was logged
   // under it.
@@ -274,11 +282,7 @@ void CacheCore::FreeRegions(absl::Span<Region* const> regions) {
     // A failed deregistration (device gone) still ends the mapping for us:
     // the kernel drops it with the device. Counted, not retried. The
     // fields, the handle too, are ours: `r` was claimed under mu_.
-    const DeviceMapping m{.lkey = r->lkey,
-                          .rkey = r->rkey,
-                          .iova = r->iova,
-                          .length = r->length,
-                          .handle = r->handle};
+    const DeviceMapping m = MappingOf(r);
     if (!forked) DeregisterOrWarn(m, r->span(), r->dmabuf);
   }
   {
@@ -293,11 +297,7 @@ size_t CacheCore::FreeRegionsLocked(RegionList& regions) {
   // under mu_.
   const bool forked = Forked();
   for (Region* r : regions) {
-    const DeviceMapping m{.lkey = r->lkey,
-                          .rkey = r->rkey,
-                          .iova = r->iova,
-                          .length = r->length,
-                          .handle = r->handle};
+    const DeviceMapping m = MappingOf(r);
     if (!forked) {
       if (absl::Status s = domain_->Deregister(m); !s.ok()) [[unlikely]] {
         LogLater(LogLevel::kWarn,
