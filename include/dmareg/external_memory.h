@@ -110,7 +110,7 @@ struct ExternalMemoryMapping {
   uint64_t length = 0;
   uint32_t refs = 0;  // this registry's DmaMap calls not yet undone
   AccessFlags access{};
-  bool dmabuf = false;    // the device imported the chunk's dma-buf
+  bool dmabuf = false;      // the device imported the chunk's dma-buf
   DeviceMapping mapping{};  // what the domain returned
 };
 

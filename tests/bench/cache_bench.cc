@@ -465,7 +465,8 @@ void BM_DmaBufHitImported(benchmark::State& state) {
 
 void BM_DmaBufHitByFd(benchmark::State& state) {
   DmaBufFixture& f = DmaBufFixture::Get();
-  const dmareg::DmaBufMemory slice{.fd = f.fd, .offset = kHotRegionBytes / 2, .length = kRegionBytes};
+  const dmareg::DmaBufMemory slice{
+      .fd = f.fd, .offset = kHotRegionBytes / 2, .length = kRegionBytes};
   for (auto _ : state) {
     auto r = f.cache->Acquire(slice, dmareg::Access::kLocalWrite);
     if (!r.ok()) Die("dma-buf hit by fd failed");

@@ -65,9 +65,9 @@ struct VfioDomainOptions {
   std::shared_ptr<VfioOps> ops{};
 };
 
-struct VfioDeviceInfo {  // from sysfs
-  std::string address{};   // "0000:00:03.0"
-  int group = -1;        // its IOMMU group; -1: none (no IOMMU)
+struct VfioDeviceInfo {   // from sysfs
+  std::string address{};  // "0000:00:03.0"
+  int group = -1;         // its IOMMU group; -1: none (no IOMMU)
   std::string driver{};
   uint16_t vendor_id = 0;  // PCI IDs (edu: 0x1234, 0x11e8); 0: unreadable
   uint16_t device_id = 0;
