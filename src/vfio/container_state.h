@@ -1,8 +1,8 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
 // VfioContainer's private state and the helpers its files share
-// (vfio_container.cc: the table and the groups; container_kernel.cc: the
-// type1 calls). Not installed.
+// (vfio_container.cc: the lifecycle and the groups; container_mappings.cc:
+// the table; container_kernel.cc: the type1 calls). Not installed.
 #ifndef DMAREG_SRC_VFIO_CONTAINER_STATE_H_
 #define DMAREG_SRC_VFIO_CONTAINER_STATE_H_
 
@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/mutex.h"
+#include "dmareg/domain.h"
 #include "dmareg/range.h"
 #include "dmareg/vfio/vfio_domain.h"
 #include "dmareg/vfio/vfio_ops.h"
@@ -77,6 +78,12 @@ std::string RangesString(const std::vector<Range>& ranges);
 bool InsideOne(const std::vector<Range>& ranges, Range r);
 // The parts of `r` inside the allocator's usable space.
 std::vector<Range> PartsInside(const IovaAllocator& a, Range r);
+// The container as CheckIovaPlacement sees it: its IOMMU's ranges and
+// pages once the IOMMU is `set` (before, any IOVA and 4 KiB pages: what the
+// first attach finds is checked then), and no DMA mask (a device's own is
+// its domain's). Map's rules, and those a pending mapping meets at the first
+// attach.
+DomainCapabilities PlacementCaps(const VfioContainerInfo& info, bool set, int fd);
 // VFIO_IOMMU_MAP_DMA (populating a read-only range for write first), errno
 // as a status naming the mapping; `table_size` goes into the ENOSPC message.
 absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size_t table_size,

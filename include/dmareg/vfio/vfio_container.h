@@ -214,7 +214,8 @@ class VfioContainer {
   const std::shared_ptr<VfioOps> ops_;
   const int fd_;
   const bool owns_fd_;
-  // The table, groups, info and allocator: src/vfio/vfio_container.cc.
+  // The table, groups, info and allocator: src/vfio/vfio_container.cc (the
+  // table's calls: src/vfio/container_mappings.cc).
   // Lock order: ExternalMemoryRegistry's lock, then VfioDomain's (held only
   // on its attach path: Open, Detach, Reattach, its destructor), then this
   // one, then the allocator's (a leaf). The map path (RegisterHost,
