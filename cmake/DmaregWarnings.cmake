@@ -6,7 +6,7 @@ target_compile_options(dmareg_warnings INTERFACE -Wall -Wextra -Wno-missing-fiel
   $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local>
   $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety -Wthread-safety-beta>)
 # What a user's program compiles with, none of the exemptions above: for the
-# code that stands for one (the examples, README's blocks, the check that the
+# code that stands for one (the examples, the documents' code blocks, the check that the
 # installed headers compile cleanly).
 add_library(dmareg_consumer_warnings INTERFACE)
 target_compile_options(dmareg_consumer_warnings INTERFACE -Wall -Wextra

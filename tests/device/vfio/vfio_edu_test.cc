@@ -178,7 +178,7 @@ TEST_F(VfioEduTest, RefusalsChangeNothing) {
   EXPECT_TRUE(registry.DmaUnmap(domain_, buf.data(), kSrcIova, buf.size()).ok());
 }
 
-// README's "two ways" on the edu, in its order: a cache and the
+// docs/vfio.md's "two ways" on the edu, in its order: a cache and the
 // device-level map over one domain, for buffers of 1 MiB and more. The
 // cache's IOVAs grow from the bottom of the 28-bit window (the buffers' VAs
 // lie above it), where a fixed IOVA would land on them; the device-level

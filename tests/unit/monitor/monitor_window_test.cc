@@ -161,8 +161,9 @@ TEST_P(WindowTest, MallocDuringAnInFlightFree) {
     EXPECT_GE(tag, 1u) << monitor_->name() << " served the freed block's registration";
     EXPECT_GT(std::static_pointer_cast<HooksMonitor>(monitor_)->hook_events(), 0u);
   } else {
-    EXPECT_LT(tag, 1u) << "the userfaultfd monitor alone served a fresh registration in the "
-                          "window: the kernel or glibc changed; update monitor.h and README";
+    EXPECT_LT(tag, 1u)
+        << "the userfaultfd monitor alone served a fresh registration in the "
+           "window: the kernel or glibc changed; update monitor.h and docs/monitors.md";
   }
   r->Reset();
   free(b);
@@ -251,7 +252,7 @@ TEST_P(WindowTest, ShmatRemapOverACachedBuffer) {
     EXPECT_NE(lkey, old_lkey);
   } else {
     EXPECT_LT(tag, 1u) << "a userfaultfd now reports shmat(SHM_REMAP): update monitor.h and "
-                          "README";
+                          "docs/monitors.md";
     EXPECT_EQ(lkey, old_lkey);
   }
 }
