@@ -35,6 +35,9 @@ GOAL_HOT_RATIO = 4.0
 GOAL_RANDOM_RATIO = 3.0
 GOAL_GROWTH = 2.0
 GOAL_SCALING = 1.9
+GOAL_MISS_RATIO = 1.5         # miss and miss with churn, UCX/dmareg
+GOAL_BYTES_PER_REGION = 96    # at 1,000,000 regions
+GOAL_DMABUF_IMPORTED = 1.5    # imported dma-buf hit / host hit
 
 MIN_PARALLELISM = 0.95  # per thread
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -202,6 +205,19 @@ def main():
         for w in sorted(floor, key=order_key):
             print("| {} MiB | {} |".format(w.split("/")[-1], fmt_ns(floor[w])))
 
+    dmabuf = {n.partition("/")[2]: r for n, r in res.items() if n.startswith("DmaBuf/") and r}
+    host_hit = get("Dmareg", "HitHot")
+    if dmabuf:
+        print()
+        print("dma-buf hits (4 KiB inside one cached 1 MiB buffer) against the host hit:")
+        print()
+        print("| workload | ns/op | / host hit |")
+        print("|---|---:|---:|")
+        for w in ("HitImported", "HitByFd", "Fstat"):
+            r = dmabuf.get(w)
+            print("| {} | {} | {} |".format(w, fmt_ns(r), fmt(ratio(r and r["ns"], host_hit),
+                                                             "{:.2f}x")))
+
     print()
     print("Hit cost growth with the number of cached regions (ns/op at N / at 1,000):")
     print()
@@ -273,6 +289,23 @@ def main():
         GOAL_RANDOM_RATIO))
     print("- dmareg hit cost 1,000 -> 1,000,000 regions: " + verdict(
         growth.get("Dmareg"), GOAL_GROWTH, higher_is_better=False))
+    for w in ("Miss", "MissChurn"):
+        print("- {}, UCX/dmareg: ".format("miss" if w == "Miss" else "miss with churn") + verdict(
+            ratio(get("Ucx", w), get("Dmareg", w)), GOAL_MISS_RATIO))
+    per_region = get("Dmareg", "HitRandom/1000000", "bytes_per_region")
+    print("- dmareg bytes per region at 1,000,000: " + (
+        "n/a" if per_region is None else "{:.1f} ({}, goal <= {})".format(
+            per_region, "met" if per_region <= GOAL_BYTES_PER_REGION else "NOT met",
+            GOAL_BYTES_PER_REGION)))
+    def dmabuf_ns(w):
+        return dmabuf[w]["ns"] if w in dmabuf else None
+
+    print("- dma-buf hit through an import / host hit: " + verdict(
+        ratio(dmabuf_ns("HitImported"), host_hit), GOAL_DMABUF_IMPORTED, higher_is_better=False))
+    fstat = dmabuf_ns("Fstat")
+    print("- dma-buf hit by fd / (fstat + host hit): " + verdict(
+        ratio(dmabuf_ns("HitByFd"), fstat + host_hit) if fstat is not None and host_hit else None,
+        1.0, higher_is_better=False))
     def measured(w):
         return all(get("Dmareg", "{}/real_time/threads:{}".format(w, t), "clean")
                    for t in (1, 2))
