@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dmareg/cache.h"
@@ -79,7 +80,11 @@ uint8_t Pattern(size_t slot, size_t i) {
 
 // Times each Acquire and files it as a hit or a miss by the cache's own miss
 // count, so the two are reported apart (an average of both says neither).
+// stats() takes the cache's lock: it is read once per Acquire, outside the
+// timed call (this thread alone acquires, so the count after one call is
+// the count before the next).
 struct AcquireTimes {
+  explicit AcquireTimes(const dmareg::RegistrationCache& cache) : misses(cache.stats().misses) {}
   struct Sum {
     std::chrono::nanoseconds total{0};
     uint64_t count = 0;
@@ -90,14 +95,15 @@ struct AcquireTimes {
     }
   };
   Sum hit, miss;
+  uint64_t misses;  // the cache's count after the last call
 
   absl::StatusOr<dmareg::Registration> Acquire(dmareg::RegistrationCache& cache, const void* addr,
                                                size_t length, dmareg::AccessFlags access) {
-    const uint64_t misses_before = cache.stats().misses;
     const auto t0 = std::chrono::steady_clock::now();
     auto reg = cache.Acquire(addr, length, access);
     const auto took = std::chrono::steady_clock::now() - t0;
-    Sum& sum = cache.stats().misses != misses_before ? miss : hit;
+    const uint64_t misses_before = std::exchange(misses, cache.stats().misses);
+    Sum& sum = misses != misses_before ? miss : hit;
     sum.total += std::chrono::duration_cast<std::chrono::nanoseconds>(took);
     ++sum.count;
     return reg;
@@ -141,7 +147,7 @@ int main(int argc, char** argv) {
   std::vector<InFlight> in_flight(slots);
   std::vector<size_t> free_slots;
   for (size_t s = slots; s-- > 0;) free_slots.push_back(s);
-  AcquireTimes timed;
+  AcquireTimes timed(**cache);
   std::vector<uint64_t> done;
 
   const auto start = std::chrono::steady_clock::now();
