@@ -441,7 +441,9 @@ struct DmaBufFixture {
     auto imp = dmareg::ImportedDmaBuf::Import(fd, nullptr, fstat_only);
     if (!imp.ok()) Die("ImportedDmaBuf::Import failed");
     imported.emplace(std::move(*imp));
-    if (!cache->Acquire(*imported, 0, kHotRegionBytes, dmareg::Access::kLocalWrite).ok()) {
+    if (auto first = cache->Acquire(*imported, 0, kHotRegionBytes, dmareg::Access::kLocalWrite);
+        !first.ok()) {
+      std::fprintf(stderr, "cache_bench: %s\n", first.status().ToString().c_str());
       Die("the dma-buf mapping failed");
     }
   }

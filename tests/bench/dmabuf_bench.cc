@@ -50,15 +50,6 @@ std::string EnvOr(const char* name, const char* fallback = "") {
   return v != nullptr ? v : fallback;
 }
 
-// A Domain that registers host memory and dma-bufs and does nothing else.
-class NoopDmaBufDomain : public dmareg::testing::NoopDomain {
- public:
-  absl::StatusOr<dmareg::DeviceMapping> RegisterDmaBuf(const dmareg::DmaBufMemory& m,
-                                                       AccessFlags) override {
-    return dmareg::DeviceMapping{1, 1, m.offset, m.length, 0};
-  }
-};
-
 // A real dma-buf: a udmabuf where there is one, else a vgem dumb buffer.
 struct RealDmaBuf {
   RealDmaBuf() {
@@ -95,7 +86,7 @@ RealDmaBuf& TheDmaBuf() {
 }
 
 std::unique_ptr<dmareg::RegistrationCache> NoopCache() {
-  return dmareg::RegistrationCache::Create(std::make_shared<NoopDmaBufDomain>(),
+  return dmareg::RegistrationCache::Create(std::make_shared<dmareg::testing::NoopDomain>(),
                                            {.monitoring = dmareg::Monitoring::kExplicitOnly})
       .value();
 }

@@ -114,12 +114,14 @@ class FakeDomain : public Domain {
   std::atomic<int64_t> od_refusals_{0};
 };
 
-// Registers nothing, remembers nothing: keys are derived from the address.
+// Registers nothing, remembers nothing: keys are derived from the address
+// (a dma-buf's: its offset, which is also its IOVA).
 class NoopDomain : public Domain {
  public:
   NoopDomain() : name_("noop") {
     caps_.device_name = name_;
     caps_.fast_registration = true;
+    caps_.dmabuf_import = true;
   }
   const std::string& name() const override { return name_; }
   const DomainCapabilities& capabilities() const override { return caps_; }
@@ -129,6 +131,10 @@ class NoopDomain : public Domain {
     const auto a = reinterpret_cast<uint64_t>(memory.addr);
     const auto key = static_cast<uint32_t>(a >> 12);
     return DeviceMapping{key, key, a, memory.length, 0};
+  }
+  absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory, AccessFlags) override {
+    const auto key = static_cast<uint32_t>(memory.offset >> 12);
+    return DeviceMapping{key, key, memory.offset, memory.length, 0};
   }
   absl::Status Deregister(const DeviceMapping&) override { return absl::OkStatus(); }
 
