@@ -159,14 +159,16 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const ImportedDmaBuf& bu
     return InvalidDmaBufRequest(DmaBufMemory{.fd = buffer.fd(), .offset = offset, .length = length},
                                 access);
   }
-  absl::StatusOr<internal::DmaBufKey> key =
-      core_->DmaBufKeyOf(buffer.id(), buffer.size(), offset, length, buffer.fd());
-  if (!key.ok()) return key.status();
+  const uint64_t size = buffer.size();
+  if (offset > size || length > size - offset) [[unlikely]] {
+    return core_->DmaBufKeyOf(buffer.id(), size, offset, length, buffer.fd()).status();
+  }
+  const internal::DmaBufKey key = core_->SliceKey(buffer.id(), size, offset, length);
   const AccessFlags want = NormalizeAccess(access);
-  if (internal::Region* r = core_->TryHitDmaBuf(*key, want)) [[likely]]
+  if (internal::Region* r = core_->TryHitDmaBuf(key, want)) [[likely]]
     return Registration(r);
   absl::StatusOr<internal::Region*> r =
-      core_->AcquireDmaBuf(*key, {.fd = buffer.fd(), .alias = buffer.alias()}, want);
+      core_->AcquireDmaBuf(key, {.fd = buffer.fd(), .alias = buffer.alias()}, want);
   if (!r.ok()) return r.status();
   return Registration(*r);
 }

@@ -130,7 +130,7 @@ void CacheCore::Invalidate(Range span) {
   FreeRegions(to_free);
 }
 
-void CacheCore::InvalidateLocked(Range span, RegionList* to_free, bool record) {
+void CacheCore::InvalidateLocked(const Range& span, RegionList* to_free, bool record) {
   RegionList hit;
   index_.ForEachOverlapping(
       RangeIndex::kHostSpace, span, [](const Region* r) { return !r->dmabuf; },
@@ -200,13 +200,13 @@ void CacheCore::RetireAll(const RegionList& victims, RegionList* to_free) {
     // retired once.
     if (r->state.load(std::memory_order_relaxed) & kFlags) continue;
     if (r->indexed) Unindex(r);
-    r->SetFlags(kDead, std::memory_order_seq_cst);
+    r->MarkDead();
     retired.push_back(r);
   }
   FenceForSum();
   for (Region* r : retired) {
     if (RefSum(r) == 0) {
-      r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
+      r->Claim();
       Forget(r);
       to_free->push_back(r);
     } else {
@@ -221,7 +221,7 @@ bool CacheCore::SettleDead(Region* r) {
   if ((r->state.load(std::memory_order_acquire) & kFlags) != kDead) return false;
   FenceForSum();
   if (RefSum(r) != 0) return false;
-  r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
+  r->Claim();
   --dead_referenced_;
   Forget(r);
   return true;
@@ -308,9 +308,12 @@ size_t CacheCore::FreeRegionsLocked(RegionList& regions) {
     }
     pool_.Free(r);
   }
-  const size_t n = regions.size();
+  ref_credits_ += static_cast<int64_t>(regions.size());
   regions.clear();
-  return n;
+  if (ref_credits_ <= 2 * kRefBatch) return 0;
+  const int64_t excess = ref_credits_ - kRefBatch;
+  ref_credits_ = kRefBatch;
+  return static_cast<size_t>(excess);
 }
 
 void CacheCore::DropRefs(size_t n) {
@@ -340,14 +343,18 @@ void CacheCore::DropRef() {
 
 void CacheCore::Close() {
   RegionList to_free;
+  int64_t credits;
   {
     MutexLock lock(&mu_);
     RegionList all;
     ForEachIndexed([&](Region* r) { all.push_back(r); });
     // (RetireAll unlinks them from the ring: collected first.)
     RetireAll(all, &to_free);
+    // No miss comes after this: the shares taken ahead go back.
+    credits = std::exchange(ref_credits_, 0);
   }
   FreeRegions(to_free);
+  DropRefs(static_cast<size_t>(credits));  // the owner's share keeps us alive
   DropRef();
 }
 

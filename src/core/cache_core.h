@@ -15,8 +15,9 @@
 // cache_dmabuf.cc).
 //
 // Lifetime: a CacheCore is owned jointly by its RegistrationCache and by
-// every Region it has allocated and not yet freed (`refs_`), so a handle that
-// outlives the cache can still release its mapping. The last owner deletes it.
+// every Region it has allocated and not yet freed (`refs_`, which also holds
+// a few shares taken ahead for the next misses), so a handle that outlives
+// the cache can still release its mapping. The last owner deletes it.
 //
 // References (the hit path). A region's reference count is spread over
 // per-thread tables (thread_refs.h) plus a shared count in its state word
@@ -48,6 +49,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -114,6 +116,19 @@ class CacheCore {
   // The key of [offset, offset + length) of a buffer of `size` bytes.
   absl::StatusOr<DmaBufKey> DmaBufKeyOf(const DmaBufId& id, uint64_t size, uint64_t offset,
                                         uint64_t length, int fd) const;
+  // The same for a slice known to lie inside the buffer (offset <= size,
+  // length <= size - offset): the hit path's version, with no status.
+  DmaBufKey SliceKey(const DmaBufId& id, uint64_t size, uint64_t offset, uint64_t length) const {
+    // Whole pages, clipped to the buffer (whose end need not be one).
+    const uint64_t page = page_size_;
+    const uint64_t begin = offset & ~(page - 1);
+    const uint64_t end = offset + length;  // <= size: no wrap
+    const uint64_t rounded =
+        end % page == 0 || end > UINT64_MAX - page ? end : end + (page - end % page);
+    return DmaBufKey{.id = id,
+                     .space = RangeIndex::SpaceOf(id),
+                     .span = *Range::FromBounds(begin, std::min(rounded, size))};
+  }
   // `span` page-aligned (may be empty).
   void Invalidate(Range span);
   // Retires the dma-buf's mappings overlapping `span` (all if empty).
@@ -143,7 +158,7 @@ class CacheCore {
   // The hit path, inlined into the front door: a region covering `span`
   // with `want`, referenced for this thread, or null: then AcquireHost,
   // which also takes the slow cases (pending events, no table yet).
-  Region* TryHit(Range span, AccessFlags want) {
+  [[gnu::always_inline]] Region* TryHit(Range span, AccessFlags want) {
     ThreadRefs* t = thread_refs_.Mine();
     if (t == nullptr || EventsPending()) [[unlikely]]
       return nullptr;
@@ -155,7 +170,7 @@ class CacheCore {
   // The same for a dma-buf slice: the same index, in the buffer's space.
   // Monitor events concern host memory only; a forked child takes the slow
   // path, which refuses.
-  Region* TryHitDmaBuf(const DmaBufKey& key, AccessFlags want) {
+  [[gnu::always_inline]] Region* TryHitDmaBuf(const DmaBufKey& key, AccessFlags want) {
     ThreadRefs* t = thread_refs_.Mine();
     if (t == nullptr || Forked() || !dmabuf_ids_unique_) [[unlikely]]
       return nullptr;
@@ -202,7 +217,9 @@ class CacheCore {
   // A miss's decisions, made under mu_ (cache_miss.cc).
   struct MissPlan {
     Region* hit = nullptr;  // found registered under the lock: nothing to do
-    MissKey key;            // what was asked for
+    // What was asked for: Miss's argument, which outlives the plan (held by
+    // address: a copy costs a store-forwarding stall on every miss).
+    const MissKey* key = nullptr;
     AccessFlags want;
     Range span;              // what to register: the request, or its union
     AccessFlags access;      // with the overlapped mappings
@@ -213,7 +230,8 @@ class CacheCore {
     bool on_demand = false;  // registered with on-demand paging
     bool fell_back = false;  // this miss switched kAutomatic to pinned
     bool via_alias = false;  // a dma-buf registered through its CPU alias
-    bool dmabuf() const { return key.id != nullptr; }
+    bool dmabuf() const { return key->id != nullptr; }
+    const MissKey& asked() const { return *key; }
   };
   class MissScope;
 
@@ -230,7 +248,8 @@ class CacheCore {
   // validated after, because its fields are stable only while we hold a
   // reference (see the handshake above). The index gives the Region and
   // this thread's counter for it at once.
-  Region* HitWith(ThreadRefs* t, uint64_t space, Range span, AccessFlags want, const DmaBufId* id) {
+  [[gnu::always_inline]] Region* HitWith(ThreadRefs* t, uint64_t space, Range span,
+                                         AccessFlags want, const DmaBufId* id) {
     return RegionAt(index_.Probe(space, span.begin(), [&](uint32_t i) {
       Region* r = region_base_ + i;
       ThreadRefs::Add(t->Counter(i), 1);
@@ -259,13 +278,14 @@ class CacheCore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The cached mappings of the key's space that overlap `span`.
   template <typename F>
-  void ForEachOverlappingLocked(const MissKey& key, Range span, F f) const
+  void ForEachOverlappingLocked(const MissKey& key, const Range& span, F f) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Registers the plan's span (host: Watch, then as the paging says;
   // dma-buf: as the policy says), narrowing it to the request where the
   // union cannot be watched or registered. No lock needed.
   absl::StatusOr<DeviceMapping> RegisterPlanned(MissPlan& plan);
   absl::StatusOr<DeviceMapping> RegisterHostPlanned(MissPlan& plan);
+  absl::StatusOr<DeviceMapping> RegisterPinnedPlanned(MissPlan& plan);
   // --- paging (cache_paging.cc) ---
   // Registers the plan's span on demand (no Watch: the device follows the
   // page tables). Sets `*refused` when the domain refused on-demand paging
@@ -359,7 +379,7 @@ class CacheCore {
   }
   // Retires what overlaps host `span` and logs it for in-flight misses.
   // (`record`: false when the caller records a span covering several.)
-  void InvalidateLocked(Range span, RegionList* to_free, bool record = true)
+  void InvalidateLocked(const Range& span, RegionList* to_free, bool record = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies the monitor's log past log_cursor_ (all of it: a caller that
   // must not miss an event calls log_.WaitQuiet() first).
@@ -383,7 +403,8 @@ class CacheCore {
   void FreeRegions(RegionList& regions) ABSL_LOCKS_EXCLUDED(mu_);  // and clears it
   void FreeRegions(absl::Span<Region* const> regions) ABSL_LOCKS_EXCLUDED(mu_);
   // With fast registrations: deregisters and recycles `regions` under mu_
-  // (no second critical section); the caller then calls DropRefs(n).
+  // (no second critical section), keeping their shares as credits; the
+  // caller then calls DropRefs(n) for the n shares that exceed the credits.
   size_t FreeRegionsLocked(RegionList& regions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropRefs(size_t n);
   // Deregisters `m` (of `span`, host or dma-buf), logging a failure: the
@@ -444,7 +465,13 @@ class CacheCore {
   StripedCounter dmabuf_hits_;                // of those, dma-buf hits
   // Created under mu_ (see the lifetime note above); read without it.
   ThreadRefTables thread_refs_;
-  std::atomic<int64_t> refs_{1};  // the owner + allocated regions
+  std::atomic<int64_t> refs_{1};  // the owner + allocated regions + ref_credits_
+  // Shares of refs_ taken ahead for regions not yet allocated: a miss takes
+  // one, a region freed under mu_ gives one back, and refs_ itself changes
+  // once per kRefBatch regions instead of twice per region (a locked
+  // instruction each). Returned to refs_ by Close.
+  static constexpr int64_t kRefBatch = 64;
+  int64_t ref_credits_ ABSL_GUARDED_BY(mu_) = 0;
 
   // The PFN check (cache_pfn.cc).
   std::optional<PagemapReader> pagemap_;  // opened when the check is on

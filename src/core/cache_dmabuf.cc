@@ -25,21 +25,16 @@ absl::StatusOr<DmaBufKey> CacheCore::DmaBufKeyOf(const DmaBufId& id, uint64_t si
         absl::StrFormat("dma-buf slice [%#x, +%#x) of fd %d reaches past the end of %s (%#x bytes)",
                         offset, length, fd, id.ToString(), size));
   }
-  // Whole pages, clipped to the buffer (whose end need not be one).
-  const uint64_t page = page_size_;
-  const uint64_t begin = offset & ~(page - 1);
-  const uint64_t end = offset + length;  // <= size: no wrap
-  const uint64_t rounded =
-      end % page == 0 || end > UINT64_MAX - page ? end : end + (page - end % page);
-  return DmaBufKey{.id = id,
-                   .space = RangeIndex::SpaceOf(id),
-                   .span = *Range::FromBounds(begin, std::min(rounded, size))};
+  return SliceKey(id, size, offset, length);
 }
 
 absl::StatusOr<DmaBufKey> CacheCore::ResolveDmaBuf(const DmaBufMemory& m) const {
   absl::StatusOr<DmaBufInfo> info = inspect_dmabuf_ ? inspect_dmabuf_(m.fd) : InspectDmaBuf(m.fd);
   if (!info.ok()) return info.status();
-  return DmaBufKeyOf(info->id, info->size, m.offset, m.length, m.fd);
+  if (m.offset > info->size || m.length > info->size - m.offset) [[unlikely]] {
+    return DmaBufKeyOf(info->id, info->size, m.offset, m.length, m.fd);  // the error
+  }
+  return SliceKey(info->id, info->size, m.offset, m.length);
 }
 
 absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufKey& key, const DmaBufSource& source,
@@ -54,7 +49,7 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufKey& key, const Dma
 }
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterDmaBufPlanned(MissPlan& plan) {
-  const DmaBufSource& src = *plan.key.source;
+  const DmaBufSource& src = *plan.asked().source;
   std::vector<std::string> attempts;
   absl::StatusCode code = absl::StatusCode::kUnimplemented;
   plan.via_alias = false;
@@ -87,9 +82,10 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterDmaBufPlanned(MissPlan& plan) {
     }
   }
   return absl::Status(
-      code, absl::StrFormat("dma-buf %s [%#x, +%#x) on %s (policy %s): %s", plan.key.id->ToString(),
-                            plan.span.begin(), plan.span.length(), domain_->name(),
-                            DmaBufPolicyName(dmabuf_policy_), absl::StrJoin(attempts, "; then ")));
+      code,
+      absl::StrFormat("dma-buf %s [%#x, +%#x) on %s (policy %s): %s", plan.asked().id->ToString(),
+                      plan.span.begin(), plan.span.length(), domain_->name(),
+                      DmaBufPolicyName(dmabuf_policy_), absl::StrJoin(attempts, "; then ")));
 }
 
 void CacheCore::IndexDmaBufLocked(Region* r, const DmaBufId& id) {

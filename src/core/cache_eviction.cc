@@ -16,7 +16,7 @@ void CacheCore::EvictOrRevive(const RegionList& candidates, RegionList* to_free)
       r->SetFlags(0, std::memory_order_release);  // a hit got in first
       continue;
     }
-    r->SetFlags(kDead | kFree, std::memory_order_relaxed);  // claimed
+    r->Claim();
     Unindex(r);
     Forget(r);
     ++counters_.evictions;

@@ -102,7 +102,7 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
       ++counters_.registration_failures;
       return m.status();
     }
-    if (recent_.InvalidatedSince(plan.epoch, plan.span, plan.key.space)) {
+    if (recent_.InvalidatedSince(plan.epoch, plan.span, plan.asked().space)) {
       // The pages may have changed under the registration: redo it. The
       // mapping is gone from our books whatever Deregister says.
       ++counters_.retried_registrations;
@@ -111,7 +111,7 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
       if (attempt + 1 >= kMaxAttempts) {
         return absl::AbortedError(absl::StrFormat(
             "%s%s was %s during each of %d registrations on %s",
-            plan.dmabuf() ? plan.key.id->ToString() + " " : "", plan.span.ToString(),
+            plan.dmabuf() ? plan.asked().id->ToString() + " " : "", plan.span.ToString(),
             plan.dmabuf() ? "invalidated" : "unmapped or replaced", kMaxAttempts, domain_->name()));
       }
       continue;
@@ -129,7 +129,7 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
 }
 
 template <typename F>
-void CacheCore::ForEachOverlappingLocked(const MissKey& key, Range span, F f) const {
+void CacheCore::ForEachOverlappingLocked(const MissKey& key, const Range& span, F f) const {
   if (key.id == nullptr) {
     index_.ForEachOverlapping(
         RangeIndex::kHostSpace, span, [](const Region* r) { return !r->dmabuf; }, f);
@@ -151,7 +151,7 @@ absl::Status CacheCore::PlanMiss(const MissKey& key, AccessFlags want, RegionLis
                                  MissPlan* plan) {
   ApplyEventsLocked(to_free);
   // `plan` is fresh: only what differs from its defaults is set.
-  plan->key = key;
+  plan->key = &key;
   plan->want = want;
   plan->span = key.request;
   plan->access = want;
@@ -209,7 +209,7 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
     absl::StatusOr<DeviceMapping> m = RegisterDmaBufPlanned(plan);
     if (!m.ok() && plan.merged) {
       // The union may be what was refused: the slice alone may register.
-      plan.span = plan.key.request;
+      plan.span = plan.asked().request;
       plan.access = plan.want;
       plan.merged = false;
       m = RegisterDmaBufPlanned(plan);
@@ -220,17 +220,23 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
 }
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterHostPlanned(MissPlan& plan) {
-  if (paging_.load(std::memory_order_relaxed) != Paging::kPinned) {
+  if (paging_.load(std::memory_order_relaxed) != Paging::kPinned) [[unlikely]] {
     bool refused = false;
     absl::StatusOr<DeviceMapping> m = RegisterOnDemand(plan, &refused);
     if (!refused) return m;  // else registered pinned below
   }
+  return RegisterPinnedPlanned(plan);
+}
+
+// One named result, so it is built where the caller wants it (no copy of
+// the StatusOr, whose reload would stall on the domain's stores).
+absl::StatusOr<DeviceMapping> CacheCore::RegisterPinnedPlanned(MissPlan& plan) {
   auto watch = [&] {
     plan.cacheable =
         monitor_->Watch(reinterpret_cast<const void*>(plan.span.begin()), plan.span.length()).ok();
   };
   auto narrow_to_request = [&] {
-    plan.span = plan.key.request;
+    plan.span = plan.asked().request;
     plan.access = plan.want;
     plan.merged = false;
     watch();
@@ -281,7 +287,7 @@ Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, Reg
   Region* r = NewRegion(plan, m, 0);
   if (r == nullptr) return nullptr;
   if (plan.dmabuf()) {
-    IndexDmaBufLocked(r, *plan.key.id);
+    IndexDmaBufLocked(r, *plan.asked().id);
     ++counters_.dmabuf_misses;
     if (plan.via_alias) ++counters_.dmabuf_alias_registrations;
   } else {
@@ -293,7 +299,7 @@ Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, Reg
     // Retire what the new mapping supersedes (what it merged, unless an
     // Invalidate already did, and anything else it now covers).
     RegionList superseded;
-    ForEachOverlappingLocked(plan.key, plan.span, [&](Region* c) {
+    ForEachOverlappingLocked(plan.asked(), plan.span, [&](Region* c) {
       if (c != r && r->Covers(c->span(), c->access)) superseded.push_back(c);
     });
     RetireAll(superseded, to_free);
@@ -324,8 +330,12 @@ Region* CacheCore::NewRegion(const MissPlan& plan, const DeviceMapping& m, uint6
   r->dmabuf = plan.dmabuf();
   r->via_alias = plan.via_alias;
   r->handle = m.handle;
-  if (plan.dmabuf()) pool_.SetDmaBufId(r, *plan.key.id);
-  refs_.fetch_add(1, std::memory_order_relaxed);
+  if (plan.dmabuf()) pool_.SetDmaBufId(r, *plan.asked().id);
+  if (ref_credits_ == 0) {
+    refs_.fetch_add(kRefBatch, std::memory_order_relaxed);
+    ref_credits_ = kRefBatch;
+  }
+  --ref_credits_;
   ++live_regions_;
   live_bytes_ += plan.span.length();
   // Publishes the fields above to any thread that reads this state

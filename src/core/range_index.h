@@ -77,11 +77,11 @@ class RangeIndex {
   // `q` and for which is(region) says it is of that space. An f that
   // returns bool stops the walk by returning true; so does this, then.
   template <typename Is, typename F>
-  bool ForEachOverlapping(uint64_t space, Range q, Is&& is, F&& f) const;
+  bool ForEachOverlapping(uint64_t space, const Range& q, Is&& is, F&& f) const;
   // The first region of `space` holding all of `q` for which pred(region)
   // holds (pred also tells the space apart).
   template <typename Pred>
-  Region* FindCovering(uint64_t space, Range q, Pred&& pred) const;
+  Region* FindCovering(uint64_t space, const Range& q, Pred&& pred) const;
 
   size_t size() const { return size_; }
   size_t hash_entries() const { return entries_; }
@@ -93,8 +93,9 @@ class RangeIndex {
   // Calls take(index) for the pool indexes of candidates filed under the
   // bucket of `a` in `space` at each level in use, until one returns true;
   // returns that index or kNoIndex.
+  // Always inlined: the hit path then keeps `take`'s captures in registers.
   template <typename Take>
-  uint32_t Probe(uint64_t space, uintptr_t a, Take&& take) const;
+  [[gnu::always_inline]] uint32_t Probe(uint64_t space, uintptr_t a, Take&& take) const;
 
  private:
   static constexpr int kIndexBits = 24;
@@ -144,7 +145,8 @@ class RangeIndex {
 // ---- inline implementation -------------------------------------------------
 
 template <typename Take>
-inline uint32_t RangeIndex::Probe(uint64_t space, uintptr_t a, Take&& take) const {
+[[gnu::always_inline]] inline uint32_t RangeIndex::Probe(uint64_t space, uintptr_t a,
+                                                         Take&& take) const {
   uint32_t mask = level_mask_.load(std::memory_order_acquire);
   if (mask == 0) return kNoIndex;
   const Table* t = table_.load(std::memory_order_acquire);
@@ -177,7 +179,7 @@ void RangeIndex::ForEachUnder(uint64_t tag, F&& f) const {
 }
 
 template <typename Is, typename F>
-bool RangeIndex::ForEachOverlapping(uint64_t space, Range q, Is&& is, F&& f) const {
+bool RangeIndex::ForEachOverlapping(uint64_t space, const Range& q, Is&& is, F&& f) const {
   if (q.empty()) return false;
   // f's answer: stop, or (for an f returning nothing) go on.
   auto call = [&](Region* r) -> bool {
@@ -225,7 +227,7 @@ bool RangeIndex::ForEachOverlapping(uint64_t space, Range q, Is&& is, F&& f) con
 }
 
 template <typename Pred>
-Region* RangeIndex::FindCovering(uint64_t space, Range q, Pred&& pred) const {
+Region* RangeIndex::FindCovering(uint64_t space, const Range& q, Pred&& pred) const {
   Region* const base = pool_->base();
   for (uint32_t mask = level_mask_.load(std::memory_order_relaxed); mask != 0; mask &= mask - 1) {
     const int level = __builtin_ctz(mask);

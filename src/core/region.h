@@ -107,8 +107,18 @@ struct alignas(64) Region : RegistrationInfo {
         !state.compare_exchange_weak(s, (s & ~kFlags) | flags, order, std::memory_order_relaxed)) {
     }
   }
+  // Marks a live region (flags 0, under the cache's mutex) dead: one locked
+  // OR, no CAS loop. A read-modify-write still, because threads without a
+  // table may be changing the shared count (TryRefShared) meanwhile.
+  void MarkDead() { state.fetch_or(kDead, std::memory_order_seq_cst); }
+  // Claims a dead region that no one holds (its reference sum is 0): a plain
+  // store, because from kDead on no compare-and-swap can succeed on the word
+  // (TryRefShared wants no flags, TryUnrefShared no kDead) and only a holder
+  // would try one.
+  void Claim() { SetFlagsOfFree(kDead | kFree, std::memory_order_relaxed); }
   // The same for a region nobody else may write: kFree is set, so no
-  // compare-and-swap can succeed on it (a filled region being published).
+  // compare-and-swap can succeed on it (a claimed region being recycled, a
+  // filled one being published).
   void SetFlagsOfFree(uint64_t flags, std::memory_order order) {
     state.store((state.load(std::memory_order_relaxed) & ~kFlags) | flags, order);
   }

@@ -96,7 +96,8 @@ Region* RegionPool::Allocate() {
 void RegionPool::Free(Region* r) {
   // Plain fields are rewritten only here and in the caller's fill, both while
   // kFree is set: no reader relies on them then (a hit backs out on kFree).
-  r->SetFlags(kFree, std::memory_order_release);
+  // `r` was claimed: nobody else writes its state.
+  r->SetFlagsOfFree(kFree, std::memory_order_release);
   r->accessed.store(0, std::memory_order_relaxed);
   r->indexed = false;
   links(r) = Links{};
