@@ -140,13 +140,19 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memo
       memory.iova || (access.bits() & ~kAllAccess.bits()) != 0) [[unlikely]] {
     return InvalidDmaBufRequest(memory, access);
   }
-  absl::StatusOr<internal::DmaBufKey> key = core_->ResolveDmaBuf(memory);  // the fstat
-  if (!key.ok()) return key.status();
+  absl::StatusOr<DmaBufInfo> info = core_->InspectFd(memory.fd);  // the fstat
+  if (!info.ok()) return info.status();
+  if (memory.offset > info->size || memory.length > info->size - memory.offset) [[unlikely]] {
+    return core_->DmaBufKeyOf(info->id, info->size, memory.offset, memory.length, memory.fd)
+        .status();
+  }
+  const internal::DmaBufKey key =
+      core_->SliceKey(info->id, info->size, memory.offset, memory.length);
   const AccessFlags want = NormalizeAccess(access);
-  if (internal::Region* r = core_->TryHitDmaBuf(*key, want)) [[likely]]
+  if (internal::Region* r = core_->TryHitDmaBuf(key, want)) [[likely]]
     return Registration(r);
   absl::StatusOr<internal::Region*> r =
-      core_->AcquireDmaBuf(*key, {.fd = memory.fd, .alias = memory.alias}, want);
+      core_->AcquireDmaBuf(key, {.fd = memory.fd, .alias = memory.alias}, want);
   if (!r.ok()) return r.status();
   return Registration(*r);
 }

@@ -113,6 +113,10 @@ class CacheCore {
   // The buffer `m.fd` names (fstat, or the cache's inspector) and the whole
   // pages of `m`'s slice; InvalidArgument past the buffer's end.
   absl::StatusOr<DmaBufKey> ResolveDmaBuf(const DmaBufMemory& m) const;
+  // The fstat of it: what the cache's inspector says of `fd`.
+  absl::StatusOr<DmaBufInfo> InspectFd(int fd) const {
+    return inspect_dmabuf_ ? inspect_dmabuf_(fd) : InspectDmaBuf(fd);
+  }
   // The key of [offset, offset + length) of a buffer of `size` bytes.
   absl::StatusOr<DmaBufKey> DmaBufKeyOf(const DmaBufId& id, uint64_t size, uint64_t offset,
                                         uint64_t length, int fd) const;

@@ -29,7 +29,7 @@ absl::StatusOr<DmaBufKey> CacheCore::DmaBufKeyOf(const DmaBufId& id, uint64_t si
 }
 
 absl::StatusOr<DmaBufKey> CacheCore::ResolveDmaBuf(const DmaBufMemory& m) const {
-  absl::StatusOr<DmaBufInfo> info = inspect_dmabuf_ ? inspect_dmabuf_(m.fd) : InspectDmaBuf(m.fd);
+  absl::StatusOr<DmaBufInfo> info = InspectFd(m.fd);
   if (!info.ok()) return info.status();
   if (m.offset > info->size || m.length > info->size - m.offset) [[unlikely]] {
     return DmaBufKeyOf(info->id, info->size, m.offset, m.length, m.fd);  // the error
