@@ -27,6 +27,10 @@
 //                     one shared cache; scaling = items/s(2) / items/s(1).
 //   Memory/DependentLoad/MiB  no cache at all: the latency of a dependent
 //                     load over 8 and 64 MiB, the floor under the random rows.
+//   Paired/Miss, Paired/MissChurn: both caches' Miss and MissChurn in
+//                     alternating timed blocks of 1,024 operations, one
+//                     benchmark; the median of the per-pair ratios (see
+//                     BM_Paired).
 //   DmaBuf/HitImported, DmaBuf/HitByFd, DmaBuf/Fstat (dmareg only): a 4 KiB
 //                     slice inside one cached 1 MiB dma-buf mapping, acquired
 //                     and released through an ImportedDmaBuf and by fd (one
@@ -56,6 +60,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -505,6 +511,106 @@ void BM_DmaBufFstatThenHostHit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+#ifdef DMAREG_BENCH_HAVE_UCX
+// Paired/Miss, Paired/MissChurn: the Miss and MissChurn workloads of both
+// caches in one benchmark, in alternating blocks of kMissWindow operations
+// (which cache goes first alternates too), each block timed on its own. On
+// a shared machine whose speed drifts with other tenants' load (the rows
+// above swing by a third between runs), two adjacent blocks see about the
+// same machine, so the median of the per-pair ratios says more than a ratio
+// of two medians taken at different times. Counters: dmareg_ns, ucx_ns (the
+// medians of the blocks' ns per operation) and ratio (UCX / dmareg).
+using Clock = std::chrono::steady_clock;
+
+double NsPerOp(Clock::time_point t0, Clock::time_point t1) {
+  return std::chrono::duration<double, std::nano>(t1 - t0).count() / kMissWindow;
+}
+
+// Miss: a block makes kMissWindow regions (timed), then retires them
+// (untimed), as BM_Miss does.
+template <typename B>
+struct MissBlocks {
+  B backend;
+  Reservation mem{kMissWindow * kStride};
+  std::vector<typename B::Token> made = std::vector<typename B::Token>(kMissWindow);
+
+  double Block() {
+    const Clock::time_point t0 = Clock::now();
+    for (size_t i = 0; i < kMissWindow; ++i) {
+      made[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
+      if (made[i] == nullptr) Die("paired miss failed");
+    }
+    const Clock::time_point t1 = Clock::now();
+    for (typename B::Token t : made) backend.Remove(t);
+    return NsPerOp(t0, t1);
+  }
+};
+
+// MissChurn: kMissWindow steps of BM_MissChurn's loop, all timed.
+template <typename B>
+struct ChurnBlocks {
+  B backend;
+  Reservation mem{2 * kMissWindow * kStride};
+  std::vector<typename B::Token> ring = std::vector<typename B::Token>(kMissWindow);
+  size_t slot = kMissWindow, k = 0;
+
+  ChurnBlocks() {
+    for (size_t i = 0; i < kMissWindow; ++i) {
+      ring[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
+      if (ring[i] == nullptr) Die("paired churn warm-up failed");
+    }
+  }
+  ~ChurnBlocks() {
+    for (typename B::Token t : ring) backend.Remove(t);
+  }
+  ChurnBlocks(const ChurnBlocks&) = delete;
+  ChurnBlocks& operator=(const ChurnBlocks&) = delete;
+
+  double Block() {
+    const Clock::time_point t0 = Clock::now();
+    for (size_t n = 0; n < kMissWindow; ++n) {
+      backend.Remove(ring[k]);
+      ring[k] = backend.AcquireReleaseToken(mem.base() + slot * kStride, kRegionBytes);
+      if (ring[k] == nullptr) Die("paired churn failed");
+      if (++slot == 2 * kMissWindow) slot = 0;
+      if (++k == kMissWindow) k = 0;
+    }
+    return NsPerOp(t0, Clock::now());
+  }
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+template <template <typename> class Blocks>
+void BM_Paired(benchmark::State& state) {
+  Blocks<DmaregBackend> dmareg;
+  Blocks<UcxBackend> ucx;
+  std::vector<double> d, u, ratios;
+  bool dmareg_first = true;
+  for (auto _ : state) {
+    double a, b;
+    if (dmareg_first) {
+      a = dmareg.Block();
+      b = ucx.Block();
+    } else {
+      b = ucx.Block();
+      a = dmareg.Block();
+    }
+    dmareg_first = !dmareg_first;
+    d.push_back(a);
+    u.push_back(b);
+    ratios.push_back(b / a);
+  }
+  state.SetItemsProcessed(state.iterations() * 2 * kMissWindow);
+  state.counters["dmareg_ns"] = Median(d);
+  state.counters["ucx_ns"] = Median(u);
+  state.counters["ratio"] = Median(ratios);
+}
+#endif
+
 // The machine's floor for the random rows: one dependent load per
 // iteration over a random cyclic chain of 64-byte lines spanning N MiB
 // (huge pages, like the caches' own large arrays). A hit over many regions
@@ -590,6 +696,10 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("DmaBuf/HitByFd", BM_DmaBufHitByFd);
   benchmark::RegisterBenchmark("DmaBuf/Fstat", BM_DmaBufFstat);
   benchmark::RegisterBenchmark("DmaBuf/FstatThenHostHit", BM_DmaBufFstatThenHostHit);
+#ifdef DMAREG_BENCH_HAVE_UCX
+  benchmark::RegisterBenchmark("Paired/Miss", BM_Paired<MissBlocks>);
+  benchmark::RegisterBenchmark("Paired/MissChurn", BM_Paired<ChurnBlocks>);
+#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
