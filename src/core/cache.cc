@@ -142,9 +142,9 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const DmaBufMemory& memo
   }
   absl::StatusOr<DmaBufInfo> info = core_->InspectFd(memory.fd);  // the fstat
   if (!info.ok()) return info.status();
-  if (memory.offset > info->size || memory.length > info->size - memory.offset) [[unlikely]] {
-    return core_->DmaBufKeyOf(info->id, info->size, memory.offset, memory.length, memory.fd)
-        .status();
+  if (!internal::CacheCore::SliceInside(info->size, memory.offset, memory.length)) [[unlikely]] {
+    return internal::CacheCore::SlicePastEnd(info->id, info->size, memory.offset, memory.length,
+                                             memory.fd);
   }
   const internal::DmaBufKey key =
       core_->SliceKey(info->id, info->size, memory.offset, memory.length);
@@ -166,8 +166,8 @@ absl::StatusOr<Registration> RegistrationCache::Acquire(const ImportedDmaBuf& bu
                                 access);
   }
   const uint64_t size = buffer.size();
-  if (offset > size || length > size - offset) [[unlikely]] {
-    return core_->DmaBufKeyOf(buffer.id(), size, offset, length, buffer.fd()).status();
+  if (!internal::CacheCore::SliceInside(size, offset, length)) [[unlikely]] {
+    return internal::CacheCore::SlicePastEnd(buffer.id(), size, offset, length, buffer.fd());
   }
   const internal::DmaBufKey key = core_->SliceKey(buffer.id(), size, offset, length);
   const AccessFlags want = NormalizeAccess(access);

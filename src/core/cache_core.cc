@@ -308,8 +308,21 @@ size_t CacheCore::FreeRegionsLocked(RegionList& regions) {
     }
     pool_.Free(r);
   }
-  ref_credits_ += static_cast<int64_t>(regions.size());
+  const size_t n = regions.size();
   regions.clear();
+  return KeepRegionShares(n);
+}
+
+void CacheCore::TakeRegionShare() {
+  if (ref_credits_ == 0) {
+    refs_.fetch_add(kRefBatch, std::memory_order_relaxed);
+    ref_credits_ = kRefBatch;
+  }
+  --ref_credits_;
+}
+
+size_t CacheCore::KeepRegionShares(size_t n) {
+  ref_credits_ += static_cast<int64_t>(n);
   if (ref_credits_ <= 2 * kRefBatch) return 0;
   const int64_t excess = ref_credits_ - kRefBatch;
   ref_credits_ = kRefBatch;
@@ -370,7 +383,7 @@ void CacheCore::Flush() {
     ForEachIndexed([&](Region* r) {
       if (RefSum(r) == 0) idle.push_back(r);
     });
-    for (Region* r : idle) r->SetFlags(kDead, std::memory_order_seq_cst);
+    for (Region* r : idle) r->MarkDead();
     EvictOrRevive(idle, &to_free);
   }
   FreeRegions(to_free);

@@ -120,8 +120,14 @@ class CacheCore {
   // The key of [offset, offset + length) of a buffer of `size` bytes.
   absl::StatusOr<DmaBufKey> DmaBufKeyOf(const DmaBufId& id, uint64_t size, uint64_t offset,
                                         uint64_t length, int fd) const;
-  // The same for a slice known to lie inside the buffer (offset <= size,
-  // length <= size - offset): the hit path's version, with no status.
+  // Whether [offset, offset + length) lies inside a buffer of `size` bytes;
+  // else SlicePastEnd says so (the front doors test inline, with no status).
+  static bool SliceInside(uint64_t size, uint64_t offset, uint64_t length) {
+    return offset <= size && length <= size - offset;
+  }
+  static absl::Status SlicePastEnd(const DmaBufId& id, uint64_t size, uint64_t offset,
+                                   uint64_t length, int fd);
+  // The key of a slice for which SliceInside holds: the hit path's version.
   DmaBufKey SliceKey(const DmaBufId& id, uint64_t size, uint64_t offset, uint64_t length) const {
     // Whole pages, clipped to the buffer (whose end need not be one).
     const uint64_t page = page_size_;
@@ -235,7 +241,6 @@ class CacheCore {
     bool fell_back = false;  // this miss switched kAutomatic to pinned
     bool via_alias = false;  // a dma-buf registered through its CPU alias
     bool dmabuf() const { return key->id != nullptr; }
-    const MissKey& asked() const { return *key; }
   };
   class MissScope;
 
@@ -410,6 +415,11 @@ class CacheCore {
   // (no second critical section), keeping their shares as credits; the
   // caller then calls DropRefs(n) for the n shares that exceed the credits.
   size_t FreeRegionsLocked(RegionList& regions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lifetime share of a region being made, taken from ref_credits_.
+  void TakeRegionShare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps the shares of `n` regions freed under mu_ as credits; returns how
+  // many exceed two batches' worth, for DropRefs once mu_ is released.
+  size_t KeepRegionShares(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropRefs(size_t n);
   // Deregisters `m` (of `span`, host or dma-buf), logging a failure: the
   // mapping is gone from our books either way.

@@ -18,23 +18,23 @@
 
 namespace dmareg::internal {
 
+absl::Status CacheCore::SlicePastEnd(const DmaBufId& id, uint64_t size, uint64_t offset,
+                                     uint64_t length, int fd) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("dma-buf slice [%#x, +%#x) of fd %d reaches past the end of %s (%#x bytes)",
+                      offset, length, fd, id.ToString(), size));
+}
+
 absl::StatusOr<DmaBufKey> CacheCore::DmaBufKeyOf(const DmaBufId& id, uint64_t size, uint64_t offset,
                                                  uint64_t length, int fd) const {
-  if (offset > size || length > size - offset) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("dma-buf slice [%#x, +%#x) of fd %d reaches past the end of %s (%#x bytes)",
-                        offset, length, fd, id.ToString(), size));
-  }
+  if (!SliceInside(size, offset, length)) return SlicePastEnd(id, size, offset, length, fd);
   return SliceKey(id, size, offset, length);
 }
 
 absl::StatusOr<DmaBufKey> CacheCore::ResolveDmaBuf(const DmaBufMemory& m) const {
   absl::StatusOr<DmaBufInfo> info = InspectFd(m.fd);
   if (!info.ok()) return info.status();
-  if (m.offset > info->size || m.length > info->size - m.offset) [[unlikely]] {
-    return DmaBufKeyOf(info->id, info->size, m.offset, m.length, m.fd);  // the error
-  }
-  return SliceKey(info->id, info->size, m.offset, m.length);
+  return DmaBufKeyOf(info->id, info->size, m.offset, m.length, m.fd);
 }
 
 absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufKey& key, const DmaBufSource& source,
@@ -49,7 +49,7 @@ absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufKey& key, const Dma
 }
 
 absl::StatusOr<DeviceMapping> CacheCore::RegisterDmaBufPlanned(MissPlan& plan) {
-  const DmaBufSource& src = *plan.asked().source;
+  const DmaBufSource& src = *plan.key->source;
   std::vector<std::string> attempts;
   absl::StatusCode code = absl::StatusCode::kUnimplemented;
   plan.via_alias = false;
@@ -83,7 +83,7 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterDmaBufPlanned(MissPlan& plan) {
   }
   return absl::Status(
       code,
-      absl::StrFormat("dma-buf %s [%#x, +%#x) on %s (policy %s): %s", plan.asked().id->ToString(),
+      absl::StrFormat("dma-buf %s [%#x, +%#x) on %s (policy %s): %s", plan.key->id->ToString(),
                       plan.span.begin(), plan.span.length(), domain_->name(),
                       DmaBufPolicyName(dmabuf_policy_), absl::StrJoin(attempts, "; then ")));
 }

@@ -55,7 +55,7 @@ absl::Status CacheCore::MakeRoomSlow(size_t regions, size_t bytes, RegionList* t
         r->accessed.store(0, std::memory_order_relaxed);
         continue;
       }
-      r->SetFlags(kDead, std::memory_order_seq_cst);
+      r->MarkDead();
       batch.push_back(r);
       ++n;
       nb += r->length;

@@ -102,7 +102,7 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
       ++counters_.registration_failures;
       return m.status();
     }
-    if (recent_.InvalidatedSince(plan.epoch, plan.span, plan.asked().space)) {
+    if (recent_.InvalidatedSince(plan.epoch, plan.span, plan.key->space)) {
       // The pages may have changed under the registration: redo it. The
       // mapping is gone from our books whatever Deregister says.
       ++counters_.retried_registrations;
@@ -111,7 +111,7 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
       if (attempt + 1 >= kMaxAttempts) {
         return absl::AbortedError(absl::StrFormat(
             "%s%s was %s during each of %d registrations on %s",
-            plan.dmabuf() ? plan.asked().id->ToString() + " " : "", plan.span.ToString(),
+            plan.dmabuf() ? plan.key->id->ToString() + " " : "", plan.span.ToString(),
             plan.dmabuf() ? "invalidated" : "unmapped or replaced", kMaxAttempts, domain_->name()));
       }
       continue;
@@ -209,7 +209,7 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterPlanned(MissPlan& plan) {
     absl::StatusOr<DeviceMapping> m = RegisterDmaBufPlanned(plan);
     if (!m.ok() && plan.merged) {
       // The union may be what was refused: the slice alone may register.
-      plan.span = plan.asked().request;
+      plan.span = plan.key->request;
       plan.access = plan.want;
       plan.merged = false;
       m = RegisterDmaBufPlanned(plan);
@@ -236,7 +236,7 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterPinnedPlanned(MissPlan& plan) {
         monitor_->Watch(reinterpret_cast<const void*>(plan.span.begin()), plan.span.length()).ok();
   };
   auto narrow_to_request = [&] {
-    plan.span = plan.asked().request;
+    plan.span = plan.key->request;
     plan.access = plan.want;
     plan.merged = false;
     watch();
@@ -287,7 +287,7 @@ Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, Reg
   Region* r = NewRegion(plan, m, 0);
   if (r == nullptr) return nullptr;
   if (plan.dmabuf()) {
-    IndexDmaBufLocked(r, *plan.asked().id);
+    IndexDmaBufLocked(r, *plan.key->id);
     ++counters_.dmabuf_misses;
     if (plan.via_alias) ++counters_.dmabuf_alias_registrations;
   } else {
@@ -299,7 +299,7 @@ Region* CacheCore::AdmitLocked(const MissPlan& plan, const DeviceMapping& m, Reg
     // Retire what the new mapping supersedes (what it merged, unless an
     // Invalidate already did, and anything else it now covers).
     RegionList superseded;
-    ForEachOverlappingLocked(plan.asked(), plan.span, [&](Region* c) {
+    ForEachOverlappingLocked(*plan.key, plan.span, [&](Region* c) {
       if (c != r && r->Covers(c->span(), c->access)) superseded.push_back(c);
     });
     RetireAll(superseded, to_free);
@@ -330,12 +330,8 @@ Region* CacheCore::NewRegion(const MissPlan& plan, const DeviceMapping& m, uint6
   r->dmabuf = plan.dmabuf();
   r->via_alias = plan.via_alias;
   r->handle = m.handle;
-  if (plan.dmabuf()) pool_.SetDmaBufId(r, *plan.asked().id);
-  if (ref_credits_ == 0) {
-    refs_.fetch_add(kRefBatch, std::memory_order_relaxed);
-    ref_credits_ = kRefBatch;
-  }
-  --ref_credits_;
+  if (plan.dmabuf()) pool_.SetDmaBufId(r, *plan.key->id);
+  TakeRegionShare();
   ++live_regions_;
   live_bytes_ += plan.span.length();
   // Publishes the fields above to any thread that reads this state

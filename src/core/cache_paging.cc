@@ -33,7 +33,7 @@ absl::StatusOr<DeviceMapping> CacheCore::RegisterOnDemand(MissPlan& plan, bool* 
   absl::StatusOr<DeviceMapping> m = register_span();
   if (!m.ok() && plan.merged && !RefusesOnDemand(m.status())) {
     // As for pinned misses: the request alone may still register.
-    plan.span = plan.asked().request;
+    plan.span = plan.key->request;
     plan.access = plan.want;
     plan.merged = false;
     m = register_span();
