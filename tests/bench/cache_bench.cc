@@ -366,28 +366,43 @@ void BM_HitRandom(benchmark::State& state) {
 // then their addresses are reused. So the cache holds 0..1,023 regions while
 // timed, and ns/op is the cost of one miss + insert + release, without the
 // removal. MissChurn below times the removal too.
+// The Miss workload's state: kMissWindow addresses, made one at a time and
+// retired together.
+template <typename B>
+struct MissWindow {
+  B backend;
+  Reservation mem{kMissWindow * kStride};
+  std::vector<typename B::Token> made = std::vector<typename B::Token>(kMissWindow);
+
+  // Misses on address i (< kMissWindow); false if the acquire failed.
+  bool Make(size_t i) {
+    made[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
+    return made[i] != nullptr;
+  }
+  void RetireAll() {
+    for (typename B::Token t : made) backend.Remove(t);
+  }
+};
+
 template <typename B>
 void BM_Miss(benchmark::State& state) {
-  B backend;
-  Reservation mem(kMissWindow * kStride);
-  std::vector<typename B::Token> made(kMissWindow);
-  const uint64_t regs = backend.registrations();
+  MissWindow<B> w;
+  const uint64_t regs = w.backend.registrations();
   size_t i = 0;
   for (auto _ : state) {
-    made[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
-    if (made[i] == nullptr) {
+    if (!w.Make(i)) {
       state.SkipWithError("acquire failed");
       break;
     }
     if (++i == kMissWindow) {
       state.PauseTiming();
-      for (typename B::Token t : made) backend.Remove(t);
+      w.RetireAll();
       i = 0;
       state.ResumeTiming();
     }
   }
   state.SetItemsProcessed(state.iterations());
-  ReportRegs(state, backend, regs);
+  ReportRegs(state, w.backend, regs);
 }
 
 // MissChurn: steady state of kMissWindow live regions; each iteration retires
@@ -395,32 +410,51 @@ void BM_Miss(benchmark::State& state) {
 // addresses cycle through 2 * kMissWindow slots, so a slot is reused only
 // after its region was retired). Everything is timed.
 template <typename B>
-void BM_MissChurn(benchmark::State& state) {
+struct ChurnRing {
   B backend;
-  Reservation mem(2 * kMissWindow * kStride);
-  std::vector<typename B::Token> ring(kMissWindow);
-  for (size_t k = 0; k < kMissWindow; ++k) {
-    ring[k] = backend.AcquireReleaseToken(mem.base() + k * kStride, kRegionBytes);
-    if (ring[k] == nullptr) Die("churn warm-up failed");
-  }
-  const uint64_t regs = backend.registrations();
+  Reservation mem{2 * kMissWindow * kStride};
+  std::vector<typename B::Token> ring = std::vector<typename B::Token>(kMissWindow);
   size_t slot = kMissWindow;  // next address slot, mod 2 * kMissWindow
   size_t k = 0;               // ring position of the oldest region
-  for (auto _ : state) {
+
+  ChurnRing() {
+    for (size_t i = 0; i < kMissWindow; ++i) {
+      ring[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
+      if (ring[i] == nullptr) Die("churn warm-up failed");
+    }
+  }
+  ~ChurnRing() {
+    for (typename B::Token t : ring) {
+      if (t != nullptr) backend.Remove(t);
+    }
+  }
+  ChurnRing(const ChurnRing&) = delete;
+  ChurnRing& operator=(const ChurnRing&) = delete;
+
+  // Retires the oldest region and misses on the next address; false if the
+  // acquire failed.
+  bool Step() {
     backend.Remove(ring[k]);
     ring[k] = backend.AcquireReleaseToken(mem.base() + slot * kStride, kRegionBytes);
-    if (ring[k] == nullptr) {
+    if (ring[k] == nullptr) return false;
+    if (++slot == 2 * kMissWindow) slot = 0;
+    if (++k == kMissWindow) k = 0;
+    return true;
+  }
+};
+
+template <typename B>
+void BM_MissChurn(benchmark::State& state) {
+  ChurnRing<B> c;
+  const uint64_t regs = c.backend.registrations();
+  for (auto _ : state) {
+    if (!c.Step()) {
       state.SkipWithError("acquire failed");
       break;
     }
-    if (++slot == 2 * kMissWindow) slot = 0;
-    if (++k == kMissWindow) k = 0;
   }
   state.SetItemsProcessed(state.iterations());
-  ReportRegs(state, backend, regs);
-  for (typename B::Token t : ring) {
-    if (t != nullptr) backend.Remove(t);
-  }
+  ReportRegs(state, c.backend, regs);
 }
 
 // One cached 1 MiB dma-buf mapping (a memfd standing for the buffer, told
@@ -530,18 +564,15 @@ double NsPerOp(Clock::time_point t0, Clock::time_point t1) {
 // (untimed), as BM_Miss does.
 template <typename B>
 struct MissBlocks {
-  B backend;
-  Reservation mem{kMissWindow * kStride};
-  std::vector<typename B::Token> made = std::vector<typename B::Token>(kMissWindow);
+  MissWindow<B> w;
 
   double Block() {
     const Clock::time_point t0 = Clock::now();
     for (size_t i = 0; i < kMissWindow; ++i) {
-      made[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
-      if (made[i] == nullptr) Die("paired miss failed");
+      if (!w.Make(i)) Die("paired miss failed");
     }
     const Clock::time_point t1 = Clock::now();
-    for (typename B::Token t : made) backend.Remove(t);
+    w.RetireAll();
     return NsPerOp(t0, t1);
   }
 };
@@ -549,31 +580,12 @@ struct MissBlocks {
 // MissChurn: kMissWindow steps of BM_MissChurn's loop, all timed.
 template <typename B>
 struct ChurnBlocks {
-  B backend;
-  Reservation mem{2 * kMissWindow * kStride};
-  std::vector<typename B::Token> ring = std::vector<typename B::Token>(kMissWindow);
-  size_t slot = kMissWindow, k = 0;
-
-  ChurnBlocks() {
-    for (size_t i = 0; i < kMissWindow; ++i) {
-      ring[i] = backend.AcquireReleaseToken(mem.base() + i * kStride, kRegionBytes);
-      if (ring[i] == nullptr) Die("paired churn warm-up failed");
-    }
-  }
-  ~ChurnBlocks() {
-    for (typename B::Token t : ring) backend.Remove(t);
-  }
-  ChurnBlocks(const ChurnBlocks&) = delete;
-  ChurnBlocks& operator=(const ChurnBlocks&) = delete;
+  ChurnRing<B> c;
 
   double Block() {
     const Clock::time_point t0 = Clock::now();
     for (size_t n = 0; n < kMissWindow; ++n) {
-      backend.Remove(ring[k]);
-      ring[k] = backend.AcquireReleaseToken(mem.base() + slot * kStride, kRegionBytes);
-      if (ring[k] == nullptr) Die("paired churn failed");
-      if (++slot == 2 * kMissWindow) slot = 0;
-      if (++k == kMissWindow) k = 0;
+      if (!c.Step()) Die("paired churn failed");
     }
     return NsPerOp(t0, Clock::now());
   }
