@@ -131,12 +131,13 @@ void CacheCore::Invalidate(Range span) {
 }
 
 void CacheCore::InvalidateLocked(const Range& span, RegionList* to_free, bool record) {
-  RegionList hit;
+  // The regions found go straight to the end of to_free, to be retired there.
+  const size_t first = to_free->size();
   index_.ForEachOverlapping(
       RangeIndex::kHostSpace, span, [](const Region* r) { return !r->dmabuf; },
-      [&](Region* r) { hit.push_back(r); });
-  RetireAll(hit, to_free);
-  counters_.invalidated_regions += hit.size();
+      [&](Region* r) { to_free->push_back(r); });
+  counters_.invalidated_regions += to_free->size() - first;
+  RetireFrom(first, to_free);
   if (record) recent_.Record(span);
 }
 
@@ -192,27 +193,42 @@ absl::Status CacheCore::ForkedError() const {
       domain_->name(), creator_pid_, getpid()));
 }
 
-void CacheCore::RetireAll(const RegionList& victims, RegionList* to_free) {
-  if (victims.empty()) return;
-  RegionList retired;
-  for (Region* r : victims) {
+void CacheCore::RetireAll(absl::Span<Region* const> victims, RegionList* to_free) {
+  const size_t first = to_free->size();
+  to_free->insert(to_free->end(), victims.begin(), victims.end());
+  RetireFrom(first, to_free);
+}
+
+void CacheCore::RetireFrom(size_t first, RegionList* to_free) {
+  // All marked dead first, then one fence, then their counts read; the
+  // list is compacted in place by each pass.
+  RegionList& list = *to_free;
+  size_t n = first;
+  for (size_t i = first; i < list.size(); ++i) {
+    Region* r = list[i];
     // Listed twice (a query may report a region once per colliding hash):
     // retired once.
     if (r->state.load(std::memory_order_relaxed) & kFlags) continue;
     if (r->indexed) Unindex(r);
     r->MarkDead();
-    retired.push_back(r);
+    list[n++] = r;
   }
+  // (pop_back is inline, resize a call; linear either way.)
+  while (list.size() > n) list.pop_back();
+  if (n == first) return;
   FenceForSum();
-  for (Region* r : retired) {
+  size_t kept = first;
+  for (size_t i = first; i < n; ++i) {
+    Region* r = list[i];
     if (RefSum(r) == 0) {
       r->Claim();
       Forget(r);
-      to_free->push_back(r);
+      list[kept++] = r;
     } else {
       ++dead_referenced_;
     }
   }
+  while (list.size() > kept) list.pop_back();
 }
 
 bool CacheCore::SettleDead(Region* r) {

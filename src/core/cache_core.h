@@ -318,7 +318,11 @@ class CacheCore {
   // those with no handle out are appended to `to_free` (and leave the
   // accounting), the others are freed by their last handle. A victim
   // already retired (listed twice) is skipped.
-  void RetireAll(const RegionList& victims, RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetireAll(absl::Span<Region* const> victims, RegionList* to_free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same for the victims already at (*to_free)[first..]: those not
+  // freed now leave the list.
+  void RetireFrom(size_t first, RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Claims `r` for freeing (true; the caller frees it) if it is dead, not
   // yet claimed, and has no reference left.
   bool SettleDead(Region* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

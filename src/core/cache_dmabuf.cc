@@ -137,8 +137,7 @@ void CacheCore::Discard(Region* r) {
   {
     MutexLock lock(&mu_);
     if (r->indexed && (r->state.load(std::memory_order_relaxed) & kFlags) == 0) {
-      RegionList one{r};
-      RetireAll(one, &to_free);
+      RetireAll({r}, &to_free);
     }
   }
   FreeRegions(to_free);
