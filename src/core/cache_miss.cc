@@ -96,6 +96,7 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
     ApplyEventsLocked(scope.to_free());
     --reserved_regions_;
     reserved_bytes_ -= plan.reserved;
+    recent_.Close();
     if (plan.fell_back) ++counters_.on_demand_fallbacks;
     if (m.ok() && plan.on_demand) ++counters_.on_demand_registrations;
     if (!m.ok()) {
@@ -200,7 +201,7 @@ absl::Status CacheCore::PlanMiss(const MissKey& key, AccessFlags want, RegionLis
   plan->reserved = plan->span.length();
   ++reserved_regions_;
   reserved_bytes_ += plan->reserved;
-  plan->epoch = recent_.epoch();
+  plan->epoch = recent_.Open();  // closed by Miss after registering
   return absl::OkStatus();
 }
 

@@ -6,10 +6,14 @@
 // "was my span invalidated since I looked?" and redo its registration if so.
 // A space hash that two buffers share only makes a needless retry.
 //
-//   const uint64_t epoch = recent.epoch();      // under the lock, before
+//   const uint64_t epoch = recent.Open();       // under the lock, before
 //   ... register `span` with no lock held ...
-//   if (recent.InvalidatedSince(epoch, span, space))   // under the lock, after
+//   recent.Close();                              // under the lock, after
+//   if (recent.InvalidatedSince(epoch, span, space))
 //     ... deregister and retry ...
+//
+// While no miss has one open, no one can ask: Record then keeps nothing
+// (the common case of an invalidation, kept off its path).
 //
 // It keeps kCapacity records: a miss whose epoch has dropped out of them
 // cannot tell, so it is told yes (a needless retry, never a stale mapping).
@@ -30,10 +34,16 @@ class RecentInvalidations {
  public:
   static constexpr size_t kCapacity = 64;
 
-  // The epoch of the newest record (0 before any).
-  uint64_t epoch() const { return epoch_; }
+  // The epoch of the newest record (0 before any), for a miss that will
+  // ask about it once it has called Close.
+  uint64_t Open() {
+    ++open_;
+    return epoch_;
+  }
+  void Close() { --open_; }
 
   void Record(Range r, uint64_t space = 0) {
+    if (open_ == 0) return;
     ++epoch_;
     records_[epoch_ % kCapacity] = {r, space};
   }
@@ -56,6 +66,7 @@ class RecentInvalidations {
     uint64_t space = 0;
   };
   uint64_t epoch_ = 0;
+  size_t open_ = 0;                       // Open calls not yet closed
   std::array<Entry, kCapacity> records_;  // epoch e at e % kCapacity
 };
 
