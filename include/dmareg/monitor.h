@@ -163,6 +163,9 @@ class MemoryMonitor {
 class ExplicitMonitor final : public MemoryMonitor {
  public:
   static std::shared_ptr<ExplicitMonitor> Create();
+  // Out of line: the class's key function, so its vtable and type info are
+  // the library's, exported once (not copies each user may drop).
+  ~ExplicitMonitor() override;
 
   absl::string_view name() const override { return "explicit"; }
   MonitorCoverage coverage() const override { return {}; }

@@ -63,6 +63,8 @@ void MonitorReader::WaitQuiet() const {
   if (monitor_ != nullptr) internal::LogOf(*monitor_).WaitQuiet();
 }
 
+ExplicitMonitor::~ExplicitMonitor() = default;
+
 std::shared_ptr<ExplicitMonitor> ExplicitMonitor::Create() {
   return std::shared_ptr<ExplicitMonitor>(new ExplicitMonitor());
 }
