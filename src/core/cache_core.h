@@ -259,21 +259,24 @@ class CacheCore {
   // this thread's counter for it at once.
   [[gnu::always_inline]] Region* HitWith(ThreadRefs* t, uint64_t space, Range span,
                                          AccessFlags want, const DmaBufId* id) {
-    return RegionAt(index_.Probe(space, span.begin(), [&](uint32_t i) {
-      Region* r = region_base_ + i;
-      ThreadRefs::Add(t->Counter(i), 1);
-      LightFence();
-      const uint64_t s = r->state.load(std::memory_order_acquire);
-      if (!(s & kFlags) && r->Covers(span, want) && OfSpace(r, id)) [[likely]] {
-        r->Touch();
-        t->CountHit(id != nullptr);
-        return true;
-      }
-      // A full release: if the region died meanwhile, ours may be its last
-      // reference.
-      Release(r);
-      return false;
-    }));
+    // The candidate test inlined too (link-time optimisation would
+    // otherwise outline it for the dma-buf hit).
+    return RegionAt(index_.Probe(
+        space, span.begin(), [&](uint32_t i) __attribute__((always_inline)) {
+          Region* r = region_base_ + i;
+          ThreadRefs::Add(t->Counter(i), 1);
+          LightFence();
+          const uint64_t s = r->state.load(std::memory_order_acquire);
+          if (!(s & kFlags) && r->Covers(span, want) && OfSpace(r, id)) [[likely]] {
+            r->Touch();
+            t->CountHit(id != nullptr);
+            return true;
+          }
+          // A full release: if the region died meanwhile, ours may be its last
+          // reference.
+          Release(r);
+          return false;
+        }));
   }
   // The Region a probe returned, or null for RangeIndex::kNoIndex.
   Region* RegionAt(uint32_t i) const {
