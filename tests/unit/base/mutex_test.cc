@@ -39,15 +39,21 @@ TEST(MutexTest, ExcludesAndKeepsErrnoUnderContention) {
 
 TEST(MutexTest, TryLockFailsWhileHeldAndSucceedsOnceFree) {
   Mutex mu;
+  bool taken = false;
+  auto try_from_another_thread = [&] {
+    taken = false;
+    std::thread([&] {
+      if (mu.TryLock()) {
+        taken = true;
+        mu.Unlock();
+      }
+    }).join();
+  };
   mu.Lock();
-  bool taken = true;
-  std::thread([&] { taken = mu.TryLock(); }).join();
+  try_from_another_thread();
   EXPECT_FALSE(taken) << "held by this thread";
   mu.Unlock();
-  std::thread([&] {
-    taken = mu.TryLock();
-    if (taken) mu.Unlock();
-  }).join();
+  try_from_another_thread();
   EXPECT_TRUE(taken);
 }
 
