@@ -70,25 +70,34 @@ class Registration {
   bool valid() const { return info_ != nullptr; }
   explicit operator bool() const { return valid(); }
 
-  // Precondition for every accessor below: valid().
-  uint32_t lkey() const { return info_->lkey; }
-  uint32_t rkey() const { return info_->rkey; }
-  uint64_t iova() const { return info_->iova; }
-  const void* addr() const { return reinterpret_cast<const void*>(info_->addr); }
-  size_t length() const { return info_->length; }
-  AccessFlags access() const { return info_->access; }
-  bool is_dmabuf() const { return info_->dmabuf; }
+  // An empty handle reads as a mapping of nothing: keys, IOVA, address and
+  // length 0, no access (as the C API's accessors answer for NULL). So a
+  // forgotten check yields a key the device refuses, never a crash.
+  uint32_t lkey() const { return info_ != nullptr ? info_->lkey : 0; }
+  uint32_t rkey() const { return info_ != nullptr ? info_->rkey : 0; }
+  uint64_t iova() const { return info_ != nullptr ? info_->iova : 0; }
+  const void* addr() const {
+    return info_ != nullptr ? reinterpret_cast<const void*>(info_->addr) : nullptr;
+  }
+  size_t length() const { return info_ != nullptr ? info_->length : 0; }
+  AccessFlags access() const { return info_ != nullptr ? info_->access : AccessFlags(); }
+  bool is_dmabuf() const { return info_ != nullptr && info_->dmabuf; }
   // A dma-buf slice the device reaches through the buffer's CPU alias (the
   // fallback of DmaBufPolicy); the keys and IOVA work alike.
-  bool via_alias() const { return info_->via_alias; }
-  const RegistrationInfo& info() const { return *info_; }
+  bool via_alias() const { return info_ != nullptr && info_->via_alias; }
+  // All of the above at once (a copy: all zero from an empty handle).
+  RegistrationInfo info() const { return info_ != nullptr ? *info_ : RegistrationInfo{}; }
 
-  // The device address of host byte `p` (which must lie inside the span).
+  // The device address of host byte `p` (which must lie inside the span);
+  // 0 from an empty handle.
   uint64_t IovaFor(const void* p) const {
-    return info_->iova + (reinterpret_cast<uintptr_t>(p) - info_->addr);
+    return info_ == nullptr ? 0 : info_->iova + (reinterpret_cast<uintptr_t>(p) - info_->addr);
   }
-  // The device address of dma-buf offset `offset` (dma-buf handles).
-  uint64_t IovaForOffset(uint64_t offset) const { return info_->iova + (offset - info_->addr); }
+  // The device address of dma-buf offset `offset` (dma-buf handles); 0
+  // from an empty handle.
+  uint64_t IovaForOffset(uint64_t offset) const {
+    return info_ == nullptr ? 0 : info_->iova + (offset - info_->addr);
+  }
 
   // True if both handles refer to the same cached mapping.
   bool SameMapping(const Registration& o) const { return info_ == o.info_; }

@@ -130,6 +130,7 @@ static _Atomic uintptr_t g_first_break; /* likewise: where the main heap starts 
 static __thread int t_resolving __attribute__((tls_model("initial-exec")));
 
 extern void* __libc_realloc(void*, size_t);
+extern void* __libc_malloc(size_t);
 
 static void resolve(void) {
   if (atomic_load_explicit(&g_resolved, memory_order_acquire) == 2) return;
@@ -159,14 +160,13 @@ static void resolve(void) {
   if (next_sbrk != NULL) atomic_store(&g_first_break, (uintptr_t)next_sbrk(0));
   /* Chunk headers mean something only to glibc's malloc: the process's
    * malloc must be libc's own (a wrapper of free alone, ahead of us or
-   * behind, changes nothing; an allocator that replaces malloc does). */
-  void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-  if (libc != NULL) {
-    void* libc_malloc = dlsym(libc, "malloc");
-    atomic_store(&g_decodes_malloc,
-                 libc_malloc != NULL && libc_malloc == dlsym(RTLD_DEFAULT, "malloc"));
-    dlclose(libc);
-  }
+   * behind, changes nothing; an allocator that replaces malloc does).
+   * libc's malloc is __libc_malloc, one function under two names. Not
+   * found through dlopen: a sanitizer's dlopen interceptor, entered from
+   * its own start-up's mmap, waits on a lock that start-up holds (GCC's
+   * ASan hung so before main). */
+  atomic_store(&g_decodes_malloc,
+               (uintptr_t)dlsym(RTLD_DEFAULT, "malloc") == (uintptr_t)&__libc_malloc);
   atomic_store(&g_next.free, next_free);
   t_resolving = 0;
   atomic_store_explicit(&g_resolved, 2, memory_order_release);

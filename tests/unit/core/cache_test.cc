@@ -61,6 +61,34 @@ TEST_F(CacheTest, MissThenHitsInsideTheSpan) {
   EXPECT_EQ(fake_->total_registrations(), 1);
 }
 
+// Misuse has a defined outcome: an empty handle (default or moved-from)
+// reads as a mapping of nothing, and releasing it again does nothing.
+TEST_F(CacheTest, AnEmptyHandleReadsAsNothing) {
+  auto r = cache_->Acquire(page(10), kPage, Access::kLocalWrite);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NE(r->lkey(), 0u) << "the fake's keys are never 0, or this proves nothing";
+  Registration taken = std::move(*r);
+  const Registration fresh;
+  for (const Registration* e : {const_cast<const Registration*>(&*r), &fresh}) {
+    EXPECT_FALSE(e->valid());
+    EXPECT_EQ(e->lkey(), 0u);
+    EXPECT_EQ(e->rkey(), 0u);
+    EXPECT_EQ(e->iova(), 0u);
+    EXPECT_EQ(e->addr(), nullptr);
+    EXPECT_EQ(e->length(), 0u);
+    EXPECT_EQ(e->access(), AccessFlags());
+    EXPECT_FALSE(e->is_dmabuf());
+    EXPECT_EQ(e->IovaFor(page(10)), 0u);
+    EXPECT_EQ(e->info().lkey, 0u);
+  }
+  FakeDomain::LiveMapping live;
+  EXPECT_TRUE(fake_->Lookup(taken.lkey(), &live)) << "the moved-to handle has the mapping";
+  r->Reset();  // empty already: nothing
+  taken.Reset();
+  taken.Reset();  // twice: nothing
+  EXPECT_EQ(cache_->stats().referenced_regions, 0u);
+}
+
 TEST_F(CacheTest, SpansAreRoundedToPages) {
   auto r = cache_->Acquire(page(3) + 7, 10, {});
   ASSERT_TRUE(r.ok());
