@@ -25,16 +25,24 @@ namespace dmareg {
 
 class MemoryMonitor;
 
-// Where a cache learns of unmapped memory when no monitor is given.
+// Where a cache learns of unmapped memory when no monitor is given. Every
+// choice but kExplicitOnly is the process's shared monitor (SharedMonitor,
+// monitor.h): one per process, fed to every cache, so caches on several
+// devices over the same memory all cache it.
 enum class Monitoring {
-  kAutomatic,     // a UserfaultfdMonitor of the cache's own; Create fails if
-                  // the kernel refuses one
-  kExplicitOnly,  // an ExplicitMonitor: the application calls Invalidate
-                  // (or the monitor's Notify) itself
-  kHooks,         // a HooksMonitor of the cache's own, with a userfaultfd
-                  // where the kernel allows one; Create fails if
-                  // libdmareg_hooks is not linked or preloaded
+  kAutomatic,     // the strongest available: hooks+userfaultfd when
+                  // libdmareg_hooks is interposed, else the userfaultfd alone
+                  // (logged once, naming the fix); Create fails if neither
+  kExplicitOnly,  // an ExplicitMonitor of the cache's own: the application
+                  // calls Invalidate (or the monitor's Notify) itself
+  kHooks,         // hooks (with a userfaultfd where the kernel allows one);
+                  // Create fails if libdmareg_hooks is not interposed
+  kUserfaultfd,   // the userfaultfd alone, by choice (no log line); Create
+                  // fails if the kernel refuses one
 };
+
+// "automatic", "explicit", "hooks", "userfaultfd" (DMAREG_MONITOR's words).
+const char* MonitoringName(Monitoring monitoring);
 
 // How a cache registers a dma-buf slice it has no mapping for.
 enum class DmaBufPolicy {
@@ -50,9 +58,9 @@ const char* DmaBufPolicyName(DmaBufPolicy policy);
 struct CacheOptions {
   size_t max_regions = 0;  // 0: no limit
   size_t max_bytes = 0;    // 0: no limit
-  // The monitor feeding this cache (share one between caches over the same
-  // memory: a range can be watched by one userfaultfd only). Empty: as
-  // `monitoring` says. Fixed at Create; SetLimits ignores both fields.
+  // The monitor feeding this cache. Empty: as `monitoring` says (by default
+  // the process's shared monitor, so caches over the same memory all cache
+  // it). Fixed at Create; SetLimits ignores both fields.
   std::shared_ptr<MemoryMonitor> monitor{};
   Monitoring monitoring = Monitoring::kAutomatic;
   DmaBufPolicy dmabuf_policy = DmaBufPolicy::kPreferDmaBuf;

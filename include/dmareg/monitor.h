@@ -10,12 +10,12 @@
 // a silent stale translation. A `MemoryMonitor` tells the cache about such
 // events so it never hands one out.
 //
-//   // One userfaultfd monitor, shared by every cache of the process (a
-//   // range can be watched by one userfaultfd only):
-//   auto monitor = dmareg::UserfaultfdMonitor::Create();
+//   // By default every cache of the process is fed by one shared monitor
+//   // (a range can be watched by one userfaultfd only); nothing to write:
+//   auto cache = dmareg::RegistrationCache::Create(domain, {.max_regions = 4096});
+//   // The same monitor, for code of one's own (MonitorReader below):
+//   auto monitor = dmareg::SharedMonitor();
 //   if (!monitor.ok()) return monitor.status();   // says why (kernel, sysctl)
-//   auto cache = dmareg::RegistrationCache::Create(
-//       domain, {.max_regions = 4096, .monitor = *monitor});
 //
 //   // A custom allocator recycling memory the kernel cannot see:
 //   (*monitor)->Notify(block, block_size);        // or dmareg_monitor_notify()
@@ -25,7 +25,7 @@
 // handed out stay valid for their holders (the device keeps the old pages)
 // and are deregistered with their last handle.
 //
-// - `HooksMonitor` ("hooks", opt-in; the program links or preloads
+// - `HooksMonitor` ("hooks"; the default when the program links or preloads
 //   libdmareg_hooks): covered from the moment the unmapping call STARTS.
 //   Its hooks publish the range inside munmap, mremap, madvise(DONTNEED,
 //   FREE, REMOVE), mmap(MAP_FIXED), shmat(SHM_REMAP), shmdt, brk/sbrk
@@ -38,8 +38,9 @@
 //   brk trimming inside free() is published when free() returns. Composed
 //   with a userfaultfd monitor (the default where the kernel allows one),
 //   those are covered as that monitor covers them.
-// - `UserfaultfdMonitor` (the default): covered once the unmapping call has
-//   RETURNED (in that thread, or in one that synchronised with it). The
+// - `UserfaultfdMonitor` (the default without the hooks): covered once the
+//   unmapping call has RETURNED (in that thread, or in one that synchronised
+//   with it). The
 //   kernel frees the addresses before it delivers the event, so a thread that
 //   maps new memory at those addresses while the munmap is in flight and
 //   acquires it at once may be served the old mapping. Ordinary programs
@@ -69,8 +70,10 @@
 //   pinned mappings whose pages were replaced behind every monitor's back.
 //
 // The default (`CacheOptions::monitor` left empty, `monitoring` automatic)
-// is a userfaultfd monitor of the cache's own; `Monitoring::kHooks` gives a
-// hooks monitor (with a userfaultfd where allowed).
+// is the process's shared monitor (SharedMonitor below): the hooks monitor
+// composed with a userfaultfd when libdmareg_hooks is interposed (programs
+// built against the installed package link it), the userfaultfd monitor
+// alone otherwise.
 //
 // Thread safety: every method may be called from any thread. Publishing an
 // event (the hooks, the userfaultfd reader, `Notify` of a valid range) is
@@ -310,6 +313,15 @@ class HooksMonitor final : public MemoryMonitor {
   std::shared_ptr<UserfaultfdMonitor> uffd_;
   std::shared_ptr<State> state_;
 };
+
+// The process's shared monitor: what every cache with no monitor of its own
+// and Monitoring::kAutomatic (the default), kHooks or kUserfaultfd is fed by.
+// A HooksMonitor (composed with a userfaultfd where the kernel allows one)
+// when libdmareg_hooks is interposed, a UserfaultfdMonitor otherwise. Made
+// on the first call, alive while anything holds it (a later call after the
+// last holder let go makes a new one); a child of fork gets its own.
+// FailedPrecondition naming both reasons when neither can be made.
+absl::StatusOr<std::shared_ptr<MemoryMonitor>> SharedMonitor();
 
 }  // namespace dmareg
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "core/cache_core.h"
 #include "core/config.h"
+#include "monitor/shared_monitor.h"
 #include "runtime/log.h"
 
 namespace dmareg {
@@ -29,6 +30,20 @@ const char* DmaBufPolicyName(DmaBufPolicy policy) {
   return "unknown";
 }
 
+const char* MonitoringName(Monitoring monitoring) {
+  switch (monitoring) {
+    case Monitoring::kAutomatic:
+      return "automatic";
+    case Monitoring::kExplicitOnly:
+      return "explicit";
+    case Monitoring::kHooks:
+      return "hooks";
+    case Monitoring::kUserfaultfd:
+      return "userfaultfd";
+  }
+  return "unknown";
+}
+
 absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     std::shared_ptr<Domain> domain, CacheOptions options) {
   if (domain == nullptr) return absl::InvalidArgumentError("RegistrationCache needs a domain");
@@ -39,6 +54,7 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
     absl::StatusOr<internal::Environment> env = internal::ReadEnvironment(std::move(options));
     if (!env.ok()) return env.status();
     internal::SetEnvironmentLogLevel(env->log_level);
+    internal::LogUnknownVariablesOnce();
     options = std::move(env->options);
     if (!env->applied.empty())
       from_env = absl::StrCat(" (from the environment: ", env->applied, ")");
@@ -56,27 +72,29 @@ absl::StatusOr<std::unique_ptr<RegistrationCache>> RegistrationCache::Create(
   if (monitor == nullptr && options.paging == Paging::kOnDemand) {
     options.monitoring = Monitoring::kExplicitOnly;
   }
-  if (monitor == nullptr && options.monitoring == Monitoring::kAutomatic) {
-    absl::StatusOr<std::shared_ptr<UserfaultfdMonitor>> uffd = UserfaultfdMonitor::Create();
-    if (!uffd.ok()) {
+  if (monitor == nullptr && options.monitoring == Monitoring::kExplicitOnly) {
+    monitor = ExplicitMonitor::Create();
+  } else if (monitor == nullptr) {
+    absl::StatusOr<std::shared_ptr<MemoryMonitor>> shared =
+        internal::SharedMonitorFor(options.monitoring);
+    if (!shared.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "RegistrationCache on ", domain->name(),
-          ": automatic monitoring needs a userfaultfd: ", uffd.status().message(),
-          "; or pass monitoring = kExplicitOnly and report unmaps yourself", from_env));
+          ": monitoring = ", MonitoringName(options.monitoring), ": ", shared.status().message(),
+          options.monitoring == Monitoring::kAutomatic
+              ? "; or pass monitoring = kExplicitOnly and report unmaps yourself"
+              : "",
+          from_env));
     }
-    monitor = *std::move(uffd);
-  } else if (monitor == nullptr && options.monitoring == Monitoring::kHooks) {
-    absl::StatusOr<std::shared_ptr<HooksMonitor>> hooks = HooksMonitor::Create();
-    if (!hooks.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("RegistrationCache on ", domain->name(),
-                       ": monitoring = hooks: ", hooks.status().message(), from_env));
-    }
-    monitor = *std::move(hooks);
-  } else if (monitor == nullptr) {
-    monitor = ExplicitMonitor::Create();
+    monitor = *std::move(shared);
   }
   options.monitor = nullptr;  // the core keeps its own share
+  internal::Log(LogLevel::kInfo,
+                "cache on %s: monitor %s (monitoring = %s), paging %s, max_regions %u, "
+                "max_bytes %u, dma-buf policy %s, PFN check every %u%s",
+                domain->name(), monitor->name(), MonitoringName(options.monitoring),
+                PagingName(options.paging), options.max_regions, options.max_bytes,
+                DmaBufPolicyName(options.dmabuf_policy), options.pfn_check_every, from_env);
   return std::unique_ptr<RegistrationCache>(new RegistrationCache(
       new internal::CacheCore(std::move(domain), std::move(monitor), options)));
 }

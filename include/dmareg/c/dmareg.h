@@ -35,6 +35,12 @@
  * Thread safety: as the C++ API. A cache may be used from many threads; a
  * registration handle belongs to one thread at a time. Handles are released
  * in any order: a registration outlives its cache, a cache its domain.
+ *
+ * Misuse: releasing, destroying or closing a handle twice, or a pointer that
+ * was never a handle, logs a warning and does nothing else (the library
+ * keeps the set of live handles). Any other use of a released handle is
+ * undefined, as with free(). A zeroed dmareg_cache_attr and a NULL attr
+ * mean the same: the defaults, adjusted by the DMAREG_* environment.
  */
 #ifndef DMAREG_C_DMAREG_H_
 #define DMAREG_C_DMAREG_H_
@@ -65,9 +71,11 @@ struct dmareg_monitor;
 #define DMAREG_ACCESS_RELAXED_ORDERING (1u << 20) /* IBV_ACCESS_RELAXED_ORDERING */
 
 /* dmareg_cache_attr.monitoring: how the cache learns that memory went away. */
-#define DMAREG_MONITOR_AUTOMATIC 0 /* userfaultfd; creation fails without it */
-#define DMAREG_MONITOR_EXPLICIT 1  /* only dmareg_invalidate */
-#define DMAREG_MONITOR_HOOKS 2     /* the libdmareg_hooks interposer */
+/* Every kind but EXPLICIT is the process's one shared monitor. */
+#define DMAREG_MONITOR_AUTOMATIC 0   /* hooks+userfaultfd if interposed, else userfaultfd */
+#define DMAREG_MONITOR_EXPLICIT 1    /* only dmareg_invalidate */
+#define DMAREG_MONITOR_HOOKS 2       /* the libdmareg_hooks interposer (+userfaultfd) */
+#define DMAREG_MONITOR_USERFAULTFD 3 /* the userfaultfd alone */
 
 /* dmareg_cache_attr.paging */
 #define DMAREG_PAGING_PINNED 0
