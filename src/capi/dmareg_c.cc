@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capi/c_handles.h"
+#include "capi/live_handles.h"
 #include "dmareg/c/dmareg.h"
 #include "dmareg/cache.h"
 #include "dmareg/errno_status.h"
@@ -27,6 +28,8 @@ struct dmareg_reg {
   dmareg::Registration reg;
 };
 
+static_assert(DMAREG_MONITOR_USERFAULTFD == static_cast<int>(dmareg::Monitoring::kUserfaultfd));
+static_assert(DMAREG_MONITOR_HOOKS == static_cast<int>(dmareg::Monitoring::kHooks));
 static_assert(DMAREG_ACCESS_LOCAL_WRITE == static_cast<uint32_t>(dmareg::Access::kLocalWrite));
 static_assert(DMAREG_ACCESS_REMOTE_READ == static_cast<uint32_t>(dmareg::Access::kRemoteRead));
 static_assert(DMAREG_ACCESS_REMOTE_WRITE == static_cast<uint32_t>(dmareg::Access::kRemoteWrite));
@@ -101,7 +104,9 @@ int Guarded(const char* call, Body&& body) noexcept {
 // Hands a registration to C in *out, or fails naming the call.
 int NewReg(const char* call, absl::StatusOr<Registration> reg, dmareg_reg** out) {
   if (!reg.ok()) return CFail(call, reg.status());
-  *out = new dmareg_reg{*std::move(reg)};
+  auto handle = std::unique_ptr<dmareg_reg>(new dmareg_reg{*std::move(reg)});
+  LiveHandles::Add(handle.get());
+  *out = handle.release();
   return 0;
 }
 
@@ -155,7 +160,9 @@ int CFail(int err, std::string_view message) {
 
 int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept {
   try {
-    *out = new dmareg_domain{std::move(domain)};
+    auto handle = std::unique_ptr<dmareg_domain>(new dmareg_domain{std::move(domain)});
+    internal::LiveHandles::Add(handle.get());
+    *out = handle.release();
     return 0;
   } catch (...) {
     return internal::CFailCurrentException("dmareg domain");
@@ -174,10 +181,13 @@ using dmareg::internal::CheckLength;
 using dmareg::internal::CheckNotNull;
 using dmareg::internal::Guarded;
 using dmareg::internal::NewReg;
+namespace LiveHandles = dmareg::internal::LiveHandles;
 
 extern "C" {
 
-void dmareg_domain_close(struct dmareg_domain* domain) { delete domain; }
+void dmareg_domain_close(struct dmareg_domain* domain) {
+  if (domain != nullptr && LiveHandles::Remove(domain, "dmareg_domain_close")) delete domain;
+}
 
 int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_attr* attr,
                         struct dmareg_cache** out) {
@@ -190,7 +200,8 @@ int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_
       for (uint64_t r : attr->reserved) {
         if (r != 0) return CFail(EINVAL, absl::StrCat(kCall, ": attr->reserved must be zero"));
       }
-      if (attr->monitoring < DMAREG_MONITOR_AUTOMATIC || attr->monitoring > DMAREG_MONITOR_HOOKS) {
+      if (attr->monitoring < DMAREG_MONITOR_AUTOMATIC ||
+          attr->monitoring > DMAREG_MONITOR_USERFAULTFD) {
         return CFail(EINVAL, absl::StrCat(kCall, ": unknown monitoring ", attr->monitoring));
       }
       if (attr->paging < DMAREG_PAGING_PINNED || attr->paging > DMAREG_PAGING_AUTOMATIC) {
@@ -204,12 +215,16 @@ int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_
     }
     auto cache = dmareg::RegistrationCache::Create(domain->domain, std::move(options));
     if (!cache.ok()) return CFail(kCall, cache.status());
-    *out = new dmareg_cache{*std::move(cache)};
+    auto handle = std::unique_ptr<dmareg_cache>(new dmareg_cache{*std::move(cache)});
+    LiveHandles::Add(handle.get());
+    *out = handle.release();
     return 0;
   });
 }
 
-void dmareg_cache_destroy(struct dmareg_cache* cache) { delete cache; }
+void dmareg_cache_destroy(struct dmareg_cache* cache) {
+  if (cache != nullptr && LiveHandles::Remove(cache, "dmareg_cache_destroy")) delete cache;
+}
 
 int dmareg_acquire(struct dmareg_cache* cache, const void* addr, size_t len, uint32_t access,
                    struct dmareg_reg** out) {
@@ -255,7 +270,9 @@ uint64_t dmareg_reg_iova(const struct dmareg_reg* reg, const void* addr) {
   return reg->reg.IovaFor(addr);
 }
 
-void dmareg_release(struct dmareg_reg* reg) { delete reg; }
+void dmareg_release(struct dmareg_reg* reg) {
+  if (reg != nullptr && LiveHandles::Remove(reg, "dmareg_release")) delete reg;
+}
 
 int dmareg_invalidate(struct dmareg_cache* cache, const void* addr, size_t len) {
   constexpr char kCall[] = "dmareg_invalidate";

@@ -1,0 +1,29 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+//
+// The C API's handles alive now, so that closing one twice, or closing a
+// pointer that never was one, is a warning and nothing else instead of a
+// double free (free() gives C programmers no such mercy; a registration
+// layer that many libraries share should).
+//
+//   *out = new dmareg_reg{...};
+//   LiveHandles::Add(*out);                  // may throw std::bad_alloc
+//   ...
+//   if (!LiveHandles::Remove(reg, "dmareg_release")) return;   // warned
+//   delete reg;
+//
+// Process-wide: a handle is a pointer, valid in every thread, and may be
+// released by a thread that never saw it made. Sharded by address, so
+// threads releasing different handles rarely meet on a lock.
+#ifndef DMAREG_SRC_CAPI_LIVE_HANDLES_H_
+#define DMAREG_SRC_CAPI_LIVE_HANDLES_H_
+
+namespace dmareg::internal::LiveHandles {
+
+void Add(const void* handle);
+// True if `handle` was live (and now is not); false, after a warning naming
+// `call`, if it was not (released already, or never made).
+bool Remove(const void* handle, const char* call);
+
+}  // namespace dmareg::internal::LiveHandles
+
+#endif  // DMAREG_SRC_CAPI_LIVE_HANDLES_H_
