@@ -35,7 +35,9 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "dmareg/cache_options.h"
@@ -70,6 +72,18 @@ struct EnvironmentVariable {
 // CacheOptionsFromEnvironment parses with. The views stay valid for the
 // life of the process.
 std::span<const EnvironmentVariable> EnvironmentVariables();
+
+// A DMAREG_* variable set in the environment that no dmareg library reads.
+struct UnknownVariable {
+  std::string name;        // "DMAREG_MAX_REGION"
+  std::string suggestion;  // a variable of the table it is one typo from, or empty
+};
+
+// Every such variable set now, in the environment's order. RegistrationCache
+// warns once per process about each one that has a suggestion (a likely
+// typo); the others (a script's own DMAREG_ variables) are debug messages.
+// `dmareg config --effective` lists them all.
+std::vector<UnknownVariable> UnknownEnvironmentVariables();
 
 }  // namespace dmareg
 

@@ -15,9 +15,12 @@
 //   dmareg::SetLogSink(&ToMyLog, &my_logger);  // warnings and errors
 //   dmareg::SetLogLevel(dmareg::LogLevel::kDebug);  // or everything
 //
-// By default nothing is written anywhere. DMAREG_LOG_LEVEL (read by
-// RegistrationCache::Create) turns on the default sink, which writes one
-// line per message to stderr: "dmareg: warn: <text>".
+// By default warnings and errors go to stderr, one line per message
+// ("dmareg: warn: <text>"), each cause once (a repeat of the same cause is
+// debug), as rdma-core and UCX report theirs. DMAREG_LOG_LEVEL (read when
+// the library first logs and by every RegistrationCache::Create) changes the
+// threshold: "off" silences it, "info" adds what each cache was created
+// with.
 //
 // Process-wide, like ibv's and UCX's logging: the messages come from deep
 // inside caches, monitors and device code that the application reaches
@@ -56,16 +59,13 @@ std::optional<LogLevel> ParseLogLevel(std::string_view word);
 using LogSink = void (*)(void* context, LogLevel level, std::string_view text);
 
 // Sends every later message to `sink` (nullptr: the default, stderr).
-// Installing a sink asks for messages: unless SetLogLevel or DMAREG_LOG_LEVEL
-// says otherwise, the threshold becomes kWarn.
 void SetLogSink(LogSink sink, void* context);
 
 // The threshold, which wins over DMAREG_LOG_LEVEL.
 void SetLogLevel(LogLevel level);
 
 // The threshold in force: SetLogLevel's, else DMAREG_LOG_LEVEL's (as the
-// last RegistrationCache::Create read it), else kWarn with a sink installed,
-// else kOff.
+// last RegistrationCache::Create read it), else kWarn.
 LogLevel GetLogLevel();
 
 // Back to the start: the default sink, no level set (DMAREG_LOG_LEVEL is

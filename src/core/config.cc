@@ -6,6 +6,10 @@
 // than a setting silently ignored.
 #include "dmareg/config.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <limits>
 #include <optional>
@@ -24,6 +28,7 @@
 #include "dmareg/cache_options.h"
 #include "dmareg/domain.h"
 #include "dmareg/log.h"
+#include "runtime/log.h"
 
 namespace dmareg {
 
@@ -47,22 +52,9 @@ std::optional<uint64_t> ParseCount(absl::string_view text) {
   return n;
 }
 
-// DMAREG_MONITOR's words: the automatic monitor is the userfaultfd.
-const char* MonitorWord(Monitoring monitoring) {
-  switch (monitoring) {
-    case Monitoring::kAutomatic:
-      return "userfaultfd";
-    case Monitoring::kHooks:
-      return "hooks";
-    case Monitoring::kExplicitOnly:
-      return "explicit";
-  }
-  return "unknown";
-}
-
 // The values of each variable that takes a word, in the order of its words.
 constexpr Monitoring kMonitorings[] = {Monitoring::kAutomatic, Monitoring::kHooks,
-                                       Monitoring::kExplicitOnly};
+                                       Monitoring::kUserfaultfd, Monitoring::kExplicitOnly};
 constexpr Paging kPagings[] = {Paging::kPinned, Paging::kOnDemand, Paging::kAutomatic};
 constexpr DmaBufPolicy kDmaBufPolicies[] = {DmaBufPolicy::kPreferDmaBuf, DmaBufPolicy::kDmaBufOnly,
                                             DmaBufPolicy::kAliasOnly};
@@ -100,7 +92,7 @@ class Table {
  public:
   Table() {
     const CacheOptions defaults;
-    words_[kMonitor] = WordsOf(kMonitorings, MonitorWord);
+    words_[kMonitor] = WordsOf(kMonitorings, MonitoringName);
     words_[kPaging] = WordsOf(kPagings, PagingName);
     words_[kDmaBufPolicy] = WordsOf(kDmaBufPolicies, DmaBufPolicyName);
     words_[kLogLevel] = WordsOf(kLogLevels, LogLevelName);
@@ -125,7 +117,7 @@ class Table {
     rows_[kMonitor] = {
         .name = "DMAREG_MONITOR",
         .sets = "CacheOptions::monitoring",
-        .default_value = MonitorWord(defaults.monitoring),
+        .default_value = MonitoringName(defaults.monitoring),
         .meaning = "how a cache learns that memory was unmapped",
     };
     rows_[kPaging] = {
@@ -150,8 +142,10 @@ class Table {
     rows_[kLogLevel] = {
         .name = "DMAREG_LOG_LEVEL",
         .sets = "log.h's threshold",
-        .default_value = LogLevelName(LogLevel::kOff),
-        .meaning = "which messages go to standard error with no log sink (SetLogLevel wins)",
+        .default_value = LogLevelName(LogLevel::kWarn),
+        .meaning =
+            "which messages are logged, to standard error unless a sink is set (off: "
+            "none; SetLogLevel wins)",
     };
     rows_[kLibCuda] = {
         .name = "DMAREG_LIBCUDA",
@@ -206,7 +200,53 @@ std::optional<Enum> ParseWord(const EnvironmentVariable& var, absl::string_view 
   return std::nullopt;
 }
 
+// Edits (insert, delete, substitute, swap of neighbours) from `a` to `b`,
+// or more than `limit` once that is certain.
+size_t EditDistance(std::string_view a, std::string_view b, size_t limit) {
+  if ((a.size() > b.size() ? a.size() - b.size() : b.size() - a.size()) > limit) return limit + 1;
+  std::vector<size_t> before(b.size() + 1), prev(b.size() + 1), row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      row[j] = std::min({prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        row[j] = std::min(row[j], before[j - 2] + 1);
+      }
+    }
+    before.swap(prev);
+    prev.swap(row);
+  }
+  return prev[b.size()];
+}
+
 }  // namespace
+
+std::vector<UnknownVariable> UnknownEnvironmentVariables() {
+  constexpr std::string_view kPrefix = "DMAREG_";
+  std::vector<UnknownVariable> unknown;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const std::string_view name = entry.substr(0, entry.find('='));
+    if (!name.starts_with(kPrefix)) continue;
+    std::string_view suggestion;
+    size_t best = 3;  // two edits at most count as a typo
+    bool known = false;
+    for (const EnvironmentVariable& v : TheTable().rows()) {
+      if (v.name == name) {
+        known = true;
+        break;
+      }
+      if (const size_t d = EditDistance(name, v.name, 2); d < best) {
+        best = d;
+        suggestion = v.name;
+      }
+    }
+    if (!known) unknown.push_back({std::string(name), std::string(suggestion)});
+  }
+  return unknown;
+}
 
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view std_text) {
   const absl::string_view text(std_text.data(), std_text.size());
@@ -306,6 +346,19 @@ absl::StatusOr<Environment> ReadEnvironment(CacheOptions options) {
   env.options = std::move(options);
   env.applied = absl::StrJoin(applied, ", ");
   return env;
+}
+
+void LogUnknownVariablesOnce() {
+  static std::atomic<bool> said{false};
+  if (said.exchange(true, std::memory_order_relaxed)) return;
+  for (const UnknownVariable& v : UnknownEnvironmentVariables()) {
+    if (!v.suggestion.empty()) {
+      Log(LogLevel::kWarn, "%s is set but no dmareg library reads it; did you mean %s?", v.name,
+          v.suggestion);
+    } else {
+      Log(LogLevel::kDebug, "%s is set but no dmareg library reads it", v.name);
+    }
+  }
 }
 
 }  // namespace internal

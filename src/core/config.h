@@ -31,6 +31,10 @@ struct Environment {
 
 absl::StatusOr<Environment> ReadEnvironment(CacheOptions options);
 
+// Logs UnknownEnvironmentVariables() (config.h), the first time only: the
+// environment is the process's, and one warning per cause is enough.
+void LogUnknownVariablesOnce();
+
 }  // namespace dmareg::internal
 
 #endif  // DMAREG_SRC_CORE_CONFIG_H_

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,7 +19,10 @@ namespace dmareg {
 
 namespace internal {
 
-std::atomic<int> log_threshold{static_cast<int>(LogLevel::kOff)};
+// Warnings by default, as rdma-core and UCX print theirs; DMAREG_LOG_LEVEL
+// (read when the state is first made, and by each RegistrationCache::Create)
+// or SetLogLevel change it.
+std::atomic<int> log_threshold{static_cast<int>(LogLevel::kWarn)};
 
 namespace {
 
@@ -30,17 +34,27 @@ struct LogState {
   std::optional<LogLevel> environment_level ABSL_GUARDED_BY(mu);
 };
 
-// Never destroyed: threads may log while the process exits.
-LogState& State() {
-  static LogState* state = new LogState;
-  return *state;
-}
-
 void UpdateThreshold(LogState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-  LogLevel level = s.sink != nullptr ? LogLevel::kWarn : LogLevel::kOff;
+  LogLevel level = LogLevel::kWarn;
   if (s.environment_level) level = *s.environment_level;
   if (s.explicit_level) level = *s.explicit_level;
   log_threshold.store(static_cast<int>(level), std::memory_order_relaxed);
+}
+
+// Never destroyed: threads may log while the process exits. Made with
+// DMAREG_LOG_LEVEL as the environment has it (a bad word is ignored here and
+// reported by RegistrationCache::Create), so "off" silences even what is
+// said before any cache exists.
+LogState& State() {
+  static LogState* state = [] {
+    auto* s = new LogState;
+    const char* word = std::getenv("DMAREG_LOG_LEVEL");
+    MutexLock lock(&s->mu);
+    if (word != nullptr) s->environment_level = ParseLogLevel(word);
+    UpdateThreshold(*s);
+    return s;
+  }();
+  return *state;
 }
 
 // One write per line, so lines from several processes sharing stderr do
@@ -72,6 +86,7 @@ thread_local std::vector<Queued> queued;
 void EmitLog(LogLevel level, const std::string& text) {
   if (in_sink || !LogEnabled(level)) return;
   LogState& s = State();
+  if (!LogEnabled(level)) return;  // the environment's level, read just now
   MutexLock lock(&s.mu);
   in_sink = true;
   if (s.sink != nullptr) {

@@ -106,6 +106,11 @@ TEST_F(ConfigTest, EachVariableFillsItsDefaultField) {
   EXPECT_EQ(o->monitoring, Monitoring::kExplicitOnly);
   EXPECT_EQ(o->paging, Paging::kOnDemand);
   EXPECT_EQ(o->dmabuf_policy, DmaBufPolicy::kDmaBufOnly);
+
+  Set("DMAREG_MONITOR", "userfaultfd");
+  o = CacheOptionsFromEnvironment({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->monitoring, Monitoring::kUserfaultfd);
 }
 
 TEST_F(ConfigTest, ExplicitFieldsWin) {
@@ -190,7 +195,7 @@ TEST_F(ConfigTest, BadWordsListTheAcceptedOnes) {
     const char* name;
     const char* accepted;
   } cases[] = {
-      {"DMAREG_MONITOR", "one of userfaultfd, hooks, explicit"},
+      {"DMAREG_MONITOR", "one of automatic, hooks, userfaultfd, explicit"},
       {"DMAREG_PAGING", "one of pinned, on-demand, automatic"},
       {"DMAREG_DMABUF_POLICY", "one of prefer-dmabuf, dmabuf-only, alias-only"},
   };
@@ -239,7 +244,7 @@ TEST_F(ConfigTest, UseEnvironmentFalseIgnoresIt) {
       fake_, {.monitoring = Monitoring::kExplicitOnly, .use_environment = false});
   ASSERT_TRUE(cache.ok()) << cache.status();
   EXPECT_EQ((*cache)->limits().max_regions, 0u);
-  EXPECT_EQ(GetLogLevel(), LogLevel::kOff);
+  EXPECT_EQ(GetLogLevel(), LogLevel::kWarn);
 }
 
 TEST_F(ConfigTest, CreateAppliesTheLimits) {
@@ -275,9 +280,9 @@ TEST_F(ConfigTest, ErrorsAboutAFieldSayItCameFromTheEnvironment) {
 }
 
 TEST_F(ConfigTest, LogLevelIsReadAtCreate) {
-  EXPECT_EQ(GetLogLevel(), LogLevel::kOff);
+  EXPECT_EQ(GetLogLevel(), LogLevel::kWarn);
   Set("DMAREG_LOG_LEVEL", "debug");
-  EXPECT_EQ(GetLogLevel(), LogLevel::kOff);  // not before Create
+  EXPECT_EQ(GetLogLevel(), LogLevel::kWarn);  // not before Create
   ASSERT_TRUE(RegistrationCache::Create(fake_, {.monitoring = Monitoring::kExplicitOnly}).ok());
   EXPECT_EQ(GetLogLevel(), LogLevel::kDebug);
   // SetLogLevel wins over the environment, at this Create and later ones.
@@ -290,7 +295,7 @@ TEST_F(ConfigTest, LogLevelIsReadAtCreate) {
   EXPECT_EQ(GetLogLevel(), LogLevel::kDebug);
   unsetenv("DMAREG_LOG_LEVEL");
   ASSERT_TRUE(RegistrationCache::Create(fake_, {.monitoring = Monitoring::kExplicitOnly}).ok());
-  EXPECT_EQ(GetLogLevel(), LogLevel::kOff);
+  EXPECT_EQ(GetLogLevel(), LogLevel::kWarn);
 }
 
 }  // namespace
