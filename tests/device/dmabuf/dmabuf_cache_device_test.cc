@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/vm_env.h"
 #include "device/dmabuf/dmabuf_env.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/dmabuf/dmabuf.h"
@@ -170,6 +171,7 @@ TEST_F(DmaBufCacheTest, BadInputOnARealDmaBuf) {
 }
 
 TEST_F(DmaBufCacheTest, UdmabufFallsBackToItsAliasForRdma) {
+  test::RecordBranch("udmabuf", !Env("DMAREG_UDMABUF").empty());
   if (Env("DMAREG_UDMABUF").empty()) {
     absl::StatusOr<UdmabufDevice> dev = UdmabufDevice::Open();
     EXPECT_EQ(dev.status().code(), absl::StatusCode::kNotFound) << dev.status();

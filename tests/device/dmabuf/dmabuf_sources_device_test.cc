@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/vm_env.h"
 #include "device/dmabuf/dmabuf_env.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/dmabuf/dma_heap.h"
@@ -76,6 +77,7 @@ TEST(DmaBufSourcesDevice, DmaHeapOrItsRefusal) {
   REQUIRE_HARNESS_VAR("DMAREG_DMA_HEAP");
   const int fds = OpenFds();
   const std::string heap = Env("DMAREG_DMA_HEAP");
+  test::RecordBranch("dma_heap", !heap.empty());
   if (heap.empty()) {
     absl::StatusOr<DmaHeap> h = DmaHeap::Open("system");
     EXPECT_EQ(h.status().code(), absl::StatusCode::kNotFound) << h.status();
@@ -116,6 +118,7 @@ class UdmabufDeviceTest : public RcLoopbackTest {
 
 TEST_F(UdmabufDeviceTest, AliasCarriesRdmaAndOutlivesTheFd) {
   const int fds = OpenFds();
+  test::RecordBranch("udmabuf", !Env("DMAREG_UDMABUF").empty());
   if (Env("DMAREG_UDMABUF").empty()) {
     absl::StatusOr<UdmabufDevice> dev = UdmabufDevice::Open();
     EXPECT_EQ(dev.status().code(), absl::StatusCode::kNotFound) << dev.status();

@@ -36,6 +36,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "common/sanitizers.h"
+#include "common/vm_env.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/c/hooks.h"
 #include "dmareg/cache.h"
@@ -306,10 +307,10 @@ TEST_F(VerbsHooksTest, MallocFreeThreadsInOnDemandModeNeedNoMonitor) {
     std::printf("  on-demand: %s\n", made.status().ToString().c_str());
     EXPECT_EQ(made.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(made.status().message(), AllOf(HasSubstr(device_), HasSubstr("on-demand")));
-    RecordProperty("odp", "refused");
+    test::RecordBranch("odp", false);
     return;
   }
-  RecordProperty("odp", "supported");
+  test::RecordBranch("odp", true);
   ASSERT_TRUE(made.ok()) << made.status();
   ASSERT_EQ((*made)->monitor().name(), "explicit");
   uint64_t failures = 0;

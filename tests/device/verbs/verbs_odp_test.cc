@@ -19,6 +19,7 @@
 #include <memory>
 
 #include "absl/status/status.h"
+#include "common/vm_env.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/cache.h"
 #include "dmareg/verbs/verbs_domain.h"
@@ -181,7 +182,7 @@ TEST_F(VerbsOdpTest, OnDemandMrsCarryRdmaWhereSupportedAndAreClearlyRefusedElsew
               supported ? "supported" : "not supported",
               static_cast<unsigned long long>(domain_->device_info().odp_general_caps),
               domain_->device_info().odp_rc_caps);
-  RecordProperty("odp", supported ? "supported" : "refused");
+  test::RecordBranch("odp", supported);
   if (supported) {
     ExpectOnDemandMrsCarryRdma();
   } else {

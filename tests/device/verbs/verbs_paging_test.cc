@@ -19,6 +19,7 @@
 #include <memory>
 
 #include "absl/status/status.h"
+#include "common/vm_env.h"
 #include "device/verbs/device_env.h"
 #include "dmareg/cache.h"
 #include "dmareg/verbs/verbs_domain.h"
@@ -202,7 +203,7 @@ void VerbsPagingTest::ExpectRefusedAndFallback() {
 TEST_F(VerbsPagingTest, OnDemandWithoutMonitorWhereSupportedAutomaticFallbackElsewhere) {
   const bool odp = domain_->capabilities().on_demand_paging;
   std::printf("  %s: ODP for RC %s\n", device_.c_str(), odp ? "supported" : "not supported");
-  RecordProperty("paging", odp ? "on-demand" : "fallback");
+  test::RecordBranch("odp", odp);
   if (odp) {
     ExpectOnDemandWithoutMonitor();
   } else {
