@@ -279,6 +279,32 @@ TEST_F(ConfigTest, ErrorsAboutAFieldSayItCameFromTheEnvironment) {
   EXPECT_TRUE(RegistrationCache::Create(fake_, {.paging = Paging::kAutomatic}).ok());
 }
 
+// A typo is named with the variable it resembles; a script's own DMAREG_
+// variable is listed with no suggestion; the library's own are not listed.
+TEST_F(ConfigTest, UnknownVariablesAreNamedWithTheirLikelyMeaning) {
+  Set("DMAREG_MAX_REGION", "4");
+  Set("DMAREG_MONTIOR", "hooks");
+  Set("DMAREG_SOMETHING_ELSE_ENTIRELY", "1");
+  Set("DMAREG_PAGING", "pinned");
+  std::vector<UnknownVariable> unknown = UnknownEnvironmentVariables();
+  unsetenv("DMAREG_MAX_REGION");
+  unsetenv("DMAREG_MONTIOR");
+  unsetenv("DMAREG_SOMETHING_ELSE_ENTIRELY");
+  auto find = [&](const std::string& name) -> const UnknownVariable* {
+    for (const UnknownVariable& v : unknown) {
+      if (v.name == name) return &v;
+    }
+    return nullptr;
+  };
+  ASSERT_NE(find("DMAREG_MAX_REGION"), nullptr);
+  EXPECT_EQ(find("DMAREG_MAX_REGION")->suggestion, "DMAREG_MAX_REGIONS");
+  ASSERT_NE(find("DMAREG_MONTIOR"), nullptr);
+  EXPECT_EQ(find("DMAREG_MONTIOR")->suggestion, "DMAREG_MONITOR");  // a swap is one edit
+  ASSERT_NE(find("DMAREG_SOMETHING_ELSE_ENTIRELY"), nullptr);
+  EXPECT_EQ(find("DMAREG_SOMETHING_ELSE_ENTIRELY")->suggestion, "");
+  EXPECT_EQ(find("DMAREG_PAGING"), nullptr);
+}
+
 TEST_F(ConfigTest, LogLevelIsReadAtCreate) {
   EXPECT_EQ(GetLogLevel(), LogLevel::kWarn);
   Set("DMAREG_LOG_LEVEL", "debug");
