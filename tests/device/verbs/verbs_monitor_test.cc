@@ -41,7 +41,11 @@ class VerbsMonitorTest : public RcLoopbackTest {
   void SetUp() override {
     RcLoopbackTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    ASSERT_EQ(cache_->monitor().name(), "userfaultfd") << "device caches monitor automatically";
+    // The process's shared monitor; this binary links the hooks, so it is
+    // the hooks composed with the userfaultfd.
+    ASSERT_EQ(&cache_->monitor(), SharedMonitor().value().get())
+        << "device caches monitor automatically";
+    ASSERT_EQ(cache_->monitor().name(), "hooks+userfaultfd");
   }
 };
 

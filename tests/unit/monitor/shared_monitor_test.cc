@@ -90,9 +90,11 @@ TEST_F(SharedMonitorTest, ThreeCachesOverOneHeapAllHit) {
   }
   EXPECT_EQ(&caches[0]->monitor(), &caches[1]->monitor());
   EXPECT_EQ(&caches[1]->monitor(), &caches[2]->monitor());
-  constexpr size_t kBlock = size_t{4} << 20;  // malloc's mmap threshold and more
-  char* heap = static_cast<char*>(std::malloc(kBlock));
-  ASSERT_NE(heap, nullptr);
+  // Mapped, not malloc'ed: a sanitizer's malloc keeps freed blocks.
+  constexpr size_t kBlock = size_t{4} << 20;
+  char* heap = static_cast<char*>(
+      mmap(nullptr, kBlock, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(heap, MAP_FAILED);
   for (int round = 0; round < 100; ++round) {
     for (auto& c : caches) {
       // Every other page: no two requests merge.
@@ -110,7 +112,7 @@ TEST_F(SharedMonitorTest, ThreeCachesOverOneHeapAllHit) {
   for (auto& c : caches) ASSERT_TRUE(c->Acquire(heap, kPage, Access::kLocalWrite).ok());
   for (auto& c : caches) EXPECT_EQ(c->stats().hits, 1u);
   // One unmap reaches every cache.
-  std::free(heap);
+  ASSERT_EQ(munmap(heap, kBlock), 0);
   MonitorReader(SharedMonitor().value()).WaitQuiet();
   for (size_t i = 0; i < caches.size(); ++i) {
     caches[i]->ApplyMonitorEvents();
