@@ -104,9 +104,7 @@ int Guarded(const char* call, Body&& body) noexcept {
 // Hands a registration to C in *out, or fails naming the call.
 int NewReg(const char* call, absl::StatusOr<Registration> reg, dmareg_reg** out) {
   if (!reg.ok()) return CFail(call, reg.status());
-  auto handle = std::unique_ptr<dmareg_reg>(new dmareg_reg{*std::move(reg)});
-  LiveHandles::Add(handle.get());
-  *out = handle.release();
+  *out = LiveHandles::New<dmareg_reg>(*std::move(reg));
   return 0;
 }
 
@@ -160,9 +158,7 @@ int CFail(int err, std::string_view message) {
 
 int NewCDomain(std::shared_ptr<Domain> domain, dmareg_domain** out) noexcept {
   try {
-    auto handle = std::unique_ptr<dmareg_domain>(new dmareg_domain{std::move(domain)});
-    internal::LiveHandles::Add(handle.get());
-    *out = handle.release();
+    *out = internal::LiveHandles::New<dmareg_domain>(std::move(domain));
     return 0;
   } catch (...) {
     return internal::CFailCurrentException("dmareg domain");
@@ -186,7 +182,7 @@ namespace LiveHandles = dmareg::internal::LiveHandles;
 extern "C" {
 
 void dmareg_domain_close(struct dmareg_domain* domain) {
-  if (domain != nullptr && LiveHandles::Remove(domain, "dmareg_domain_close")) delete domain;
+  LiveHandles::Delete(domain, "dmareg_domain_close");
 }
 
 int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_attr* attr,
@@ -215,15 +211,13 @@ int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_
     }
     auto cache = dmareg::RegistrationCache::Create(domain->domain, std::move(options));
     if (!cache.ok()) return CFail(kCall, cache.status());
-    auto handle = std::unique_ptr<dmareg_cache>(new dmareg_cache{*std::move(cache)});
-    LiveHandles::Add(handle.get());
-    *out = handle.release();
+    *out = LiveHandles::New<dmareg_cache>(*std::move(cache));
     return 0;
   });
 }
 
 void dmareg_cache_destroy(struct dmareg_cache* cache) {
-  if (cache != nullptr && LiveHandles::Remove(cache, "dmareg_cache_destroy")) delete cache;
+  LiveHandles::Delete(cache, "dmareg_cache_destroy");
 }
 
 int dmareg_acquire(struct dmareg_cache* cache, const void* addr, size_t len, uint32_t access,
@@ -270,9 +264,7 @@ uint64_t dmareg_reg_iova(const struct dmareg_reg* reg, const void* addr) {
   return reg->reg.IovaFor(addr);
 }
 
-void dmareg_release(struct dmareg_reg* reg) {
-  if (reg != nullptr && LiveHandles::Remove(reg, "dmareg_release")) delete reg;
-}
+void dmareg_release(struct dmareg_reg* reg) { LiveHandles::Delete(reg, "dmareg_release"); }
 
 int dmareg_invalidate(struct dmareg_cache* cache, const void* addr, size_t len) {
   constexpr char kCall[] = "dmareg_invalidate";

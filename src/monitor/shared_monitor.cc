@@ -29,6 +29,9 @@ struct Shared {
   std::weak_ptr<MemoryMonitor> monitor ABSL_GUARDED_BY(mu);
   uint32_t generation ABSL_GUARDED_BY(mu) = 0;   // the fork generation it was made in
   bool window_said ABSL_GUARDED_BY(mu) = false;  // the userfaultfd-alone warning
+  // Why the monitor made is not a HooksMonitor (HooksMonitor::Create's
+  // answer then), for a cache that asks for the hooks.
+  absl::Status no_hooks ABSL_GUARDED_BY(mu);
 };
 
 // Never destroyed: a cache may be closed while the process exits.
@@ -47,6 +50,7 @@ absl::StatusOr<std::shared_ptr<MemoryMonitor>> SharedLocked(Shared& s)
   // (its copies of the parent's caches keep theirs).
   std::shared_ptr<MemoryMonitor> made;
   absl::StatusOr<std::shared_ptr<HooksMonitor>> hooks = HooksMonitor::Create();
+  s.no_hooks = hooks.status();
   if (hooks.ok()) {
     made = *std::move(hooks);
   } else {
@@ -80,14 +84,17 @@ absl::StatusOr<std::shared_ptr<MemoryMonitor>> SharedMonitorFor(Monitoring monit
   }
   bool warn_window = false;
   std::shared_ptr<MemoryMonitor> m;
+  HooksMonitor* hooks = nullptr;
+  absl::Status no_hooks;
   {
     Shared& s = TheShared();
     MutexLock lock(&s.mu);
     absl::StatusOr<std::shared_ptr<MemoryMonitor>> shared = SharedLocked(s);
     if (!shared.ok()) return shared.status();
     m = *std::move(shared);
-    if (monitoring == Monitoring::kAutomatic && !s.window_said &&
-        dynamic_cast<HooksMonitor*>(m.get()) == nullptr) {
+    hooks = dynamic_cast<HooksMonitor*>(m.get());
+    if (hooks == nullptr) no_hooks = s.no_hooks;
+    if (monitoring == Monitoring::kAutomatic && !s.window_said && hooks == nullptr) {
       s.window_said = warn_window = true;
     }
   }
@@ -99,17 +106,10 @@ absl::StatusOr<std::shared_ptr<MemoryMonitor>> SharedMonitorFor(Monitoring monit
         "(-ldmareg_hooks, the installed package's default) or preload it to close the window, "
         "or choose monitoring = userfaultfd to accept it");
   }
-  auto* hooks = dynamic_cast<HooksMonitor*>(m.get());
   switch (monitoring) {
     case Monitoring::kHooks:
-      if (hooks == nullptr) {
-        // The shared one is a userfaultfd: the hooks are absent, and this says why.
-        absl::StatusOr<std::shared_ptr<HooksMonitor>> h = HooksMonitor::Create();
-        return h.ok() ? absl::FailedPreconditionError(
-                            "hooks monitor: libdmareg_hooks was interposed after the process's "
-                            "monitor was made; make every cache after it is loaded")
-                      : h.status();
-      }
+      // The shared one is a userfaultfd: why the hooks were absent when it was made.
+      if (hooks == nullptr) return no_hooks;
       return m;
     case Monitoring::kUserfaultfd:
       if (hooks == nullptr) return m;
