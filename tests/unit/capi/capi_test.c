@@ -127,6 +127,12 @@ int capi_bad_input(void) {
     struct dmareg_cache* other = NULL;
     CHECK(dmareg_cache_create(dom, &attr, &other) == -EINVAL && has("monitoring"));
     CHECK(other == NULL);
+    /* Just past the last kind, and below the first. */
+    attr.monitoring = DMAREG_MONITOR_USERFAULTFD + 1;
+    CHECK(dmareg_cache_create(dom, &attr, &other) == -EINVAL && has("monitoring"));
+    attr.monitoring = -1;
+    CHECK(dmareg_cache_create(dom, &attr, &other) == -EINVAL && has("monitoring"));
+    CHECK(other == NULL);
   }
   CHECK(dmareg_fake_domain_create(NULL) == -EINVAL);
   CHECK(dmareg_fake_domain_live_registrations(NULL) == -EINVAL);
