@@ -37,5 +37,9 @@ install(FILES ${PROJECT_BINARY_DIR}/dmaregConfig.cmake
   ${PROJECT_BINARY_DIR}/dmaregConfigVersion.cmake
   DESTINATION ${DMAREG_CMAKE_INSTALL_DIR})
 
+set(DMAREG_PC_HOOKS_LIBS "")
+if(TARGET dmareg_hooks)
+  set(DMAREG_PC_HOOKS_LIBS "-Wl,--push-state,--no-as-needed -ldmareg_hooks -Wl,--pop-state")
+endif()
 configure_file(cmake/dmareg.pc.in ${PROJECT_BINARY_DIR}/dmareg.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/dmareg.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
