@@ -129,6 +129,20 @@ struct DomainCapabilities {
 absl::Status CheckIovaPlacement(const DomainCapabilities& caps, uint64_t va, uint64_t iova,
                                 uint64_t length, std::string_view where);
 
+// What a Domain calls before it pins host memory: the process itself must
+// be able to access [addr, addr + length) as `access` asks (readable, and
+// writable where NormalizeAccess(access) has kLocalWrite), else
+// PermissionDenied naming the protection. Kernels disagree here (Linux 6.1
+// pins a read-only MR over PROT_NONE memory, 7.x refuses), so the rule is
+// dmareg's: the device may not touch what the program may not. Asked of the
+// kernel with MADV_POPULATE_READ / _WRITE (Linux 5.14+), which fault the
+// pages in as the pin would have (so it costs the registration little); a
+// kernel without them, memory those do not handle (VM_IO, VM_PFNMAP) and
+// memory not mapped at all are left to the registration to refuse.
+// `where` starts the message ("ibv_reg_mr_iova2 on rxe0").
+absl::Status CheckHostAccess(const void* addr, uint64_t length, AccessFlags access,
+                             std::string_view where);
+
 // The result of one registration.
 struct DeviceMapping {
   uint32_t lkey = 0;  // verbs keys; 0 where the device has none (VFIO)

@@ -386,6 +386,13 @@ class CacheCore {
   }
   absl::Status MakeRoomSlow(size_t regions, size_t bytes, RegionList* to_free)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts every indexed region no one references (the kernel refused a
+  // registration for want of room: memlock, the device's MR table); returns
+  // how many.
+  size_t EvictIdleLocked(RegionList* to_free) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `refused` (ResourceExhausted from the domain) with what this cache holds.
+  absl::Status ExhaustedWithHoldings(const absl::Status& refused, size_t evicted) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OverLimits(size_t regions, size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (options_.max_regions != 0 &&
         live_regions_ + reserved_regions_ + regions > options_.max_regions) {

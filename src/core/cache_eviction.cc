@@ -71,6 +71,33 @@ absl::Status CacheCore::MakeRoomSlow(size_t regions, size_t bytes, RegionList* t
   return absl::OkStatus();
 }
 
+size_t CacheCore::EvictIdleLocked(RegionList* to_free) {
+  RegionList batch;
+  ForEachIndexed([&](Region* r) {
+    mu_.AssertHeld();
+    if ((r->state.load(std::memory_order_relaxed) & kDead) != 0 || RefSum(r) != 0) return;
+    r->MarkDead();
+    batch.push_back(r);
+  });
+  const uint64_t before = counters_.evictions;
+  EvictOrRevive(batch, to_free);
+  return counters_.evictions - before;
+}
+
+absl::Status CacheCore::ExhaustedWithHoldings(const absl::Status& refused, size_t evicted) const {
+  if (evicted == 0 && live_regions_ == 0) return refused;  // the cache is not the cause
+  absl::Status out(
+      refused.code(),
+      absl::StrFormat(
+          "%s; the cache on %s holds %u bytes in %u mappings%s", refused.message(), domain_->name(),
+          live_bytes_, live_regions_,
+          evicted > 0 ? absl::StrFormat(" (it evicted %u unreferenced and retried once)", evicted)
+                      : std::string(", every one referenced: nothing to evict")));
+  refused.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
 void CacheCore::RingInsert(Region* r) {
   RegionPool::Links& l = pool_.links(r);
   if (clock_hand_ == RegionPool::kNone) {

@@ -68,6 +68,10 @@ class CacheCore::MissScope {
 // cannot follow; the helpers it calls are annotated.
 absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
                                         bool* created) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // The kernel refused for want of room once already (see below), and how
+  // many idle mappings the cache then let go.
+  bool made_room = false;
+  size_t evicted_for_room = 0;
   for (int attempt = 0;; ++attempt) {
     // Past the optimistic attempts, or where registering costs less than a
     // second critical section would, mu_ is held across the registration.
@@ -101,7 +105,16 @@ absl::StatusOr<Region*> CacheCore::Miss(const MissKey& key, AccessFlags want,
     if (m.ok() && plan.on_demand) ++counters_.on_demand_registrations;
     if (!m.ok()) {
       ++counters_.registration_failures;
-      return m.status();
+      if (m.status().code() != absl::StatusCode::kResourceExhausted) return m.status();
+      // Memlock, the device's MR table or its mapping count: what this cache
+      // holds unreferenced counts against the same limit, so let it go and
+      // retry once.
+      if (!made_room) {
+        made_room = true;
+        evicted_for_room = EvictIdleLocked(scope.to_free());
+        if (evicted_for_room > 0) continue;
+      }
+      return ExhaustedWithHoldings(m.status(), evicted_for_room);
     }
     if (recent_.InvalidatedSince(plan.epoch, plan.span, plan.key->space)) {
       // The pages may have changed under the registration: redo it. The

@@ -1,13 +1,20 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "dmareg/domain.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "dmareg/errno_status.h"
 
 namespace dmareg {
 
@@ -33,6 +40,95 @@ const char* PagingName(Paging paging) {
       return "automatic";
   }
   return "unknown";
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+namespace {
+
+// The protections of the mappings under [begin, end): "r-x", "---", ...;
+// the first that lacks `want` ('r' or 'w'), else empty. /proc/self/maps:
+// "start-end perms offset dev inode path", addresses in hex.
+std::string WeakestProtection(uintptr_t begin, uintptr_t end, char want) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    const size_t dash = line.find('-');
+    const size_t space = line.find(' ');
+    if (dash == std::string::npos || space == std::string::npos || dash > space ||
+        line.size() < space + 5) {
+      continue;
+    }
+    uint64_t start = 0, stop = 0;
+    if (!absl::SimpleHexAtoi(absl::string_view(line).substr(0, dash), &start) ||
+        !absl::SimpleHexAtoi(absl::string_view(line).substr(dash + 1, space - dash - 1), &stop)) {
+      continue;
+    }
+    if (stop <= begin) continue;
+    if (start >= end) break;
+    const std::string perms = line.substr(space + 1, 3);
+    if (perms.find(want) == std::string::npos) return perms;
+  }
+  return "";
+}
+
+std::string ProtName(const std::string& perms) {
+  std::vector<std::string> p;
+  if (perms[0] == 'r') p.push_back("PROT_READ");
+  if (perms[1] == 'w') p.push_back("PROT_WRITE");
+  if (perms[2] == 'x') p.push_back("PROT_EXEC");
+  return p.empty() ? "PROT_NONE" : absl::StrJoin(p, "|");
+}
+
+}  // namespace
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+absl::Status CheckHostAccess(const void* addr, uint64_t length, AccessFlags access,
+                             std::string_view where) {
+  if (length == 0) return absl::OkStatus();
+  const bool write = NormalizeAccess(access).Has(Access::kLocalWrite);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(addr);
+  if (first + length < first) return absl::OkStatus();  // wraps: the caller's to refuse
+  // madvise wants a page-aligned start; pages are at least 4 KiB.
+  const uintptr_t begin = first & ~uintptr_t{4095};
+  const uintptr_t end = first + length;
+  if (madvise(reinterpret_cast<void*>(begin), end - begin,
+              write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) == 0) {
+    return absl::OkStatus();
+  }
+  const int err = errno;
+  // EINVAL is a protection that does not allow the access, memory madvise
+  // does not populate (VM_IO, VM_PFNMAP) or a kernel before 5.14; the
+  // mappings' own protections tell them apart. EFAULT: the access would
+  // raise SIGSEGV or SIGBUS. ENOMEM (not mapped), EINTR, ...: the
+  // registration's to report.
+  std::string weakest;
+  if (err == EINVAL) {
+    weakest = WeakestProtection(begin, end, write ? 'w' : 'r');
+    if (weakest.empty() && write) weakest = WeakestProtection(begin, end, 'r');
+    if (weakest.empty()) return absl::OkStatus();
+  } else if (err != EFAULT) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "%s: [%p, +%#x) is not %s by this process (%s): the device may not %s what the program "
+      "may not; change its protection, or ask for %s",
+      where, addr, length, write ? "writable" : "readable",
+      weakest.empty() ? absl::StrCat(ErrnoName(err), " from madvise(",
+                                     write ? "MADV_POPULATE_WRITE" : "MADV_POPULATE_READ", ")")
+                      : absl::StrCat("mapped ", ProtName(weakest)),
+      write ? "write" : "read",
+      write ? "read-only access (no local write, remote write or atomic)" : "other memory"));
 }
 
 absl::Status CheckIovaPlacement(const DomainCapabilities& caps, uint64_t va, uint64_t iova,

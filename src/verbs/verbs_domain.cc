@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "base/mutex.h"
 #include "dmareg/errno_status.h"
+#include "dmareg/memlock.h"
 #include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg {
@@ -28,6 +29,16 @@ struct VerbsDomain::LiveMrs {
 };
 
 namespace {
+
+// What an ENOMEM from ibv_reg_mr* may have met: the device's MR table, and
+// (pinned only) the pages charged to the process's memlock limit.
+std::string ExhaustionNote(int64_t live_mrs, uint32_t max_mr, bool pinned) {
+  std::string note =
+      absl::StrFormat("; this domain holds %d MRs of the device's max_mr %u", live_mrs, max_mr);
+  if (pinned)
+    absl::StrAppend(&note, "; an MR pins its pages against the process's ", MemlockNote());
+  return note;
+}
 
 // The dma-buf probe registers one page of a non-existent fd.
 constexpr size_t kProbeLength = 4096;
@@ -281,6 +292,15 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory
     if (!placed.ok()) return placed;
   }
   if (absl::Status s = CheckLength(kCall, memory.length); !s.ok()) return s;
+  // A pinned MR may not reach what the program cannot (an on-demand one
+  // faults as the program would).
+  if (!on_demand) {
+    if (absl::Status s =
+            CheckHostAccess(memory.addr, memory.length, access, absl::StrCat(kCall, " on ", name_));
+        !s.ok()) {
+      return s;
+    }
+  }
   const unsigned int flags = ToIbvAccessFlags(access, on_demand);
   errno = 0;
   ibv_mr* mr = ops_.RegMrIova2(pd_, const_cast<void*>(memory.addr), memory.length, iova, flags);
@@ -294,6 +314,8 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory
                       caps_.on_demand_paging ? " (the probe found ODP support for RC)"
                                              : " (the device reports no ODP support for RC)");
     }
+    if (err == ENOMEM)
+      absl::StrAppend(&detail, ExhaustionNote(live_mrs(), info_.max_mr, !on_demand));
     return ErrnoStatus(err, kCall, name_, detail);
   }
   return Track(mr, iova, memory.length);

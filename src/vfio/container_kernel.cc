@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "dmareg/errno_status.h"
+#include "dmareg/memlock.h"
 #include "vfio/container_state.h"
 
 namespace dmareg::internal {
@@ -81,6 +82,11 @@ absl::Status KernelMap(VfioOps& ops, int fd, const VfioContainerInfo& info, size
           table_size,
           " mappings in this table); raise /sys/module/vfio_iommu_type1/parameters/"
           "dma_entry_limit or map fewer, larger buffers"));
+    case ENOMEM:
+      // type1 pins the pages and charges them to the process's memlock limit.
+      return ErrnoStatus(
+          err, "VFIO_IOMMU_MAP_DMA", device,
+          absl::StrCat(what, "; the mapping pins its pages against the process's ", MemlockNote()));
     default:
       return ErrnoStatus(err, "VFIO_IOMMU_MAP_DMA", device, what);
   }

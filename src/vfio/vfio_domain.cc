@@ -367,6 +367,9 @@ absl::StatusOr<DeviceMapping> VfioDomain::RegisterHost(const HostMemory& memory,
                         name_, va, length, page, name_));
   }
   const bool writable = NormalizeAccess(access).Has(Access::kLocalWrite);
+  if (absl::Status st = CheckHostAccess(memory.addr, length, access, register_where_); !st.ok()) {
+    return st;
+  }
 
   // No lock of the domain's: the container's orders this against an attach
   // or a detach. Detached, the mapping still goes into the container's

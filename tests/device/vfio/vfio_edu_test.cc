@@ -5,17 +5,23 @@
 // dmareg's public API only (the external-memory registry's DmaMap, and a
 // RegistrationCache over a VfioDomain); every byte is checked. Then the
 // refusals, each a clear status that changes nothing.
+#include <sys/mman.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "common/limited_memlock.h"
 #include "device/vfio/vfio_env.h"
 #include "dmareg/cache.h"
 #include "dmareg/external_memory.h"
+#include "dmareg/memlock.h"
 #include "dmareg/range.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace dmareg::device_test {
@@ -69,6 +75,81 @@ TEST_F(VfioEduTest, ReadOnlyMappingKeepsTheDeviceFromWriting) {
   }
   EXPECT_TRUE(registry.DmaUnmap(domain_, src.data(), kSrcIova, kPage).ok());
   EXPECT_TRUE(registry.DmaUnmap(domain_, dst.data(), kDstIova, kPage).ok());
+}
+
+// What the program may not access, the device may not either: refused
+// before VFIO_IOMMU_MAP_DMA, the protection named; read-only memory mapped
+// for the device to read carries DMA.
+TEST_F(VfioEduTest, MemoryTheProgramCannotAccessAsAskedIsRefused) {
+  Mapping none(kPage, PROT_NONE), ro(kPage, PROT_READ), dst(kPage);
+  ASSERT_TRUE(none.ok() && ro.ok() && dst.ok());
+  auto cache = RegistrationCache::Create(domain_);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  auto r = (*cache)->Acquire(none.data(), kPage, DeviceReads());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("mapped PROT_NONE"));
+  r = (*cache)->Acquire(ro.data(), kPage, DeviceWrites());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("mapped PROT_READ"));
+  EXPECT_TRUE(container_->mappings().empty());
+
+  // Filled while writable, then made read-only: the device reads it.
+  ASSERT_EQ(mprotect(ro.data(), kPage, PROT_READ | PROT_WRITE), 0);
+  FillPattern(ro.data(), kLen, 5);
+  ASSERT_EQ(mprotect(ro.data(), kPage, PROT_READ), 0);
+  std::memset(dst.data(), 0, dst.size());
+  auto src = (*cache)->Acquire(ro.data(), kPage, DeviceReads());
+  ASSERT_TRUE(src.ok()) << src.status();
+  auto out = (*cache)->Acquire(dst.data(), kPage, DeviceWrites());
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_TRUE(edu_->ToDevice(src->IovaFor(ro.data()), kLen).ok());
+  ASSERT_TRUE(edu_->FromDevice(out->IovaFor(dst.data()), kLen).ok());
+  EXPECT_EQ(FindMismatch(dst.data(), kLen, 5, 0), -1);
+}
+
+// The memlock limit as an unprivileged process meets it (CAP_IPC_LOCK
+// dropped, a small RLIMIT_MEMLOCK): VFIO type1 charges a mapping's pages to
+// locked_vm, so past it MAP_DMA fails with ENOMEM. The cache lets go of
+// what is unreferenced and retries once; with everything referenced the
+// refusal names the limit and loses nothing; once the limit allows, the
+// same request maps, and the edu's DMA moves the bytes through it.
+TEST_F(VfioEduTest, MemlockRefusalEvictsRetriesNamesTheLimitAndRecovers) {
+  constexpr uint64_t kBuf = 512 * 1024;
+  Mapping a(kBuf), b(kBuf), c(kBuf), d(kBuf);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
+  auto cache = RegistrationCache::Create(domain_);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  const uint64_t baseline = ReadMemlockLimit().locked.value_or(0);
+  test::LimitedMemlock limit(baseline + 2 * kBuf + 64 * 1024);
+  ASSERT_TRUE(limit.ok()) << limit.error();
+
+  auto held = (*cache)->Acquire(a.data(), kBuf, DeviceReads());
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_TRUE((*cache)->Acquire(b.data(), kBuf, DeviceReads()).ok());  // then idle
+  auto third = (*cache)->Acquire(c.data(), kBuf, DeviceReads());
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ((*cache)->stats().evictions, 1u);
+  EXPECT_EQ(container_->mappings().size(), 2u);
+
+  auto fourth = (*cache)->Acquire(d.data(), kBuf, DeviceWrites());
+  ASSERT_FALSE(fourth.ok());
+  std::printf("  status: %s\n", fourth.status().ToString().c_str());
+  EXPECT_EQ(fourth.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(fourth.status().message()),
+              ::testing::AllOf(::testing::HasSubstr("VFIO_IOMMU_MAP_DMA"),
+                               ::testing::HasSubstr("RLIMIT_MEMLOCK soft "),
+                               ::testing::HasSubstr("locked (VmLck)"),
+                               ::testing::HasSubstr("every one referenced")));
+  EXPECT_EQ(container_->mappings().size(), 2u);
+
+  ASSERT_TRUE(limit.SetSoft(baseline + (uint64_t{8} << 20))) << limit.error();
+  fourth = (*cache)->Acquire(d.data(), kBuf, DeviceWrites());
+  ASSERT_TRUE(fourth.ok()) << fourth.status();
+  FillPattern(a.data(), kLen, 8);
+  std::memset(d.data(), 0, kLen);
+  ASSERT_TRUE(edu_->ToDevice(held->IovaFor(a.data()), kLen).ok());
+  ASSERT_TRUE(edu_->FromDevice(fourth->IovaFor(d.data()), kLen).ok());
+  EXPECT_EQ(FindMismatch(d.data(), kLen, 8, 0), -1);
 }
 
 TEST_F(VfioEduTest, CacheOverVfioPicksIovasUnderTheDeviceMask) {

@@ -1,10 +1,16 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdint>
 #include <limits>
 
+#include "common/limited_memlock.h"
 #include "dmareg/access.h"
+#include "dmareg/domain.h"
 #include "dmareg/errno_status.h"
+#include "dmareg/memlock.h"
 #include "dmareg/memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -12,6 +18,7 @@
 namespace dmareg {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 TEST(AccessTest, KnownBitsValidateUnknownDoNot) {
@@ -86,6 +93,58 @@ TEST(ErrnoStatusTest, NamesCallDeviceAndErrno) {
   EXPECT_EQ(ErrnoStatus(ENODEV, "x", "d").code(), absl::StatusCode::kUnavailable);
   EXPECT_FALSE(ErrnoStatus(0, "x", "d").ok());
   EXPECT_THAT(ErrnoStatus(4242, "x", "d").message(), HasSubstr("errno 4242"));
+}
+
+// Memory the process may not access as asked, refused before any kernel
+// pins it; what it may access, and what madvise cannot tell (not mapped,
+// an empty span), passes to the registration.
+TEST(CheckHostAccessTest, TheProgramsOwnProtectionDecides) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  char* p = static_cast<char*>(
+      mmap(nullptr, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  ASSERT_EQ(mprotect(p + page, page, PROT_READ), 0);
+  ASSERT_EQ(mprotect(p + 2 * page, page, PROT_NONE), 0);
+  EXPECT_TRUE(CheckHostAccess(p + 10, page - 10, Access::kLocalWrite, "reg on dev0").ok());
+  EXPECT_TRUE(CheckHostAccess(p, 2 * page, Access::kRemoteRead, "reg on dev0").ok());
+  // Write into the read-only page: refused, the protection named.
+  absl::Status s = CheckHostAccess(p + page - 1, 2, Access::kLocalWrite, "reg on dev0");
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("reg on dev0: "), HasSubstr("not writable"),
+                                 HasSubstr("mapped PROT_READ")));
+  // Remote write and atomic imply local write.
+  EXPECT_EQ(CheckHostAccess(p + page, page, Access::kRemoteAtomic, "x").code(),
+            absl::StatusCode::kPermissionDenied);
+  // Reading the PROT_NONE page, whatever the rights.
+  s = CheckHostAccess(p + page, 2 * page, {}, "reg on dev0");
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("not readable"), HasSubstr("mapped PROT_NONE")));
+  EXPECT_TRUE(CheckHostAccess(p, 0, Access::kLocalWrite, "x").ok());
+  ASSERT_EQ(munmap(p, 3 * page), 0);
+  // Not mapped: the registration's to refuse (EFAULT from the kernel).
+  EXPECT_TRUE(CheckHostAccess(p, page, {}, "x").ok());
+}
+
+// The limit as the kernel will check it, and the note the backends append
+// to a refusal for it.
+TEST(MemlockTest, ReadsTheLimitTheKernelChecks) {
+  {
+    test::LimitedMemlock limit(8 << 20);
+    ASSERT_TRUE(limit.ok()) << limit.error();
+    const MemlockLimit m = ReadMemlockLimit();
+    EXPECT_EQ(m.soft, uint64_t{8} << 20);
+    EXPECT_FALSE(m.cap_ipc_lock);
+    EXPECT_TRUE(m.limited());
+    EXPECT_TRUE(m.pinned.has_value() && m.locked.has_value()) << "VmPin, VmLck unread";
+    EXPECT_THAT(MemlockNote(m),
+                AllOf(::testing::StartsWith("RLIMIT_MEMLOCK soft 8 MiB, hard "),
+                      HasSubstr(" pinned (VmPin), "), HasSubstr(" locked (VmLck)")));
+  }
+  EXPECT_EQ(MemlockNote(MemlockLimit{.soft = 4096, .hard = 3 << 20, .cap_ipc_lock = true}),
+            "RLIMIT_MEMLOCK soft 4 KiB, hard 3 MiB (CAP_IPC_LOCK: not limited)");
+  EXPECT_EQ(MemlockNote(MemlockLimit{}), "RLIMIT_MEMLOCK unlimited");
+  EXPECT_FALSE((MemlockLimit{.soft = 4096, .cap_ipc_lock = true}).limited());
+  EXPECT_EQ(BytesText(4097), "4097 bytes");
 }
 
 }  // namespace

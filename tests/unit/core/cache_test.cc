@@ -4,9 +4,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <memory>
 #include <vector>
 
+#include "absl/strings/str_format.h"
+#include "dmareg/errno_status.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -14,6 +17,7 @@
 namespace dmareg {
 namespace {
 
+using ::testing::AllOf;
 using testing::FakeDomain;
 using ::testing::HasSubstr;
 
@@ -275,6 +279,48 @@ TEST_F(CacheTest, RegistrationFailureIsReportedAndLosesNothing) {
   EXPECT_EQ(cache_->stats().registration_failures, 1u);
   EXPECT_EQ(cache_->stats().live_regions, 0u);
   EXPECT_TRUE(cache_->Acquire(page(80), kPage, {}).ok());
+}
+
+// The kernel's limits (memlock, the device's MR table) count what the cache
+// holds idle too: a refusal for want of room evicts it and retries once.
+TEST_F(CacheTest, RefusedForRoomEvictsTheIdleAndRetriesOnce) {
+  auto held = cache_->Acquire(page(200), kPage, {});
+  ASSERT_TRUE(held.ok());
+  for (size_t i = 1; i <= 3; ++i) ASSERT_TRUE(cache_->Acquire(page(200 + 2 * i), kPage, {}).ok());
+  ASSERT_EQ(fake_->live_registrations(), 4);
+  fake_->FailNextRegistrations(1, ErrnoStatus(ENOMEM, "ibv_reg_mr", "fake", "over RLIMIT_MEMLOCK"));
+  auto r = cache_->Acquire(page(220), kPage, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(cache_->stats().evictions, 3u);
+  EXPECT_EQ(cache_->stats().registration_failures, 1u);
+  EXPECT_EQ(fake_->live_registrations(), 2);  // the held one and the new one
+  EXPECT_TRUE(held->SameMapping(*cache_->Acquire(page(200), kPage, {})));
+}
+
+TEST_F(CacheTest, RefusedForRoomTwiceSaysWhatTheCacheHolds) {
+  auto held = cache_->Acquire(page(300), 2 * kPage, {});
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE(cache_->Acquire(page(304), kPage, {}).ok());  // idle
+  fake_->FailNextRegistrations(2, ErrnoStatus(ENOMEM, "ibv_reg_mr", "fake", "over RLIMIT_MEMLOCK"));
+  auto r = cache_->Acquire(page(320), kPage, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrnoOf(r.status()), ENOMEM) << "the errno survives";
+  EXPECT_THAT(
+      r.status().message(),
+      AllOf(HasSubstr("over RLIMIT_MEMLOCK"),
+            HasSubstr(absl::StrFormat("the cache on fake holds %u bytes in 1 mappings", 2 * kPage)),
+            HasSubstr("evicted 1 unreferenced and retried once")));
+  EXPECT_EQ(fake_->live_registrations(), 1);
+
+  // Everything referenced: nothing to evict, one try, said so.
+  fake_->FailNextRegistrations(1, ErrnoStatus(ENOMEM, "ibv_reg_mr", "fake", "over RLIMIT_MEMLOCK"));
+  r = cache_->Acquire(page(330), kPage, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(r.status().message(), HasSubstr("every one referenced: nothing to evict"));
+  EXPECT_EQ(cache_->stats().registration_failures, 3u);
+  // Once the limit allows, it works.
+  EXPECT_TRUE(cache_->Acquire(page(330), kPage, {}).ok());
+  EXPECT_EQ(fake_->live_registrations(), 2);
 }
 
 TEST_F(CacheTest, MaxMrSizeIsAClearError) {
