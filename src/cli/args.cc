@@ -27,7 +27,7 @@ const std::vector<CommandSpec>& DmaregCommands() {
   static const std::vector<CommandSpec>* const commands = new std::vector<CommandSpec>{
       {"devices", {"json", "device"}},
       {"bench", {"json", "device", "sizes", "iterations"}},
-      {"config", {"table"}},
+      {"config", {"table", "effective"}},
       {"help", {}},
       {"version", {}},
   };

@@ -32,7 +32,7 @@ struct CommandSpec {
 };
 
 // Flags that take no value: `--json`, `--nojson`, `--json=false`.
-inline constexpr absl::string_view kBoolFlags[] = {"json"};
+inline constexpr absl::string_view kBoolFlags[] = {"json", "effective"};
 
 // Every command and the flags it takes. `help` and `version` take none.
 const std::vector<CommandSpec>& DmaregCommands();

@@ -327,8 +327,19 @@ DmaBufSourcesReport CollectDmaBufSources() {
   return r;
 }
 
+bool MemlockIsSmall(const MemlockLimit& m) { return m.limited() && *m.soft < kSmallMemlockBytes; }
+
 std::string RenderText(const DevicesReport& report) {
-  std::string out = absl::StrCat("RDMA devices: ", report.rdma.size(), "\n");
+  std::string out;
+  if (report.memlock.has_value()) {
+    absl::StrAppend(&out, "memlock: ", MemlockNote(*report.memlock), "\n");
+    if (MemlockIsSmall(*report.memlock)) {
+      absl::StrAppend(&out, "  warning: small: every pinned MR and VFIO mapping counts against ",
+                      "it; raise it (ulimit -l, the container's memlock limit) or grant "
+                      "CAP_IPC_LOCK\n");
+    }
+  }
+  absl::StrAppend(&out, "RDMA devices: ", report.rdma.size(), "\n");
   if (report.rdma_listing.status != RdmaStatus::kOk) {
     absl::StrAppend(&out, "  (", RdmaStatusName(report.rdma_listing.status), ": ",
                     report.rdma_listing.reason, ")\n");
@@ -480,6 +491,13 @@ std::string RenderJson(const DevicesReport& report) {
                 {"reason", report.rdma_listing.reason},
                 {"devices", std::move(rdma)}}}};
   if (report.vfio_collected) out["vfio"] = std::move(vfio);
+  if (report.memlock.has_value()) {
+    const MemlockLimit& m = *report.memlock;
+    auto bytes = [](const std::optional<uint64_t>& b) { return b ? Json(*b) : Json(nullptr); };
+    out["memlock"] = {{"soft", bytes(m.soft)},          {"hard", bytes(m.hard)},
+                      {"cap_ipc_lock", m.cap_ipc_lock}, {"pinned", bytes(m.pinned)},
+                      {"locked", bytes(m.locked)},      {"small", MemlockIsSmall(m)}};
+  }
   if (report.dmabuf.has_value()) {
     const DmaBufSourcesReport& d = *report.dmabuf;
     Json o = {{"importers", DmaBufImporters(report)}};

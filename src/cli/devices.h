@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "dmareg/domain.h"
+#include "dmareg/memlock.h"
 #include "dmareg/range.h"
 #include "dmareg/verbs/verbs_domain.h"
 #include "verbs/rc_qp.h"
@@ -110,7 +111,8 @@ RdmaListing ClassifyRdma(bool class_dir_exists, int list_errno, size_t devices);
 
 // JSON schema. 1 (implicit, no field): "rdma" was a list. 2: "rdma" is
 // {status, reason, devices}; ids are numbers, 64-bit values and masks hex
-// strings; node_guid and netdevs added.
+// strings; node_guid and netdevs added; later memlock (readers ignore
+// fields they do not know, so the version stays).
 inline constexpr int kDevicesSchemaVersion = 2;
 
 struct DevicesReport {
@@ -120,7 +122,14 @@ struct DevicesReport {
   std::vector<VfioDeviceReport> vfio;
   // Which NICs import dma-bufs comes from `rdma`; absent: not collected.
   std::optional<DmaBufSourcesReport> dmabuf;
+  // The process's pinning limit (every pinned MR and VFIO mapping counts
+  // against it); absent: not collected.
+  std::optional<MemlockLimit> memlock;
 };
+
+// Below this a memlock limit is reported as small (containers often give 8 MiB).
+inline constexpr uint64_t kSmallMemlockBytes = uint64_t{64} << 20;
+bool MemlockIsSmall(const MemlockLimit& m);
 
 // Lists the RDMA devices (classified as above), opens each once
 // (VerbsDomain::Open), queries its ports, and reads its node GUID and

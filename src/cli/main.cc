@@ -7,6 +7,7 @@
 //                                       devices, dma-buf sources
 //   dmareg bench [-d NAME] [--sizes=4K,64K,1M,16M] [--iterations=N] [--json]
 //   dmareg config [--table=text|markdown|man]   the DMAREG_* variables
+//   dmareg config --effective           their values now, and where each came from
 //   dmareg help | --help | --version
 //
 // Flags are Abseil flags. PrepareArgs (args.h) runs first: it finds the
@@ -26,6 +27,7 @@
 #include "absl/flags/usage_config.h"
 #include "cli/args.h"
 #include "cli/bench.h"
+#include "cli/config_effective.h"
 #include "cli/config_table.h"
 #include "cli/devices.h"
 #include "cli/output.h"
@@ -35,6 +37,8 @@ ABSL_FLAG(bool, json, false, "print JSON (schema in dmareg(1)) instead of text")
 ABSL_FLAG(std::string, device, "", "only this RDMA device (devices), or the one to bench");
 ABSL_FLAG(std::string, sizes, "4K,64K,1M,16M", "bench: buffer sizes, K/M/G = KiB/MiB/GiB");
 ABSL_FLAG(int32_t, iterations, 5, "bench: measurements per size (the median is printed)");
+ABSL_FLAG(bool, effective, false,
+          "config: the values a cache created now would use, and where each came from");
 ABSL_FLAG(std::string, table, "text",
           "config: text, markdown (the docs' table) or man (dmareg(7)'s)");
 
@@ -57,6 +61,11 @@ constexpr char kUsage[] =
     "  config [--table=text|markdown|man]\n"
     "      the DMAREG_* environment variables the library reads: values, default,\n"
     "      what each sets; markdown and man print the tables of the documentation.\n"
+    "  config --effective\n"
+    "      each variable's value now and where it came from (environment or\n"
+    "      default), a bad value as the error a cache's Create would return,\n"
+    "      DMAREG_ variables no library reads, the monitor a default cache gets,\n"
+    "      and the memlock limit (exit 1 if the environment is refused).\n"
     "  help, --help      this text\n"
     "  --version         the version\n"
     "\n"
@@ -79,6 +88,7 @@ int Fail(const std::string& command, const absl::Status& status) {
 
 int Devices() {
   dmareg::cli::DevicesReport report;
+  report.memlock = dmareg::ReadMemlockLimit();
   const std::string only = absl::GetFlag(FLAGS_device);
   if (absl::Status s = dmareg::cli::CollectRdma("/sys", only, report); !s.ok()) {
     return Fail("devices", s);
@@ -98,6 +108,11 @@ int Devices() {
 }
 
 int Config() {
+  if (absl::GetFlag(FLAGS_effective)) {
+    const dmareg::cli::EffectiveConfig config = dmareg::cli::CollectEffectiveConfig();
+    const int rc = Emit(dmareg::cli::RenderEffectiveConfig(config));
+    return rc != 0 ? rc : config.environment.ok() ? 0 : 1;
+  }
   absl::StatusOr<dmareg::cli::TableFormat> format =
       dmareg::cli::ParseTableFormat(absl::GetFlag(FLAGS_table));
   if (!format.ok()) {

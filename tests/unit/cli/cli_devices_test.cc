@@ -252,6 +252,36 @@ TEST(ClassifyRdmaTest, NoKernelSupportIsNotNoDevices) {
   EXPECT_EQ(nlohmann::json::parse(RenderJson(none))["rdma"]["status"], "no-devices");
 }
 
+// The memlock limit leads the report; under 64 MiB it is a warning, unless
+// CAP_IPC_LOCK lifts it.
+TEST(RenderTest, MemlockLimitAndItsWarning) {
+  DevicesReport r;
+  r.memlock = MemlockLimit{.soft = 8 << 20, .hard = 16 << 20, .pinned = 4096};
+  std::string text = RenderText(r);
+  EXPECT_THAT(text, ::testing::StartsWith("memlock: RLIMIT_MEMLOCK soft 8 MiB, hard 16 MiB; now 4 "
+                                          "KiB pinned (VmPin)\n  warning: small: "));
+  nlohmann::json j = nlohmann::json::parse(RenderJson(r));
+  EXPECT_EQ(j["memlock"]["soft"], 8 << 20);
+  EXPECT_EQ(j["memlock"]["hard"], 16 << 20);
+  EXPECT_EQ(j["memlock"]["small"], true);
+  EXPECT_EQ(j["memlock"]["cap_ipc_lock"], false);
+
+  r.memlock->cap_ipc_lock = true;
+  text = RenderText(r);
+  EXPECT_THAT(text, HasSubstr("(CAP_IPC_LOCK: not limited)"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("warning")));
+  r.memlock = MemlockLimit{};
+  text = RenderText(r);
+  EXPECT_THAT(text, ::testing::StartsWith("memlock: RLIMIT_MEMLOCK unlimited\nRDMA devices: "));
+  j = nlohmann::json::parse(RenderJson(r));
+  EXPECT_TRUE(j["memlock"]["soft"].is_null());
+  EXPECT_EQ(j["memlock"]["small"], false);
+  // Not collected (as in the older tests): no line, no field.
+  r.memlock.reset();
+  EXPECT_THAT(RenderText(r), ::testing::StartsWith("RDMA devices: "));
+  EXPECT_FALSE(nlohmann::json::parse(RenderJson(r)).contains("memlock"));
+}
+
 // Schema 2: a version; 64-bit values and masks as "0x" strings whatever
 // their value; ids as numbers everywhere (RDMA and VFIO alike).
 TEST(RenderTest, JsonSchemaTwoTypes) {

@@ -69,7 +69,7 @@ TEST(DmaregCommandTest, UsageErrorsExitTwoWithUsageOnStderr) {
   for (const char* args :
        {"", "frob", "--bogus", "devices --bogus", "devices -x", "devices --sizes=4K",
         "bench --iterations=x", "bench --sizes=3Q", "devices --json=maybe", "config --table=xml",
-        "config --json", "devices --table=man"}) {
+        "config --json", "devices --table=man", "devices --effective"}) {
     const CliRun r = Dmareg(args);
     EXPECT_EQ(r.status, 2) << args;
     EXPECT_EQ(r.out, "") << args;
@@ -90,6 +90,33 @@ TEST(DmaregCommandTest, ConfigPrintsTheEnvironmentTable) {
   r = Dmareg("config --table markdown");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_THAT(r.out, AllOf(StartsWith("| Variable |"), HasSubstr("| `DMAREG_PAGING` |")));
+}
+
+// Each variable's value and where it came from; a typo named; a bad value
+// is the error Create would return, and exit 1.
+TEST(DmaregCommandTest, ConfigEffectiveSaysWhereEachValueCameFrom) {
+  setenv("DMAREG_MAX_REGIONS", "4096", 1);
+  setenv("DMAREG_MAX_REGION", "1", 1);
+  CliRun r = Dmareg("config --effective");
+  unsetenv("DMAREG_MAX_REGION");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\nDMAREG_PAGING +pinned  \\(default\\)\n"));
+  EXPECT_THAT(r.out,
+              ::testing::ContainsRegex("(^|\n)DMAREG_MAX_REGIONS +4096  \\(environment\\)\n"));
+  EXPECT_THAT(r.out, HasSubstr("unknown: DMAREG_MAX_REGION is read by no dmareg library (did you "
+                               "mean DMAREG_MAX_REGIONS?)\n"));
+  EXPECT_THAT(r.out, HasSubstr("\nmonitor: a cache with default options in this command gets "));
+  EXPECT_THAT(r.out, HasSubstr("\nmemlock: RLIMIT_MEMLOCK "));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("REFUSED")));
+
+  setenv("DMAREG_PAGING", "sideways", 1);
+  r = Dmareg("config --effective");
+  unsetenv("DMAREG_PAGING");
+  unsetenv("DMAREG_MAX_REGIONS");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_THAT(r.out, AllOf(HasSubstr("DMAREG_PAGING"), HasSubstr("sideways  (environment)"),
+                           HasSubstr("environment: REFUSED: "), HasSubstr("sideways")));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("\nmonitor: ")));
 }
 
 TEST(DmaregCommandTest, UnknownDeviceExitsOne) {
