@@ -188,8 +188,8 @@ void dmareg_domain_close(struct dmareg_domain* domain) {
 int dmareg_cache_create(struct dmareg_domain* domain, const struct dmareg_cache_attr* attr,
                         struct dmareg_cache** out) {
   constexpr char kCall[] = "dmareg_cache_create";
+  if (out != nullptr) *out = nullptr;  // on every failure, as the header says
   if (int rc = CheckNotNull(kCall, "domain or out", {domain, out}); rc != 0) return rc;
-  *out = nullptr;
   return Guarded(kCall, [&] {
     dmareg::CacheOptions options;
     if (attr != nullptr) {
@@ -223,8 +223,8 @@ void dmareg_cache_destroy(struct dmareg_cache* cache) {
 int dmareg_acquire(struct dmareg_cache* cache, const void* addr, size_t len, uint32_t access,
                    struct dmareg_reg** out) {
   constexpr char kCall[] = "dmareg_acquire";
+  if (out != nullptr) *out = nullptr;  // on every failure, as the header says
   if (int rc = CheckNotNull(kCall, "cache, addr or out", {cache, addr, out}); rc != 0) return rc;
-  *out = nullptr;
   if (int rc = CheckLength(kCall, len); rc != 0) return rc;
   if (int rc = CheckAccess(kCall, access); rc != 0) return rc;
   return Guarded(kCall, [&] {
@@ -236,8 +236,8 @@ int dmareg_acquire(struct dmareg_cache* cache, const void* addr, size_t len, uin
 int dmareg_acquire_dmabuf(struct dmareg_cache* cache, int fd, uint64_t offset, size_t len,
                           uint32_t access, struct dmareg_reg** out) {
   constexpr char kCall[] = "dmareg_acquire_dmabuf";
+  if (out != nullptr) *out = nullptr;  // on every failure, as the header says
   if (int rc = CheckNotNull(kCall, "cache or out", {cache, out}); rc != 0) return rc;
-  *out = nullptr;
   if (fd < 0) return CFail(EINVAL, absl::StrCat(kCall, ": bad fd ", fd));
   if (int rc = CheckLength(kCall, len); rc != 0) return rc;
   if (int rc = CheckAccess(kCall, access); rc != 0) return rc;

@@ -27,10 +27,10 @@ int dmareg_verbs_domain_open(const char* device, struct dmareg_domain** out) {
 }
 
 int dmareg_verbs_domain_wrap(struct ibv_pd* pd, struct dmareg_domain** out) {
+  if (out != nullptr) *out = nullptr;
   if (pd == nullptr || out == nullptr) {
     return CFail(EINVAL, "dmareg_verbs_domain_wrap: pd or out is NULL");
   }
-  *out = nullptr;
   try {
     auto domain = dmareg::VerbsDomain::Wrap(pd);
     if (!domain.ok()) return CFail("dmareg_verbs_domain_wrap", domain.status());

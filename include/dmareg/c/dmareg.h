@@ -30,7 +30,8 @@
  * permitted in this state, e.g. a monitor the kernel refuses),
  * ResourceExhausted -ENOMEM, Unimplemented -EOPNOTSUPP, Unavailable -EAGAIN,
  * Aborted and Cancelled -ECANCELED, DeadlineExceeded -ETIMEDOUT, anything
- * else -EIO.
+ * else -EIO. A call that fails sets its out-parameter (where not NULL) to
+ * NULL, whatever the reason.
  *
  * Thread safety: as the C++ API. A cache may be used from many threads; a
  * registration handle belongs to one thread at a time. Handles are released

@@ -110,8 +110,14 @@ int capi_bad_input(void) {
   CHECK(buf != NULL);
   CHECK(make_cache(&dom, &cache) == 0);
 
-  CHECK(dmareg_acquire(NULL, buf, kLen, 0, &r) == -EINVAL && has("NULL"));
-  CHECK(dmareg_acquire(cache, NULL, kLen, 0, &r) == -EINVAL && has("NULL"));
+  /* A failure clears the out-parameter, whatever was refused (the fuzzer
+   * found a NULL cache leaving it as it was). */
+  r = (struct dmareg_reg*)buf;
+  CHECK(dmareg_acquire(NULL, buf, kLen, 0, &r) == -EINVAL && has("NULL") && r == NULL);
+  r = (struct dmareg_reg*)buf;
+  CHECK(dmareg_acquire(cache, NULL, kLen, 0, &r) == -EINVAL && has("NULL") && r == NULL);
+  r = (struct dmareg_reg*)buf;
+  CHECK(dmareg_acquire_dmabuf(NULL, 3, 0, kLen, 0, &r) == -EINVAL && r == NULL);
   CHECK(dmareg_acquire(cache, buf, kLen, 0, NULL) == -EINVAL && has("NULL"));
   CHECK(dmareg_acquire(cache, buf, 0, 0, &r) == -EINVAL && has("zero length"));
   CHECK(dmareg_acquire(cache, buf, kLen, 1u << 30, &r) == -EINVAL && has("unknown access"));
@@ -119,7 +125,10 @@ int capi_bad_input(void) {
   CHECK(dmareg_acquire_dmabuf(cache, -1, 0, kLen, 0, &r) == -EINVAL && has("bad fd"));
   CHECK(dmareg_invalidate(cache, buf, 0) == -EINVAL && has("zero length"));
   CHECK(dmareg_cache_stats(cache, NULL) == -EINVAL);
-  CHECK(dmareg_cache_create(NULL, NULL, &cache) == -EINVAL);
+  {
+    struct dmareg_cache* other = cache;
+    CHECK(dmareg_cache_create(NULL, NULL, &other) == -EINVAL && other == NULL);
+  }
   memset(&attr, 0, sizeof(attr));
   attr.monitoring = 7;
   CHECK(dmareg_invalidate(NULL, buf, kLen) == -EINVAL);
