@@ -217,6 +217,8 @@ size_t EditDistance(std::string_view a, std::string_view b, size_t limit) {
     }
     before.swap(prev);
     prev.swap(row);
+    // No later row can come back under the smallest of this one.
+    if (*std::min_element(prev.begin(), prev.end()) > limit) return limit + 1;
   }
   return prev[b.size()];
 }
