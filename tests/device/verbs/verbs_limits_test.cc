@@ -1,28 +1,35 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 //
-// The memlock limit on a real device, as an unprivileged process meets it
-// (CAP_IPC_LOCK dropped, a small RLIMIT_MEMLOCK; a container's 8 MiB at a
-// test's scale): rxe pins an MR's pages against it (pinned_vm), so past it
-// ibv_reg_mr fails with ENOMEM. The cache lets go of what is unreferenced
-// and retries once; with everything referenced the refusal names the limit
-// and what the cache holds, and loses nothing; once the limit allows, the
-// same request registers, and RDMA WRITE moves every byte through it.
+// The limits a real device meets. The memlock limit, as an unprivileged
+// process meets it (CAP_IPC_LOCK dropped, a small RLIMIT_MEMLOCK; a
+// container's 8 MiB at a test's scale): rxe pins an MR's pages against it
+// (pinned_vm), so past it ibv_reg_mr fails with ENOMEM. The cache lets go
+// of what is unreferenced and retries once; with everything referenced the
+// refusal names the limit and what the cache holds, and loses nothing; once
+// the limit allows, the same request registers, and RDMA WRITE moves every
+// byte through it.
 //
 // In a child process that drops the capability before it opens the device:
 // uverbs refuses a write() command from credentials other than those that
 // opened the file (ib_safe_file_access), so a process cannot change its
 // credentials under an open device, and a real unprivileged program never
-// does.
+// does. And the mapping count: registrations over sub-ranges of one buffer
+// must not split its mapping (fork protection's MADV_DONTFORK would).
 
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/limited_memlock.h"
 #include "device/verbs/device_env.h"
@@ -38,6 +45,7 @@ namespace {
 
 constexpr uint64_t kBuf = 256 * 1024;  // small: under TCG every byte is slow
 constexpr uint64_t kMiB = 1 << 20;
+constexpr size_t kPage = 4096;
 
 // In the child: a failed expectation ends it, saying why.
 void Require(bool ok, const char* what, const std::string& detail = "") {
@@ -125,6 +133,83 @@ TEST_F(VerbsLimitsTest, MemlockRefusalEvictsRetriesNamesTheLimitAndRecovers) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "the child died: signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's FAILED line says what";
+}
+
+// The mappings (VMAs) of this process from /proc/self/smaps: how many, and
+// whether one over [p, p + n) is marked dontcopy (VmFlags "dc", what
+// MADV_DONTFORK sets).
+struct Vmas {
+  size_t count = 0;
+  bool dontfork = false;
+};
+
+Vmas ReadVmas(const char* p, size_t n) {
+  Vmas v;
+  std::ifstream smaps("/proc/self/smaps");
+  bool over = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uint64_t start = 0, end = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> start >> dash >> end && dash == '-') {
+      ++v.count;
+      over = start < reinterpret_cast<uintptr_t>(p) + n && end > reinterpret_cast<uintptr_t>(p);
+    } else if (over && line.rfind("VmFlags:", 0) == 0) {
+      v.dontfork |= (line + " ").find(" dc ") != std::string::npos;
+    }
+  }
+  return v;
+}
+
+// A known failure elsewhere: with fork protection on, every MR over part
+// of a buffer is madvise(MADV_DONTFORK)ed, splitting its mapping, until
+// vm.max_map_count runs out. dmareg never turns fork protection on, and on
+// these kernels libibverbs needs none (IBV_FORK_UNNEEDED: pinned pages are
+// copied on fork): 100,000 registrations over sub-ranges of one buffer, up
+// to 1,000 live at once, leave its mapping whole and unmarked.
+TEST_F(VerbsLimitsTest, SubRangeRegistrationsNeverSplitTheBuffersMapping) {
+  const VerbsDeviceInfo::ForkStatus fork = domain_->device_info().fork_status;
+  std::printf("  fork protection: %s\n",
+              fork == VerbsDeviceInfo::ForkStatus::kUnneeded  ? "unneeded (copy on fork)"
+              : fork == VerbsDeviceInfo::ForkStatus::kEnabled ? "enabled"
+                                                              : "disabled");
+  EXPECT_NE(fork, VerbsDeviceInfo::ForkStatus::kEnabled) << "something called ibv_fork_init";
+  constexpr size_t kPages = 256;
+  Mapping buf(kPages * kPage);
+  ASSERT_TRUE(buf.ok());
+  std::memset(buf.data(), 1, buf.size());
+  const Vmas before = ReadVmas(buf.data(), buf.size());
+  ASSERT_FALSE(before.dontfork);
+  std::vector<DeviceMapping> live;
+  live.reserve(1000);
+  size_t most = before.count;
+  for (size_t i = 0; i < 100000; ++i) {
+    const size_t first = (i * 37) % (kPages - 16), pages = 1 + i % 16;
+    auto m = domain_->RegisterHost(
+        HostMemory{.addr = buf.data() + first * kPage, .length = pages * kPage},
+        Access::kLocalWrite, Paging::kPinned);
+    ASSERT_TRUE(m.ok()) << i << ": " << m.status();
+    live.push_back(*m);
+    if (live.size() == live.capacity()) {
+      const Vmas now = ReadVmas(buf.data(), buf.size());
+      ASSERT_FALSE(now.dontfork) << "after " << i + 1 << " registrations";
+      most = std::max(most, now.count);
+      for (const DeviceMapping& d : live) ASSERT_TRUE(domain_->Deregister(d).ok());
+      live.clear();
+    }
+  }
+  EXPECT_EQ(domain_->live_mrs(), 0);
+  // Other threads (the test's own) may map a little; a split per MR would
+  // be thousands.
+  EXPECT_LE(most, before.count + 8) << "the mapping count grew with the registrations";
+  std::printf("  100000 registrations over sub-ranges: %zu mappings before, at most %zu\n",
+              before.count, most);
+  // The probe sees what fork protection does: one page marked splits it.
+  ASSERT_EQ(madvise(buf.data() + kPage, kPage, MADV_DONTFORK), 0);
+  const Vmas marked = ReadVmas(buf.data(), buf.size());
+  EXPECT_TRUE(marked.dontfork);
+  EXPECT_GE(marked.count, before.count + 2);
+  ASSERT_EQ(madvise(buf.data() + kPage, kPage, MADV_DOFORK), 0);
 }
 
 }  // namespace
