@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "dmareg/errno_status.h"
+#include "monitor/vma.h"
 
 namespace dmareg {
 
@@ -51,27 +51,17 @@ const char* PagingName(Paging paging) {
 
 namespace {
 
-// The protections of the mappings under [begin, end): "r-x", "---", ...;
-// the first that lacks `want` ('r' or 'w'), else empty. /proc/self/maps:
-// "start-end perms offset dev inode path", addresses in hex.
+// The protection of the first mapping under [begin, end) that lacks
+// `want` ('r' or 'w'), as /proc/self/maps writes it ("r--"); else empty.
 std::string WeakestProtection(uintptr_t begin, uintptr_t end, char want) {
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
-    const size_t dash = line.find('-');
-    const size_t space = line.find(' ');
-    if (dash == std::string::npos || space == std::string::npos || dash > space ||
-        line.size() < space + 5) {
-      continue;
+    const std::optional<internal::MapsLine> m = internal::ParseMapsLine(line);
+    if (!m || m->perms.size() < 3 || m->end <= begin) continue;
+    if (m->start >= end) break;
+    if (m->perms.substr(0, 3).find(want) == absl::string_view::npos) {
+      return std::string(m->perms.substr(0, 3));
     }
-    uint64_t start = 0, stop = 0;
-    if (!absl::SimpleHexAtoi(absl::string_view(line).substr(0, dash), &start) ||
-        !absl::SimpleHexAtoi(absl::string_view(line).substr(dash + 1, space - dash - 1), &stop)) {
-      continue;
-    }
-    if (stop <= begin) continue;
-    if (start >= end) break;
-    const std::string perms = line.substr(space + 1, 3);
-    if (perms.find(want) == std::string::npos) return perms;
   }
   return "";
 }
@@ -85,13 +75,6 @@ std::string ProtName(const std::string& perms) {
 }
 
 }  // namespace
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 absl::Status CheckHostAccess(const void* addr, uint64_t length, AccessFlags access,
                              std::string_view where) {

@@ -13,6 +13,21 @@
 
 namespace dmareg::internal {
 
+std::optional<MapsLine> ParseMapsLine(absl::string_view line) {
+  const size_t dash = line.find('-');
+  const size_t space = line.find(' ');
+  if (dash == absl::string_view::npos || space == absl::string_view::npos || dash > space) {
+    return std::nullopt;
+  }
+  MapsLine m;
+  if (!absl::SimpleHexAtoi(line.substr(0, dash), &m.start) ||
+      !absl::SimpleHexAtoi(line.substr(dash + 1, space - dash - 1), &m.end)) {
+    return std::nullopt;
+  }
+  m.perms = line.substr(space + 1, 4);
+  return m;
+}
+
 absl::StatusOr<Range> MappingSpan(absl::string_view maps, Range r) {
   uint64_t span_start = 0;
   bool found = false;
@@ -21,17 +36,9 @@ absl::StatusOr<Range> MappingSpan(absl::string_view maps, Range r) {
     const size_t nl = maps.find('\n');
     absl::string_view line = maps.substr(0, nl);
     maps.remove_prefix(nl == absl::string_view::npos ? maps.size() : nl + 1);
-    // "start-end perms offset dev inode path", addresses in hex.
-    const size_t dash = line.find('-');
-    const size_t space = line.find(' ');
-    if (dash == absl::string_view::npos || space == absl::string_view::npos || dash > space) {
-      continue;
-    }
-    uint64_t start = 0, end = 0;
-    if (!absl::SimpleHexAtoi(line.substr(0, dash), &start) ||
-        !absl::SimpleHexAtoi(line.substr(dash + 1, space - dash - 1), &end)) {
-      continue;
-    }
+    const std::optional<MapsLine> m = ParseMapsLine(line);
+    if (!m) continue;
+    const uint64_t start = m->start, end = m->end;
     if (end <= covered) continue;
     if (start > covered) break;  // a hole before the end of r
     if (!found) span_start = start;
