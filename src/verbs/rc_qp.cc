@@ -299,10 +299,11 @@ absl::Status RcQp::WaitCompletions(int n, std::chrono::milliseconds timeout,
     if (got < 0) return ErrnoStatus(errno != 0 ? errno : EIO, "ibv_poll_cq", device_);
     for (int i = 0; i < got; ++i) {
       if (wc[i].status != IBV_WC_SUCCESS) {
-        return absl::InternalError(absl::StrFormat(
-            "%s: work request %d (%s) completed with \"%s\" (vendor error %#x)", device_,
-            wc[i].wr_id, wc[i].opcode == IBV_WC_RDMA_READ ? "RDMA READ" : "RDMA WRITE",
-            ibv_wc_status_str(wc[i].status), wc[i].vendor_err));
+        // An error completion's opcode is undefined (the verbs spec): the
+        // request is named by its id only.
+        return absl::InternalError(
+            absl::StrFormat("%s: work request %d completed with \"%s\" (vendor error %#x)", device_,
+                            wc[i].wr_id, ibv_wc_status_str(wc[i].status), wc[i].vendor_err));
       }
       if (wr_ids != nullptr) wr_ids->push_back(wc[i].wr_id);
     }
