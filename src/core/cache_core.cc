@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "monitor/mapping_pages.h"
 #include "runtime/log.h"
 
 namespace dmareg::internal {
@@ -93,6 +94,10 @@ absl::StatusOr<Region*> CacheCore::AcquireHost(Range span, AccessFlags want, boo
       hit = SampledPfnCheck(hit);
     if (hit != nullptr) return hit;
   }
+  // Hugetlb memory is unmapped in whole huge pages: the mapping covers them
+  // (monitor/mapping_pages.h). A fast domain makes no system call, nor
+  // does the cache for it.
+  if (!fast_registration_) span = RoundOutToMappingPages(span);
   return Miss(MissKey{.request = span}, want, created);
 }
 

@@ -104,7 +104,8 @@ class CacheCore {
   CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonitor> monitor,
             CacheOptions options, bool thread_refs = true);
 
-  // `span` page-aligned, non-empty; `want` normalised and valid.
+  // `span` page-aligned, non-empty; `want` normalised and valid. A miss
+  // registers it rounded out to the huge pages of hugetlb memory.
   // `*created` (if given): true when this call registered the mapping.
   absl::StatusOr<Region*> AcquireHost(Range span, AccessFlags want, bool* created = nullptr);
   // `key` from ResolveDmaBuf or an ImportedDmaBuf; `want` normalised and valid.

@@ -25,6 +25,14 @@ std::optional<MapsLine> ParseMapsLine(absl::string_view line) {
     return std::nullopt;
   }
   m.perms = line.substr(space + 1, 4);
+  // "perms offset dev inode": the inode is the fourth field after the range.
+  absl::string_view rest = line.substr(space + 1);
+  for (int field = 0; field < 3; ++field) {
+    const size_t sp = rest.find(' ');
+    if (sp == absl::string_view::npos) return m;  // a test's short line: no inode
+    rest.remove_prefix(sp + 1);
+  }
+  (void)absl::SimpleAtoi(rest.substr(0, rest.find(' ')), &m.inode);
   return m;
 }
 

@@ -28,6 +28,7 @@ struct MapsLine {
   uint64_t start = 0;
   uint64_t end = 0;
   absl::string_view perms;  // "rw-p": read, write, execute, private/shared
+  uint64_t inode = 0;       // 0: anonymous memory (no file behind it)
 };
 std::optional<MapsLine> ParseMapsLine(absl::string_view line);
 

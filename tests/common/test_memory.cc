@@ -9,8 +9,8 @@
 
 namespace dmareg::test {
 
-Mapping::Mapping(size_t length, int prot) : length_(length) {
-  void* p = mmap(nullptr, length, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+Mapping::Mapping(size_t length, int prot, int flags) : length_(length) {
+  void* p = mmap(nullptr, length, prot, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
   if (p != MAP_FAILED) data_ = static_cast<char*>(p);
 }
 

@@ -20,10 +20,11 @@
 
 namespace dmareg::test {
 
-// An anonymous private mapping of whole pages, unmapped on destruction.
+// An anonymous private mapping of whole pages, unmapped on destruction;
+// `flags` are mmap's extra ones (MAP_HUGETLB | MAP_HUGE_2MB: huge pages).
 class Mapping {
  public:
-  explicit Mapping(size_t length, int prot = 3 /* PROT_READ | PROT_WRITE */);
+  explicit Mapping(size_t length, int prot = 3 /* PROT_READ | PROT_WRITE */, int flags = 0);
   ~Mapping();
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;

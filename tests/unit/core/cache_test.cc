@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "common/test_memory.h"
 #include "dmareg/errno_status.h"
 #include "dmareg/testing/fake_domain.h"
 #include "gmock/gmock.h"
@@ -102,6 +103,40 @@ TEST_F(CacheTest, SpansAreRoundedToPages) {
   ASSERT_EQ(live.size(), 1u);
   EXPECT_EQ(live[0].addr, reinterpret_cast<uintptr_t>(page(3)));
   EXPECT_EQ(live[0].length, kPage);
+}
+
+// Hugetlb memory goes in whole huge pages (the kernel unmaps no less): a
+// request for a few bytes registers the huge page around them, a request
+// anywhere in it hits, and an invalidation of any page of it retires it.
+TEST_F(CacheTest, HugetlbSpansCoverWholeHugePages) {
+  constexpr size_t k2M = size_t{2} << 20;
+  test::Mapping huge(2 * k2M, PROT_READ | PROT_WRITE, MAP_HUGETLB | (21 << MAP_HUGE_SHIFT));
+  if (!huge.ok()) GTEST_SKIP() << "no 2 MiB huge pages reserved (vm.nr_hugepages)";
+  char* const second = huge.data() + k2M;
+  auto r = cache_->Acquire(second + 5 * kPage + 3, 10, Access::kLocalWrite);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->addr(), second);
+  EXPECT_EQ(r->length(), k2M);
+  ASSERT_EQ(fake_->live_mappings().size(), 1u);
+  EXPECT_EQ(fake_->live_mappings()[0].length, k2M);
+  auto hit = cache_->Acquire(second + k2M - kPage, kPage, Access::kLocalWrite);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_TRUE(hit->SameMapping(*r));
+  EXPECT_EQ(cache_->stats().hits, 1u);
+  // Across both huge pages: one mapping of both, the first one retired.
+  auto both = cache_->Acquire(second - 1, 2, Access::kLocalWrite);
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->addr(), huge.data());
+  EXPECT_EQ(both->length(), 2 * k2M);
+  r->Reset();
+  hit->Reset();
+  // Any page of it invalidated: the whole mapping goes.
+  ASSERT_TRUE(cache_->Invalidate(huge.data() + 7 * kPage, kPage).ok());
+  auto again = cache_->Acquire(second, kPage, Access::kLocalWrite);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->SameMapping(*both));
+  EXPECT_EQ(again->length(), k2M);
+  EXPECT_EQ(cache_->stats().misses, 3u);
 }
 
 TEST_F(CacheTest, BadInputIsInvalidArgumentAndRegistersNothing) {
