@@ -177,7 +177,13 @@ absl::StatusOr<uint64_t> VfioContainer::MapAnywhere(uint64_t va, uint64_t length
           "space is left below the %d-bit mask in the ranges %s",
           fd_, va, length, s.narrowest_bits, RangesString(s.info.iova_ranges)));
     }
-    absl::StatusOr<Range> picked = PickFree(*s.allocator, s.table, length);
+    // An IOVA as aligned as the VA and length are (up to 1 GiB) lets the
+    // IOMMU map huge pages as huge pages; an IOVA space too fragmented for
+    // that still gets the mapping, in small pages.
+    const uint64_t aligned = std::min({va & (~va + 1), length & (~length + 1), uint64_t{1} << 30});
+    const bool align = aligned > s.allocator->page_size();
+    absl::StatusOr<Range> picked = PickFree(*s.allocator, s.table, length, align ? aligned : 0);
+    if (!picked.ok() && align) picked = PickFree(*s.allocator, s.table, length);
     if (!picked.ok()) return picked.status();
     iova = picked->begin();
     if (absl::Status st = KernelMap(*ops_, fd_, s.info, s.table.size(), va, iova, length, writable);

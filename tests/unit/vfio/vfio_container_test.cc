@@ -260,6 +260,27 @@ TEST_F(VfioContainerTest, AllocatorWindowClipsToTheNarrowestMask) {
   ASSERT_TRUE(domain_->Deregister(*m).ok());
 }
 
+// Huge pages stay huge in the IOMMU only at an IOVA as aligned as the VA:
+// the allocator's pick is, even right after a small mapping that a plain
+// first-fit pick would follow.
+TEST_F(VfioContainerTest, PickedIovasAreAsAlignedAsTheVaAndLength) {
+  constexpr uint64_t k2M = uint64_t{2} << 20;
+  ops_->AddDevice({.address = "0000:00:04.0", .group = 6});
+  OpenAttached();
+  auto narrow = VfioDomain::Open("0000:00:04.0", {.container = container_, .dma_address_bits = 28});
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
+  auto small = domain_->RegisterHost({reinterpret_cast<void*>(0x7f0000001000), kPage}, {});
+  ASSERT_TRUE(small.ok()) << small.status();
+  auto huge = domain_->RegisterHost({reinterpret_cast<void*>(0x7f0000200000), 2 * k2M}, {});
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  EXPECT_EQ(huge->iova % k2M, 0u) << std::hex << huge->iova;
+  EXPECT_LT(huge->iova, uint64_t{1} << 28);
+  // Only as aligned as the length: a 4 KiB tail needs no more than 4 KiB.
+  auto tail = domain_->RegisterHost({reinterpret_cast<void*>(0x7f0000600000), kPage}, {});
+  ASSERT_TRUE(tail.ok()) << tail.status();
+  for (const auto& m : {*small, *huge, *tail}) ASSERT_TRUE(domain_->Deregister(m).ok());
+}
+
 // ---- GET_INFO parsing ----
 
 std::vector<uint8_t> InfoWithCap(const std::vector<uint8_t>& cap, uint32_t cap_offset) {
