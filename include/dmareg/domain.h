@@ -40,6 +40,7 @@
 #ifndef DMAREG_DOMAIN_H_
 #define DMAREG_DOMAIN_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -177,6 +178,14 @@ class Domain {
 
   // Undoes a mapping returned by this domain. Called exactly once per mapping.
   virtual absl::Status Deregister(const DeviceMapping& mapping) = 0;
+
+  // Where the device can go away for good (an RDMA device deleted or
+  // unplugged): a flag the domain sets, once, when it has, which a cache
+  // reads on every request (one load) to refuse from then on with
+  // LostStatus(). Default: nullptr, a device that cannot go away.
+  virtual const std::atomic<bool>* lost_flag() const { return nullptr; }
+  // Once lost_flag() is set: Unavailable naming `call` and the device.
+  virtual absl::Status LostStatus(std::string_view call) const;
 };
 
 }  // namespace dmareg

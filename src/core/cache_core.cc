@@ -22,6 +22,11 @@ namespace {
 constexpr size_t kRecordEachEvents = 8;
 }  // namespace
 
+namespace {
+// The lost flag of a domain whose device cannot go away.
+constexpr std::atomic<bool> kNeverLost{false};
+}  // namespace
+
 CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonitor> monitor,
                      CacheOptions options, bool thread_refs)
     : domain_(std::move(domain)),
@@ -37,6 +42,7 @@ CacheCore::CacheCore(std::shared_ptr<Domain> domain, std::shared_ptr<MemoryMonit
       dmabuf_ids_unique_(options.inspect_dmabuf ? true : DmaBufIdsUnique()),
       pfn_check_every_(options.pfn_check_every),
       fast_registration_(domain_->capabilities().fast_registration),
+      lost_(domain_->lost_flag() != nullptr ? domain_->lost_flag() : &kNeverLost),
       max_mapping_bytes_(domain_->capabilities().max_mapping_bytes),
       options_(options),
       pool_(this),
@@ -181,6 +187,11 @@ void CacheCore::ApplyEventsSlow(RegionList* to_free) {
 
 absl::Status CacheCore::CatchUp() {
   if (Forked()) return ForkedError();
+  if (lost_->load(std::memory_order_acquire)) [[unlikely]] {
+    // The kernel destroyed the mappings: deregistering frees our side.
+    Flush();
+    return domain_->LostStatus("Acquire");
+  }
   log_.WaitQuiet();
   RegionList to_free;
   {

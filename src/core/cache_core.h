@@ -162,9 +162,11 @@ class CacheCore {
 
   // Hit path: true if the monitor has events this cache has not applied
   // yet, or the process forked since the cache was made.
+  // Also true once the domain's device is gone (Domain::lost_flag()).
   bool EventsPending() const {
     return ForkGeneration() != fork_generation_ ||
-           log_.Pending(log_cursor_.load(std::memory_order_acquire));
+           log_.Pending(log_cursor_.load(std::memory_order_acquire)) ||
+           lost_->load(std::memory_order_relaxed);
   }
   // The hit path, inlined into the front door: a region covering `span`
   // with `want`, referenced for this thread, or null: then AcquireHost,
@@ -183,11 +185,14 @@ class CacheCore {
   // path, which refuses.
   [[gnu::always_inline]] Region* TryHitDmaBuf(const DmaBufKey& key, AccessFlags want) {
     ThreadRefs* t = thread_refs_.Mine();
-    if (t == nullptr || Forked() || !dmabuf_ids_unique_) [[unlikely]]
+    if (t == nullptr || Forked() || !dmabuf_ids_unique_ || lost_->load(std::memory_order_relaxed))
+        [[unlikely]]
       return nullptr;
     return HitWith(t, key.space, key.span, want, &key.id);
   }
-  // Applies pending monitor events; FailedPrecondition in a forked child.
+  // Applies pending monitor events; FailedPrecondition in a forked child;
+  // once the device is gone, lets go of every idle mapping and returns the
+  // domain's LostStatus.
   absl::Status CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
   size_t page_size() const { return page_size_; }
 
@@ -461,6 +466,8 @@ class CacheCore {
   // fast_registration): a miss is one critical section, registration
   // included, and regions are deregistered under mu_.
   const bool fast_registration_;
+  // The domain's lost_flag(), or a flag never set: read on every request.
+  const std::atomic<bool>* const lost_;
   const uint64_t max_mapping_bytes_;  // the domain's, read once
 
   // Lock order: mu_, then the process-wide thread-slot lock

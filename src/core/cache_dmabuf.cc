@@ -40,6 +40,9 @@ absl::StatusOr<DmaBufKey> CacheCore::ResolveDmaBuf(const DmaBufMemory& m) const 
 absl::StatusOr<Region*> CacheCore::AcquireDmaBuf(const DmaBufKey& key, const DmaBufSource& source,
                                                  AccessFlags want, bool* created) {
   if (Forked()) return ForkedError();
+  if (lost_->load(std::memory_order_relaxed)) [[unlikely]] {
+    if (absl::Status s = CatchUp(); !s.ok()) return s;
+  }
   if (thread_refs_.Mine() == nullptr && dmabuf_ids_unique_) {
     // No table (yet): the shared count, or a table made on this first hit.
     if (Region* hit = FastHitShared(key.space, key.span, want, &key.id)) return hit;

@@ -157,6 +157,10 @@ absl::Status CheckIovaPlacement(const DomainCapabilities& caps, uint64_t va, uin
   return absl::OkStatus();
 }
 
+absl::Status Domain::LostStatus(std::string_view call) const {
+  return absl::UnavailableError(absl::StrFormat("%s on %s: the device is gone", call, name()));
+}
+
 absl::StatusOr<DeviceMapping> Domain::RegisterDmaBuf(const DmaBufMemory&, AccessFlags) {
   return absl::UnimplementedError(
       absl::StrCat("dma-buf registration is not supported by domain ", name()));

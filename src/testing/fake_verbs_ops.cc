@@ -1,6 +1,10 @@
 // Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
 #include "dmareg/testing/fake_verbs_ops.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -122,7 +126,9 @@ ibv_context* FakeVerbsOps::OpenDevice(ibv_device* device) {
   }
   auto* ctx = new ibv_context();
   ctx->device = device;
+  ctx->async_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   ++live_contexts_;
+  contexts_.push_back(ctx);
   return ctx;
 }
 
@@ -132,6 +138,8 @@ int FakeVerbsOps::CloseDevice(ibv_context* context) {
     errno = err;
     return -1;
   }
+  if (context->async_fd >= 0) close(context->async_fd);
+  contexts_.erase(std::find(contexts_.begin(), contexts_.end(), context));
   delete context;
   --live_contexts_;
   return 0;
@@ -187,6 +195,10 @@ ibv_mr* FakeVerbsOps::RegMrIova2(ibv_pd* pd, void* addr, size_t length, uint64_t
     errno = err;
     return nullptr;
   }
+  if (std::find(removed_.begin(), removed_.end(), pd->context->device) != removed_.end()) {
+    errno = EIO;
+    return nullptr;
+  }
   if ((access & IBV_ACCESS_ON_DEMAND) != 0) {
     const DeviceSpec* spec = SpecOf(pd->context);
     if (spec == nullptr || (spec->attr.odp_caps.general_caps & IBV_ODP_SUPPORT) == 0) {
@@ -238,6 +250,33 @@ int FakeVerbsOps::DeregMr(ibv_mr* mr) {
   ++mrs_destroyed_;
   return 0;
 }
+
+bool FakeVerbsOps::RemoveDevice(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ibv_device* device = nullptr;
+  for (const auto& d : devices_) {
+    if (name == d->name) device = d.get();
+  }
+  if (device == nullptr) return false;
+  removed_.push_back(device);
+  for (ibv_context* c : contexts_) {
+    const uint64_t one = 1;
+    if (c->device == device && c->async_fd >= 0) (void)!write(c->async_fd, &one, sizeof one);
+  }
+  return true;
+}
+
+int FakeVerbsOps::AsyncEventFd(ibv_context* context) { return context->async_fd; }
+
+int FakeVerbsOps::GetAsyncEvent(ibv_context* context, ibv_async_event* event) {
+  uint64_t n = 0;
+  if (read(context->async_fd, &n, sizeof n) != static_cast<ssize_t>(sizeof n)) return -1;
+  *event = ibv_async_event{};
+  event->event_type = IBV_EVENT_DEVICE_FATAL;
+  return 0;
+}
+
+void FakeVerbsOps::AckAsyncEvent(ibv_async_event*) {}
 
 int FakeVerbsOps::AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags,
                            ibv_sge* sg_list, uint32_t num_sge) {

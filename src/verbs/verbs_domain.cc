@@ -20,6 +20,7 @@
 #include "dmareg/errno_status.h"
 #include "dmareg/memlock.h"
 #include "dmareg/verbs/verbs_ops.h"
+#include "verbs/device_watch.h"
 
 namespace dmareg {
 
@@ -29,6 +30,10 @@ struct VerbsDomain::LiveMrs {
 };
 
 namespace {
+
+bool IsLost(const internal::DeviceWatch* watch) {
+  return watch != nullptr && watch->lost().load(std::memory_order_acquire);
+}
 
 // What an ENOMEM from ibv_reg_mr* may have met: the device's MR table, and
 // (pinned only) the pages charged to the process's memlock limit.
@@ -161,6 +166,7 @@ absl::StatusOr<std::shared_ptr<VerbsDomain>> VerbsDomain::Open(std::string_view 
   std::shared_ptr<VerbsDomain> domain(
       new VerbsDomain(std::move(name), std::move(options), context, pd, /*owns_pd=*/true));
   if (absl::Status probed = domain->Probe(); !probed.ok()) return probed;
+  domain->watch_ = internal::DeviceWatch::Start(domain->ops_, context, domain->name_);
   return domain;
 }
 
@@ -271,6 +277,8 @@ absl::Status VerbsDomain::CheckLength(const char* call, size_t length) const {
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory,
                                                         AccessFlags access, Paging paging) {
   static constexpr const char* kCall = "ibv_reg_mr_iova2";
+  if (IsLost(watch_.get())) [[unlikely]]
+    return LostStatus(kCall);
   if (paging == Paging::kAutomatic) {
     return absl::InvalidArgumentError(
         absl::StrCat("RegisterHost on ", name_, ": paging is kPinned or kOnDemand"));
@@ -324,6 +332,8 @@ absl::StatusOr<DeviceMapping> VerbsDomain::RegisterHost(const HostMemory& memory
 absl::StatusOr<DeviceMapping> VerbsDomain::RegisterDmaBuf(const DmaBufMemory& memory,
                                                           AccessFlags access) {
   static constexpr const char* kCall = "ibv_reg_dmabuf_mr";
+  if (IsLost(watch_.get())) [[unlikely]]
+    return LostStatus(kCall);
   if (!caps_.dmabuf_import) {
     // Known from the probe: answer without asking the driver again.
     const int err = info_.dmabuf_probe_errno != 0 ? info_.dmabuf_probe_errno : EOPNOTSUPP;
@@ -401,6 +411,15 @@ DeviceMapping VerbsDomain::Track(ibv_mr* mr, uint64_t iova, uint64_t length) {
   return DeviceMapping{mr->lkey, mr->rkey, iova, length, reinterpret_cast<uintptr_t>(mr)};
 }
 
+const std::atomic<bool>* VerbsDomain::lost_flag() const {
+  return watch_ != nullptr ? &watch_->lost() : nullptr;
+}
+
+absl::Status VerbsDomain::LostStatus(std::string_view call) const {
+  if (watch_ != nullptr) return watch_->LostStatus(call);
+  return Domain::LostStatus(call);
+}
+
 absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
   auto* mr = reinterpret_cast<ibv_mr*>(static_cast<uintptr_t>(mapping.handle));
   if (mr == nullptr) {
@@ -432,6 +451,7 @@ absl::Status VerbsDomain::Deregister(const DeviceMapping& mapping) {
 }
 
 VerbsDomain::~VerbsDomain() {
+  watch_.reset();  // its thread polls the context closed below
   // MRs the caller registered through the domain and never deregistered
   // (a cache deregisters its own first): a wrapped PD's owner could not
   // deallocate it while they live. Failures have no caller to go to.

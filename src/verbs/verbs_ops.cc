@@ -11,6 +11,12 @@ namespace dmareg {
 int VerbsOps::AdviseMr(ibv_pd*, ibv_advise_mr_advice, uint32_t, ibv_sge*, uint32_t) {
   return EOPNOTSUPP;
 }
+int VerbsOps::AsyncEventFd(ibv_context*) { return -1; }
+int VerbsOps::GetAsyncEvent(ibv_context*, ibv_async_event*) {
+  errno = ENOSYS;
+  return -1;
+}
+void VerbsOps::AckAsyncEvent(ibv_async_event*) {}
 
 namespace {
 
@@ -40,6 +46,11 @@ class RealVerbsOps final : public VerbsOps {
     return ibv_advise_mr(pd, advice, flags, sg_list, num_sge);
   }
   ibv_fork_status IsForkInitialized() override { return ibv_is_fork_initialized(); }
+  int AsyncEventFd(ibv_context* context) override { return context->async_fd; }
+  int GetAsyncEvent(ibv_context* context, ibv_async_event* event) override {
+    return ibv_get_async_event(context, event);
+  }
+  void AckAsyncEvent(ibv_async_event* event) override { ibv_ack_async_event(event); }
 };
 
 }  // namespace

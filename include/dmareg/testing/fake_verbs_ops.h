@@ -89,6 +89,12 @@ class FakeVerbsOps final : public ::dmareg::VerbsOps {
   static DeviceSpec OdpCapable(std::string name);
   void AddDevice(DeviceSpec spec);
   void AddDevice(std::string name) { AddDevice(RxeLike(std::move(name))); }
+  // The device goes away as `rdma link delete` takes it: each open context
+  // of it gets IBV_EVENT_DEVICE_FATAL on its async_fd (an eventfd here),
+  // and from then on its registrations fail with EIO while deregistration
+  // succeeds (rdma-core treats EIO of a destroy as done). False: no such
+  // device.
+  bool RemoveDevice(const std::string& name);
 
   // The next `times` calls of `call` fail with `err` (and create nothing).
   void FailNext(Call call, int err, int times = 1);
@@ -121,6 +127,9 @@ class FakeVerbsOps final : public ::dmareg::VerbsOps {
   int AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags, ibv_sge* sg_list,
                uint32_t num_sge) override;
   ibv_fork_status IsForkInitialized() override;
+  int AsyncEventFd(ibv_context* context) override;
+  int GetAsyncEvent(ibv_context* context, ibv_async_event* event) override;
+  void AckAsyncEvent(ibv_async_event* event) override;
 
  private:
   // 0, or the errno the next `call` must fail with (consumes one failure).
@@ -134,6 +143,8 @@ class FakeVerbsOps final : public ::dmareg::VerbsOps {
   std::map<Call, std::vector<int>> failures_;
   std::map<Call, int> calls_;
   int64_t live_contexts_ = 0;
+  std::vector<ibv_context*> contexts_;  // open ones
+  std::vector<ibv_device*> removed_;    // by RemoveDevice
   int64_t live_pds_ = 0;
   int64_t live_mrs_ = 0;
   int64_t mrs_created_ = 0;

@@ -72,6 +72,10 @@ struct ibv_pd;
 
 namespace dmareg {
 
+namespace internal {
+class DeviceWatch;
+}  // namespace internal
+
 class VerbsOps;  // the seam over libibverbs: dmareg/verbs/verbs_ops.h
 
 struct VerbsDomainOptions {
@@ -162,6 +166,14 @@ class VerbsDomain final : public Domain {
   absl::StatusOr<DeviceMapping> RegisterDmaBuf(const DmaBufMemory& memory,
                                                AccessFlags access) override;
   absl::Status Deregister(const DeviceMapping& mapping) override;
+  // Set when the kernel reports the device removed (IBV_EVENT_DEVICE_FATAL,
+  // read from the context's asynchronous events by a thread of the domain's
+  // own, for a domain that Open made; a wrapped context's events are the
+  // application's, and its domain's flag is nullptr). From then on every
+  // registration is refused with LostStatus() without a kernel call;
+  // deregistration still succeeds (the kernel destroyed the MRs).
+  const std::atomic<bool>* lost_flag() const override;
+  absl::Status LostStatus(std::string_view call) const override;
 
   // ibv_advise_mr: prefetch [iova, iova + length) of an on-demand mapping
   // (IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE when `write`), waiting for the
@@ -202,6 +214,9 @@ class VerbsDomain final : public Domain {
   // deregisters them): src/verbs/verbs_domain.cc.
   struct LiveMrs;
   const std::unique_ptr<LiveMrs> mrs_;
+  // The device's removal, watched for a domain that opened its context
+  // (src/verbs/device_watch.h); null otherwise. Started by Open.
+  std::unique_ptr<internal::DeviceWatch> watch_;
   // Written by Probe() before the domain is published, read-only after.
   DomainCapabilities caps_;
   VerbsDeviceInfo info_;

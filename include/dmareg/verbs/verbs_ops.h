@@ -58,6 +58,14 @@ class VerbsOps {
   virtual int AdviseMr(ibv_pd* pd, ibv_advise_mr_advice advice, uint32_t flags, ibv_sge* sg_list,
                        uint32_t num_sge);
   virtual ibv_fork_status IsForkInitialized() = 0;
+  // The context's asynchronous events, which tell a domain that opened the
+  // context when its device is removed (IBV_EVENT_DEVICE_FATAL): the
+  // descriptor to poll (context->async_fd), ibv_get_async_event (0, or -1
+  // with errno set) and ibv_ack_async_event. Defaults: no descriptor (-1),
+  // so an implementation without events never reports a device gone.
+  virtual int AsyncEventFd(ibv_context* context);
+  virtual int GetAsyncEvent(ibv_context* context, ibv_async_event* event);
+  virtual void AckAsyncEvent(ibv_async_event* event);
 };
 
 // A new, stateless VerbsOps calling libibverbs (ibv_get_device_list, ...,

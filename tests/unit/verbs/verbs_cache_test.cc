@@ -6,12 +6,15 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <memory>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "common/errno_cases.h"
+#include "common/sanitizers.h"
 #include "common/test_memory.h"
 #include "dmareg/cache.h"
 #include "dmareg/testing/fake_dmabuf.h"
@@ -168,6 +171,82 @@ TEST(VerbsDmaBufImportTest, RegistersTheSliceWithItsFdOffsetIovaAndAccess) {
     close(other.fd);
   }
   EXPECT_EQ(ops->live_mrs(), 0);
+}
+
+}  // namespace
+}  // namespace dmareg
+
+namespace dmareg {
+namespace {
+
+// Waits for the domain's watcher thread to see the removal: the flag is
+// the event itself, not a guess at how long it takes.
+bool WaitLost(const VerbsDomain& domain) {
+  const std::atomic<bool>* lost = domain.lost_flag();
+  if (lost == nullptr) return false;
+  for (int i = 0; i < 10'000'000 && !lost->load(std::memory_order_acquire); ++i) {
+    std::this_thread::yield();
+  }
+  return lost->load(std::memory_order_acquire);
+}
+
+// The device removed under a cache holding mappings and with a handle out
+// (rdma link delete of rxe): every request is refused naming the device,
+// a hit included; nothing reaches the kernel; the idle mapping goes at once,
+// the held one with its handle; and the domain's own calls refuse too.
+TEST_F(VerbsCacheTest, ARemovedDeviceRefusesEveryRequestAndLosesNothing) {
+  test::Mapping other(kLen);
+  ASSERT_TRUE(other.ok());
+  auto held = cache_->Acquire(buf(), kLen, Access::kLocalWrite);
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_TRUE(cache_->Acquire(other.data(), kLen, Access::kLocalWrite).ok());  // idle now
+  EXPECT_EQ(ops_->live_mrs(), 2);
+  ASSERT_NE(domain_->lost_flag(), nullptr);
+  EXPECT_FALSE(domain_->lost_flag()->load());
+
+  ASSERT_TRUE(ops_->RemoveDevice(rxe_.name()));
+  ASSERT_TRUE(WaitLost(*domain_));
+  const int reg_calls = ops_->calls(Call::kRegMr);
+  for (char* p : {buf(), other.data(), buf() + 4096}) {
+    auto r = cache_->Acquire(p, 4096, Access::kLocalWrite);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(r.status().message(), AllOf(HasSubstr(rxe_.name()), HasSubstr("removed")));
+  }
+  auto direct = domain_->RegisterHost({other.data(), kLen}, Access::kLocalWrite);
+  EXPECT_EQ(direct.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ops_->calls(Call::kRegMr), reg_calls) << "a removed device was asked";
+  EXPECT_EQ(ops_->live_mrs(), 1) << "the idle mapping stays registered";
+  held->Reset();
+  cache_->Flush();
+  EXPECT_EQ(ops_->live_mrs(), 0);
+}
+
+// The watch's thread stays in the parent: a forked child that lets go of
+// its copy of the domain does not wait for a thread it does not have.
+TEST_F(VerbsCacheTest, AForkedChildDropsTheDomainWithoutWaitingForTheWatch) {
+  if (testing::kThreadSanitizer) GTEST_SKIP() << "TSan cannot run a threaded fork's child";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    cache_.reset();
+    domain_.reset();
+    _exit(0);
+  }
+  EXPECT_EQ(test::ChildExitCode(pid), 0);
+}
+
+// A wrapped context's events are the application's: no watch, no flag.
+TEST(VerbsDomainLossTest, AWrappedDomainDoesNotReadTheApplicationsEvents) {
+  testing::FakeRxe rxe;
+  absl::StatusOr<ibv_pd*> pd = rxe.AppAllocPd();
+  ASSERT_TRUE(pd.ok()) << pd.status();
+  auto domain = VerbsDomain::Wrap(*pd, {.ops = rxe.ops()});
+  ASSERT_TRUE(domain.ok()) << domain.status();
+  EXPECT_EQ((*domain)->lost_flag(), nullptr);
+  domain->reset();
+  EXPECT_EQ(rxe.AppFree(*pd), absl::OkStatus());
+  EXPECT_EQ(rxe.CheckReleased(), absl::OkStatus());
 }
 
 }  // namespace

@@ -1,0 +1,92 @@
+// Copyright dmareg authors. SPDX-License-Identifier: Apache-2.0
+#include "verbs/device_watch.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+
+namespace dmareg::internal {
+
+std::unique_ptr<DeviceWatch> DeviceWatch::Start(VerbsOps& ops, ibv_context* context,
+                                                std::string device) {
+  const int async_fd = ops.AsyncEventFd(context);
+  if (async_fd < 0) return nullptr;
+  const int wake_fd = eventfd(0, EFD_CLOEXEC);
+  if (wake_fd < 0) return nullptr;
+  std::unique_ptr<DeviceWatch> watch(
+      new DeviceWatch(ops, context, std::move(device), async_fd, wake_fd));
+  try {
+    watch->thread_ = std::thread([w = watch.get()] { w->Run(); });
+  } catch (const std::system_error&) {
+    return nullptr;  // the destructor closes wake_fd; there is no thread to join
+  }
+  return watch;
+}
+
+DeviceWatch::DeviceWatch(VerbsOps& ops, ibv_context* context, std::string device, int async_fd,
+                         int wake_fd)
+    : ops_(ops),
+      context_(context),
+      device_(std::move(device)),
+      async_fd_(async_fd),
+      wake_fd_(wake_fd) {}
+
+DeviceWatch::~DeviceWatch() {
+  if (thread_.joinable() && getpid() != creator_pid_) {
+    // A forked child: the thread stayed in the parent. Joining a thread that
+    // does not exist here would never return; its handle is dropped instead
+    // (moved into a leaked object: no call reaches the thread library).
+    new std::thread(std::move(thread_));
+  }
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    while (write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    thread_.join();
+  }
+  close(wake_fd_);
+}
+
+void DeviceWatch::Run() {
+  pollfd fds[2] = {{.fd = async_fd_, .events = POLLIN, .revents = 0},
+                   {.fd = wake_fd_, .events = POLLIN, .revents = 0}};
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;  // the watch is going
+    if (fds[0].revents == 0) continue;
+    ibv_async_event event{};
+    if (ops_.GetAsyncEvent(context_, &event) != 0) {
+      // Readable but no event: the descriptor failed (POLLERR/POLLHUP), or
+      // another reader took it. Nothing more can be learnt from it.
+      if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) return;
+      continue;
+    }
+    const bool fatal = event.event_type == IBV_EVENT_DEVICE_FATAL;
+    ops_.AckAsyncEvent(&event);
+    if (fatal) {
+      lost_.store(true, std::memory_order_release);
+      return;  // nothing comes after the end
+    }
+  }
+}
+
+absl::Status DeviceWatch::LostStatus(std::string_view call) const {
+  return absl::UnavailableError(absl::StrFormat(
+      "%s on %s: the device was removed (IBV_EVENT_DEVICE_FATAL: rdma link delete, a hot-unplug or "
+      "a "
+      "driver reset); the kernel destroyed its MRs, so releasing handles is all that is left to "
+      "do; open the device again once it is back",
+      call, device_));
+}
+
+}  // namespace dmareg::internal
