@@ -3,9 +3,13 @@
 
 #include <fcntl.h>
 #include <linux/vfio.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -19,6 +23,7 @@
 #include "dmareg/vfio/vfio_ops.h"
 #include "vfio/iommu_info.h"
 #include "vfio/pci_sysfs.h"
+#include "vfio/removal_watch.h"
 
 namespace dmareg {
 
@@ -38,7 +43,44 @@ struct VfioDomain::State {
   int device_fd ABSL_GUARDED_BY(mu) = -1;
   uint64_t config_offset ABSL_GUARDED_BY(mu) = 0;  // config space region
   uint64_t config_size ABSL_GUARDED_BY(mu) = 0;
+  // The eventfd each attach registers as the device's request interrupt
+  // (follow_removal), or -1; written once by Open, closed by the destructor.
+  int request_fd = -1;
+  bool request_armed ABSL_GUARDED_BY(mu) = false;  // on the current device fd
+  // Detached by a removal request (not by the application): the device's
+  // return re-attaches it.
+  bool detached_by_request ABSL_GUARDED_BY(mu) = false;
+  std::function<void()> on_release_request;  // written once by Open
+  std::atomic<int64_t> release_requests{0};
+  std::atomic<int64_t> automatic_reattaches{0};
 };
+
+namespace {
+
+// Registers `request_fd` as `device_fd`'s request interrupt; false where the
+// device has none (or the kernel refuses).
+bool ArmRequest(VfioOps& ops, int device_fd, int request_fd) {
+  vfio_irq_info irq{};
+  irq.argsz = sizeof irq;
+  irq.index = VFIO_PCI_REQ_IRQ_INDEX;
+  if (ops.DeviceGetIrqInfo(device_fd, &irq) != 0 || irq.count < 1 ||
+      (irq.flags & VFIO_IRQ_INFO_EVENTFD) == 0) {
+    return false;
+  }
+  alignas(vfio_irq_set) unsigned char buf[sizeof(vfio_irq_set) + sizeof(int32_t)] = {};
+  vfio_irq_set set{};
+  set.argsz = sizeof buf;
+  set.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set.index = VFIO_PCI_REQ_IRQ_INDEX;
+  set.start = 0;
+  set.count = 1;
+  const int32_t fd = request_fd;
+  std::memcpy(buf, &set, sizeof set);
+  std::memcpy(buf + sizeof set, &fd, sizeof fd);
+  return ops.DeviceSetIrqs(device_fd, reinterpret_cast<const vfio_irq_set*>(buf)) == 0;
+}
+
+}  // namespace
 
 namespace {
 
@@ -107,6 +149,7 @@ VfioDomain::VfioDomain(std::shared_ptr<VfioOps> ops, std::string address,
       state_(std::make_unique<State>()) {}
 
 VfioDomain::~VfioDomain() {
+  watch_.reset();  // its callbacks use the state below
   // Whatever was not deregistered leaves the container's table with us;
   // what other domains of the container hold stays.
   container_->ReleaseHolder(this);
@@ -117,6 +160,7 @@ VfioDomain::~VfioDomain() {
     (void)container_->DetachGroup(s.group_fd, s.group);
     ops_->Close(s.group_fd);
   }
+  if (s.request_fd >= 0) close(s.request_fd);
 }
 
 namespace {
@@ -207,11 +251,23 @@ absl::StatusOr<std::shared_ptr<VfioDomain>> VfioDomain::Open(std::string_view ad
   }
   std::shared_ptr<VfioDomain> domain(
       new VfioDomain(ops, pci_address, std::move(container), options.dma_address_bits));
+  bool armed = false;
   {
     State& s = *domain->state_;
+    if (options.follow_removal) {
+      s.request_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      s.on_release_request = std::move(options.on_release_request);
+    }
     internal::MutexLock lock(&s.mu);
     const int fd = std::exchange(given_group_fd, -1);  // AttachLocked owns it now
     if (absl::Status st = domain->AttachLocked(*group, fd); !st.ok()) return st;
+    armed = s.request_armed;
+  }
+  if (armed) {
+    VfioDomain* d = domain.get();
+    domain->watch_ = internal::RemovalWatch::Start(
+        domain->state_->request_fd, domain->address_, [d] { d->FollowReleaseRequest(); },
+        [d] { d->FollowReturn(); });
   }
   const VfioContainerInfo info = domain->container_->info();
   DomainCapabilities& caps = domain->caps_;
@@ -291,6 +347,7 @@ absl::Status VfioDomain::AttachLocked(int group, int given_group_fd) {
   s.group = group;
   s.group_fd = group_fd;
   s.device_fd = device_fd;
+  s.request_armed = s.request_fd >= 0 && ArmRequest(*ops_, device_fd, s.request_fd);
   s.config_offset = config.offset;
   s.config_size = config.size;
   return absl::OkStatus();
@@ -302,6 +359,43 @@ absl::Status VfioDomain::Detach() {
   if (!s.attached) {
     return absl::FailedPreconditionError(absl::StrCat("Detach of ", name_, ": already detached"));
   }
+  s.detached_by_request = false;  // the application's now: it re-attaches
+  DetachLocked();
+  return absl::OkStatus();
+}
+
+void VfioDomain::FollowReleaseRequest() {
+  State& s = *state_;
+  // The application lets go of what it holds of the device (its BAR
+  // mappings) first: the removal waits for those too.
+  if (s.on_release_request) s.on_release_request();
+  internal::MutexLock lock(&s.mu);
+  s.release_requests.fetch_add(1, std::memory_order_relaxed);
+  if (!s.attached) return;  // detached already; the kernel repeats itself
+  DetachLocked();
+  s.detached_by_request = true;
+}
+
+void VfioDomain::FollowReturn() {
+  State& s = *state_;
+  internal::MutexLock lock(&s.mu);
+  if (s.attached || !s.detached_by_request) return;
+  absl::StatusOr<int> group = CheckDevice(*ops_, address_);
+  if (!group.ok() || !AttachLocked(*group, -1).ok()) return;  // the next bind may do
+  s.detached_by_request = false;
+  s.automatic_reattaches.fetch_add(1, std::memory_order_relaxed);
+}
+
+int64_t VfioDomain::release_requests() const {
+  return state_->release_requests.load(std::memory_order_relaxed);
+}
+int64_t VfioDomain::automatic_reattaches() const {
+  return state_->automatic_reattaches.load(std::memory_order_relaxed);
+}
+
+void VfioDomain::DetachLocked() {
+  State& s = *state_;
+  s.mu.AssertHeld();
   ops_->Close(s.device_fd);
   // Closing the group fd takes it out of the container even when the unset
   // fails (a device that is gone): the container forgets it either way.
@@ -310,7 +404,7 @@ absl::Status VfioDomain::Detach() {
   s.attached = false;
   s.device_fd = -1;
   s.group_fd = -1;
-  return absl::OkStatus();
+  s.request_armed = false;
 }
 
 absl::Status VfioDomain::Reattach() {

@@ -17,6 +17,16 @@
 #include <vector>
 
 namespace dmareg {
+
+int VfioOps::DeviceGetIrqInfo(int, vfio_irq_info*) {
+  errno = ENOTTY;
+  return -1;
+}
+int VfioOps::DeviceSetIrqs(int, const vfio_irq_set*) {
+  errno = ENOTTY;
+  return -1;
+}
+
 namespace {
 
 class KernelOps final : public VfioOps {
@@ -56,6 +66,12 @@ class KernelOps final : public VfioOps {
   }
   int DeviceGetRegionInfo(int device_fd, vfio_region_info* info) override {
     return ::ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, info);
+  }
+  int DeviceGetIrqInfo(int device_fd, vfio_irq_info* info) override {
+    return ::ioctl(device_fd, VFIO_DEVICE_GET_IRQ_INFO, info);
+  }
+  int DeviceSetIrqs(int device_fd, const vfio_irq_set* set) override {
+    return ::ioctl(device_fd, VFIO_DEVICE_SET_IRQS, set);
   }
   void* Mmap(size_t length, int prot, int fd, off_t offset) override {
     return ::mmap(nullptr, length, prot, MAP_SHARED, fd, offset);

@@ -37,6 +37,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,10 @@
 
 namespace dmareg {
 
+namespace internal {
+class RemovalWatch;
+}  // namespace internal
+
 struct VfioDomainOptions {
   std::shared_ptr<VfioContainer> container{};  // null: a new container of its own
   int dma_address_bits = 64;  // the device's DMA mask width (edu: 28); VFIO cannot know it
@@ -63,6 +68,16 @@ struct VfioDomainOptions {
   // container's, or KernelVfioOps() for a new container. A container opened
   // over other ops is InvalidArgument.
   std::shared_ptr<VfioOps> ops{};
+  // The kernel's request to let go of the device (VFIO_PCI_REQ_IRQ_INDEX:
+  // sysfs remove, a hot-unplug, an unbind), which holds the removal until
+  // every fd and mapping of the device is closed. true: the domain follows
+  // it by itself. It calls `on_release_request` (from a thread of its own:
+  // unmap the device's regions there, or the removal keeps waiting for
+  // them), detaches with its mapping table kept, and once the device is
+  // bound to vfio-pci again (its uevent) re-attaches and replays the table.
+  // false: the removal waits for the application's Detach.
+  bool follow_removal = true;
+  std::function<void()> on_release_request{};
 };
 
 struct VfioDeviceInfo {   // from sysfs
@@ -177,6 +192,10 @@ class VfioDomain final : public Domain {
   absl::Status Detach();
   absl::Status Reattach();
   bool attached() const;
+  // Requests to let go that the domain followed (VfioDomainOptions::
+  // follow_removal), and the re-attaches that followed the device's return.
+  int64_t release_requests() const;
+  int64_t automatic_reattaches() const;
 
   int64_t live_mappings() const { return live_.load(std::memory_order_relaxed); }
   int64_t total_maps() const { return total_maps_.load(std::memory_order_relaxed); }
@@ -191,6 +210,13 @@ class VfioDomain final : public Domain {
   // the container and opens the device; on failure every fd is closed and
   // the container is as it was. Called with the domain's lock held.
   absl::Status AttachLocked(int group, int given_group_fd);
+  // Closes the device and group fds, the group out of the container (the
+  // table kept). Called with the domain's lock held.
+  void DetachLocked();
+  // The removal watch's callbacks: let go when the kernel asks, and attach
+  // again (the table replayed) when the device is back after that.
+  void FollowReleaseRequest();
+  void FollowReturn();
 
   const std::shared_ptr<VfioOps> ops_;
   const std::string address_;
@@ -205,6 +231,9 @@ class VfioDomain final : public Domain {
   // Lock order: ExternalMemoryRegistry's lock, then this one, then the
   // container's; this one is never held on the map path.
   std::unique_ptr<State> state_;
+  // Follows the kernel's removal requests (src/vfio/removal_watch.h); null
+  // without follow_removal or where the device has no request interrupt.
+  std::unique_ptr<internal::RemovalWatch> watch_;
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> total_maps_{0};
   std::atomic<int64_t> total_unmaps_{0};

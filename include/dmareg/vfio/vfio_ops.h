@@ -61,6 +61,11 @@ class VfioOps {
   virtual int GroupGetDeviceFd(int group_fd, const std::string& device) = 0;
   virtual int DeviceGetInfo(int device_fd, vfio_device_info* info) = 0;
   virtual int DeviceGetRegionInfo(int device_fd, vfio_region_info* info) = 0;
+  // VFIO_DEVICE_GET_IRQ_INFO and VFIO_DEVICE_SET_IRQS (`set` points at
+  // set->argsz bytes). Defaults: -1 with ENOTTY, a device with no
+  // interrupts to offer (and so no removal request to follow).
+  virtual int DeviceGetIrqInfo(int device_fd, vfio_irq_info* info);
+  virtual int DeviceSetIrqs(int device_fd, const vfio_irq_set* set);
 
   // mmap(2) of a device region (MAP_SHARED): MAP_FAILED with errno set on
   // failure; munmap(2): 0, or -1 with errno set.

@@ -11,9 +11,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/test_memory.h"
 #include "device/vfio/vfio_env.h"
 #include "dmareg/external_memory.h"
 #include "gtest/gtest.h"
@@ -150,6 +152,82 @@ TEST_F(VfioHotplugTest, ReattachBeforeTheDeviceIsBackFailsAndKeepsTheTable) {
   ASSERT_NO_FATAL_FAILURE(ReopenEdu());
   ExpectRoundTrip(*edu_, src, kSrcIova, dst, kDstIova, kLen, 44);
   UnmapPair(registry, src, dst);
+}
+
+// The kernel asks the process to let go of a device it is removing (sysfs
+// remove holds until every fd and mapping of it is closed): the domain
+// follows by itself. The application's callback drops its BAR mapping, the
+// domain detaches keeping its table, the removal finishes; when the device
+// is bound to vfio-pci again the domain re-attaches and replays the table
+// (the container had emptied, so the kernel had dropped the mappings), and
+// the edu moves bytes through the same IOVAs. No Detach or Reattach call of
+// the test's.
+TEST_F(VfioHotplugTest, ARemovalRequestIsFollowedAndTheReturnReattachesWithTheTable) {
+  ASSERT_GE(devices_.size(), 2u);
+  edu_.reset();
+  ASSERT_TRUE(domain_->Detach().ok());  // the container empties with the other
+  std::mutex mu;
+  std::unique_ptr<EduDevice> edu;  // guarded by mu: the callback drops it
+  VfioDomainOptions options;
+  options.container = container_;
+  options.dma_address_bits = EduDevice::kDmaAddressBits;
+  options.on_release_request = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    edu.reset();
+  };
+  auto domain = VfioDomain::Open(devices_[1], options);
+  ASSERT_TRUE(domain.ok()) << domain.status();
+  {
+    auto e = EduDevice::Open(*domain);
+    ASSERT_TRUE(e.ok()) << e.status();
+    std::lock_guard<std::mutex> lock(mu);
+    edu = std::move(*e);
+  }
+  Mapping src(kPage), dst(kPage);
+  ExternalMemoryRegistry registry;
+  ASSERT_TRUE(registry.Register(src.data(), src.size(), kPage).ok());
+  ASSERT_TRUE(registry.Register(dst.data(), dst.size(), kPage).ok());
+  ASSERT_TRUE(registry.DmaMap(*domain, src.data(), kSrcIova, kPage, AccessFlags()).ok());
+  ASSERT_TRUE(
+      registry.DmaMap(*domain, dst.data(), kDstIova, kPage, AccessFlags(Access::kLocalWrite)).ok());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ExpectRoundTrip(*edu, src, kSrcIova, dst, kDstIova, kLen, 46);
+  }
+
+  // The removal, from another program (exec'd: a forked copy of this one
+  // would hold the device's fd and BAR mapping itself): its write returns
+  // once the kernel has the device, which it gets only if we let go.
+  const std::string remove = "echo 1 > /sys/bus/pci/devices/" + devices_[1] + "/remove";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", remove.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  EXPECT_EQ(test::ChildExitCode(pid), 0) << "the removal of " << devices_[1];
+  EXPECT_FALSE((*domain)->attached());
+  EXPECT_GE((*domain)->release_requests(), 1);
+  EXPECT_EQ(container_->mappings().size(), 2u) << "the table goes with the domain, not the device";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(edu, nullptr) << "the callback did not run";
+  }
+
+  ASSERT_NO_FATAL_FAILURE(EnsureBound(devices_[1]));
+  ASSERT_TRUE(Eventually([&] { return (*domain)->attached(); }))
+      << devices_[1] << " is back but its domain did not re-attach";
+  EXPECT_EQ((*domain)->automatic_reattaches(), 1);
+  {
+    auto e = EduDevice::Open(*domain);
+    ASSERT_TRUE(e.ok()) << e.status();
+    std::lock_guard<std::mutex> lock(mu);
+    edu = std::move(*e);
+    ExpectRoundTrip(*edu, src, kSrcIova, dst, kDstIova, kLen, 47);
+    edu.reset();
+  }
+  EXPECT_TRUE(registry.DmaUnmap(*domain, src.data(), kSrcIova, kPage).ok());
+  EXPECT_TRUE(registry.DmaUnmap(*domain, dst.data(), kDstIova, kPage).ok());
 }
 
 TEST_F(VfioHotplugTest, KernelKeepsMappingsWhileAnotherDeviceHoldsTheContainer) {
