@@ -80,10 +80,6 @@ bool ArmRequest(VfioOps& ops, int device_fd, int request_fd) {
   return ops.DeviceSetIrqs(device_fd, reinterpret_cast<const vfio_irq_set*>(buf)) == 0;
 }
 
-}  // namespace
-
-namespace {
-
 std::string DetachedMessage(const std::string& name, absl::string_view what) {
   return absl::StrCat(what, " on ", name, ": device ", name,
                       " is detached (Reattach() it once it is back)");
