@@ -2,12 +2,10 @@
 #include "verbs/device_watch.h"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
-#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -18,45 +16,19 @@ std::unique_ptr<DeviceWatch> DeviceWatch::Start(VerbsOps& ops, ibv_context* cont
                                                 std::string device) {
   const int async_fd = ops.AsyncEventFd(context);
   if (async_fd < 0) return nullptr;
-  const int wake_fd = eventfd(0, EFD_CLOEXEC);
-  if (wake_fd < 0) return nullptr;
-  std::unique_ptr<DeviceWatch> watch(
-      new DeviceWatch(ops, context, std::move(device), async_fd, wake_fd));
-  try {
-    watch->thread_ = std::thread([w = watch.get()] { w->Run(); });
-  } catch (const std::system_error&) {
-    return nullptr;  // the destructor closes wake_fd; there is no thread to join
-  }
+  std::unique_ptr<DeviceWatch> watch(new DeviceWatch(ops, context, std::move(device), async_fd));
+  if (!watch->thread_.Start([w = watch.get()] { w->Run(); })) return nullptr;
   return watch;
 }
 
-DeviceWatch::DeviceWatch(VerbsOps& ops, ibv_context* context, std::string device, int async_fd,
-                         int wake_fd)
-    : ops_(ops),
-      context_(context),
-      device_(std::move(device)),
-      async_fd_(async_fd),
-      wake_fd_(wake_fd) {}
+DeviceWatch::DeviceWatch(VerbsOps& ops, ibv_context* context, std::string device, int async_fd)
+    : ops_(ops), context_(context), device_(std::move(device)), async_fd_(async_fd) {}
 
-DeviceWatch::~DeviceWatch() {
-  if (thread_.joinable() && getpid() != creator_pid_) {
-    // A forked child: the thread stayed in the parent. Joining a thread that
-    // does not exist here would never return; its handle is dropped instead
-    // (moved into a leaked object: no call reaches the thread library).
-    new std::thread(std::move(thread_));
-  }
-  if (thread_.joinable()) {
-    const uint64_t one = 1;
-    while (write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-    thread_.join();
-  }
-  close(wake_fd_);
-}
+DeviceWatch::~DeviceWatch() = default;
 
 void DeviceWatch::Run() {
   pollfd fds[2] = {{.fd = async_fd_, .events = POLLIN, .revents = 0},
-                   {.fd = wake_fd_, .events = POLLIN, .revents = 0}};
+                   {.fd = thread_.wake_fd(), .events = POLLIN, .revents = 0}};
   for (;;) {
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;

@@ -16,15 +16,14 @@
 #define DMAREG_SRC_VERBS_DEVICE_WATCH_H_
 
 #include <infiniband/verbs.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include "absl/status/status.h"
+#include "base/wakeable_thread.h"
 #include "dmareg/verbs/verbs_ops.h"
 
 namespace dmareg::internal {
@@ -47,17 +46,15 @@ class DeviceWatch {
   absl::Status LostStatus(std::string_view call) const;
 
  private:
-  DeviceWatch(VerbsOps& ops, ibv_context* context, std::string device, int async_fd, int wake_fd);
+  DeviceWatch(VerbsOps& ops, ibv_context* context, std::string device, int async_fd);
   void Run();
 
   VerbsOps& ops_;
   ibv_context* const context_;
   const std::string device_;
   const int async_fd_;  // the context's; not ours to close
-  const int wake_fd_;   // an eventfd: written by the destructor
-  const pid_t creator_pid_ = getpid();
   std::atomic<bool> lost_{false};
-  std::thread thread_;
+  WakeableThread thread_;  // last: stopped before the rest goes
 };
 
 }  // namespace dmareg::internal

@@ -3,13 +3,12 @@
 
 #include <linux/netlink.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <system_error>
 #include <utility>
 
 namespace dmareg::internal {
@@ -35,42 +34,24 @@ int OpenUeventSocket() {
 std::unique_ptr<RemovalWatch> RemovalWatch::Start(int request_fd, std::string address,
                                                   std::function<void()> on_request,
                                                   std::function<void()> on_bound) {
-  const int wake_fd = eventfd(0, EFD_CLOEXEC);
-  if (wake_fd < 0) return nullptr;
-  std::unique_ptr<RemovalWatch> watch(new RemovalWatch(request_fd, OpenUeventSocket(), wake_fd,
+  std::unique_ptr<RemovalWatch> watch(new RemovalWatch(request_fd, OpenUeventSocket(),
                                                        std::move(address), std::move(on_request),
                                                        std::move(on_bound)));
-  try {
-    watch->thread_ = std::thread([w = watch.get()] { w->Run(); });
-  } catch (const std::system_error&) {
-    return nullptr;
-  }
+  if (!watch->thread_.Start([w = watch.get()] { w->Run(); })) return nullptr;
   return watch;
 }
 
-RemovalWatch::RemovalWatch(int request_fd, int uevent_fd, int wake_fd, std::string address,
+RemovalWatch::RemovalWatch(int request_fd, int uevent_fd, std::string address,
                            std::function<void()> on_request, std::function<void()> on_bound)
     : request_fd_(request_fd),
       uevent_fd_(uevent_fd),
-      wake_fd_(wake_fd),
       address_(std::move(address)),
       on_request_(std::move(on_request)),
       on_bound_(std::move(on_bound)) {}
 
 RemovalWatch::~RemovalWatch() {
-  if (thread_.joinable() && getpid() != creator_pid_) {
-    // A forked child: the thread stayed in the parent; its handle is dropped
-    // (moved into a leaked object) rather than joined, which would not return.
-    new std::thread(std::move(thread_));
-  }
-  if (thread_.joinable()) {
-    const uint64_t one = 1;
-    while (write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-    thread_.join();
-  }
+  thread_.Stop();  // it polls the socket closed here
   if (uevent_fd_ >= 0) close(uevent_fd_);
-  close(wake_fd_);
 }
 
 bool RemovalWatch::IsVfioBind(std::string_view message, std::string_view address) {
@@ -94,7 +75,7 @@ bool RemovalWatch::IsVfioBind(std::string_view message, std::string_view address
 }
 
 void RemovalWatch::Run() {
-  pollfd fds[3] = {{.fd = wake_fd_, .events = POLLIN, .revents = 0},
+  pollfd fds[3] = {{.fd = thread_.wake_fd(), .events = POLLIN, .revents = 0},
                    {.fd = request_fd_, .events = POLLIN, .revents = 0},
                    {.fd = uevent_fd_, .events = POLLIN, .revents = 0}};
   const nfds_t n = uevent_fd_ >= 0 ? 3 : 2;

@@ -18,13 +18,12 @@
 #ifndef DMAREG_SRC_VFIO_REMOVAL_WATCH_H_
 #define DMAREG_SRC_VFIO_REMOVAL_WATCH_H_
 
-#include <unistd.h>
-
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <thread>
+
+#include "base/wakeable_thread.h"
 
 namespace dmareg::internal {
 
@@ -50,18 +49,16 @@ class RemovalWatch {
   static bool IsVfioBind(std::string_view message, std::string_view address);
 
  private:
-  RemovalWatch(int request_fd, int uevent_fd, int wake_fd, std::string address,
-               std::function<void()> on_request, std::function<void()> on_bound);
+  RemovalWatch(int request_fd, int uevent_fd, std::string address, std::function<void()> on_request,
+               std::function<void()> on_bound);
   void Run();
 
   const int request_fd_;
   const int uevent_fd_;  // -1: returns are not followed
-  const int wake_fd_;
   const std::string address_;
   const std::function<void()> on_request_;
   const std::function<void()> on_bound_;
-  const pid_t creator_pid_ = getpid();
-  std::thread thread_;
+  WakeableThread thread_;  // last: stopped before the rest goes
 };
 
 }  // namespace dmareg::internal
